@@ -1,0 +1,34 @@
+use fjord_model::ParseError;
+use fjord_store::StoreError;
+
+/// Why an interaction did not succeed. The REST layer maps each kind to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No tenant with this id.
+    #[error("unknown tenant '{0}'")]
+    UnknownTenant(String),
+    /// Not an R4 resource type.
+    #[error("unknown resource type '{0}'")]
+    UnknownType(String),
+    /// The resource (or version) does not exist.
+    #[error("{0} is not known")]
+    NotFound(String),
+    /// The resource existed and was deleted.
+    #[error("{0} was deleted")]
+    Gone(String),
+    /// The body is not a valid resource.
+    #[error("invalid resource: {0}")]
+    Invalid(ParseError),
+    /// The request contradicts itself (type or id differs from the URL, bad parameter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// `If-Match` named a version that is not current.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// Concurrent writers kept changing the resource.
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,359 @@
+use fjord_model::{resource_type, Format, Resource};
+use fjord_store::{Expected, HistoryPage, HistoryScope, NewVersion, Op, StoredVersion, Tenant};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{Engine, EngineError};
+
+/// Writers that lose a race retry this often before answering 409.
+const WRITE_ATTEMPTS: usize = 16;
+
+/// The result of a write.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub resource_type: &'static str,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: OffsetDateTime,
+    /// Canonical JSON of the stored version; `None` for a delete.
+    pub body: Option<String>,
+    /// Whether the write brought the resource into existence (201 rather than 200).
+    pub created: bool,
+}
+
+/// Parameters of a history read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryQuery {
+    pub since: Option<OffsetDateTime>,
+    pub cursor: Option<i64>,
+    pub count: i64,
+}
+
+/// Postgres keeps microseconds; the body's `meta.lastUpdated` must say exactly what is stored.
+fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .expect("truncated nanoseconds are valid")
+}
+
+/// `instant` formatting of a timestamp.
+pub fn format_instant(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339)
+        .expect("UTC timestamps format as RFC 3339")
+}
+
+impl Engine {
+    /// The canonical resource type name for a URL segment.
+    pub fn resource_type(&self, name: &str) -> Result<&'static str, EngineError> {
+        resource_type(name).ok_or_else(|| EngineError::UnknownType(name.to_owned()))
+    }
+
+    fn parse_for(
+        &self,
+        resource_type: &str,
+        body: &[u8],
+        format: Format,
+    ) -> Result<Resource, EngineError> {
+        let resource = Resource::parse(body, format, &self.limits).map_err(EngineError::Invalid)?;
+        if resource.resource_type() != resource_type {
+            return Err(EngineError::BadRequest(format!(
+                "the body is a {} but the URL names {resource_type}",
+                resource.resource_type()
+            )));
+        }
+        Ok(resource)
+    }
+
+    /// `create`: stores the body under a new server-assigned id (an id in the body is ignored).
+    #[tracing::instrument(skip(self, body), fields(tenant = %tenant.id))]
+    pub async fn create(
+        &self,
+        tenant: &Tenant,
+        resource_type: &str,
+        body: &[u8],
+        format: Format,
+    ) -> Result<Written, EngineError> {
+        let resource_type = self.resource_type(resource_type)?;
+        let mut resource = self.parse_for(resource_type, body, format)?;
+        let id = Uuid::new_v4().to_string();
+        resource.set_id(Some(&id));
+        self.write(
+            tenant,
+            resource_type,
+            &id,
+            Some(resource),
+            Expected::Absent,
+            1,
+        )
+        .await
+    }
+
+    /// `update`, including update-as-create with a client-chosen id. `if_match` is the version the
+    /// client expects to replace.
+    #[tracing::instrument(skip(self, body), fields(tenant = %tenant.id))]
+    pub async fn update(
+        &self,
+        tenant: &Tenant,
+        resource_type: &str,
+        id: &str,
+        body: &[u8],
+        format: Format,
+        if_match: Option<i64>,
+    ) -> Result<Written, EngineError> {
+        let resource_type = self.resource_type(resource_type)?;
+        check_id(id)?;
+        let resource = self.parse_for(resource_type, body, format)?;
+        match resource.id() {
+            Some(body_id) if body_id == id => {}
+            Some(body_id) => {
+                return Err(EngineError::BadRequest(format!(
+                    "the body's id '{body_id}' differs from the URL's '{id}'"
+                )))
+            }
+            None => {
+                return Err(EngineError::BadRequest(
+                    "an update needs the resource id in the body".into(),
+                ))
+            }
+        }
+        for _ in 0..WRITE_ATTEMPTS {
+            let latest = self
+                .store
+                .read_latest(tenant.key, resource_type, id)
+                .await?;
+            let (expected, version) = expectation(latest.as_ref(), if_match, resource_type, id)?;
+            let recreated = latest.as_ref().is_some_and(|l| l.op == Op::Delete);
+            match self
+                .write(
+                    tenant,
+                    resource_type,
+                    id,
+                    Some(resource.clone()),
+                    expected,
+                    version,
+                )
+                .await
+            {
+                Err(EngineError::Conflict(_)) if if_match.is_none() => continue,
+                Err(EngineError::Conflict(_)) => return Err(version_moved(resource_type, id)),
+                written => {
+                    return written.map(|mut w| {
+                        w.created |= recreated;
+                        w
+                    })
+                }
+            }
+        }
+        Err(EngineError::Conflict(format!(
+            "{resource_type}/{id} is being changed by others; try again"
+        )))
+    }
+
+    /// `delete`: writes a deletion version. Deleting what does not exist (or is deleted) succeeds
+    /// and changes nothing; it returns `None`.
+    #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
+    pub async fn delete(
+        &self,
+        tenant: &Tenant,
+        resource_type: &str,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> Result<Option<Written>, EngineError> {
+        let resource_type = self.resource_type(resource_type)?;
+        check_id(id)?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let latest = self
+                .store
+                .read_latest(tenant.key, resource_type, id)
+                .await?;
+            let Some(latest) = latest.filter(|l| l.op != Op::Delete) else {
+                return match if_match {
+                    Some(_) => Err(version_moved(resource_type, id)),
+                    None => Ok(None),
+                };
+            };
+            if if_match.is_some_and(|v| v != latest.version) {
+                return Err(version_moved(resource_type, id));
+            }
+            let expected = Expected::Version(latest.version);
+            match self
+                .write(
+                    tenant,
+                    resource_type,
+                    id,
+                    None,
+                    expected,
+                    latest.version + 1,
+                )
+                .await
+            {
+                Err(EngineError::Conflict(_)) if if_match.is_none() => continue,
+                Err(EngineError::Conflict(_)) => return Err(version_moved(resource_type, id)),
+                written => return written.map(Some),
+            }
+        }
+        Err(EngineError::Conflict(format!(
+            "{resource_type}/{id} is being changed by others; try again"
+        )))
+    }
+
+    async fn write(
+        &self,
+        tenant: &Tenant,
+        resource_type: &'static str,
+        id: &str,
+        resource: Option<Resource>,
+        expected: Expected,
+        version: i64,
+    ) -> Result<Written, EngineError> {
+        let last_updated = now();
+        let body = resource.map(|mut resource| {
+            resource.set_version(&version.to_string(), &format_instant(last_updated));
+            resource.to_json()
+        });
+        let op = match (&body, expected) {
+            (None, _) => Op::Delete,
+            (Some(_), Expected::Absent) => Op::Create,
+            (Some(_), Expected::Version(_)) => Op::Update,
+        };
+        let new = NewVersion {
+            resource_type,
+            id,
+            expected,
+            version,
+            last_updated,
+            op,
+            body: body.as_deref(),
+        };
+        if !self.store.write_version(tenant.key, &new).await? {
+            return Err(EngineError::Conflict(format!(
+                "{resource_type}/{id} changed concurrently"
+            )));
+        }
+        Ok(Written {
+            resource_type,
+            id: id.to_owned(),
+            version,
+            last_updated,
+            body,
+            created: expected == Expected::Absent,
+        })
+    }
+
+    /// `read`: the current version; `Gone` when deleted.
+    #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
+    pub async fn read(
+        &self,
+        tenant: &Tenant,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<StoredVersion, EngineError> {
+        let resource_type = self.resource_type(resource_type)?;
+        let name = format!("{resource_type}/{id}");
+        if !fjord_model::is_valid_id(id) {
+            return Err(EngineError::NotFound(name));
+        }
+        match self
+            .store
+            .read_latest(tenant.key, resource_type, id)
+            .await?
+        {
+            None => Err(EngineError::NotFound(name)),
+            Some(v) if v.op == Op::Delete => Err(EngineError::Gone(name)),
+            Some(v) => Ok(v),
+        }
+    }
+
+    /// `vread`: one version; `Gone` when that version is a deletion.
+    #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
+    pub async fn vread(
+        &self,
+        tenant: &Tenant,
+        resource_type: &str,
+        id: &str,
+        version: &str,
+    ) -> Result<StoredVersion, EngineError> {
+        let resource_type = self.resource_type(resource_type)?;
+        let name = format!("{resource_type}/{id}/_history/{version}");
+        let Some(number) = version
+            .parse::<i64>()
+            .ok()
+            .filter(|_| fjord_model::is_valid_id(id))
+        else {
+            return Err(EngineError::NotFound(name));
+        };
+        match self
+            .store
+            .read_version(tenant.key, resource_type, id, number)
+            .await?
+        {
+            None => Err(EngineError::NotFound(name)),
+            Some(v) if v.op == Op::Delete => Err(EngineError::Gone(name)),
+            Some(v) => Ok(v),
+        }
+    }
+
+    /// `history` at instance (`Some(type), Some(id)`), type or system level.
+    #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
+    pub async fn history(
+        &self,
+        tenant: &Tenant,
+        resource_type: Option<&str>,
+        id: Option<&str>,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, EngineError> {
+        let resource_type = resource_type.map(|t| self.resource_type(t)).transpose()?;
+        let scope = match (resource_type, id) {
+            (Some(t), Some(id)) => {
+                check_id(id)?;
+                HistoryScope::Instance(t, id)
+            }
+            (Some(t), None) => HistoryScope::Type(t),
+            _ => HistoryScope::System,
+        };
+        let page = self
+            .store
+            .history(tenant.key, scope, query.since, query.cursor, query.count)
+            .await?;
+        if let (HistoryScope::Instance(t, id), true, None) =
+            (scope, page.versions.is_empty(), query.cursor)
+        {
+            if query.since.is_none() {
+                return Err(EngineError::NotFound(format!("{t}/{id}")));
+            }
+        }
+        Ok(page)
+    }
+}
+
+fn check_id(id: &str) -> Result<(), EngineError> {
+    if fjord_model::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(EngineError::BadRequest(format!(
+            "invalid resource id '{id}'"
+        )))
+    }
+}
+
+fn version_moved(resource_type: &str, id: &str) -> EngineError {
+    EngineError::PreconditionFailed(format!(
+        "{resource_type}/{id} is not at the version named by If-Match"
+    ))
+}
+
+/// What an update expects to find, and the version it writes.
+fn expectation(
+    latest: Option<&StoredVersion>,
+    if_match: Option<i64>,
+    resource_type: &str,
+    id: &str,
+) -> Result<(Expected, i64), EngineError> {
+    match (latest, if_match) {
+        (None, None) => Ok((Expected::Absent, 1)),
+        (None, Some(_)) => Err(version_moved(resource_type, id)),
+        (Some(latest), Some(v)) if v != latest.version => Err(version_moved(resource_type, id)),
+        (Some(latest), _) => Ok((Expected::Version(latest.version), latest.version + 1)),
+    }
+}

@@ -1,0 +1,390 @@
+//! A private PostgreSQL cluster run from the binaries installed on the machine.
+//!
+//! Used by the `fjord` binary for its embedded default and by the test harness. The cluster listens
+//! only on a Unix socket inside its own directory. Postgres refuses to run as root, so when started
+//! by root the cluster runs as an unprivileged account (`postgres`, else `nobody`) that owns its
+//! directory. The postmaster is a child process that receives SIGINT (fast shutdown) when its parent
+//! dies, so a killed Fjord never leaves an orphaned database behind.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{chown, Gid, Pid, Uid, User};
+
+/// The port number only names the socket file; nothing listens on TCP.
+pub const SOCKET_PORT: u16 = 5432;
+/// The superuser that `initdb` creates.
+pub const SUPERUSER: &str = "postgres";
+
+/// What can go wrong running the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// No Postgres server binaries were found.
+    #[error(
+        "no PostgreSQL server binaries found (looked for initdb and postgres on PATH, in `pg_config --bindir` \
+         and in /usr/lib/postgresql/*/bin): install them (Debian/Ubuntu: `apt-get install postgresql`) \
+         or point Fjord at a server with DATABASE_URL / --database-url"
+    )]
+    BinariesNotFound,
+    /// A Postgres tool failed.
+    #[error("{tool} failed: {detail}")]
+    Tool { tool: String, detail: String },
+    /// The server did not become ready in time.
+    #[error("postgres did not become ready within {0:?}; see {1}")]
+    NotReady(Duration, PathBuf),
+    /// A file system operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
+    let context = context.into();
+    move |source| PgError::Io { context, source }
+}
+
+/// The directory holding `initdb`, `postgres` and `pg_ctl`.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    bindir: PathBuf,
+}
+
+impl Binaries {
+    /// Finds the server binaries: PATH, then `pg_config --bindir`, then the newest
+    /// `/usr/lib/postgresql/*/bin`.
+    pub fn locate() -> Result<Binaries, PgError> {
+        let has_server =
+            |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+        let from_path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let from_pg_config = Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+        let mut from_debian: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+            .collect();
+        from_debian.sort();
+        from_path
+            .into_iter()
+            .chain(from_pg_config)
+            .chain(from_debian.into_iter().rev().map(|(_, p)| p))
+            .find(|dir| has_server(dir))
+            .map(|bindir| Binaries { bindir })
+            .ok_or(PgError::BinariesNotFound)
+    }
+
+    /// The path of a tool in the binaries directory.
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.bindir.join(name)
+    }
+}
+
+/// The OS account the cluster runs as: the current one, or an unprivileged one when we are root.
+#[derive(Debug, Clone, Copy)]
+struct Account {
+    switch_to: Option<(Uid, Gid)>,
+}
+
+impl Account {
+    fn pick() -> Account {
+        if !Uid::effective().is_root() {
+            return Account { switch_to: None };
+        }
+        let user = ["postgres", "nobody"]
+            .iter()
+            .find_map(|name| User::from_name(name).ok().flatten());
+        Account {
+            switch_to: user.map(|u| (u.uid, u.gid)),
+        }
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        if let Some((uid, gid)) = self.switch_to {
+            command.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        command
+    }
+
+    fn own(&self, path: &Path) -> Result<(), PgError> {
+        if let Some((uid, gid)) = self.switch_to {
+            chown(path, Some(uid), Some(gid)).map_err(|e| PgError::Io {
+                context: format!("chown {}", path.display()),
+                source: e.into(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Whether the account can enter `dir` (a clone under /root is not reachable for `postgres`).
+    fn can_reach(&self, dir: &Path) -> bool {
+        self.switch_to.is_none()
+            || self
+                .command(Path::new("test"))
+                .arg("-x")
+                .arg(dir)
+                .status()
+                .is_ok_and(|s| s.success())
+    }
+}
+
+/// Options of a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Server settings passed as `-c name=value`.
+    pub settings: Vec<(String, String)>,
+    /// Skip fsync in initdb (throwaway clusters of tests).
+    pub fast_init: bool,
+}
+
+/// A running cluster. Dropping it stops the postmaster if this process started it.
+#[derive(Debug)]
+pub struct Cluster {
+    data_dir: PathBuf,
+    child: Option<Child>,
+    /// Dropping it ends the thread that spawned the postmaster, which signals it.
+    _guardian: Option<mpsc::Sender<()>>,
+}
+
+impl Cluster {
+    /// Starts the cluster in `dir` (initialising it first if empty), or attaches to the postmaster
+    /// that already serves it. A stale `postmaster.pid` left by a crash is removed.
+    pub fn start(
+        binaries: &Binaries,
+        dir: &Path,
+        options: &ClusterOptions,
+    ) -> Result<Cluster, PgError> {
+        let account = Account::pick();
+        let data_dir = prepare_dir(&account, dir)?;
+        if !data_dir.join("PG_VERSION").exists() {
+            init(binaries, &account, &data_dir, options)?;
+        }
+        if let Some(pid) = live_postmaster(&data_dir) {
+            if wait_ready(&data_dir, None, Duration::from_secs(30)).is_ok() {
+                tracing::info!(pid, dir = %data_dir.display(), "attached to running postgres");
+                return Ok(Cluster {
+                    data_dir,
+                    child: None,
+                    _guardian: None,
+                });
+            }
+        }
+        let log_path = data_dir.join("postgres.log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(format!("open {}", log_path.display())))?;
+        account.own(&log_path)?;
+        let mut command = account.command(&binaries.tool("postgres"));
+        command
+            .arg("-D")
+            .arg(&data_dir)
+            .arg("-k")
+            .arg(&data_dir)
+            .args(["-p", &SOCKET_PORT.to_string(), "-c", "listen_addresses="])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io("log file"))?)
+            .stderr(log);
+        for (name, value) in &options.settings {
+            command.arg("-c").arg(format!("{name}={value}"));
+        }
+        #[allow(unsafe_code)] // reason: pre_exec is unsafe; prctl is async-signal-safe
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)
+            });
+        }
+        let (child, guardian) = spawn_guarded(command)?;
+        let mut cluster = Cluster {
+            data_dir,
+            child: Some(child),
+            _guardian: Some(guardian),
+        };
+        wait_ready(
+            &cluster.data_dir,
+            cluster.child.as_mut(),
+            Duration::from_secs(60),
+        )
+        .map_err(|_| PgError::NotReady(Duration::from_secs(60), log_path))?;
+        tracing::info!(dir = %cluster.data_dir.display(), "postgres started");
+        Ok(cluster)
+    }
+
+    /// The directory of the Unix socket (the data directory).
+    pub fn socket_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A connection URL for `database` as `user` over the Unix socket.
+    pub fn url(&self, user: &str, database: &str) -> String {
+        format!(
+            "postgres://{user}@localhost/{database}?host={}&port={SOCKET_PORT}",
+            self.data_dir.display()
+        )
+    }
+
+    /// Stops the postmaster (fast shutdown) if this process started it, and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
+            let _ = child.wait();
+            tracing::info!("postgres stopped");
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Spawns the postmaster from a thread that lives as long as the returned sender: the parent-death
+/// signal fires when the spawning *thread* ends, so it must not be a short-lived worker thread.
+fn spawn_guarded(mut command: Command) -> Result<(Child, mpsc::Sender<()>), PgError> {
+    let (child_tx, child_rx) = mpsc::channel();
+    let (guard_tx, guard_rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("postgres-parent".into())
+        .spawn(move || {
+            let spawned = command.spawn();
+            let ok = spawned.is_ok();
+            let _ = child_tx.send(spawned);
+            if ok {
+                let _ = guard_rx.recv();
+            }
+        })
+        .map_err(io("spawn postgres parent thread"))?;
+    let child = child_rx
+        .recv()
+        .map_err(|_| PgError::Tool {
+            tool: "postgres".into(),
+            detail: "spawn thread died".into(),
+        })?
+        .map_err(io("start postgres"))?;
+    Ok((child, guard_tx))
+}
+
+/// Makes the cluster directory, owned by the account and private to it. When the account cannot
+/// reach `dir` (a home directory closed to others), the cluster lives under /var/lib/fjord instead
+/// and `dir` holds a symlink to it.
+fn prepare_dir(account: &Account, dir: &Path) -> Result<PathBuf, PgError> {
+    fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(io(format!("resolve {}", dir.display())))?;
+    let data_dir = if account.can_reach(dir.parent().unwrap_or(&dir)) {
+        dir
+    } else {
+        let elsewhere = Path::new("/var/lib/fjord/clusters").join(path_key(&dir));
+        fs::create_dir_all(&elsewhere).map_err(io(format!("create {}", elsewhere.display())))?;
+        for ancestor in ["/var/lib/fjord", "/var/lib/fjord/clusters"] {
+            fs::set_permissions(ancestor, fs::Permissions::from_mode(0o755))
+                .map_err(io(ancestor))?;
+        }
+        let link = dir.join("cluster");
+        if !link.exists() {
+            std::os::unix::fs::symlink(&elsewhere, &link).map_err(io("link cluster directory"))?;
+        }
+        tracing::warn!(
+            data_dir = %dir.display(),
+            cluster = %elsewhere.display(),
+            "the postgres account cannot reach the data directory; the cluster lives elsewhere"
+        );
+        elsewhere
+    };
+    account.own(&data_dir)?;
+    fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))
+        .map_err(io("chmod cluster dir"))?;
+    Ok(data_dir)
+}
+
+fn path_key(path: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+fn init(
+    binaries: &Binaries,
+    account: &Account,
+    data_dir: &Path,
+    options: &ClusterOptions,
+) -> Result<(), PgError> {
+    let mut command = account.command(&binaries.tool("initdb"));
+    command.arg("-D").arg(data_dir).args([
+        "-U",
+        SUPERUSER,
+        "--auth=trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+    ]);
+    if options.fast_init {
+        command.arg("--no-sync");
+    }
+    let output = command.output().map_err(io("run initdb"))?;
+    if !output.status.success() {
+        return Err(PgError::Tool {
+            tool: "initdb".into(),
+            detail: String::from_utf8_lossy(&output.stderr).into(),
+        });
+    }
+    Ok(())
+}
+
+/// The pid of a live postmaster serving `data_dir`, removing a stale `postmaster.pid`.
+fn live_postmaster(data_dir: &Path) -> Option<i32> {
+    let pid_file = data_dir.join("postmaster.pid");
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() == "postgres" {
+        return Some(pid);
+    }
+    tracing::warn!(pid, "removing stale postmaster.pid left by a crash");
+    let _ = fs::remove_file(pid_file);
+    None
+}
+
+/// Waits until `postmaster.pid` reports `ready`, or the child exits, or time runs out.
+fn wait_ready(data_dir: &Path, mut child: Option<&mut Child>, limit: Duration) -> Result<(), ()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let status = fs::read_to_string(data_dir.join("postmaster.pid")).unwrap_or_default();
+        if status.lines().nth(7).is_some_and(|l| l.trim() == "ready") {
+            return Ok(());
+        }
+        if let Some(child) = child.as_deref_mut() {
+            if child.try_wait().ok().flatten().is_some() {
+                return Err(());
+            }
+        } else if live_postmaster(data_dir).is_none() {
+            return Err(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(())
+}

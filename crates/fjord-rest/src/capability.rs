@@ -1,0 +1,67 @@
+//! `GET /metadata`: the CapabilityStatement, listing exactly what this build serves.
+
+use actix_web::web::{Data, Path};
+use actix_web::{HttpRequest, HttpResponse};
+use fjord_model::RESOURCE_TYPES;
+use serde_json::{json, Value};
+
+use crate::negotiate;
+use crate::resources::{instant, Ctx};
+use crate::{ApiError, AppState};
+
+pub(crate) async fn metadata(
+    req: HttpRequest,
+    state: Data<AppState>,
+    tenant: Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let ctx = Ctx::new(&req, &state, &tenant).await?;
+    let statement = capability_statement(&ctx.base);
+    Ok(negotiate::respond_value(
+        HttpResponse::Ok(),
+        &statement,
+        ctx.negotiated,
+    ))
+}
+
+fn capability_statement(base: &str) -> Value {
+    let interactions: Vec<Value> = [
+        "read",
+        "vread",
+        "update",
+        "delete",
+        "history-instance",
+        "history-type",
+        "create",
+    ]
+    .iter()
+    .map(|code| json!({ "code": code }))
+    .collect();
+    let resources: Vec<Value> = RESOURCE_TYPES
+        .iter()
+        .map(|t| {
+            json!({
+                "type": t,
+                "interaction": interactions,
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalRead": "full-support",
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": instant(time::OffsetDateTime::now_utc()),
+        "kind": "instance",
+        "software": { "name": "Fjord", "version": env!("CARGO_PKG_VERSION") },
+        "implementation": { "description": "Fjord FHIR R4 server", "url": base },
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "application/fhir+xml"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{ "code": "history-system" }],
+        }],
+    })
+}

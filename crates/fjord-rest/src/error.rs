@@ -1,0 +1,141 @@
+//! Engine errors → HTTP status and OperationOutcome.
+//!
+//! | error kind                  | status | `issue.code`    |
+//! |-----------------------------|--------|-----------------|
+//! | invalid body / bad request  | 400    | `structure` / `invalid` |
+//! | authentication required     | 401    | `login`         |
+//! | unknown tenant, type, id    | 404    | `not-found`     |
+//! | method not allowed          | 405    | `not-supported` |
+//! | unacceptable `Accept`       | 406    | `not-supported` |
+//! | concurrent-write conflict   | 409    | `conflict`      |
+//! | deleted                     | 410    | `deleted`       |
+//! | `If-Match` mismatch         | 412    | `conflict`      |
+//! | body over the size limit    | 413    | `too-costly`    |
+//! | unsupported `Content-Type`  | 415    | `not-supported` |
+//! | business rule violated      | 422    | `processing`    |
+//! | interaction not implemented | 501    | `not-supported` |
+//! | storage failure             | 500    | `exception`     |
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use fjord_engine::EngineError;
+use serde_json::json;
+
+use crate::negotiate::{self, Negotiated};
+
+/// An error answered as an OperationOutcome.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Expression path of the offending element, when known.
+    pub expression: Option<String>,
+    /// Format the outcome is written in.
+    pub format: Negotiated,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            expression: None,
+            format: Negotiated::default(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+
+    /// The same error, written in the client's format.
+    pub fn in_format(mut self, format: Negotiated) -> ApiError {
+        self.format = format;
+        self
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.message)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> ApiError {
+        let (status, code) = match &error {
+            EngineError::UnknownTenant(_)
+            | EngineError::UnknownType(_)
+            | EngineError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
+            EngineError::Gone(_) => (StatusCode::GONE, "deleted"),
+            EngineError::Invalid(_) => (StatusCode::BAD_REQUEST, "structure"),
+            EngineError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            EngineError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict"),
+            EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            EngineError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "exception"),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %error, "interaction failed");
+        }
+        let mut api = ApiError::new(status, code, error.to_string());
+        if let EngineError::Invalid(parse) = error {
+            api.message = format!("invalid resource: {}", parse.message);
+            api.expression = parse.path;
+        }
+        api
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut issue =
+            json!({ "severity": "error", "code": self.code, "diagnostics": self.message });
+        if let Some(expression) = &self.expression {
+            issue["expression"] = json!([expression]);
+        }
+        let outcome = json!({ "resourceType": "OperationOutcome", "issue": [issue] });
+        negotiate::respond_value(HttpResponse::build(self.status), &outcome, self.format)
+    }
+}
+
+/// An OperationOutcome of one information issue, for `Prefer: return=OperationOutcome` and deletes.
+pub fn information(message: &str) -> serde_json::Value {
+    json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{ "severity": "information", "code": "informational", "diagnostics": message }]
+    })
+}
+
+pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let message = format!("{} is not allowed on {}", req.method(), req.path());
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "not-supported", message)
+        .in_format(negotiate::lenient(&req))
+        .error_response()
+}
+
+pub(crate) async fn not_supported(req: HttpRequest) -> HttpResponse {
+    let message = format!(
+        "{} {} is not supported by this server",
+        req.method(),
+        req.path()
+    );
+    ApiError::new(StatusCode::NOT_IMPLEMENTED, "not-supported", message)
+        .in_format(negotiate::lenient(&req))
+        .error_response()
+}
+
+pub(crate) async fn no_route(req: HttpRequest) -> HttpResponse {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        format!("no such endpoint: {}", req.path()),
+    )
+    .in_format(negotiate::lenient(&req))
+    .error_response()
+}

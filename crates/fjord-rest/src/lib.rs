@@ -1,0 +1,97 @@
+//! The FHIR REST API over HTTP (actix-web).
+//!
+//! The only crate that knows HTTP: routes under `/fhir/{tenant}`, content negotiation (JSON and XML,
+//! `_format`, `_pretty`), conditional headers, `Prefer`, paging links, and the mapping of engine
+//! errors to OperationOutcomes with their status codes. The interactions themselves live in
+//! `fjord-engine`.
+
+mod admin;
+mod bundle;
+mod capability;
+mod error;
+mod negotiate;
+mod resources;
+
+use std::sync::Arc;
+
+use actix_web::web;
+use fjord_engine::Engine;
+
+pub use error::ApiError;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Whether unauthenticated requests may read and write (only on loopback until SMART exists).
+    pub allow_unauthenticated: bool,
+}
+
+/// Shared state of all handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: RestConfig,
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
+    let fallback = || web::route().to(error::method_not_allowed);
+    cfg.app_data(web::Data::new(state))
+        .service(web::resource("/health/live").route(web::get().to(admin::live)))
+        .service(web::resource("/health/ready").route(web::get().to(admin::ready)))
+        .service(
+            web::resource("/admin/tenants")
+                .route(web::get().to(admin::list_tenants))
+                .route(web::post().to(admin::create_tenant))
+                .default_service(fallback()),
+        )
+        .service(
+            web::scope("/fhir/{tenant}")
+                .service(
+                    web::resource("/metadata")
+                        .route(web::get().to(capability::metadata))
+                        .default_service(fallback()),
+                )
+                .service(
+                    web::resource("/_history")
+                        .route(web::get().to(resources::history))
+                        .default_service(fallback()),
+                )
+                .service(
+                    web::resource("/{type}/{id}/_history/{vid}")
+                        .route(web::get().to(resources::vread))
+                        .default_service(fallback()),
+                )
+                .service(
+                    web::resource("/{type}/{id}/_history")
+                        .route(web::get().to(resources::history))
+                        .default_service(fallback()),
+                )
+                .service(
+                    web::resource("/{type}/_history")
+                        .route(web::get().to(resources::history))
+                        .default_service(fallback()),
+                )
+                .service(
+                    web::resource("/{type}/{id}")
+                        .route(web::get().to(resources::read))
+                        .route(web::put().to(resources::update))
+                        .route(web::delete().to(resources::delete))
+                        .route(web::patch().to(error::not_supported))
+                        .default_service(fallback()),
+                )
+                .service(
+                    web::resource("/{type}")
+                        .route(web::post().to(resources::create))
+                        // Search and conditional update/delete come with the search engine.
+                        .route(web::get().to(error::not_supported))
+                        .route(web::put().to(error::not_supported))
+                        .route(web::delete().to(error::not_supported))
+                        .default_service(fallback()),
+                )
+                .default_service(web::route().to(error::not_supported)),
+        )
+        .default_service(web::route().to(error::no_route));
+}

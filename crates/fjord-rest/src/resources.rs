@@ -1,0 +1,391 @@
+//! The resource interactions: create, read, vread, update, delete, history.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Data, Path};
+use actix_web::{HttpRequest, HttpResponse};
+use fjord_engine::{format_instant, HistoryQuery, StoredVersion, Tenant, Written};
+use futures_util::StreamExt;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::error::information;
+use crate::negotiate::{self, body_format, negotiate, Negotiated};
+use crate::{bundle, ApiError, AppState};
+
+/// What every FHIR handler needs: the tenant, the response format and the base URL.
+pub(crate) struct Ctx {
+    pub tenant: Tenant,
+    pub negotiated: Negotiated,
+    pub base: String,
+}
+
+impl Ctx {
+    pub async fn new(req: &HttpRequest, state: &AppState, tenant: &str) -> Result<Ctx, ApiError> {
+        let lenient = negotiate::lenient(req);
+        let negotiated = negotiate(req).map_err(|e| e.in_format(lenient))?;
+        require_access(state)?;
+        let tenant = state
+            .engine
+            .tenant(tenant)
+            .await
+            .map_err(|e| ApiError::from(e).in_format(negotiated))?;
+        let info = req.connection_info();
+        let base = format!("{}://{}/fhir/{}", info.scheme(), info.host(), tenant.id);
+        Ok(Ctx {
+            tenant,
+            negotiated,
+            base,
+        })
+    }
+
+    pub fn err(&self, error: impl Into<ApiError>) -> ApiError {
+        error.into().in_format(self.negotiated)
+    }
+}
+
+/// Until the SMART layer exists, only a loopback-bound server serves unauthenticated requests.
+pub(crate) fn require_access(state: &AppState) -> Result<(), ApiError> {
+    if state.config.allow_unauthenticated {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "login",
+        "this server is not bound to a loopback address and has no authentication layer yet",
+    ))
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-costly",
+            format!("request body exceeds {limit} bytes"),
+        )
+        .in_format(negotiate::lenient(req))
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("W/\"{version}\"")).expect("digits are a valid header")
+}
+
+const HTTP_DATE: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+);
+
+fn http_date(at: OffsetDateTime) -> HeaderValue {
+    let text = at
+        .to_offset(time::UtcOffset::UTC)
+        .format(HTTP_DATE)
+        .expect("HTTP dates format");
+    HeaderValue::from_str(&text).expect("HTTP dates are valid headers")
+}
+
+/// The version named by `If-Match` (`W/"3"`, `"3"` or `3`); 400 when it is not a version.
+fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("");
+    let version = text.trim().trim_start_matches("W/").trim_matches('"');
+    version.parse().map(Some).map_err(|_| {
+        ApiError::bad_request(format!(
+            "If-Match '{text}' does not name a version; use W/\"n\""
+        ))
+    })
+}
+
+/// Whether `If-None-Match` or `If-Modified-Since` make a read answer 304.
+fn not_modified(req: &HttpRequest, version: &StoredVersion) -> bool {
+    if let Some(value) = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        let current = version.version.to_string();
+        return value
+            .split(',')
+            .map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"'))
+            .any(|tag| tag == "*" || tag == current);
+    }
+    let since = req
+        .headers()
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok());
+    let since = since
+        .and_then(|s| time::PrimitiveDateTime::parse(s, HTTP_DATE).ok())
+        .map(|t| t.assume_utc());
+    since.is_some_and(|since| version.last_updated.unix_timestamp() <= since.unix_timestamp())
+}
+
+/// What `Prefer: return=` asks for.
+#[derive(PartialEq)]
+enum Return {
+    Minimal,
+    Representation,
+    OperationOutcome,
+}
+
+fn prefer_return(req: &HttpRequest) -> Return {
+    let prefer = req
+        .headers()
+        .get_all("prefer")
+        .filter_map(|v| v.to_str().ok());
+    for directive in prefer.flat_map(|v| v.split(',')) {
+        match directive.trim() {
+            "return=minimal" => return Return::Minimal,
+            "return=OperationOutcome" => return Return::OperationOutcome,
+            "return=representation" => return Return::Representation,
+            _ => {}
+        }
+    }
+    Return::Representation
+}
+
+fn written_response(req: &HttpRequest, ctx: &Ctx, written: &Written) -> HttpResponse {
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut builder = HttpResponse::build(status);
+    builder
+        .insert_header((header::ETAG, etag(written.version)))
+        .insert_header((header::LAST_MODIFIED, http_date(written.last_updated)));
+    if written.created {
+        let location = format!(
+            "{}/{}/{}/_history/{}",
+            ctx.base, written.resource_type, written.id, written.version
+        );
+        builder.insert_header((header::LOCATION, location));
+    }
+    match (prefer_return(req), &written.body) {
+        (Return::Minimal, _) | (_, None) => builder.finish(),
+        (Return::OperationOutcome, _) => {
+            let what = if written.created {
+                "created"
+            } else {
+                "updated"
+            };
+            let message = format!(
+                "{}/{} {what} as version {}",
+                written.resource_type, written.id, written.version
+            );
+            negotiate::respond_value(builder, &information(&message), ctx.negotiated)
+        }
+        (Return::Representation, Some(body)) => {
+            negotiate::respond_json_text(builder, body, ctx.negotiated)
+        }
+    }
+}
+
+fn version_response(ctx: &Ctx, version: &StoredVersion) -> HttpResponse {
+    let mut builder = HttpResponse::Ok();
+    builder
+        .insert_header((header::ETAG, etag(version.version)))
+        .insert_header((header::LAST_MODIFIED, http_date(version.last_updated)));
+    negotiate::respond_json_text(
+        builder,
+        version.body.as_deref().unwrap_or("{}"),
+        ctx.negotiated,
+    )
+}
+
+pub(crate) async fn create(
+    req: HttpRequest,
+    state: Data<AppState>,
+    path: Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, resource_type) = path.into_inner();
+    let ctx = Ctx::new(&req, &state, &tenant).await?;
+    let body = read_body(&req, payload, state.config.max_body_bytes).await?;
+    let format = body_format(&req, &body).map_err(|e| ctx.err(e))?;
+    let written = state
+        .engine
+        .create(&ctx.tenant, &resource_type, &body, format)
+        .await
+        .map_err(|e| ctx.err(e))?;
+    Ok(written_response(&req, &ctx, &written))
+}
+
+pub(crate) async fn update(
+    req: HttpRequest,
+    state: Data<AppState>,
+    path: Path<(String, String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, resource_type, id) = path.into_inner();
+    let ctx = Ctx::new(&req, &state, &tenant).await?;
+    let body = read_body(&req, payload, state.config.max_body_bytes).await?;
+    let format = body_format(&req, &body).map_err(|e| ctx.err(e))?;
+    let expected = if_match(&req).map_err(|e| ctx.err(e))?;
+    let written = state
+        .engine
+        .update(&ctx.tenant, &resource_type, &id, &body, format, expected)
+        .await
+        .map_err(|e| ctx.err(e))?;
+    Ok(written_response(&req, &ctx, &written))
+}
+
+pub(crate) async fn delete(
+    req: HttpRequest,
+    state: Data<AppState>,
+    path: Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, resource_type, id) = path.into_inner();
+    let ctx = Ctx::new(&req, &state, &tenant).await?;
+    let expected = if_match(&req).map_err(|e| ctx.err(e))?;
+    let deleted = state
+        .engine
+        .delete(&ctx.tenant, &resource_type, &id, expected)
+        .await
+        .map_err(|e| ctx.err(e))?;
+    let mut builder = HttpResponse::Ok();
+    let message = match &deleted {
+        Some(written) => {
+            builder.insert_header((header::ETAG, etag(written.version)));
+            format!("{resource_type}/{id} deleted")
+        }
+        None => format!("{resource_type}/{id} does not exist; nothing to delete"),
+    };
+    if prefer_return(&req) == Return::Minimal {
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    Ok(negotiate::respond_value(
+        builder,
+        &information(&message),
+        ctx.negotiated,
+    ))
+}
+
+pub(crate) async fn read(
+    req: HttpRequest,
+    state: Data<AppState>,
+    path: Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, resource_type, id) = path.into_inner();
+    let ctx = Ctx::new(&req, &state, &tenant).await?;
+    let version = state
+        .engine
+        .read(&ctx.tenant, &resource_type, &id)
+        .await
+        .map_err(|e| ctx.err(e))?;
+    if not_modified(&req, &version) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag(version.version)))
+            .finish());
+    }
+    Ok(version_response(&ctx, &version))
+}
+
+pub(crate) async fn vread(
+    req: HttpRequest,
+    state: Data<AppState>,
+    path: Path<(String, String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, resource_type, id, vid) = path.into_inner();
+    let ctx = Ctx::new(&req, &state, &tenant).await?;
+    let version = state
+        .engine
+        .vread(&ctx.tenant, &resource_type, &id, &vid)
+        .await
+        .map_err(|e| ctx.err(e))?;
+    Ok(version_response(&ctx, &version))
+}
+
+/// History at system (`/_history`), type (`/{type}/_history`) or instance level.
+pub(crate) async fn history(
+    req: HttpRequest,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = req
+        .match_info()
+        .get("tenant")
+        .unwrap_or_default()
+        .to_owned();
+    let resource_type = req.match_info().get("type").map(str::to_owned);
+    let id = req.match_info().get("id").map(str::to_owned);
+    let ctx = Ctx::new(&req, &state, &tenant).await?;
+    let query = history_query(&req).map_err(|e| ctx.err(e))?;
+    let page = state
+        .engine
+        .history(&ctx.tenant, resource_type.as_deref(), id.as_deref(), query)
+        .await
+        .map_err(|e| ctx.err(e))?;
+    let bundle = bundle::history(&req, &ctx.base, &page);
+    Ok(negotiate::respond_value(
+        HttpResponse::Ok(),
+        &bundle,
+        ctx.negotiated,
+    ))
+}
+
+const DEFAULT_COUNT: i64 = 50;
+const MAX_COUNT: i64 = 1000;
+
+fn history_query(req: &HttpRequest) -> Result<HistoryQuery, ApiError> {
+    let mut query = HistoryQuery {
+        count: DEFAULT_COUNT,
+        ..Default::default()
+    };
+    for (name, value) in negotiate::query_pairs(req) {
+        match name.as_str() {
+            "_count" => {
+                let count: i64 = value.parse().map_err(|_| {
+                    ApiError::bad_request(format!("_count '{value}' is not a number"))
+                })?;
+                query.count = count.clamp(1, MAX_COUNT);
+            }
+            "_since" => {
+                let since = OffsetDateTime::parse(&value, &Rfc3339).map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "_since '{value}' is not an instant (e.g. 2026-01-01T00:00:00Z)"
+                    ))
+                })?;
+                query.since = Some(since);
+            }
+            "_cursor" => {
+                query.cursor = Some(
+                    value
+                        .parse()
+                        .map_err(|_| ApiError::bad_request("invalid _cursor"))?,
+                );
+            }
+            "_format" | "_pretty" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "history parameter '{other}' is not supported"
+                )));
+            }
+        }
+    }
+    Ok(query)
+}
+
+pub(crate) fn instant(at: OffsetDateTime) -> String {
+    format_instant(at)
+}

@@ -1,0 +1,161 @@
+//! The `fjord` binary: configuration, the embedded Postgres default, the CLI and the HTTP server.
+
+mod embedded;
+mod settings;
+
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fjord_engine::{Engine, ParseLimits};
+use fjord_rest::{AppState, RestConfig};
+
+use crate::settings::{ConnectionArgs, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "fjord",
+    version,
+    about = "Fjord, a FHIR R4 server for Norwegian health regions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the FHIR REST API.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "FJORD_LISTEN")]
+        listen: Option<String>,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Apply the database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Administer tenants (one per hospital trust).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// Tenant id, used in URLs: /fhir/{id}.
+        id: String,
+        /// Display name, e.g. "Helse Bergen HF".
+        #[arg(long)]
+        name: String,
+    },
+    /// List the tenants.
+    List,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    actix_web::rt::System::new().block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { listen, connection } => {
+            let settings = Settings::load(&connection, listen)?;
+            serve(settings).await
+        }
+        Command::Migrate { connection } => {
+            let settings = Settings::load(&connection, None)?;
+            let database = embedded::Database::open(&settings).await?;
+            database.store.migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Tenant {
+            command,
+            connection,
+        } => {
+            let settings = Settings::load(&connection, None)?;
+            let database = embedded::Database::open(&settings).await?;
+            database.store.migrate().await?;
+            let engine = Engine::new(database.store.clone(), ParseLimits::default());
+            match command {
+                TenantCommand::Create { id, name } => {
+                    let tenant = engine.create_tenant(&id, &name).await?;
+                    println!("created tenant {} ({})", tenant.id, tenant.name);
+                }
+                TenantCommand::List => {
+                    for tenant in engine.list_tenants().await? {
+                        println!("{}\t{}", tenant.id, tenant.name);
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let database = embedded::Database::open(&settings).await?;
+    database
+        .store
+        .migrate()
+        .await
+        .context("applying migrations")?;
+    if database.is_embedded() {
+        database
+            .store
+            .ensure_tenant("default", "Default tenant")
+            .await?;
+    }
+    let loopback = settings.listen_is_loopback()?;
+    if loopback {
+        tracing::warn!(
+            "no authentication layer yet: serving unauthenticated requests, on loopback only"
+        );
+    } else {
+        tracing::warn!("not bound to loopback and no authentication layer yet: FHIR and admin requests answer 401");
+    }
+    let state = AppState {
+        engine: Arc::new(Engine::new(
+            database.store.clone(),
+            ParseLimits {
+                max_depth: settings.max_json_depth,
+            },
+        )),
+        config: RestConfig {
+            max_body_bytes: settings.max_body_bytes,
+            allow_unauthenticated: loopback,
+        },
+    };
+    let server = HttpServer::new(move || {
+        App::new().configure(|cfg| fjord_rest::configure(cfg, state.clone()))
+    })
+    .bind(&settings.listen)
+    .with_context(|| format!("binding {}", settings.listen))?;
+    for addr in server.addrs() {
+        // Tests and scripts read this line to find the port when listening on port 0.
+        println!("fjord listening on http://{addr}/fhir/");
+        tracing::info!(%addr, "listening");
+    }
+    server.shutdown_timeout(30).run().await?;
+    tracing::info!("shutting down");
+    database.close().await;
+    Ok(())
+}

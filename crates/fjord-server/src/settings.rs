@@ -1,0 +1,92 @@
+//! Configuration: defaults → optional TOML file → environment → flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Where the database is, shared by every subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnectionArgs {
+    /// Data directory; holds the embedded Postgres cluster when no database URL is given.
+    #[arg(long, env = "FJORD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Postgres URL of an external server; without it Fjord runs its embedded cluster.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, env = "FJORD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The configuration file; every key optional, unknown keys rejected.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    max_body_bytes: Option<usize>,
+    max_json_depth: Option<usize>,
+    max_connections: Option<u32>,
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<Secret>,
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub max_connections: u32,
+}
+
+/// A value that never shows in logs or debug output.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Settings {
+    pub fn load(args: &ConnectionArgs, listen: Option<String>) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        Ok(Settings {
+            listen: listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| "./data".into()),
+            database_url: args.database_url.clone().or(file.database_url).map(Secret),
+            max_body_bytes: file.max_body_bytes.unwrap_or(16 * 1024 * 1024),
+            max_json_depth: file.max_json_depth.unwrap_or(64),
+            max_connections: file.max_connections.unwrap_or(32),
+        })
+    }
+
+    /// Whether every address `listen` resolves to is a loopback address.
+    pub fn listen_is_loopback(&self) -> anyhow::Result<bool> {
+        use std::net::ToSocketAddrs;
+        let addrs: Vec<SocketAddr> = self
+            .listen
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {}", self.listen))?
+            .collect();
+        Ok(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()))
+    }
+}

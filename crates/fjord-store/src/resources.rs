@@ -1,0 +1,237 @@
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use crate::{Store, StoreError, TenantKey};
+
+/// What a version did to its resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Op {
+    fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+
+    fn parse(s: &str) -> Op {
+        match s {
+            "create" => Op::Create,
+            "delete" => Op::Delete,
+            _ => Op::Update,
+        }
+    }
+}
+
+/// One stored version of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: OffsetDateTime,
+    pub op: Op,
+    /// Canonical JSON; `None` for a delete.
+    pub body: Option<String>,
+}
+
+/// What the writer believes the current version to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// The resource has never existed.
+    Absent,
+    /// The current version is this one (deleted or not).
+    Version(i64),
+}
+
+/// A version to write.
+#[derive(Debug, Clone)]
+pub struct NewVersion<'a> {
+    pub resource_type: &'a str,
+    pub id: &'a str,
+    pub expected: Expected,
+    pub version: i64,
+    pub last_updated: OffsetDateTime,
+    pub op: Op,
+    pub body: Option<&'a str>,
+}
+
+/// Which history to read.
+#[derive(Debug, Clone, Copy)]
+pub enum HistoryScope<'a> {
+    System,
+    Type(&'a str),
+    Instance(&'a str, &'a str),
+}
+
+/// A page of history, newest first, and the cursor of the next (older) page.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub versions: Vec<StoredVersion>,
+    pub next_cursor: Option<i64>,
+}
+
+impl Store {
+    /// The latest version of a resource, deleted or not.
+    #[tracing::instrument(skip(self))]
+    pub async fn read_latest(
+        &self,
+        tenant: TenantKey,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        sqlx::query("SELECT version, last_updated, op, body FROM fjord_read_latest($1, $2, $3)")
+            .bind(tenant.0)
+            .bind(resource_type)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map(|row| row.map(|row| version_from_row(&row, resource_type, id)))
+            .map_err(StoreError::database)
+    }
+
+    /// One version of a resource.
+    #[tracing::instrument(skip(self))]
+    pub async fn read_version(
+        &self,
+        tenant: TenantKey,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        sqlx::query(
+            "SELECT version, last_updated, op, body FROM fjord_read_version($1, $2, $3, $4)",
+        )
+        .bind(tenant.0)
+        .bind(resource_type)
+        .bind(id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map(|row| row.map(|row| version_from_row(&row, resource_type, id)))
+        .map_err(StoreError::database)
+    }
+
+    /// Writes a version, its current pointer and its change-log row atomically. Returns false and
+    /// writes nothing when `expected` no longer holds (a concurrent writer came first).
+    #[tracing::instrument(skip_all, fields(resource_type = new.resource_type, version = new.version))]
+    pub async fn write_version(
+        &self,
+        tenant: TenantKey,
+        new: &NewVersion<'_>,
+    ) -> Result<bool, StoreError> {
+        let expected = match new.expected {
+            Expected::Absent => None,
+            Expected::Version(v) => Some(v),
+        };
+        sqlx::query_scalar("SELECT fjord_write_version($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(tenant.0)
+            .bind(new.resource_type)
+            .bind(new.id)
+            .bind(expected)
+            .bind(new.version)
+            .bind(new.last_updated)
+            .bind(new.op.as_str())
+            .bind(new.body)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::database)
+    }
+
+    /// A page of history, newest first. `cursor` is the `next_cursor` of the previous page.
+    #[tracing::instrument(skip(self))]
+    pub async fn history(
+        &self,
+        tenant: TenantKey,
+        scope: HistoryScope<'_>,
+        since: Option<OffsetDateTime>,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<HistoryPage, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::database)?;
+        sqlx::query("SELECT set_config('fjord.tenant', $1, true)")
+            .bind(tenant.0.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::database)?;
+        let cursor = cursor.unwrap_or(i64::MAX);
+        // One row more than asked tells whether another page follows.
+        let rows = match scope {
+            HistoryScope::Instance(resource_type, id) => sqlx::query(
+                "SELECT type, id, version, last_updated, op, body, version AS position \
+                 FROM resource_version WHERE tenant = $1 AND type = $2 AND id = $3 \
+                 AND version < $4 AND ($5::timestamptz IS NULL OR last_updated >= $5) \
+                 ORDER BY version DESC LIMIT $6",
+            )
+            .bind(tenant.0)
+            .bind(resource_type)
+            .bind(id),
+            HistoryScope::Type(resource_type) => sqlx::query(
+                "SELECT v.type, v.id, v.version, v.last_updated, v.op, v.body, c.seq AS position \
+                 FROM change_log c JOIN resource_version v \
+                   ON v.tenant = c.tenant AND v.type = c.type AND v.id = c.id AND v.version = c.version \
+                 WHERE c.tenant = $1 AND c.type = $2 AND c.seq < $4 \
+                 AND ($5::timestamptz IS NULL OR c.last_updated >= $5) AND $3::text IS NULL \
+                 ORDER BY c.seq DESC LIMIT $6",
+            )
+            .bind(tenant.0)
+            .bind(resource_type)
+            .bind(None::<&str>),
+            HistoryScope::System => sqlx::query(
+                "SELECT v.type, v.id, v.version, v.last_updated, v.op, v.body, c.seq AS position \
+                 FROM change_log c JOIN resource_version v \
+                   ON v.tenant = c.tenant AND v.type = c.type AND v.id = c.id AND v.version = c.version \
+                 WHERE c.tenant = $1 AND ($2::text IS NULL AND $3::text IS NULL) AND c.seq < $4 \
+                 AND ($5::timestamptz IS NULL OR c.last_updated >= $5) \
+                 ORDER BY c.seq DESC LIMIT $6",
+            )
+            .bind(tenant.0)
+            .bind(None::<&str>)
+            .bind(None::<&str>),
+        }
+        .bind(cursor)
+        .bind(since)
+        .bind(limit + 1)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::database)?;
+        tx.commit().await.map_err(StoreError::database)?;
+        let more = rows.len() as i64 > limit;
+        let rows = &rows[..rows.len().min(limit as usize)];
+        let next_cursor = more
+            .then(|| rows.last().map(|r| r.get::<i64, _>("position")))
+            .flatten();
+        let versions = rows
+            .iter()
+            .map(|row| {
+                version_from_row(
+                    row,
+                    &row.get::<String, _>("type"),
+                    &row.get::<String, _>("id"),
+                )
+            })
+            .collect();
+        Ok(HistoryPage {
+            versions,
+            next_cursor,
+        })
+    }
+}
+
+fn version_from_row(row: &PgRow, resource_type: &str, id: &str) -> StoredVersion {
+    StoredVersion {
+        resource_type: resource_type.to_owned(),
+        id: id.to_owned(),
+        version: row.get("version"),
+        last_updated: row.get("last_updated"),
+        op: Op::parse(row.get("op")),
+        body: row.get("body"),
+    }
+}

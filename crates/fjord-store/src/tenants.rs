@@ -1,0 +1,122 @@
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use crate::{Store, StoreError};
+
+/// The database's number for a tenant: the partition key of every tenant-scoped row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TenantKey(pub i32);
+
+/// A tenant: one hospital trust (HF).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    /// The id used in URLs (`/fhir/{id}`).
+    pub id: String,
+    pub key: TenantKey,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// Whether `id` is acceptable as a tenant id (the same rule as the table's check).
+pub fn is_valid_tenant_id(id: &str) -> bool {
+    let mut bytes = id.bytes();
+    (1..=63).contains(&id.len())
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+const TENANT_TABLES: [&str; 3] = ["resource_version", "resource_current", "change_log"];
+
+impl Store {
+    /// Creates a tenant with its partitions and change sequence, all in one transaction.
+    #[tracing::instrument(skip(self, name))]
+    pub async fn create_tenant(&self, id: &str, name: &str) -> Result<Tenant, StoreError> {
+        if !is_valid_tenant_id(id) {
+            return Err(StoreError::InvalidTenantId(id.to_owned()));
+        }
+        let mut tx = self.pool.begin().await.map_err(StoreError::database)?;
+        let row = sqlx::query(
+            "INSERT INTO tenant (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING \
+             RETURNING id, key, name, created_at",
+        )
+        .bind(id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::database)?
+        .ok_or_else(|| StoreError::TenantExists(id.to_owned()))?;
+        let tenant = tenant_from_row(&row);
+        let key = tenant.key.0;
+        // The key is an integer from the database, so formatting it into DDL is safe.
+        for table in TENANT_TABLES {
+            let ddl =
+                format!("CREATE TABLE {table}_{key} PARTITION OF {table} FOR VALUES IN ({key})");
+            sqlx::query(&ddl)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::database)?;
+        }
+        sqlx::query(&format!("CREATE SEQUENCE change_seq_{key}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::database)?;
+        tx.commit().await.map_err(StoreError::database)?;
+        Ok(tenant)
+    }
+
+    /// Creates the tenant unless it exists; returns it either way.
+    pub async fn ensure_tenant(&self, id: &str, name: &str) -> Result<Tenant, StoreError> {
+        match self.create_tenant(id, name).await {
+            Err(StoreError::TenantExists(_)) => self
+                .tenant(id)
+                .await?
+                .ok_or_else(|| StoreError::TenantExists(id.to_owned())),
+            other => other,
+        }
+    }
+
+    /// All tenants, by id.
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = sqlx::query("SELECT id, key, name, created_at FROM tenant ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::database)?;
+        Ok(rows.iter().map(tenant_from_row).collect())
+    }
+
+    /// The tenant with this id, if any.
+    pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        let row = sqlx::query("SELECT id, key, name, created_at FROM tenant WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::database)?;
+        Ok(row.as_ref().map(tenant_from_row))
+    }
+}
+
+fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Tenant {
+    Tenant {
+        id: row.get("id"),
+        key: TenantKey(row.get("key")),
+        name: row.get("name"),
+        created_at: row.get("created_at"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_valid_tenant_id;
+
+    #[test]
+    fn tenant_ids() {
+        assert!(is_valid_tenant_id("default"));
+        assert!(is_valid_tenant_id("helse-bergen_hf"));
+        assert!(!is_valid_tenant_id("-x"));
+        assert!(!is_valid_tenant_id("Upper"));
+        assert!(!is_valid_tenant_id(""));
+        assert!(!is_valid_tenant_id(&"a".repeat(64)));
+    }
+}
