@@ -1,1 +1,144 @@
-//! Shared helpers of the integration tests.
+//! Helpers of the integration tests: the real `fjord` binary as a child process, and paths.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The `fjord` binary of this build (`target/<profile>/fjord`). The test command builds it first.
+pub fn fjord_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let binary = profile_dir.join("fjord");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --bins` first (scripts/test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// `../shared` beside the repository root.
+pub fn shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
+/// A running `fjord serve`. Dropping it stops the server gracefully.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub origin: String,
+}
+
+impl Server {
+    /// Starts `fjord serve --listen 127.0.0.1:0` with extra arguments and waits until it listens.
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_on("127.0.0.1:0", args)
+    }
+
+    /// Starts `fjord serve --listen <listen>` with extra arguments and waits until it listens.
+    pub fn start_on(listen: &str, args: &[&str]) -> Server {
+        let mut child = Command::new(fjord_binary())
+            .args(["serve", "--listen", listen])
+            .args(args)
+            .env("FJORD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start fjord");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("fjord listening on http://") {
+                    let _ = tx.send(format!("http://{}", rest.trim_end_matches("/fhir/")));
+                }
+            }
+        });
+        let origin = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("fjord did not start listening");
+        let origin = origin.replace("0.0.0.0", "127.0.0.1");
+        Server { child, origin }
+    }
+
+    /// The FHIR base URL of a tenant.
+    pub fn base(&self, tenant: &str) -> String {
+        format!("{}/fhir/{tenant}", self.origin)
+    }
+
+    /// Kills the server without warning (SIGKILL) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks the server to shut down (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A response as tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends a request; any status is a reply, only transport failures panic.
+pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
+    let mut request = ureq::request(method, url);
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    let result = match body {
+        Some(body) => request.send_string(body),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(error) => panic!("{method} {url}: {error}"),
+    };
+    let status = response.status();
+    let headers = response
+        .headers_names()
+        .into_iter()
+        .filter_map(|name| Some((name.clone(), response.header(&name)?.to_owned())))
+        .collect();
+    let body = response.into_string().unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}

@@ -53,8 +53,16 @@ pub(crate) fn diagnose_json(body: &[u8], message: &str) -> ParseError {
             let mut candidate = root.clone();
             remove(&mut candidate, &path);
             let bytes = serde_json::to_vec(&candidate).unwrap_or_default();
-            let still_same = strict_json(&bytes).err().is_some_and(|e| e == message);
-            if !still_same {
+            let culprit = match (strict_json(&bytes), path.last()) {
+                (Ok(_), _) => true,
+                (Err(other), _) if other == message => false,
+                // Removing a required element only moves the complaint to that element.
+                (Err(other), Some(Segment::Key(key))) => {
+                    !other.starts_with(&format!("missing field `{key}`"))
+                }
+                (Err(_), _) => true,
+            };
+            if culprit {
                 continue 'descend;
             }
             path.pop();

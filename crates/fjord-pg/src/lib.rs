@@ -61,8 +61,6 @@ impl Binaries {
     /// Finds the server binaries: PATH, then `pg_config --bindir`, then the newest
     /// `/usr/lib/postgresql/*/bin`.
     pub fn locate() -> Result<Binaries, PgError> {
-        let has_server =
-            |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
         let from_path = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
             .unwrap_or_default();
@@ -79,10 +77,19 @@ impl Binaries {
             .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
             .collect();
         from_debian.sort();
-        from_path
+        let candidates = from_path
             .into_iter()
             .chain(from_pg_config)
-            .chain(from_debian.into_iter().rev().map(|(_, p)| p))
+            .chain(from_debian.into_iter().rev().map(|(_, p)| p));
+        Binaries::first_in(candidates)
+    }
+
+    /// The first candidate directory that holds `initdb` and `postgres`.
+    fn first_in(candidates: impl IntoIterator<Item = PathBuf>) -> Result<Binaries, PgError> {
+        let has_server =
+            |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+        candidates
+            .into_iter()
             .find(|dir| has_server(dir))
             .map(|bindir| Binaries { bindir })
             .ok_or(PgError::BinariesNotFound)
@@ -387,4 +394,37 @@ fn wait_ready(data_dir: &Path, mut child: Option<&mut Child>, limit: Duration) -
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_say_how_to_install_or_connect() {
+        let error = Binaries::first_in([PathBuf::from("/nonexistent")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("apt-get install postgresql"), "{error}");
+        assert!(error.contains("DATABASE_URL"), "{error}");
+    }
+
+    #[test]
+    fn finds_a_directory_with_initdb_and_postgres() {
+        let dir = std::env::temp_dir().join(format!("fjord-pg-bin-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("initdb"), "").unwrap();
+        assert!(
+            Binaries::first_in([dir.clone()]).is_err(),
+            "postgres is missing"
+        );
+        fs::write(dir.join("postgres"), "").unwrap();
+        assert_eq!(
+            Binaries::first_in([PathBuf::from("/nonexistent"), dir.clone()])
+                .unwrap()
+                .tool("initdb"),
+            dir.join("initdb")
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
 }

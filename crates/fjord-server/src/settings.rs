@@ -10,13 +10,13 @@ use serde::Deserialize;
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectionArgs {
     /// Data directory; holds the embedded Postgres cluster when no database URL is given.
-    #[arg(long, env = "FJORD_DATA_DIR")]
+    #[arg(long, env = "FJORD_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// Postgres URL of an external server; without it Fjord runs its embedded cluster.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
     /// TOML configuration file.
-    #[arg(long, env = "FJORD_CONFIG")]
+    #[arg(long, env = "FJORD_CONFIG", global = true)]
     pub config: Option<PathBuf>,
 }
 

@@ -104,6 +104,33 @@ impl Store {
         conn.close().await.map_err(StoreError::database)
     }
 
+    /// Creates database `name` as a copy of `template`, owned by `owner` (test databases).
+    pub async fn create_database_from_template(
+        superuser_url: &str,
+        name: &str,
+        template: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        let is_name =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if ![name, template, owner].iter().all(|n| is_name(n)) {
+            return Err(StoreError::Database(format!(
+                "invalid database name '{name}'"
+            )));
+        }
+        let mut conn = sqlx::PgConnection::connect(superuser_url)
+            .await
+            .map_err(StoreError::database)?;
+        sqlx::query(&format!(
+            "CREATE DATABASE {name} TEMPLATE {template} OWNER {owner}"
+        ))
+        .execute(&mut conn)
+        .await
+        .map_err(StoreError::database)?;
+        conn.close().await.map_err(StoreError::database)
+    }
+
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -1,0 +1,141 @@
+//! The embedded default: a private cluster under the data directory, the CLI, crash recovery.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fjord_tests::{fjord_binary, send, Server};
+
+/// A data directory the unprivileged cluster account can reach (not under /root).
+fn data_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(format!("/tmp/fjord-it-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn fjord(args: &[&str]) -> String {
+    let output = Command::new(fjord_binary())
+        .args(args)
+        .env("FJORD_LOG", "warn")
+        .output()
+        .expect("run fjord");
+    assert!(
+        output.status.success(),
+        "fjord {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn embedded_default_survives_sigkill_during_creates() {
+    let dir = data_dir("crash");
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    let mut server = Server::start(&["--data-dir", &dir_arg]);
+    let base = server.base("default");
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (base, acknowledged, stop) = (base.clone(), acknowledged.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let body = r#"{"resourceType":"Observation","status":"final","code":{"text":"puls"},"valueQuantity":{"value":72,"unit":"/min"}}"#;
+                while !stop.load(Ordering::Relaxed) {
+                    let result = ureq::post(&format!("{base}/Observation"))
+                        .set("Content-Type", "application/fhir+json")
+                        .send_string(body);
+                    match result {
+                        Ok(reply) if reply.status() == 201 => {
+                            let location = reply.header("location").unwrap().to_owned();
+                            acknowledged.lock().unwrap().push(location);
+                        }
+                        // The server is gone: every later request fails too.
+                        _ => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    while acknowledged.lock().unwrap().len() < 200 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    server.kill();
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    // The same data directory again: the cluster recovers, every acknowledged create is there.
+    let restarted = Server::start(&["--data-dir", &dir_arg]);
+    let base = restarted.base("default");
+    for location in &acknowledged {
+        let path = location.split("/fhir/default").nth(1).unwrap();
+        let read = send("GET", &format!("{base}{path}"), &[], None);
+        assert_eq!(read.status, 200, "{location} was acknowledged but is lost");
+    }
+    println!(
+        "{} acknowledged creates all read back after SIGKILL",
+        acknowledged.len()
+    );
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cli_administers_tenants_and_migrates_on_the_embedded_cluster() {
+    let dir = data_dir("cli");
+    let dir_arg = dir.to_str().unwrap();
+    assert!(fjord(&["migrate", "--data-dir", dir_arg]).contains("migrations applied"));
+    assert!(fjord(&[
+        "tenant",
+        "create",
+        "helse-vest",
+        "--name",
+        "Helse Vest",
+        "--data-dir",
+        dir_arg
+    ])
+    .contains("helse-vest"));
+    let server = Server::start(&["--data-dir", dir_arg]);
+    // A fresh embedded start has `default`; the CLI's tenant is served too.
+    let body = r#"{"resourceType":"Patient","id":"a"}"#;
+    for tenant in ["default", "helse-vest"] {
+        let reply = send(
+            "PUT",
+            &format!("{}/Patient/a", server.base(tenant)),
+            &[("Content-Type", "application/fhir+json")],
+            Some(body),
+        );
+        assert_eq!(reply.status, 201, "{tenant}: {}", reply.body);
+    }
+    // The CLI works while the server runs (it attaches to the running cluster).
+    let listed = fjord(&["tenant", "list", "--data-dir", dir_arg]);
+    assert!(
+        listed.contains("default") && listed.contains("helse-vest"),
+        "{listed}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unauthenticated_access_only_on_loopback() {
+    let dir = data_dir("bind");
+    let server = Server::start_on("0.0.0.0:0", &["--data-dir", dir.to_str().unwrap()]);
+    let reply = send(
+        "GET",
+        &format!("{}/Patient/x", server.base("default")),
+        &[],
+        None,
+    );
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.json()["issue"][0]["code"], "login");
+    assert_eq!(
+        send("GET", &format!("{}/health/live", server.origin), &[], None).status,
+        200
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
