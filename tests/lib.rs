@@ -142,3 +142,21 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str
         body,
     }
 }
+
+/// A resource without the server-owned `meta.versionId` and `meta.lastUpdated` (and without `meta`
+/// when nothing else was in it), for comparing what was sent with what was stored.
+pub fn without_server_meta(mut value: serde_json::Value) -> serde_json::Value {
+    if let Some(object) = value.as_object_mut() {
+        if let Some(meta) = object
+            .get_mut("meta")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            meta.shift_remove("versionId");
+            meta.shift_remove("lastUpdated");
+            if meta.is_empty() {
+                object.shift_remove("meta");
+            }
+        }
+    }
+    value
+}

@@ -1,1 +1,356 @@
-fn main() {}
+//! `fjord-load`: drives a running Fjord (started here on its embedded default) with concurrent
+//! clients, then measures plain Postgres with pgbench on the same cluster in the same run, and
+//! writes the ratios to `benches/RESULTS.md`.
+//!
+//! Scenarios: create of a home blood-pressure Observation, read by id, vread; pgbench inserting the
+//! same JSON and reading it by primary key is the reference.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+const BLOOD_PRESSURE: &str = r#"{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"85354-9","display":"Blood pressure panel"}]},"subject":{"reference":"Patient/pasient-1"},"effectiveDateTime":"2026-11-01T08:00:00+01:00","device":{"reference":"Device/blodtrykksmaler-1"},"component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":128,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":82,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}}]}"#;
+
+#[derive(Parser)]
+#[command(about = "Load driver: Fjord against plain Postgres (pgbench) on the same machine")]
+struct Args {
+    /// The fjord binary to start.
+    #[arg(long, default_value = "target/release/fjord")]
+    fjord: PathBuf,
+    /// Concurrent clients of every scenario.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Seconds each scenario runs.
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Where the results table goes.
+    #[arg(long, default_value = "benches/RESULTS.md")]
+    out: PathBuf,
+}
+
+struct Measure {
+    name: &'static str,
+    per_second: f64,
+    errors: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let data_dir = PathBuf::from(format!("/tmp/fjord-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut server = start_fjord(&args.fjord, &data_dir)?;
+    let base = format!("{}/fhir/default", server.1);
+    let duration = Duration::from_secs(args.seconds);
+
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let create = {
+        let ids = ids.clone();
+        run(args.clients, duration, "fjord create", move |agent| {
+            let reply = agent
+                .post(&format!("{base}/Observation"))
+                .set("Content-Type", "application/fhir+json")
+                .set("Prefer", "return=minimal")
+                .send_string(BLOOD_PRESSURE)
+                .ok()?;
+            let location = reply.header("location")?.to_owned();
+            let mut ids = ids.lock().unwrap();
+            if ids.len() < 100_000 {
+                ids.push(
+                    location
+                        .split("/Observation/")
+                        .nth(1)?
+                        .split('/')
+                        .next()?
+                        .to_owned(),
+                );
+            }
+            (reply.status() == 201).then_some(())
+        })
+    };
+    let ids: Arc<Vec<String>> = Arc::new(ids.lock().unwrap().clone());
+    if ids.is_empty() {
+        bail!("no create succeeded");
+    }
+    let base = format!("{}/fhir/default", server.1);
+    let read = by_id(&args, duration, "fjord read", &base, &ids, "");
+    let vread = by_id(&args, duration, "fjord vread", &base, &ids, "/_history/1");
+    drop(server.0.kill());
+    let _ = server.0.wait();
+
+    let socket_dir = data_dir.join("postgres");
+    let reference = pgbench(&args, &socket_dir, ids.len())?;
+    write_results(&args, &[create, read, vread], &reference)?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(())
+}
+
+fn by_id(
+    args: &Args,
+    duration: Duration,
+    name: &'static str,
+    base: &str,
+    ids: &Arc<Vec<String>>,
+    suffix: &'static str,
+) -> Measure {
+    let (base, ids) = (base.to_owned(), ids.clone());
+    let counter = AtomicU64::new(0);
+    run(args.clients, duration, name, move |agent| {
+        let n = counter.fetch_add(7919, Ordering::Relaxed) as usize;
+        let id = &ids[n % ids.len()];
+        let reply = agent
+            .get(&format!("{base}/Observation/{id}{suffix}"))
+            .call()
+            .ok()?;
+        let body = reply.into_string().ok()?;
+        body.contains("\"85354-9\"").then_some(())
+    })
+}
+
+/// Runs `request` from `clients` threads for `duration`; counts successes per second.
+fn run<F>(clients: usize, duration: Duration, name: &'static str, request: F) -> Measure
+where
+    F: Fn(&ureq::Agent) -> Option<()> + Send + Sync + 'static,
+{
+    let request = Arc::new(request);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (request, stop, ok, errors) =
+                (request.clone(), stop.clone(), ok.clone(), errors.clone());
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(10))
+                    .build();
+                while !stop.load(Ordering::Relaxed) {
+                    match request(&agent) {
+                        Some(()) => ok.fetch_add(1, Ordering::Relaxed),
+                        None => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let per_second = ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    eprintln!(
+        "{name}: {per_second:.0}/s, {} errors",
+        errors.load(Ordering::Relaxed)
+    );
+    Measure {
+        name,
+        per_second,
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+fn start_fjord(binary: &Path, data_dir: &Path) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new(binary)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("FJORD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it: cargo build --release -p fjord-server)",
+                binary.display()
+            )
+        })?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("fjord listening on ") {
+                let _ = tx.send(rest.trim_end_matches("/fhir/").to_owned());
+            }
+        }
+    });
+    let origin = rx
+        .recv_timeout(Duration::from_secs(120))
+        .context("fjord did not start")?;
+    Ok((child, origin))
+}
+
+/// pgbench against the same cluster (started again by hand after Fjord stopped it).
+fn pgbench(args: &Args, socket_dir: &Path, rows: usize) -> anyhow::Result<Vec<Measure>> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let bindir = postgres_bindir()?;
+    // pg_ctl runs as the account that owns the cluster (Fjord picked it when run as root).
+    let owner = std::fs::metadata(socket_dir)?;
+    let tool = |program: &str| {
+        let mut command = Command::new(bindir.join(program));
+        if nix::unistd::Uid::effective().is_root() {
+            command.uid(owner.uid()).gid(owner.gid());
+        }
+        command
+    };
+    let status = tool("pg_ctl")
+        .arg("-D")
+        .arg(socket_dir)
+        .args(["-w", "-l"])
+        .arg(socket_dir.join("postgres.log"))
+        .args([
+            "-o",
+            &format!("-k {} -c listen_addresses=", socket_dir.display()),
+            "start",
+        ])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("pg_ctl start failed");
+    }
+    let psql = |sql: &str| -> anyhow::Result<()> {
+        let ok = Command::new(bindir.join("psql"))
+            .args(["-q", "-h"])
+            .arg(socket_dir)
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .status()?
+            .success();
+        if ok {
+            Ok(())
+        } else {
+            bail!("psql failed: {sql}")
+        }
+    };
+    psql("DROP TABLE IF EXISTS bench_insert, bench_read")?;
+    psql("CREATE TABLE bench_insert (id text PRIMARY KEY, body text NOT NULL)")?;
+    psql("CREATE TABLE bench_read (id bigint PRIMARY KEY, body text NOT NULL)")?;
+    let literal = BLOOD_PRESSURE.replace('\'', "''");
+    psql(&format!(
+        "INSERT INTO bench_read SELECT g, '{literal}' FROM generate_series(1, {rows}) g"
+    ))?;
+    psql("VACUUM ANALYZE bench_read")?;
+    let scripts = std::env::temp_dir().join(format!("fjord-load-scripts-{}", std::process::id()));
+    std::fs::create_dir_all(&scripts)?;
+    let insert = scripts.join("insert.sql");
+    std::fs::write(
+        &insert,
+        format!("INSERT INTO bench_insert VALUES (gen_random_uuid()::text, '{literal}');\n"),
+    )?;
+    let read = scripts.join("read.sql");
+    std::fs::write(
+        &read,
+        format!("\\set id random(1, {rows})\nSELECT body FROM bench_read WHERE id = :id;\n"),
+    )?;
+    let mut measures = Vec::new();
+    for (name, script) in [
+        ("pgbench insert", &insert),
+        ("pgbench read by primary key", &read),
+    ] {
+        let output = Command::new(bindir.join("pgbench"))
+            .args([
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                &args.clients.to_string(),
+                "-j",
+                "2",
+                "-T",
+                &args.seconds.to_string(),
+                "-h",
+            ])
+            .arg(socket_dir)
+            .args(["-U", "postgres", "-f"])
+            .arg(script)
+            .arg("postgres")
+            .output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let tps = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("tps = ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .with_context(|| {
+                format!(
+                    "pgbench output: {text}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })?;
+        eprintln!("{name}: {tps:.0}/s");
+        measures.push(Measure {
+            name,
+            per_second: tps,
+            errors: 0,
+        });
+    }
+    let _ = tool("pg_ctl")
+        .arg("-D")
+        .arg(socket_dir)
+        .args(["-m", "fast", "stop"])
+        .stdout(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(scripts);
+    Ok(measures)
+}
+
+fn postgres_bindir() -> anyhow::Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .collect();
+    dirs.sort();
+    dirs.pop().context("no /usr/lib/postgresql/*/bin")
+}
+
+fn write_results(args: &Args, fjord: &[Measure], reference: &[Measure]) -> anyhow::Result<()> {
+    let (insert, read) = (reference[0].per_second, reference[1].per_second);
+    let row = |m: &Measure, base: f64, target: f64| {
+        let ratio = m.per_second / base;
+        let verdict = if ratio >= target { "met" } else { "missed" };
+        format!(
+            "| {} | {:.0} | {} | {:.1}% | ≥ {:.0}% ({verdict}) |\n",
+            m.name,
+            m.per_second,
+            m.errors,
+            ratio * 100.0,
+            target * 100.0
+        )
+    };
+    let mut table = String::new();
+    table += &row(&fjord[0], insert, 0.25);
+    table += &row(&fjord[1], read, 0.30);
+    table += &row(&fjord[2], read, 0.30);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let text = format!(
+        "# Benchmark results\n\n\
+         Produced by `cargo build --release -p fjord-server -p fjord-benches && target/release/fjord-load` \
+         ({} clients, {} s per scenario, {cpus} CPUs; Fjord, Postgres and the load driver share the machine). \
+         Fjord runs on its embedded default (durable commits); pgbench runs in the same run against the same cluster.\n\n\
+         | reference (pgbench, prepared) | per second |\n|---|---|\n| insert of the same JSON | {insert:.0} |\n| read by primary key | {read:.0} |\n\n\
+         | Fjord scenario | per second | errors | of pgbench | target |\n|---|---|---|---|---|\n{table}",
+        args.clients, args.seconds
+    );
+    let mut file = std::fs::File::create(&args.out)?;
+    file.write_all(text.as_bytes())?;
+    eprintln!("{text}");
+    Ok(())
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fjord_engine::{Engine, Format, ParseLimits, Resource};
-use fjord_tests::shared_dir;
+use fjord_tests::{shared_dir, without_server_meta};
 use serde_json::Value;
 
 /// Passes recorded so far; the test fails below it, and the number may only rise. Of the 5,298
@@ -14,19 +14,6 @@ use serde_json::Value;
 /// SearchParameter has a 67-character id (the limit is 64).
 const STORE_ROUND_TRIP_FLOOR: usize = 5294;
 const XML_ROUND_TRIP_FLOOR: usize = 5294;
-
-fn without_server_meta(mut value: Value) -> Value {
-    if let Some(object) = value.as_object_mut() {
-        if let Some(meta) = object.get_mut("meta").and_then(Value::as_object_mut) {
-            meta.shift_remove("versionId");
-            meta.shift_remove("lastUpdated");
-            if meta.is_empty() {
-                object.shift_remove("meta");
-            }
-        }
-    }
-    value
-}
 
 #[derive(Default)]
 struct Tally {

@@ -3,6 +3,7 @@
 
 mod embedded;
 mod examples;
+mod layers;
 mod rest;
 mod store;
 

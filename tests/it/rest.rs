@@ -1,24 +1,12 @@
 //! The REST API through the real `fjord` binary and a real HTTP client.
 
-use fjord_tests::send;
+use fjord_tests::{send, without_server_meta};
 use serde_json::{json, Value};
 
 use crate::server_with_tenant;
 
 const JSON: (&str, &str) = ("Content-Type", "application/fhir+json");
 const BP: &str = r#"{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2026-11-01T08:00:00+01:00","component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":120.0,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}}]}"#;
-
-fn without_server_meta(mut value: Value) -> Value {
-    let object = value.as_object_mut().unwrap();
-    if let Some(meta) = object.get_mut("meta").and_then(Value::as_object_mut) {
-        meta.shift_remove("versionId");
-        meta.shift_remove("lastUpdated");
-        if meta.is_empty() {
-            object.shift_remove("meta");
-        }
-    }
-    value
-}
 
 #[test]
 fn create_read_vread_update_delete_history() {

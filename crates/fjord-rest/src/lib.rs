@@ -35,6 +35,26 @@ pub struct AppState {
     pub config: RestConfig,
 }
 
+/// Binds the API to `listen`; returns the server to run and the addresses it is bound to.
+pub fn bind(
+    state: AppState,
+    listen: &str,
+) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
+    let server = actix_web::HttpServer::new(move || {
+        let state = state.clone();
+        actix_web::App::new().configure(move |cfg| configure(cfg, state))
+    })
+    .shutdown_timeout(30)
+    .bind(listen)?;
+    let addrs = server.addrs();
+    Ok((server.run(), addrs))
+}
+
+/// Runs a future on the runtime the HTTP server needs (actix's system on a tokio runtime).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    actix_web::rt::System::new().block_on(future)
+}
+
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let fallback = || web::route().to(error::method_not_allowed);

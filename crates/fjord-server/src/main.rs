@@ -5,7 +5,6 @@ mod settings;
 
 use std::sync::Arc;
 
-use actix_web::{App, HttpServer};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fjord_engine::{Engine, ParseLimits};
@@ -71,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    actix_web::rt::System::new().block_on(run(cli))
+    fjord_rest::block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -144,17 +143,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             allow_unauthenticated: loopback,
         },
     };
-    let server = HttpServer::new(move || {
-        App::new().configure(|cfg| fjord_rest::configure(cfg, state.clone()))
-    })
-    .bind(&settings.listen)
-    .with_context(|| format!("binding {}", settings.listen))?;
-    for addr in server.addrs() {
+    let (server, addrs) = fjord_rest::bind(state, &settings.listen)
+        .with_context(|| format!("binding {}", settings.listen))?;
+    for addr in addrs {
         // Tests and scripts read this line to find the port when listening on port 0.
         println!("fjord listening on http://{addr}/fhir/");
         tracing::info!(%addr, "listening");
     }
-    server.shutdown_timeout(30).run().await?;
+    server.await?;
     tracing::info!("shutting down");
     database.close().await;
     Ok(())
