@@ -30,7 +30,17 @@ fn fjord(args: &[&str]) -> String {
 
 #[test]
 fn embedded_default_survives_sigkill_during_creates() {
-    let dir = data_dir("crash");
+    crash_and_recover("crash", false);
+}
+
+/// Postgres killed hard too: a stale postmaster.pid is left, and the next start recovers.
+#[test]
+fn embedded_default_recovers_from_a_killed_postmaster() {
+    crash_and_recover("crash-pg", true);
+}
+
+fn crash_and_recover(name: &str, kill_postgres: bool) {
+    let dir = data_dir(name);
     let dir_arg = dir.to_str().unwrap().to_owned();
     let mut server = Server::start(&["--data-dir", &dir_arg]);
     let base = server.base("default");
@@ -60,12 +70,27 @@ fn embedded_default_survives_sigkill_during_creates() {
     while acknowledged.lock().unwrap().len() < 200 {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    if kill_postgres {
+        let pid_file = std::fs::read_to_string(dir.join("postgres/postmaster.pid")).unwrap();
+        let pid: i32 = pid_file.lines().next().unwrap().parse().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
     server.kill();
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.join().unwrap();
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
+    if kill_postgres {
+        assert!(
+            dir.join("postgres/postmaster.pid").exists(),
+            "a killed postmaster leaves its pid file"
+        );
+    }
 
     // The same data directory again: the cluster recovers, every acknowledged create is there.
     let restarted = Server::start(&["--data-dir", &dir_arg]);

@@ -238,6 +238,13 @@ fn bad_input_is_an_operation_outcome_and_stores_nothing() {
         "]".repeat(200)
     );
     check(&deep, 400, None);
+    let nested = r#"{"resourceType":"Patient","contained":[{"resourceType":"Organization","id":"o","meta":{"versionId":"7"}}]}"#;
+    let reply = post(nested);
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert_eq!(
+        reply.json()["issue"][0]["expression"][0],
+        "Patient.contained[0].meta"
+    );
     let huge = format!(
         r#"{{"resourceType":"Patient","id":"x","text":{{"status":"generated","div":"{}"}}}}"#,
         "a".repeat(17 * 1024 * 1024)

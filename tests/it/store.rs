@@ -48,6 +48,27 @@ async fn tenants_get_partitions_and_reject_bad_ids() {
 }
 
 #[tokio::test]
+async fn ready_only_when_migrations_are_applied() {
+    let name = format!("fjord_unmigrated_{}", std::process::id());
+    fjord_store::Store::prepare_database(
+        &fjord_testkit::superuser_url("postgres"),
+        fjord_testkit::ROLE,
+        &name,
+    )
+    .await
+    .unwrap();
+    let store = fjord_store::Store::connect(&fjord_testkit::role_url(&name), 2)
+        .await
+        .unwrap();
+    assert!(!store.is_ready().await);
+    store.migrate().await.unwrap();
+    assert!(store.is_ready().await);
+    // Applying them again changes nothing.
+    store.migrate().await.unwrap();
+    assert!(store.is_ready().await);
+}
+
+#[tokio::test]
 async fn versions_are_immutable_and_expectations_serialise_writers() {
     let db = fjord_testkit::database().await;
     let t = db.store.create_tenant("hf", "HF").await.unwrap().key;

@@ -19,6 +19,9 @@ pub enum EngineError {
     /// The body is not a valid resource.
     #[error("invalid resource: {0}")]
     Invalid(ParseError),
+    /// The resource is well-formed but breaks a rule of FHIR or of this server.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Unprocessable(Vec<ParseError>),
     /// The request contradicts itself (type or id differs from the URL, bad parameter).
     #[error("{0}")]
     BadRequest(String),

@@ -62,6 +62,10 @@ impl Engine {
                 resource.resource_type()
             )));
         }
+        let violations = resource.invariant_violations();
+        if !violations.is_empty() {
+            return Err(EngineError::Unprocessable(violations));
+        }
         Ok(resource)
     }
 

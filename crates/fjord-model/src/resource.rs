@@ -4,7 +4,7 @@ use fhirbolt::model::r4::{
 };
 use fhirbolt::serde::{DeserializationConfig, DeserializationMode};
 
-use crate::generated::{for_each_resource_type, RESOURCE_TYPES};
+use crate::generated::{for_each_domain_resource_type, for_each_resource_type, RESOURCE_TYPES};
 use crate::{locate, narrative, Format, ParseError};
 
 /// Limits applied while parsing untrusted bodies.
@@ -65,6 +65,19 @@ macro_rules! dispatch {
 }
 for_each_resource_type!(dispatch);
 
+macro_rules! dispatch_domain {
+    ($($name:ident),*) => {
+        /// The contained resources; Bundle, Binary and Parameters have none.
+        fn contained_of(resource: &R4Resource) -> &[R4Resource] {
+            match resource {
+                $(R4Resource::$name(r) => &r.contained,)*
+                _ => &[],
+            }
+        }
+    };
+}
+for_each_domain_resource_type!(dispatch_domain);
+
 impl Resource {
     /// Parses a body in `format`, rejecting unknown elements, wrong primitive types and nesting
     /// deeper than the limits allow.
@@ -112,6 +125,32 @@ impl Resource {
             }
         }
         Ok(resource)
+    }
+
+    /// Violations of the base invariants on contained resources: dom-2 (no nested contained),
+    /// dom-4 (no `meta.versionId`/`meta.lastUpdated`) and dom-5 (no `meta.security`).
+    pub fn invariant_violations(&self) -> Vec<ParseError> {
+        let mut violations = Vec::new();
+        for (i, contained) in contained_of(&self.inner).iter().enumerate() {
+            let path = format!("{}.contained[{i}]", self.resource_type());
+            if !contained_of(contained).is_empty() {
+                violations.push(ParseError::at(
+                    "dom-2: a contained resource must not contain resources",
+                    format!("{path}.contained"),
+                ));
+            }
+            if let Some(meta) = contained.meta() {
+                if meta.version_id.is_some() || meta.last_updated.is_some() {
+                    let message = "dom-4: a contained resource must not have meta.versionId or meta.lastUpdated";
+                    violations.push(ParseError::at(message, format!("{path}.meta")));
+                }
+                if !meta.security.is_empty() {
+                    let message = "dom-5: a contained resource must not have security labels";
+                    violations.push(ParseError::at(message, format!("{path}.meta.security")));
+                }
+            }
+        }
+        violations
     }
 
     /// The resource type name, e.g. `Observation`.
@@ -313,6 +352,36 @@ mod tests {
             "]".repeat(100)
         );
         assert!(parse(&deep).unwrap_err().message.contains("nested deeper"));
+    }
+
+    #[test]
+    fn contained_resources_follow_the_dom_invariants() {
+        let check = |contained: &str, expected: &[&str]| {
+            let json = format!(r#"{{"resourceType":"Patient","contained":[{contained}]}}"#);
+            let violations = parse(&json).unwrap().invariant_violations();
+            let found: Vec<&str> = violations.iter().map(|v| &v.message[..5]).collect();
+            assert_eq!(found, expected, "{contained}");
+        };
+        check(
+            r#"{"resourceType":"Organization","id":"o","name":"x"}"#,
+            &[],
+        );
+        check(
+            r#"{"resourceType":"Organization","id":"o","contained":[{"resourceType":"Organization"}]}"#,
+            &["dom-2"],
+        );
+        check(
+            r#"{"resourceType":"Organization","id":"o","meta":{"versionId":"1"}}"#,
+            &["dom-4"],
+        );
+        check(
+            r#"{"resourceType":"Organization","id":"o","meta":{"security":[{"code":"R"}]}}"#,
+            &["dom-5"],
+        );
+        assert!(parse(r#"{"resourceType":"Bundle","type":"collection"}"#)
+            .unwrap()
+            .invariant_violations()
+            .is_empty());
     }
 
     #[test]

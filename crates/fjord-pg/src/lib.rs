@@ -357,23 +357,35 @@ fn init(
     Ok(())
 }
 
-/// The pid of a live postmaster serving `data_dir`, removing a stale `postmaster.pid`.
+/// The pid of a live postmaster serving `data_dir`. Lock files of a postmaster that died without
+/// cleaning up (`postmaster.pid`, the socket's lock) are removed, so the next start recovers.
 fn live_postmaster(data_dir: &Path) -> Option<i32> {
-    let pid_file = data_dir.join("postmaster.pid");
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()?;
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if comm.trim() == "postgres" {
-        return Some(pid);
+    let socket_lock = data_dir.join(format!(".s.PGSQL.{SOCKET_PORT}.lock"));
+    let mut live = None;
+    for lock in [data_dir.join("postmaster.pid"), socket_lock] {
+        let Some(pid) = fs::read_to_string(&lock)
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if is_live_postgres(pid) {
+            live = Some(pid);
+        } else {
+            tracing::warn!(pid, file = %lock.display(), "removing a lock file left by a crash");
+            let _ = fs::remove_file(&lock);
+        }
     }
-    tracing::warn!(pid, "removing stale postmaster.pid left by a crash");
-    let _ = fs::remove_file(pid_file);
-    None
+    live
+}
+
+/// `/proc/<pid>/stat` is "pid (comm) state …". A zombie (an orphan nobody reaped) or another
+/// program that reused the pid does not serve the cluster.
+fn is_live_postgres(pid: i32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.split_once(" (")
+        .and_then(|(_, rest)| rest.rsplit_once(") "))
+        .is_some_and(|(comm, rest)| comm == "postgres" && !rest.starts_with(['Z', 'X']))
 }
 
 /// Waits until `postmaster.pid` reports `ready`, or the child exits, or time runs out.

@@ -12,7 +12,7 @@
 //! | `If-Match` mismatch         | 412    | `conflict`      |
 //! | body over the size limit    | 413    | `too-costly`    |
 //! | unsupported `Content-Type`  | 415    | `not-supported` |
-//! | business rule violated      | 422    | `processing`    |
+//! | FHIR invariant violated     | 422    | `invariant`     |
 //! | interaction not implemented | 501    | `not-supported` |
 //! | storage failure             | 500    | `exception`     |
 
@@ -72,6 +72,7 @@ impl From<EngineError> for ApiError {
             EngineError::Gone(_) => (StatusCode::GONE, "deleted"),
             EngineError::Invalid(_) => (StatusCode::BAD_REQUEST, "structure"),
             EngineError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            EngineError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invariant"),
             EngineError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict"),
             EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             EngineError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "exception"),
@@ -80,9 +81,15 @@ impl From<EngineError> for ApiError {
             tracing::error!(error = %error, "interaction failed");
         }
         let mut api = ApiError::new(status, code, error.to_string());
-        if let EngineError::Invalid(parse) = error {
-            api.message = format!("invalid resource: {}", parse.message);
-            api.expression = parse.path;
+        match error {
+            EngineError::Invalid(parse) => {
+                api.message = format!("invalid resource: {}", parse.message);
+                api.expression = parse.path;
+            }
+            EngineError::Unprocessable(violations) => {
+                api.expression = violations.into_iter().find_map(|v| v.path);
+            }
+            _ => {}
         }
         api
     }

@@ -42,12 +42,32 @@ pub fn bind(
 ) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
     let server = actix_web::HttpServer::new(move || {
         let state = state.clone();
-        actix_web::App::new().configure(move |cfg| configure(cfg, state))
+        actix_web::App::new()
+            .wrap_fn(request_span)
+            .configure(move |cfg| configure(cfg, state))
     })
     .shutdown_timeout(30)
     .bind(listen)?;
     let addrs = server.addrs();
     Ok((server.run(), addrs))
+}
+
+/// The root span of a request: an id and the method. Paths are left out on purpose: a client may
+/// choose a national identity number as a resource id.
+fn request_span<S>(
+    req: actix_web::dev::ServiceRequest,
+    service: &S,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse, actix_web::Error>>
+where
+    S: actix_web::dev::Service<
+        actix_web::dev::ServiceRequest,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+    >,
+{
+    use tracing::Instrument;
+    let span = tracing::info_span!("request", id = %uuid::Uuid::new_v4(), method = %req.method());
+    service.call(req).instrument(span)
 }
 
 /// Runs a future on the runtime the HTTP server needs (actix's system on a tokio runtime).

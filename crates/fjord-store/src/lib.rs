@@ -66,8 +66,11 @@ impl Store {
         database: &str,
     ) -> Result<(), StoreError> {
         use sqlx::Connection;
-        let is_name =
-            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        let is_name = |s: &str| {
+            s.starts_with(|c: char| c.is_ascii_lowercase())
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
         if !is_name(role) || !is_name(database) {
             return Err(StoreError::Database(format!(
                 "invalid role or database name '{role}'/'{database}'"
