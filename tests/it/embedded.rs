@@ -164,3 +164,49 @@ fn unauthenticated_access_only_on_loopback() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A data directory the cluster account cannot enter (a clone under /root): the cluster lives under
+/// /var/lib/fjord and the data directory links to it; a restart finds the same data.
+#[test]
+fn data_directory_closed_to_the_cluster_account() {
+    use std::os::unix::fs::PermissionsExt;
+    let closed = data_dir("closed");
+    std::fs::create_dir_all(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = closed.join("data");
+    let dir_arg = dir.to_str().unwrap();
+    let body = r#"{"resourceType":"Patient","id":"a","active":true}"#;
+    let server = Server::start(&["--data-dir", dir_arg]);
+    let put = send(
+        "PUT",
+        &format!("{}/Patient/a", server.base("default")),
+        &[("Content-Type", "application/fhir+json")],
+        Some(body),
+    );
+    assert_eq!(put.status, 201);
+    drop(server);
+    let link = std::fs::read_link(dir.join("postgres/cluster"));
+    if nix::unistd::Uid::effective().is_root() {
+        assert!(
+            link.as_ref()
+                .is_ok_and(|l| l.starts_with("/var/lib/fjord/clusters")),
+            "{link:?}"
+        );
+    }
+    let server = Server::start(&["--data-dir", dir_arg]);
+    assert_eq!(
+        send(
+            "GET",
+            &format!("{}/Patient/a", server.base("default")),
+            &[],
+            None
+        )
+        .status,
+        200
+    );
+    drop(server);
+    if let Ok(elsewhere) = link {
+        let _ = std::fs::remove_dir_all(elsewhere);
+    }
+    let _ = std::fs::remove_dir_all(&closed);
+}

@@ -290,13 +290,16 @@ fn spawn_guarded(mut command: Command) -> Result<(Child, mpsc::Sender<()>), PgEr
 
 /// Makes the cluster directory, owned by the account and private to it. When the account cannot
 /// reach `dir` (a home directory closed to others), the cluster lives under /var/lib/fjord instead
-/// and `dir` holds a symlink to it.
+/// and `dir` holds a symlink to it, which later starts follow.
 fn prepare_dir(account: &Account, dir: &Path) -> Result<PathBuf, PgError> {
     fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
     let dir = dir
         .canonicalize()
         .map_err(io(format!("resolve {}", dir.display())))?;
-    let data_dir = if account.can_reach(dir.parent().unwrap_or(&dir)) {
+    let link = dir.join("cluster");
+    let data_dir = if let Ok(elsewhere) = fs::read_link(&link) {
+        elsewhere
+    } else if account.can_reach(dir.parent().unwrap_or(&dir)) {
         dir
     } else {
         let elsewhere = Path::new("/var/lib/fjord/clusters").join(path_key(&dir));
@@ -305,10 +308,7 @@ fn prepare_dir(account: &Account, dir: &Path) -> Result<PathBuf, PgError> {
             fs::set_permissions(ancestor, fs::Permissions::from_mode(0o755))
                 .map_err(io(ancestor))?;
         }
-        let link = dir.join("cluster");
-        if !link.exists() {
-            std::os::unix::fs::symlink(&elsewhere, &link).map_err(io("link cluster directory"))?;
-        }
+        std::os::unix::fs::symlink(&elsewhere, &link).map_err(io("link cluster directory"))?;
         tracing::warn!(
             data_dir = %dir.display(),
             cluster = %elsewhere.display(),
