@@ -52,7 +52,8 @@ ALTER TABLE resource_current FORCE ROW LEVEL SECURITY;
 ALTER TABLE change_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE change_log FORCE ROW LEVEL SECURITY;
 
--- The tenant a statement may touch is the transaction-local setting `fjord.tenant`; unset, nothing.
+-- The tenant a session may touch is its setting `fjord.tenant`, given when the connection is opened
+-- (each tenant has its own connection pool); unset, nothing.
 CREATE FUNCTION fjord_current_tenant() RETURNS integer LANGUAGE sql STABLE AS
 $$ SELECT NULLIF(current_setting('fjord.tenant', true), '')::integer $$;
 
@@ -63,29 +64,6 @@ CREATE POLICY tenant_wall ON resource_current
 CREATE POLICY tenant_wall ON change_log
     USING (tenant = fjord_current_tenant()) WITH CHECK (tenant = fjord_current_tenant());
 
--- The latest version of a resource, deleted or not, in one round trip.
-CREATE FUNCTION fjord_read_latest(p_tenant integer, p_type text, p_id text)
-RETURNS TABLE (version bigint, last_updated timestamptz, op text, body text)
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM set_config('fjord.tenant', p_tenant::text, true);
-    RETURN QUERY
-        SELECT v.version, v.last_updated, v.op, v.body FROM resource_version v
-        WHERE v.tenant = p_tenant AND v.type = p_type AND v.id = p_id
-        ORDER BY v.version DESC LIMIT 1;
-END $$;
-
--- One version of a resource.
-CREATE FUNCTION fjord_read_version(p_tenant integer, p_type text, p_id text, p_version bigint)
-RETURNS TABLE (version bigint, last_updated timestamptz, op text, body text)
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM set_config('fjord.tenant', p_tenant::text, true);
-    RETURN QUERY
-        SELECT v.version, v.last_updated, v.op, v.body FROM resource_version v
-        WHERE v.tenant = p_tenant AND v.type = p_type AND v.id = p_id AND v.version = p_version;
-END $$;
-
 -- Writes a new version atomically: the version row, the current pointer and the change-log row.
 -- `p_expected` NULL means the resource must not exist yet; otherwise the current version must equal
 -- it. Returns false, writing nothing, when that expectation does not hold.
@@ -95,7 +73,6 @@ CREATE FUNCTION fjord_write_version(
 ) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM set_config('fjord.tenant', p_tenant::text, true);
     IF p_expected IS NULL THEN
         INSERT INTO resource_current (tenant, type, id, version, last_updated, deleted)
         VALUES (p_tenant, p_type, p_id, p_version, p_last_updated, p_op = 'delete')

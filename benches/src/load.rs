@@ -80,8 +80,10 @@ fn main() -> anyhow::Result<()> {
     let base = format!("{}/fhir/default", server.1);
     let read = by_id(&args, duration, "fjord read", &base, &ids, "");
     let vread = by_id(&args, duration, "fjord vread", &base, &ids, "/_history/1");
-    drop(server.0.kill());
-    let _ = server.0.wait();
+    // A graceful stop: Fjord stops its embedded cluster cleanly before pgbench starts it again.
+    let pid = nix::unistd::Pid::from_raw(server.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    server.0.wait()?;
 
     let socket_dir = data_dir.join("postgres");
     let reference = pgbench(&args, &socket_dir, ids.len())?;

@@ -207,16 +207,6 @@ impl Resource {
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::from_str(&self.to_json()).expect("fhirbolt writes valid JSON")
     }
-
-    /// Serializes in `format`; `pretty` indents JSON (XML is always indented).
-    pub fn serialize(&self, format: Format, pretty: bool) -> String {
-        match (format, pretty) {
-            (Format::Json, false) => self.to_json(),
-            (Format::Json, true) => fhirbolt::serde::json::to_string_pretty(&self.inner, None)
-                .expect("serializing to a String"),
-            (Format::Xml, _) => self.to_xml(),
-        }
-    }
 }
 
 /// fhirbolt's strict JSON parse, its error as text.

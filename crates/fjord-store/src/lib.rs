@@ -3,11 +3,15 @@
 //! Owns the schema (`migrations/`, embedded here), tenants and their partitions, immutable resource
 //! versions, the current-version pointer, history and the change log. Resource bodies arrive and
 //! leave as canonical JSON text; this crate never interprets them. Every tenant-scoped statement
-//! runs with the transaction-local `fjord.tenant` setting that the row-level security policies check.
+//! runs on a connection of that tenant's own pool, opened with the setting `fjord.tenant` that the
+//! row-level security policies check: a statement can see no other tenant's rows.
 
 mod error;
 mod resources;
 mod tenants;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
@@ -19,22 +23,50 @@ pub use tenants::{Tenant, TenantKey};
 /// Handle on the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Connections without a tenant: tenants, migrations, readiness.
     pool: PgPool,
+    /// One pool per tenant, opened lazily, each connection bound to its tenant.
+    tenant_pools: Arc<RwLock<HashMap<TenantKey, PgPool>>>,
+    options: PgConnectOptions,
+    max_connections: u32,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 impl Store {
-    /// Connects with a pool of at most `max_connections`.
+    /// Connects; every tenant's pool holds at most `max_connections`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         let options: PgConnectOptions = url.parse().map_err(StoreError::database)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect_with(options)
+        let pool = pool_options(4)
+            .connect_with(options.clone())
             .await
             .map_err(StoreError::database)?;
-        Ok(Store { pool })
+        let tenant_pools = Default::default();
+        Ok(Store {
+            pool,
+            tenant_pools,
+            options,
+            max_connections,
+        })
+    }
+
+    /// The pool of a tenant: its connections carry `fjord.tenant`, so row-level security confines
+    /// every statement on them to the tenant.
+    pub(crate) fn tenant_pool(&self, tenant: TenantKey) -> PgPool {
+        if let Some(pool) = self.tenant_pools.read().expect("tenant pools").get(&tenant) {
+            return pool.clone();
+        }
+        let mut pools = self.tenant_pools.write().expect("tenant pools");
+        pools
+            .entry(tenant)
+            .or_insert_with(|| {
+                let options = self
+                    .options
+                    .clone()
+                    .options([("fjord.tenant", tenant.0.to_string())]);
+                pool_options(self.max_connections).connect_lazy_with(options)
+            })
+            .clone()
     }
 
     /// Applies the migrations that are not applied yet.
@@ -134,8 +166,26 @@ impl Store {
         conn.close().await.map_err(StoreError::database)
     }
 
-    /// Closes the pool, waiting for connections in use to be returned.
+    /// Closes the pools, waiting for connections in use to be returned.
     pub async fn close(&self) {
+        let tenant_pools: Vec<PgPool> = self
+            .tenant_pools
+            .read()
+            .expect("tenant pools")
+            .values()
+            .cloned()
+            .collect();
+        for pool in tenant_pools {
+            pool.close().await;
+        }
         self.pool.close().await;
     }
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .idle_timeout(std::time::Duration::from_secs(300))
+        .acquire_timeout(std::time::Duration::from_secs(10))
 }

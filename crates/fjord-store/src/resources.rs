@@ -87,14 +87,17 @@ impl Store {
         resource_type: &str,
         id: &str,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        sqlx::query("SELECT version, last_updated, op, body FROM fjord_read_latest($1, $2, $3)")
-            .bind(tenant.0)
-            .bind(resource_type)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map(|row| row.map(|row| version_from_row(&row, resource_type, id)))
-            .map_err(StoreError::database)
+        sqlx::query(
+            "SELECT version, last_updated, op, body FROM resource_version \
+             WHERE tenant = $1 AND type = $2 AND id = $3 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(tenant.0)
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(&self.tenant_pool(tenant))
+        .await
+        .map(|row| row.map(|row| version_from_row(&row, resource_type, id)))
+        .map_err(StoreError::database)
     }
 
     /// One version of a resource.
@@ -107,13 +110,14 @@ impl Store {
         version: i64,
     ) -> Result<Option<StoredVersion>, StoreError> {
         sqlx::query(
-            "SELECT version, last_updated, op, body FROM fjord_read_version($1, $2, $3, $4)",
+            "SELECT version, last_updated, op, body FROM resource_version \
+             WHERE tenant = $1 AND type = $2 AND id = $3 AND version = $4",
         )
         .bind(tenant.0)
         .bind(resource_type)
         .bind(id)
         .bind(version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.tenant_pool(tenant))
         .await
         .map(|row| row.map(|row| version_from_row(&row, resource_type, id)))
         .map_err(StoreError::database)
@@ -140,7 +144,7 @@ impl Store {
             .bind(new.last_updated)
             .bind(new.op.as_str())
             .bind(new.body)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.tenant_pool(tenant))
             .await
             .map_err(StoreError::database)
     }
@@ -155,12 +159,6 @@ impl Store {
         cursor: Option<i64>,
         limit: i64,
     ) -> Result<HistoryPage, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::database)?;
-        sqlx::query("SELECT set_config('fjord.tenant', $1, true)")
-            .bind(tenant.0.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::database)?;
         let cursor = cursor.unwrap_or(i64::MAX);
         // One row more than asked tells whether another page follows.
         let rows = match scope {
@@ -199,10 +197,9 @@ impl Store {
         .bind(cursor)
         .bind(since)
         .bind(limit + 1)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.tenant_pool(tenant))
         .await
         .map_err(StoreError::database)?;
-        tx.commit().await.map_err(StoreError::database)?;
         let more = rows.len() as i64 > limit;
         let rows = &rows[..rows.len().min(limit as usize)];
         let next_cursor = more
