@@ -1,6 +1,5 @@
 //! `GET /metadata`: the CapabilityStatement, listing exactly what this build serves.
 
-use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
 use fjord_model::RESOURCE_TYPES;
 use serde_json::{json, Value};
@@ -10,11 +9,11 @@ use crate::resources::{instant, Ctx};
 use crate::{ApiError, AppState};
 
 pub(crate) async fn metadata(
-    req: HttpRequest,
-    state: Data<AppState>,
-    tenant: Path<String>,
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let ctx = Ctx::new(&req, &state, &tenant).await?;
+    let ctx = Ctx::new(req, state, tenant).await?;
     let statement = capability_statement(&ctx.base);
     Ok(negotiate::respond_value(
         HttpResponse::Ok(),

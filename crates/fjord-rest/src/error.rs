@@ -125,24 +125,3 @@ pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
         .in_format(negotiate::lenient(&req))
         .error_response()
 }
-
-pub(crate) async fn not_supported(req: HttpRequest) -> HttpResponse {
-    let message = format!(
-        "{} {} is not supported by this server",
-        req.method(),
-        req.path()
-    );
-    ApiError::new(StatusCode::NOT_IMPLEMENTED, "not-supported", message)
-        .in_format(negotiate::lenient(&req))
-        .error_response()
-}
-
-pub(crate) async fn no_route(req: HttpRequest) -> HttpResponse {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        format!("no such endpoint: {}", req.path()),
-    )
-    .in_format(negotiate::lenient(&req))
-    .error_response()
-}

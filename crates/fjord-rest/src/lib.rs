@@ -11,6 +11,7 @@ mod capability;
 mod error;
 mod negotiate;
 mod resources;
+mod router;
 
 use std::sync::Arc;
 
@@ -78,6 +79,9 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     let fallback = || web::route().to(error::method_not_allowed);
+    // Everything under /fhir/ is routed by `router::dispatch` from path segments: actix's
+    // pattern routes are regular expressions, tried one after another, and cost more than a
+    // primary-key read in Postgres.
     cfg.app_data(web::Data::new(state))
         .service(web::resource("/health/live").route(web::get().to(admin::live)))
         .service(web::resource("/health/ready").route(web::get().to(admin::ready)))
@@ -87,51 +91,5 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route(web::post().to(admin::create_tenant))
                 .default_service(fallback()),
         )
-        .service(
-            web::scope("/fhir/{tenant}")
-                .service(
-                    web::resource("/metadata")
-                        .route(web::get().to(capability::metadata))
-                        .default_service(fallback()),
-                )
-                .service(
-                    web::resource("/_history")
-                        .route(web::get().to(resources::history))
-                        .default_service(fallback()),
-                )
-                .service(
-                    web::resource("/{type}/{id}/_history/{vid}")
-                        .route(web::get().to(resources::vread))
-                        .default_service(fallback()),
-                )
-                .service(
-                    web::resource("/{type}/{id}/_history")
-                        .route(web::get().to(resources::history))
-                        .default_service(fallback()),
-                )
-                .service(
-                    web::resource("/{type}/_history")
-                        .route(web::get().to(resources::history))
-                        .default_service(fallback()),
-                )
-                .service(
-                    web::resource("/{type}/{id}")
-                        .route(web::get().to(resources::read))
-                        .route(web::put().to(resources::update))
-                        .route(web::delete().to(resources::delete))
-                        .route(web::patch().to(error::not_supported))
-                        .default_service(fallback()),
-                )
-                .service(
-                    web::resource("/{type}")
-                        .route(web::post().to(resources::create))
-                        // Search and conditional update/delete come with the search engine.
-                        .route(web::get().to(error::not_supported))
-                        .route(web::put().to(error::not_supported))
-                        .route(web::delete().to(error::not_supported))
-                        .default_service(fallback()),
-                )
-                .default_service(web::route().to(error::not_supported)),
-        )
-        .default_service(web::route().to(error::no_route));
+        .default_service(web::to(router::dispatch));
 }

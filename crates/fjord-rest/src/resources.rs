@@ -2,7 +2,7 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::web::{self, Data, Path};
+use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
 use fjord_engine::{format_instant, HistoryQuery, StoredVersion, Tenant, Written};
 use futures_util::StreamExt;
@@ -215,53 +215,55 @@ fn version_response(ctx: &Ctx, version: &StoredVersion) -> HttpResponse {
 }
 
 pub(crate) async fn create(
-    req: HttpRequest,
-    state: Data<AppState>,
-    path: Path<(String, String)>,
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &str,
+    resource_type: &str,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, resource_type) = path.into_inner();
-    let ctx = Ctx::new(&req, &state, &tenant).await?;
-    let body = read_body(&req, payload, state.config.max_body_bytes).await?;
-    let format = body_format(&req, &body).map_err(|e| ctx.err(e))?;
+    let ctx = Ctx::new(req, state, tenant).await?;
+    let body = read_body(req, payload, state.config.max_body_bytes).await?;
+    let format = body_format(req, &body).map_err(|e| ctx.err(e))?;
     let written = state
         .engine
-        .create(&ctx.tenant, &resource_type, &body, format)
+        .create(&ctx.tenant, resource_type, &body, format)
         .await
         .map_err(|e| ctx.err(e))?;
-    Ok(written_response(&req, &ctx, &written))
+    Ok(written_response(req, &ctx, &written))
 }
 
 pub(crate) async fn update(
-    req: HttpRequest,
-    state: Data<AppState>,
-    path: Path<(String, String, String)>,
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &str,
+    resource_type: &str,
+    id: &str,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, resource_type, id) = path.into_inner();
-    let ctx = Ctx::new(&req, &state, &tenant).await?;
-    let body = read_body(&req, payload, state.config.max_body_bytes).await?;
-    let format = body_format(&req, &body).map_err(|e| ctx.err(e))?;
-    let expected = if_match(&req).map_err(|e| ctx.err(e))?;
+    let ctx = Ctx::new(req, state, tenant).await?;
+    let body = read_body(req, payload, state.config.max_body_bytes).await?;
+    let format = body_format(req, &body).map_err(|e| ctx.err(e))?;
+    let expected = if_match(req).map_err(|e| ctx.err(e))?;
     let written = state
         .engine
-        .update(&ctx.tenant, &resource_type, &id, &body, format, expected)
+        .update(&ctx.tenant, resource_type, id, &body, format, expected)
         .await
         .map_err(|e| ctx.err(e))?;
-    Ok(written_response(&req, &ctx, &written))
+    Ok(written_response(req, &ctx, &written))
 }
 
 pub(crate) async fn delete(
-    req: HttpRequest,
-    state: Data<AppState>,
-    path: Path<(String, String, String)>,
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &str,
+    resource_type: &str,
+    id: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, resource_type, id) = path.into_inner();
-    let ctx = Ctx::new(&req, &state, &tenant).await?;
-    let expected = if_match(&req).map_err(|e| ctx.err(e))?;
+    let ctx = Ctx::new(req, state, tenant).await?;
+    let expected = if_match(req).map_err(|e| ctx.err(e))?;
     let deleted = state
         .engine
-        .delete(&ctx.tenant, &resource_type, &id, expected)
+        .delete(&ctx.tenant, resource_type, id, expected)
         .await
         .map_err(|e| ctx.err(e))?;
     let mut builder = HttpResponse::Ok();
@@ -272,7 +274,7 @@ pub(crate) async fn delete(
         }
         None => format!("{resource_type}/{id} does not exist; nothing to delete"),
     };
-    if prefer_return(&req) == Return::Minimal {
+    if prefer_return(req) == Return::Minimal {
         return Ok(HttpResponse::NoContent().finish());
     }
     Ok(negotiate::respond_value(
@@ -283,18 +285,19 @@ pub(crate) async fn delete(
 }
 
 pub(crate) async fn read(
-    req: HttpRequest,
-    state: Data<AppState>,
-    path: Path<(String, String, String)>,
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &str,
+    resource_type: &str,
+    id: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, resource_type, id) = path.into_inner();
-    let ctx = Ctx::new(&req, &state, &tenant).await?;
+    let ctx = Ctx::new(req, state, tenant).await?;
     let version = state
         .engine
-        .read(&ctx.tenant, &resource_type, &id)
+        .read(&ctx.tenant, resource_type, id)
         .await
         .map_err(|e| ctx.err(e))?;
-    if not_modified(&req, &version) {
+    if not_modified(req, &version) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag(version.version)))
             .finish());
@@ -303,15 +306,17 @@ pub(crate) async fn read(
 }
 
 pub(crate) async fn vread(
-    req: HttpRequest,
-    state: Data<AppState>,
-    path: Path<(String, String, String, String)>,
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &str,
+    resource_type: &str,
+    id: &str,
+    vid: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, resource_type, id, vid) = path.into_inner();
-    let ctx = Ctx::new(&req, &state, &tenant).await?;
+    let ctx = Ctx::new(req, state, tenant).await?;
     let version = state
         .engine
-        .vread(&ctx.tenant, &resource_type, &id, &vid)
+        .vread(&ctx.tenant, resource_type, id, vid)
         .await
         .map_err(|e| ctx.err(e))?;
     Ok(version_response(&ctx, &version))
@@ -319,24 +324,20 @@ pub(crate) async fn vread(
 
 /// History at system (`/_history`), type (`/{type}/_history`) or instance level.
 pub(crate) async fn history(
-    req: HttpRequest,
-    state: Data<AppState>,
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &str,
+    resource_type: Option<&str>,
+    id: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = req
-        .match_info()
-        .get("tenant")
-        .unwrap_or_default()
-        .to_owned();
-    let resource_type = req.match_info().get("type").map(str::to_owned);
-    let id = req.match_info().get("id").map(str::to_owned);
-    let ctx = Ctx::new(&req, &state, &tenant).await?;
-    let query = history_query(&req).map_err(|e| ctx.err(e))?;
+    let ctx = Ctx::new(req, state, tenant).await?;
+    let query = history_query(req).map_err(|e| ctx.err(e))?;
     let page = state
         .engine
-        .history(&ctx.tenant, resource_type.as_deref(), id.as_deref(), query)
+        .history(&ctx.tenant, resource_type, id, query)
         .await
         .map_err(|e| ctx.err(e))?;
-    let bundle = bundle::history(&req, &ctx.base, &page);
+    let bundle = bundle::history(req, &ctx.base, &page);
     Ok(negotiate::respond_value(
         HttpResponse::Ok(),
         &bundle,

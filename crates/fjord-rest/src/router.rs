@@ -1,0 +1,174 @@
+//! Routing of `/fhir/{tenant}/…` by path segments to the FHIR interactions.
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::web::{self, Data};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+
+use crate::error::ApiError;
+use crate::negotiate::lenient;
+use crate::{capability, resources, AppState};
+
+/// The FHIR interaction a request names, with its path parameters.
+#[derive(Debug, PartialEq)]
+enum Route<'a> {
+    Metadata(&'a str),
+    SystemHistory(&'a str),
+    TypeHistory(&'a str, &'a str),
+    InstanceHistory(&'a str, &'a str, &'a str),
+    Vread(&'a str, &'a str, &'a str, &'a str),
+    Read(&'a str, &'a str, &'a str),
+    Update(&'a str, &'a str, &'a str),
+    Delete(&'a str, &'a str, &'a str),
+    Create(&'a str, &'a str),
+    /// A FHIR interaction Fjord does not serve yet (search, bundles, PATCH, conditional ones): 501.
+    NotSupported,
+    /// A known path with a method it does not take: 405.
+    MethodNotAllowed,
+    /// No FHIR path: 404.
+    Unknown,
+}
+
+fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    let Some(rest) = path.strip_prefix("/fhir/") else {
+        return Route::Unknown;
+    };
+    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let get = method == Method::GET;
+    match (segments.as_slice(), method) {
+        ([t, "metadata"], _) if get => Route::Metadata(t),
+        ([t, "_history"], _) if get => Route::SystemHistory(t),
+        ([_, "metadata" | "_history"], _) => Route::MethodNotAllowed,
+        ([_], &Method::POST) => Route::NotSupported,
+        ([t, ty, "_history"], _) if get => Route::TypeHistory(t, ty),
+        ([t, ty, id, "_history"], _) if get => Route::InstanceHistory(t, ty, id),
+        ([t, ty, id, "_history", v], _) if get => Route::Vread(t, ty, id, v),
+        ([_, _, "_history"] | [_, _, _, "_history"] | [_, _, _, "_history", _], _) => {
+            Route::MethodNotAllowed
+        }
+        ([t, ty, id], _) if get => Route::Read(t, ty, id),
+        ([t, ty, id], &Method::PUT) => Route::Update(t, ty, id),
+        ([t, ty, id], &Method::DELETE) => Route::Delete(t, ty, id),
+        ([_, _, _], &Method::PATCH) => Route::NotSupported,
+        ([_, _, _], _) => Route::MethodNotAllowed,
+        ([t, ty], &Method::POST) => Route::Create(t, ty),
+        ([_, _], &Method::GET | &Method::PUT | &Method::DELETE) => Route::NotSupported,
+        ([_, _], _) => Route::MethodNotAllowed,
+        _ => Route::Unknown,
+    }
+}
+
+/// Serves every request that no static route took.
+pub(crate) async fn dispatch(
+    req: HttpRequest,
+    state: Data<AppState>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let path = req.path().to_owned();
+    let result = match route(req.method(), &path) {
+        Route::Metadata(t) => capability::metadata(&req, &state, t).await,
+        Route::SystemHistory(t) => resources::history(&req, &state, t, None, None).await,
+        Route::TypeHistory(t, ty) => resources::history(&req, &state, t, Some(ty), None).await,
+        Route::InstanceHistory(t, ty, id) => {
+            resources::history(&req, &state, t, Some(ty), Some(id)).await
+        }
+        Route::Vread(t, ty, id, v) => resources::vread(&req, &state, t, ty, id, v).await,
+        Route::Read(t, ty, id) => resources::read(&req, &state, t, ty, id).await,
+        Route::Update(t, ty, id) => resources::update(&req, &state, t, ty, id, payload).await,
+        Route::Delete(t, ty, id) => resources::delete(&req, &state, t, ty, id).await,
+        Route::Create(t, ty) => resources::create(&req, &state, t, ty, payload).await,
+        Route::NotSupported => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+            format!("{} {} is not supported by this server", req.method(), path),
+        )),
+        Route::MethodNotAllowed => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+            format!("{} is not allowed on {path}", req.method()),
+        )),
+        Route::Unknown => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no such endpoint: {path}"),
+        )),
+    };
+    result.unwrap_or_else(|error| {
+        let error = if error.format == Default::default() {
+            error.in_format(lenient(&req))
+        } else {
+            error
+        };
+        error.error_response()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(method: Method, path: &str, expected: Route<'_>) {
+        assert_eq!(route(&method, path), expected, "{method} {path}");
+    }
+
+    #[test]
+    fn routes() {
+        check(Method::GET, "/fhir/t/metadata", Route::Metadata("t"));
+        check(Method::GET, "/fhir/t/_history", Route::SystemHistory("t"));
+        check(
+            Method::GET,
+            "/fhir/t/Patient/_history",
+            Route::TypeHistory("t", "Patient"),
+        );
+        check(
+            Method::GET,
+            "/fhir/t/Patient/p/_history",
+            Route::InstanceHistory("t", "Patient", "p"),
+        );
+        check(
+            Method::GET,
+            "/fhir/t/Patient/p/_history/2",
+            Route::Vread("t", "Patient", "p", "2"),
+        );
+        check(
+            Method::GET,
+            "/fhir/t/Patient/p",
+            Route::Read("t", "Patient", "p"),
+        );
+        check(
+            Method::GET,
+            "/fhir/t/Patient/p/",
+            Route::Read("t", "Patient", "p"),
+        );
+        check(
+            Method::PUT,
+            "/fhir/t/Patient/p",
+            Route::Update("t", "Patient", "p"),
+        );
+        check(
+            Method::DELETE,
+            "/fhir/t/Patient/p",
+            Route::Delete("t", "Patient", "p"),
+        );
+        check(
+            Method::POST,
+            "/fhir/t/Patient",
+            Route::Create("t", "Patient"),
+        );
+        check(Method::GET, "/fhir/t/Patient", Route::NotSupported);
+        check(Method::POST, "/fhir/t", Route::NotSupported);
+        check(Method::PATCH, "/fhir/t/Patient/p", Route::NotSupported);
+        check(Method::POST, "/fhir/t/Patient/p", Route::MethodNotAllowed);
+        check(Method::DELETE, "/fhir/t/metadata", Route::MethodNotAllowed);
+        check(
+            Method::PUT,
+            "/fhir/t/Patient/p/_history/1",
+            Route::MethodNotAllowed,
+        );
+        check(
+            Method::GET,
+            "/fhir/t/Patient/p/_history/1/x",
+            Route::Unknown,
+        );
+        check(Method::GET, "/other", Route::Unknown);
+    }
+}
