@@ -32,6 +32,12 @@ impl Engine {
         }
     }
 
+    /// An engine for one async runtime (one HTTP worker thread): its own database connections,
+    /// the same limits.
+    pub fn for_runtime(&self) -> Engine {
+        Engine::new(self.store.for_runtime(), self.limits)
+    }
+
     /// The underlying store, for administration (migrations, readiness).
     pub fn store(&self) -> &Store {
         &self.store

@@ -42,7 +42,11 @@ pub fn bind(
     listen: &str,
 ) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
     let server = actix_web::HttpServer::new(move || {
-        let state = state.clone();
+        // The factory runs on each worker's thread: each gets connections of its own.
+        let state = AppState {
+            engine: Arc::new(state.engine.for_runtime()),
+            config: state.config.clone(),
+        };
         actix_web::App::new()
             .wrap_fn(request_span)
             .configure(move |cfg| configure(cfg, state))

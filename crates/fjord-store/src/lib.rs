@@ -50,6 +50,16 @@ impl Store {
         })
     }
 
+    /// A handle sharing the administrative pool but with tenant pools of its own, for one async
+    /// runtime: a connection wakes the runtime that opened it, so an HTTP worker thread that uses
+    /// connections opened by another pays a cross-thread wake-up on every statement.
+    pub fn for_runtime(&self) -> Store {
+        Store {
+            tenant_pools: Default::default(),
+            ..self.clone()
+        }
+    }
+
     /// The pool of a tenant: its connections carry `fjord.tenant`, so row-level security confines
     /// every statement on them to the tenant.
     pub(crate) fn tenant_pool(&self, tenant: TenantKey) -> PgPool {
@@ -187,5 +197,8 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         .max_connections(max_connections)
         .min_connections(0)
         .idle_timeout(std::time::Duration::from_secs(300))
+        // sqlx pings every connection it hands out unless told not to: a second round trip per
+        // statement. A broken connection fails its statement instead, which the client retries.
+        .test_before_acquire(false)
         .acquire_timeout(std::time::Duration::from_secs(10))
 }
