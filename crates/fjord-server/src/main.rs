@@ -70,7 +70,24 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    quiet_caught_parser_panics();
     fjord_rest::block_on(run(cli))
+}
+
+/// fhirbolt panics on some malformed inputs; `fjord-model` catches those panics and answers 400, so
+/// they are logged as what they are instead of printing a panic report with a backtrace.
+fn quiet_caught_parser_panics() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .location()
+            .is_some_and(|l| l.file().contains("fhirbolt"))
+        {
+            tracing::debug!(location = %info.location().map(|l| l.to_string()).unwrap_or_default(), "fhirbolt rejected malformed input by panicking");
+            return;
+        }
+        default_hook(info);
+    }));
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
