@@ -8,8 +8,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::negotiate::lenient;
-use crate::resources::{instant, require_access};
+use crate::resources::require_access;
 use crate::{ApiError, AppState};
+use fjord_engine::format_instant;
 
 pub(crate) async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "live" }))
@@ -25,7 +26,7 @@ pub(crate) async fn ready(state: Data<AppState>) -> HttpResponse {
 }
 
 fn tenant_json(tenant: &Tenant) -> serde_json::Value {
-    json!({ "id": tenant.id, "name": tenant.name, "createdAt": instant(tenant.created_at) })
+    json!({ "id": tenant.id, "name": tenant.name, "createdAt": format_instant(tenant.created_at) })
 }
 
 pub(crate) async fn list_tenants(

@@ -5,7 +5,7 @@ use fjord_engine::{HistoryPage, Op};
 use serde_json::{json, Value};
 
 use crate::negotiate::query_pairs;
-use crate::resources::instant;
+use fjord_engine::format_instant;
 
 /// A `history` Bundle of one page, with `self` and `next` links.
 pub(crate) fn history(req: &HttpRequest, base: &str, page: &HistoryPage) -> Value {
@@ -30,7 +30,7 @@ pub(crate) fn history(req: &HttpRequest, base: &str, page: &HistoryPage) -> Valu
                 "response": {
                     "status": status,
                     "etag": format!("W/\"{}\"", v.version),
-                    "lastModified": instant(v.last_updated),
+                    "lastModified": format_instant(v.last_updated),
                 },
             });
             if let Some(body) = &v.body {

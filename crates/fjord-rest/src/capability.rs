@@ -5,8 +5,9 @@ use fjord_model::RESOURCE_TYPES;
 use serde_json::{json, Value};
 
 use crate::negotiate;
-use crate::resources::{instant, Ctx};
+use crate::resources::Ctx;
 use crate::{ApiError, AppState};
+use fjord_engine::format_instant;
 
 pub(crate) async fn metadata(
     req: &HttpRequest,
@@ -14,7 +15,7 @@ pub(crate) async fn metadata(
     tenant: &str,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    let statement = capability_statement(&ctx.base);
+    let statement = capability_statement(&ctx.base(req));
     Ok(negotiate::respond_value(
         HttpResponse::Ok(),
         &statement,
@@ -51,7 +52,7 @@ fn capability_statement(base: &str) -> Value {
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": instant(time::OffsetDateTime::now_utc()),
+        "date": format_instant(time::OffsetDateTime::now_utc()),
         "kind": "instance",
         "software": { "name": "Fjord", "version": env!("CARGO_PKG_VERSION") },
         "implementation": { "description": "Fjord FHIR R4 server", "url": base },

@@ -30,18 +30,21 @@ pub fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn param(req: &HttpRequest, name: &str) -> Option<String> {
-    query_pairs(req)
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-}
-
 /// The response format from `_format` (which wins) or `Accept`; 406 when neither names FHIR JSON
 /// or XML nor accepts anything.
 pub fn negotiate(req: &HttpRequest) -> Result<Negotiated, ApiError> {
-    let pretty = param(req, "_pretty").is_some_and(|v| v == "true");
-    if let Some(value) = param(req, "_format") {
+    let (mut pretty, mut format_param) = (false, None);
+    // Most requests have no query at all; parse it only when there is one, and once.
+    if !req.query_string().is_empty() {
+        for (name, value) in query_pairs(req) {
+            match name.as_str() {
+                "_pretty" => pretty = value == "true",
+                "_format" if format_param.is_none() => format_param = Some(value),
+                _ => {}
+            }
+        }
+    }
+    if let Some(value) = format_param {
         return match Format::from_mime(&value) {
             Some(format) => Ok(Negotiated { format, pretty }),
             None => Err(ApiError::new(

@@ -4,7 +4,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
-use fjord_engine::{format_instant, HistoryQuery, StoredVersion, Tenant, Written};
+use fjord_engine::{HistoryQuery, StoredVersion, Tenant, Written};
 use futures_util::StreamExt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -13,30 +13,34 @@ use crate::error::information;
 use crate::negotiate::{self, body_format, negotiate, Negotiated};
 use crate::{bundle, ApiError, AppState};
 
-/// What every FHIR handler needs: the tenant, the response format and the base URL.
+/// What every FHIR handler needs: the tenant and the response format.
 pub(crate) struct Ctx {
     pub tenant: Tenant,
     pub negotiated: Negotiated,
-    pub base: String,
 }
 
 impl Ctx {
     pub async fn new(req: &HttpRequest, state: &AppState, tenant: &str) -> Result<Ctx, ApiError> {
-        let lenient = negotiate::lenient(req);
-        let negotiated = negotiate(req).map_err(|e| e.in_format(lenient))?;
+        // When negotiation fails, its own error is written in the default format (JSON).
+        let negotiated = negotiate(req)?;
         require_access(state)?;
         let tenant = state
             .engine
             .tenant(tenant)
             .await
             .map_err(|e| ApiError::from(e).in_format(negotiated))?;
+        Ok(Ctx { tenant, negotiated })
+    }
+
+    /// The tenant's base URL as the client addressed it (only the writes and Bundles need it).
+    pub fn base(&self, req: &HttpRequest) -> String {
         let info = req.connection_info();
-        let base = format!("{}://{}/fhir/{}", info.scheme(), info.host(), tenant.id);
-        Ok(Ctx {
-            tenant,
-            negotiated,
-            base,
-        })
+        format!(
+            "{}://{}/fhir/{}",
+            info.scheme(),
+            info.host(),
+            self.tenant.id
+        )
     }
 
     pub fn err(&self, error: impl Into<ApiError>) -> ApiError {
@@ -178,7 +182,10 @@ fn written_response(req: &HttpRequest, ctx: &Ctx, written: &Written) -> HttpResp
     if written.created {
         let location = format!(
             "{}/{}/{}/_history/{}",
-            ctx.base, written.resource_type, written.id, written.version
+            ctx.base(req),
+            written.resource_type,
+            written.id,
+            written.version
         );
         builder.insert_header((header::LOCATION, location));
     }
@@ -337,7 +344,7 @@ pub(crate) async fn history(
         .history(&ctx.tenant, resource_type, id, query)
         .await
         .map_err(|e| ctx.err(e))?;
-    let bundle = bundle::history(req, &ctx.base, &page);
+    let bundle = bundle::history(req, &ctx.base(req), &page);
     Ok(negotiate::respond_value(
         HttpResponse::Ok(),
         &bundle,
@@ -385,8 +392,4 @@ fn history_query(req: &HttpRequest) -> Result<HistoryQuery, ApiError> {
         }
     }
     Ok(query)
-}
-
-pub(crate) fn instant(at: OffsetDateTime) -> String {
-    format_instant(at)
 }

@@ -6,6 +6,7 @@
 //! runs on a connection of that tenant's own pool, opened with the setting `fjord.tenant` that the
 //! row-level security policies check: a statement can see no other tenant's rows.
 
+mod admin;
 mod error;
 mod resources;
 mod tenants;
@@ -98,82 +99,6 @@ impl Store {
             Ok(applied) => MIGRATOR.iter().all(|m| applied.contains(&m.version)),
             Err(_) => false,
         }
-    }
-
-    /// Makes `role` (a login role without superuser rights, so row-level security applies to it)
-    /// and its database `database`, connecting as a superuser through `superuser_url`. Idempotent.
-    pub async fn prepare_database(
-        superuser_url: &str,
-        role: &str,
-        database: &str,
-    ) -> Result<(), StoreError> {
-        use sqlx::Connection;
-        let is_name = |s: &str| {
-            s.starts_with(|c: char| c.is_ascii_lowercase())
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        };
-        if !is_name(role) || !is_name(database) {
-            return Err(StoreError::Database(format!(
-                "invalid role or database name '{role}'/'{database}'"
-            )));
-        }
-        let mut conn = sqlx::PgConnection::connect(superuser_url)
-            .await
-            .map_err(StoreError::database)?;
-        let role_exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-                .bind(role)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(StoreError::database)?;
-        if !role_exists {
-            // Names are checked above to be plain lowercase identifiers.
-            sqlx::query(&format!("CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS"))
-                .execute(&mut conn)
-                .await
-                .map_err(StoreError::database)?;
-        }
-        let db_exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(database)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(StoreError::database)?;
-        if !db_exists {
-            sqlx::query(&format!("CREATE DATABASE {database} OWNER {role}"))
-                .execute(&mut conn)
-                .await
-                .map_err(StoreError::database)?;
-        }
-        conn.close().await.map_err(StoreError::database)
-    }
-
-    /// Creates database `name` as a copy of `template`, owned by `owner` (test databases).
-    pub async fn create_database_from_template(
-        superuser_url: &str,
-        name: &str,
-        template: &str,
-        owner: &str,
-    ) -> Result<(), StoreError> {
-        use sqlx::Connection;
-        let is_name =
-            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if ![name, template, owner].iter().all(|n| is_name(n)) {
-            return Err(StoreError::Database(format!(
-                "invalid database name '{name}'"
-            )));
-        }
-        let mut conn = sqlx::PgConnection::connect(superuser_url)
-            .await
-            .map_err(StoreError::database)?;
-        sqlx::query(&format!(
-            "CREATE DATABASE {name} TEMPLATE {template} OWNER {owner}"
-        ))
-        .execute(&mut conn)
-        .await
-        .map_err(StoreError::database)?;
-        conn.close().await.map_err(StoreError::database)
     }
 
     /// Closes the pools, waiting for connections in use to be returned.

@@ -160,46 +160,24 @@ impl Store {
         limit: i64,
     ) -> Result<HistoryPage, StoreError> {
         let cursor = cursor.unwrap_or(i64::MAX);
+        let (sql, resource_type, id) = match scope {
+            HistoryScope::Instance(resource_type, id) => {
+                (INSTANCE_HISTORY, Some(resource_type), Some(id))
+            }
+            HistoryScope::Type(resource_type) => (TYPE_HISTORY, Some(resource_type), None),
+            HistoryScope::System => (SYSTEM_HISTORY, None, None),
+        };
         // One row more than asked tells whether another page follows.
-        let rows = match scope {
-            HistoryScope::Instance(resource_type, id) => sqlx::query(
-                "SELECT type, id, version, last_updated, op, body, version AS position \
-                 FROM resource_version WHERE tenant = $1 AND type = $2 AND id = $3 \
-                 AND version < $4 AND ($5::timestamptz IS NULL OR last_updated >= $5) \
-                 ORDER BY version DESC LIMIT $6",
-            )
+        let rows = sqlx::query(sql)
             .bind(tenant.0)
             .bind(resource_type)
-            .bind(id),
-            HistoryScope::Type(resource_type) => sqlx::query(
-                "SELECT v.type, v.id, v.version, v.last_updated, v.op, v.body, c.seq AS position \
-                 FROM change_log c JOIN resource_version v \
-                   ON v.tenant = c.tenant AND v.type = c.type AND v.id = c.id AND v.version = c.version \
-                 WHERE c.tenant = $1 AND c.type = $2 AND c.seq < $4 \
-                 AND ($5::timestamptz IS NULL OR c.last_updated >= $5) AND $3::text IS NULL \
-                 ORDER BY c.seq DESC LIMIT $6",
-            )
-            .bind(tenant.0)
-            .bind(resource_type)
-            .bind(None::<&str>),
-            HistoryScope::System => sqlx::query(
-                "SELECT v.type, v.id, v.version, v.last_updated, v.op, v.body, c.seq AS position \
-                 FROM change_log c JOIN resource_version v \
-                   ON v.tenant = c.tenant AND v.type = c.type AND v.id = c.id AND v.version = c.version \
-                 WHERE c.tenant = $1 AND ($2::text IS NULL AND $3::text IS NULL) AND c.seq < $4 \
-                 AND ($5::timestamptz IS NULL OR c.last_updated >= $5) \
-                 ORDER BY c.seq DESC LIMIT $6",
-            )
-            .bind(tenant.0)
-            .bind(None::<&str>)
-            .bind(None::<&str>),
-        }
-        .bind(cursor)
-        .bind(since)
-        .bind(limit + 1)
-        .fetch_all(&self.tenant_pool(tenant))
-        .await
-        .map_err(StoreError::database)?;
+            .bind(id)
+            .bind(cursor)
+            .bind(since)
+            .bind(limit + 1)
+            .fetch_all(&self.tenant_pool(tenant))
+            .await
+            .map_err(StoreError::database)?;
         let more = rows.len() as i64 > limit;
         let rows = &rows[..rows.len().min(limit as usize)];
         let next_cursor = more
@@ -221,6 +199,28 @@ impl Store {
         })
     }
 }
+
+// History queries share their parameters: $1 tenant, $2 type, $3 id, $4 cursor (exclusive), $5
+// `_since` (or NULL), $6 row limit. Type and system history page over the change log.
+const INSTANCE_HISTORY: &str =
+    "SELECT type, id, version, last_updated, op, body, version AS position \
+     FROM resource_version WHERE tenant = $1 AND type = $2 AND id = $3 \
+     AND version < $4 AND ($5::timestamptz IS NULL OR last_updated >= $5) \
+     ORDER BY version DESC LIMIT $6";
+const TYPE_HISTORY: &str =
+    "SELECT v.type, v.id, v.version, v.last_updated, v.op, v.body, c.seq AS position \
+     FROM change_log c JOIN resource_version v \
+       ON v.tenant = c.tenant AND v.type = c.type AND v.id = c.id AND v.version = c.version \
+     WHERE c.tenant = $1 AND c.type = $2 AND c.seq < $4 \
+     AND ($5::timestamptz IS NULL OR c.last_updated >= $5) \
+     ORDER BY c.seq DESC LIMIT $6";
+const SYSTEM_HISTORY: &str =
+    "SELECT v.type, v.id, v.version, v.last_updated, v.op, v.body, c.seq AS position \
+     FROM change_log c JOIN resource_version v \
+       ON v.tenant = c.tenant AND v.type = c.type AND v.id = c.id AND v.version = c.version \
+     WHERE c.tenant = $1 AND c.seq < $4 \
+     AND ($5::timestamptz IS NULL OR c.last_updated >= $5) \
+     ORDER BY c.seq DESC LIMIT $6";
 
 fn version_from_row(row: &PgRow, resource_type: &str, id: &str) -> StoredVersion {
     StoredVersion {
