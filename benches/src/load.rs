@@ -5,15 +5,21 @@
 //! Scenarios: create of a home blood-pressure Observation, read by id, vread; pgbench inserting the
 //! same JSON and reading it by primary key is the reference.
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+
+mod client;
+
+use client::{closed_loop, Outcome};
 
 const BLOOD_PRESSURE: &str = r#"{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"85354-9","display":"Blood pressure panel"}]},"subject":{"reference":"Patient/pasient-1"},"effectiveDateTime":"2026-11-01T08:00:00+01:00","device":{"reference":"Device/blodtrykksmaler-1"},"component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":128,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":82,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}}]}"#;
 
@@ -45,41 +51,54 @@ fn main() -> anyhow::Result<()> {
     let data_dir = PathBuf::from(format!("/tmp/fjord-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut server = start_fjord(&args.fjord, &data_dir)?;
-    let base = format!("{}/fhir/default", server.1);
     let duration = Duration::from_secs(args.seconds);
 
-    let ids = Arc::new(Mutex::new(Vec::new()));
-    let create = {
+    let addr: SocketAddr = server
+        .1
+        .trim_start_matches("http://")
+        .parse()
+        .context("fjord's listen address")?;
+    let path = "/fhir/default/Observation";
+
+    let ids = Rc::new(RefCell::new(Vec::new()));
+    let create_request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/fhir+json\r\n\
+         Prefer: return=minimal\r\nContent-Length: {}\r\n\r\n{BLOOD_PRESSURE}",
+        BLOOD_PRESSURE.len()
+    )
+    .into_bytes();
+    let created = {
         let ids = ids.clone();
-        run(args.clients, duration, "fjord create", move |agent| {
-            let reply = agent
-                .post(&format!("{base}/Observation"))
-                .set("Content-Type", "application/fhir+json")
-                .set("Prefer", "return=minimal")
-                .send_string(BLOOD_PRESSURE)
-                .ok()?;
-            let location = reply.header("location")?.to_owned();
-            let mut ids = ids.lock().unwrap();
-            if ids.len() < 100_000 {
-                ids.push(
-                    location
-                        .split("/Observation/")
-                        .nth(1)?
-                        .split('/')
-                        .next()?
-                        .to_owned(),
-                );
-            }
-            (reply.status() == 201).then_some(())
-        })
+        closed_loop(
+            addr,
+            args.clients,
+            duration,
+            move |_| create_request.clone(),
+            move |reply| {
+                let id = reply
+                    .location
+                    .as_deref()
+                    .and_then(|l| l.split("/Observation/").nth(1)?.split('/').next());
+                match id {
+                    Some(id) if reply.status == 201 => {
+                        let mut ids = ids.borrow_mut();
+                        if ids.len() < 100_000 {
+                            ids.push(id.to_owned());
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            },
+        )?
     };
-    let ids: Arc<Vec<String>> = Arc::new(ids.lock().unwrap().clone());
+    let create = measure("fjord create", created);
+    let ids: Rc<Vec<String>> = Rc::new(ids.borrow().clone());
     if ids.is_empty() {
         bail!("no create succeeded");
     }
-    let base = format!("{}/fhir/default", server.1);
-    let read = by_id(&args, duration, "fjord read", &base, &ids, "");
-    let vread = by_id(&args, duration, "fjord vread", &base, &ids, "/_history/1");
+    let read = by_id(&args, addr, duration, "fjord read", &ids, "")?;
+    let vread = by_id(&args, addr, duration, "fjord vread", &ids, "/_history/1")?;
     // A graceful stop: Fjord stops its embedded cluster cleanly before pgbench starts it again.
     let pid = nix::unistd::Pid::from_raw(server.0.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
@@ -94,66 +113,41 @@ fn main() -> anyhow::Result<()> {
 
 fn by_id(
     args: &Args,
+    addr: SocketAddr,
     duration: Duration,
     name: &'static str,
-    base: &str,
-    ids: &Arc<Vec<String>>,
+    ids: &Rc<Vec<String>>,
     suffix: &'static str,
-) -> Measure {
-    let (base, ids) = (base.to_owned(), ids.clone());
-    let counter = AtomicU64::new(0);
-    run(args.clients, duration, name, move |agent| {
-        let n = counter.fetch_add(7919, Ordering::Relaxed) as usize;
-        let id = &ids[n % ids.len()];
-        let reply = agent
-            .get(&format!("{base}/Observation/{id}{suffix}"))
-            .call()
-            .ok()?;
-        let body = reply.into_string().ok()?;
-        body.contains("\"85354-9\"").then_some(())
-    })
+) -> anyhow::Result<Measure> {
+    let ids = ids.clone();
+    let outcome = closed_loop(
+        addr,
+        args.clients,
+        duration,
+        move |n| {
+            // A stride prime to any id count spreads reads over all ids, not a hot few.
+            let id = &ids[(n as usize).wrapping_mul(7919) % ids.len()];
+            format!("GET /fhir/default/Observation/{id}{suffix} HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+                .into_bytes()
+        },
+        |reply| reply.status == 200 && contains(&reply.body, b"\"85354-9\""),
+    )?;
+    Ok(measure(name, outcome))
 }
 
-/// Runs `request` from `clients` threads for `duration`; counts successes per second.
-fn run<F>(clients: usize, duration: Duration, name: &'static str, request: F) -> Measure
-where
-    F: Fn(&ureq::Agent) -> Option<()> + Send + Sync + 'static,
-{
-    let request = Arc::new(request);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            let (request, stop, ok, errors) =
-                (request.clone(), stop.clone(), ok.clone(), errors.clone());
-            std::thread::spawn(move || {
-                let agent = ureq::AgentBuilder::new()
-                    .timeout(Duration::from_secs(10))
-                    .build();
-                while !stop.load(Ordering::Relaxed) {
-                    match request(&agent) {
-                        Some(()) => ok.fetch_add(1, Ordering::Relaxed),
-                        None => errors.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    let started = Instant::now();
-    std::thread::sleep(duration);
-    stop.store(true, Ordering::Relaxed);
-    for thread in threads {
-        let _ = thread.join();
-    }
-    let per_second = ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn measure(name: &'static str, outcome: Outcome) -> Measure {
     eprintln!(
-        "{name}: {per_second:.0}/s, {} errors",
-        errors.load(Ordering::Relaxed)
+        "{name}: {:.0}/s, {} errors",
+        outcome.per_second, outcome.errors
     );
     Measure {
         name,
-        per_second,
-        errors: errors.load(Ordering::Relaxed),
+        per_second: outcome.per_second,
+        errors: outcome.errors,
     }
 }
 

@@ -1,0 +1,163 @@
+//! A minimal HTTP/1.1 keep-alive client for load generation.
+//!
+//! The load driver's clients must cost about what pgbench's C client costs, or the comparison
+//! measures the driver: all connections share one thread and one event loop (like `wrk`), requests
+//! are prepared bytes, and responses are parsed with `httparse` without copying headers.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A parsed response.
+pub struct Reply {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// One persistent connection.
+pub struct Connection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Connection {
+    pub async fn open(addr: SocketAddr) -> io::Result<Connection> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            buffer: Vec::with_capacity(8192),
+        })
+    }
+
+    /// Sends one request and reads its whole response (`Content-Length` framing only).
+    pub async fn exchange(&mut self, request: &[u8]) -> io::Result<Reply> {
+        self.stream.write_all(request).await?;
+        loop {
+            if let Some((head, reply)) = parse_head(&self.buffer)? {
+                let end = head + reply.1;
+                while self.buffer.len() < end {
+                    self.fill().await?;
+                }
+                let body = self.buffer[head..end].to_vec();
+                self.buffer.drain(..end);
+                return Ok(Reply {
+                    status: reply.0,
+                    location: reply.2,
+                    body,
+                });
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buffer.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
+
+/// Head length, then (status, content length, location), once the head is complete.
+type Head = (usize, (u16, usize, Option<String>));
+
+fn parse_head(buffer: &[u8]) -> io::Result<Option<Head>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(buffer) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+    };
+    let (mut length, mut location) = (0, None);
+    for header in response.headers.iter() {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            length = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "content-length"))?;
+        } else if header.name.eq_ignore_ascii_case("location") {
+            location = Some(String::from_utf8_lossy(header.value).into_owned());
+        }
+    }
+    Ok(Some((head, (response.code.unwrap_or(0), length, location))))
+}
+
+/// Successes per second and failures of a closed-loop run.
+pub struct Outcome {
+    pub per_second: f64,
+    pub errors: u64,
+}
+
+/// Runs `clients` connections in a closed loop for `duration` on the current thread: each sends
+/// `request(n)` (n counts requests across all clients), and `accept` judges the reply.
+pub fn closed_loop(
+    addr: SocketAddr,
+    clients: usize,
+    duration: Duration,
+    request: impl Fn(u64) -> Vec<u8> + 'static,
+    accept: impl Fn(&Reply) -> bool + 'static,
+) -> io::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let request = Rc::new(request);
+    let accept = Rc::new(accept);
+    let (sent, ok, errors) = (
+        Rc::new(Cell::new(0u64)),
+        Rc::new(Cell::new(0u64)),
+        Rc::new(Cell::new(0u64)),
+    );
+    let started = Instant::now();
+    let deadline = started + duration;
+    local.block_on(&runtime, async {
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (request, accept) = (request.clone(), accept.clone());
+                let (sent, ok, errors) = (sent.clone(), ok.clone(), errors.clone());
+                tokio::task::spawn_local(async move {
+                    let mut connection = None;
+                    while Instant::now() < deadline {
+                        if connection.is_none() {
+                            connection = Connection::open(addr).await.ok();
+                        }
+                        let Some(open) = connection.as_mut() else {
+                            errors.set(errors.get() + 1);
+                            continue;
+                        };
+                        let n = sent.get();
+                        sent.set(n + 1);
+                        let bytes = request(n);
+                        let exchange = open.exchange(&bytes);
+                        match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+                            Ok(Ok(reply)) if accept(&reply) => ok.set(ok.get() + 1),
+                            Ok(Ok(_)) => errors.set(errors.get() + 1),
+                            _ => {
+                                errors.set(errors.get() + 1);
+                                connection = None;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    });
+    Ok(Outcome {
+        per_second: ok.get() as f64 / started.elapsed().as_secs_f64(),
+        errors: errors.get(),
+    })
+}
