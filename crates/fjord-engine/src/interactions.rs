@@ -82,15 +82,8 @@ impl Engine {
         let mut resource = self.parse_for(resource_type, body, format)?;
         let id = Uuid::new_v4().to_string();
         resource.set_id(Some(&id));
-        self.write(
-            tenant,
-            resource_type,
-            &id,
-            Some(resource),
-            Expected::Absent,
-            1,
-        )
-        .await
+        self.write(tenant, resource_type, &id, Some(resource), Expected::Absent)
+            .await
     }
 
     /// `update`, including update-as-create with a client-chosen id. `if_match` is the version the
@@ -126,17 +119,10 @@ impl Engine {
                 .store
                 .read_latest(tenant.key, resource_type, id)
                 .await?;
-            let (expected, version) = expectation(latest.as_ref(), if_match, resource_type, id)?;
+            let expected = expectation(latest.as_ref(), if_match, resource_type, id)?;
             let recreated = latest.as_ref().is_some_and(|l| l.op == Op::Delete);
             match self
-                .write(
-                    tenant,
-                    resource_type,
-                    id,
-                    Some(resource.clone()),
-                    expected,
-                    version,
-                )
+                .write(tenant, resource_type, id, Some(resource.clone()), expected)
                 .await
             {
                 Err(EngineError::Conflict(_)) if if_match.is_none() => continue,
@@ -180,15 +166,13 @@ impl Engine {
             if if_match.is_some_and(|v| v != latest.version) {
                 return Err(version_moved(resource_type, id));
             }
-            let expected = Expected::Version(latest.version);
             match self
                 .write(
                     tenant,
                     resource_type,
                     id,
                     None,
-                    expected,
-                    latest.version + 1,
+                    Expected::Version(latest.version),
                 )
                 .await
             {
@@ -209,8 +193,8 @@ impl Engine {
         id: &str,
         resource: Option<Resource>,
         expected: Expected,
-        version: i64,
     ) -> Result<Written, EngineError> {
+        let version = expected.next_version();
         let last_updated = now();
         let body = resource.map(|mut resource| {
             resource.set_version(&version.to_string(), &format_instant(last_updated));
@@ -225,7 +209,6 @@ impl Engine {
             resource_type,
             id,
             expected,
-            version,
             last_updated,
             op,
             body: body.as_deref(),
@@ -347,17 +330,17 @@ fn version_moved(resource_type: &str, id: &str) -> EngineError {
     ))
 }
 
-/// What an update expects to find, and the version it writes.
+/// What an update expects to find.
 fn expectation(
     latest: Option<&StoredVersion>,
     if_match: Option<i64>,
     resource_type: &str,
     id: &str,
-) -> Result<(Expected, i64), EngineError> {
+) -> Result<Expected, EngineError> {
     match (latest, if_match) {
-        (None, None) => Ok((Expected::Absent, 1)),
+        (None, None) => Ok(Expected::Absent),
         (None, Some(_)) => Err(version_moved(resource_type, id)),
         (Some(latest), Some(v)) if v != latest.version => Err(version_moved(resource_type, id)),
-        (Some(latest), _) => Ok((Expected::Version(latest.version), latest.version + 1)),
+        (Some(latest), _) => Ok(Expected::Version(latest.version)),
     }
 }

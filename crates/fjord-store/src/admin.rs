@@ -56,6 +56,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         check_identifiers(&[role, database])?;
         let mut conn = superuser(superuser_url).await?;
+        // Two preparers at once (parallel tests, two servers starting) would both see the role
+        // missing and one CREATE would fail; a session lock makes them take turns.
+        execute(&mut conn, "SELECT pg_advisory_lock(7411027)").await?;
         if !exists(
             &mut conn,
             "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",

@@ -8,12 +8,14 @@
 
 mod admin;
 mod error;
+mod pool;
 mod resources;
 mod tenants;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use pool::{Lease, TenantPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
@@ -27,7 +29,7 @@ pub struct Store {
     /// Connections without a tenant: tenants, migrations, readiness.
     pool: PgPool,
     /// One pool per tenant, opened lazily, each connection bound to its tenant.
-    tenant_pools: Arc<RwLock<HashMap<TenantKey, PgPool>>>,
+    tenant_pools: Arc<RwLock<HashMap<TenantKey, TenantPool>>>,
     options: PgConnectOptions,
     max_connections: u32,
 }
@@ -61,23 +63,28 @@ impl Store {
         }
     }
 
-    /// The pool of a tenant: its connections carry `fjord.tenant`, so row-level security confines
-    /// every statement on them to the tenant.
-    pub(crate) fn tenant_pool(&self, tenant: TenantKey) -> PgPool {
-        if let Some(pool) = self.tenant_pools.read().expect("tenant pools").get(&tenant) {
-            return pool.clone();
-        }
-        let mut pools = self.tenant_pools.write().expect("tenant pools");
-        pools
-            .entry(tenant)
-            .or_insert_with(|| {
+    /// A connection of the tenant's pool: its connections carry `fjord.tenant`, so row-level
+    /// security confines every statement on them to the tenant.
+    pub(crate) async fn tenant_connection(&self, tenant: TenantKey) -> Result<Lease, StoreError> {
+        let pool = self
+            .tenant_pools
+            .read()
+            .expect("tenant pools")
+            .get(&tenant)
+            .cloned();
+        let pool = match pool {
+            Some(pool) => pool,
+            None => {
                 let options = self
                     .options
                     .clone()
                     .options([("fjord.tenant", tenant.0.to_string())]);
-                pool_options(self.max_connections).connect_lazy_with(options)
-            })
-            .clone()
+                let created = pool::tenant_pool(options, self.max_connections)?;
+                let mut pools = self.tenant_pools.write().expect("tenant pools");
+                pools.entry(tenant).or_insert(created).clone()
+            }
+        };
+        Lease::acquire(&pool).await
     }
 
     /// Applies the migrations that are not applied yet.
@@ -103,15 +110,9 @@ impl Store {
 
     /// Closes the pools, waiting for connections in use to be returned.
     pub async fn close(&self) {
-        let tenant_pools: Vec<PgPool> = self
-            .tenant_pools
-            .read()
-            .expect("tenant pools")
-            .values()
-            .cloned()
-            .collect();
-        for pool in tenant_pools {
-            pool.close().await;
+        // Tenant connections are idle between statements: closing the pools drops them.
+        for pool in self.tenant_pools.read().expect("tenant pools").values() {
+            pool.close();
         }
         self.pool.close().await;
     }

@@ -51,13 +51,23 @@ pub enum Expected {
     Version(i64),
 }
 
-/// A version to write.
+impl Expected {
+    /// The number of the version a writer with this expectation adds (versions are numbered 1,
+    /// 2, 3… without gaps).
+    pub fn next_version(self) -> i64 {
+        match self {
+            Expected::Absent => 1,
+            Expected::Version(current) => current + 1,
+        }
+    }
+}
+
+/// A version to write; its number is `expected.next_version()`.
 #[derive(Debug, Clone)]
 pub struct NewVersion<'a> {
     pub resource_type: &'a str,
     pub id: &'a str,
     pub expected: Expected,
-    pub version: i64,
     pub last_updated: OffsetDateTime,
     pub op: Op,
     pub body: Option<&'a str>,
@@ -87,17 +97,19 @@ impl Store {
         resource_type: &str,
         id: &str,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        sqlx::query(
+        let mut connection = self.tenant_connection(tenant).await?;
+        let row = sqlx::query(
             "SELECT version, last_updated, op, body FROM resource_version \
              WHERE tenant = $1 AND type = $2 AND id = $3 ORDER BY version DESC LIMIT 1",
         )
         .bind(tenant.0)
         .bind(resource_type)
         .bind(id)
-        .fetch_optional(&self.tenant_pool(tenant))
-        .await
-        .map(|row| row.map(|row| version_from_row(&row, resource_type, id)))
-        .map_err(StoreError::database)
+        .fetch_optional(connection.connection())
+        .await;
+        Ok(connection
+            .settle(row)?
+            .map(|row| version_from_row(&row, resource_type, id)))
     }
 
     /// One version of a resource.
@@ -109,7 +121,8 @@ impl Store {
         id: &str,
         version: i64,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        sqlx::query(
+        let mut connection = self.tenant_connection(tenant).await?;
+        let row = sqlx::query(
             "SELECT version, last_updated, op, body FROM resource_version \
              WHERE tenant = $1 AND type = $2 AND id = $3 AND version = $4",
         )
@@ -117,36 +130,39 @@ impl Store {
         .bind(resource_type)
         .bind(id)
         .bind(version)
-        .fetch_optional(&self.tenant_pool(tenant))
-        .await
-        .map(|row| row.map(|row| version_from_row(&row, resource_type, id)))
-        .map_err(StoreError::database)
+        .fetch_optional(connection.connection())
+        .await;
+        Ok(connection
+            .settle(row)?
+            .map(|row| version_from_row(&row, resource_type, id)))
     }
 
-    /// Writes a version, its current pointer and its change-log row atomically. Returns false and
-    /// writes nothing when `expected` no longer holds (a concurrent writer came first).
-    #[tracing::instrument(skip_all, fields(resource_type = new.resource_type, version = new.version))]
+    /// Adds a version with its change-log position and moves the current-version pointer to it,
+    /// in one statement. Returns false and writes nothing when `expected` no longer holds (a
+    /// concurrent writer came first): the pointer is the row writers serialise on.
+    #[tracing::instrument(skip_all, fields(resource_type = new.resource_type))]
     pub async fn write_version(
         &self,
         tenant: TenantKey,
         new: &NewVersion<'_>,
     ) -> Result<bool, StoreError> {
-        let expected = match new.expected {
-            Expected::Absent => None,
-            Expected::Version(v) => Some(v),
+        let sql = match new.expected {
+            Expected::Absent => CREATE_VERSION,
+            Expected::Version(_) => UPDATE_VERSION,
         };
-        sqlx::query_scalar("SELECT fjord_write_version($1, $2, $3, $4, $5, $6, $7, $8)")
+        let mut connection = self.tenant_connection(tenant).await?;
+        let written = sqlx::query(sql)
             .bind(tenant.0)
             .bind(new.resource_type)
             .bind(new.id)
-            .bind(expected)
-            .bind(new.version)
+            .bind(new.expected.next_version())
+            .bind(tenant.change_sequence())
             .bind(new.last_updated)
             .bind(new.op.as_str())
             .bind(new.body)
-            .fetch_one(&self.tenant_pool(tenant))
-            .await
-            .map_err(StoreError::database)
+            .execute(connection.connection())
+            .await;
+        Ok(connection.settle(written)?.rows_affected() == 1)
     }
 
     /// A page of history, newest first. `cursor` is the `next_cursor` of the previous page.
@@ -168,6 +184,7 @@ impl Store {
             HistoryScope::System => (SYSTEM_HISTORY, None, None),
         };
         // One row more than asked tells whether another page follows.
+        let mut connection = self.tenant_connection(tenant).await?;
         let rows = sqlx::query(sql)
             .bind(tenant.0)
             .bind(resource_type)
@@ -175,9 +192,9 @@ impl Store {
             .bind(cursor)
             .bind(since)
             .bind(limit + 1)
-            .fetch_all(&self.tenant_pool(tenant))
-            .await
-            .map_err(StoreError::database)?;
+            .fetch_all(connection.connection())
+            .await;
+        let rows = connection.settle(rows)?;
         let more = rows.len() as i64 > limit;
         let rows = &rows[..rows.len().min(limit as usize)];
         let next_cursor = more
@@ -200,27 +217,36 @@ impl Store {
     }
 }
 
+// Writes: $1 tenant, $2 type, $3 id, $4 new version, $5 change sequence, $6 last updated, $7 op,
+// $8 body. The version row is inserted only when the pointer moved: a concurrent creator makes the
+// pointer's insert a no-op, a concurrent updater makes the pointer's `version = $4 - 1` false once
+// its commit is seen.
+const CREATE_VERSION: &str = "WITH current AS ( \
+       INSERT INTO resource_current (tenant, type, id, version, last_updated, deleted) \
+       VALUES ($1, $2, $3, $4, $6, $7 = 'delete') ON CONFLICT DO NOTHING RETURNING 1) \
+     INSERT INTO resource_version (tenant, type, id, version, seq, last_updated, op, body) \
+     SELECT $1, $2, $3, $4, nextval($5::regclass), $6, $7, $8 FROM current";
+const UPDATE_VERSION: &str = "WITH current AS ( \
+       UPDATE resource_current SET version = $4, last_updated = $6, deleted = ($7 = 'delete') \
+       WHERE tenant = $1 AND type = $2 AND id = $3 AND version = $4 - 1 RETURNING 1) \
+     INSERT INTO resource_version (tenant, type, id, version, seq, last_updated, op, body) \
+     SELECT $1, $2, $3, $4, nextval($5::regclass), $6, $7, $8 FROM current";
+
 // History queries share their parameters: $1 tenant, $2 type, $3 id, $4 cursor (exclusive), $5
-// `_since` (or NULL), $6 row limit. Type and system history page over the change log.
+// `_since` (or NULL), $6 row limit. Type and system history page over the change-log position.
 const INSTANCE_HISTORY: &str =
     "SELECT type, id, version, last_updated, op, body, version AS position \
      FROM resource_version WHERE tenant = $1 AND type = $2 AND id = $3 \
      AND version < $4 AND ($5::timestamptz IS NULL OR last_updated >= $5) \
      ORDER BY version DESC LIMIT $6";
-const TYPE_HISTORY: &str =
-    "SELECT v.type, v.id, v.version, v.last_updated, v.op, v.body, c.seq AS position \
-     FROM change_log c JOIN resource_version v \
-       ON v.tenant = c.tenant AND v.type = c.type AND v.id = c.id AND v.version = c.version \
-     WHERE c.tenant = $1 AND c.type = $2 AND c.seq < $4 \
-     AND ($5::timestamptz IS NULL OR c.last_updated >= $5) \
-     ORDER BY c.seq DESC LIMIT $6";
-const SYSTEM_HISTORY: &str =
-    "SELECT v.type, v.id, v.version, v.last_updated, v.op, v.body, c.seq AS position \
-     FROM change_log c JOIN resource_version v \
-       ON v.tenant = c.tenant AND v.type = c.type AND v.id = c.id AND v.version = c.version \
-     WHERE c.tenant = $1 AND c.seq < $4 \
-     AND ($5::timestamptz IS NULL OR c.last_updated >= $5) \
-     ORDER BY c.seq DESC LIMIT $6";
+const TYPE_HISTORY: &str = "SELECT type, id, version, last_updated, op, body, seq AS position \
+     FROM resource_version WHERE tenant = $1 AND type = $2 AND seq < $4 \
+     AND ($5::timestamptz IS NULL OR last_updated >= $5) \
+     ORDER BY seq DESC LIMIT $6";
+const SYSTEM_HISTORY: &str = "SELECT type, id, version, last_updated, op, body, seq AS position \
+     FROM resource_version WHERE tenant = $1 AND seq < $4 \
+     AND ($5::timestamptz IS NULL OR last_updated >= $5) \
+     ORDER BY seq DESC LIMIT $6";
 
 fn version_from_row(row: &PgRow, resource_type: &str, id: &str) -> StoredVersion {
     StoredVersion {

@@ -7,6 +7,13 @@ use crate::{Store, StoreError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TenantKey(pub i32);
 
+impl TenantKey {
+    /// The sequence that numbers the tenant's changes.
+    pub(crate) fn change_sequence(self) -> String {
+        format!("change_seq_{}", self.0)
+    }
+}
+
 /// A tenant: one hospital trust (HF).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
@@ -27,7 +34,7 @@ pub fn is_valid_tenant_id(id: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-const TENANT_TABLES: [&str; 3] = ["resource_version", "resource_current", "change_log"];
+const TENANT_TABLES: [&str; 2] = ["resource_version", "resource_current"];
 
 impl Store {
     /// Creates a tenant with its partitions and change sequence, all in one transaction.
@@ -58,7 +65,7 @@ impl Store {
                 .await
                 .map_err(StoreError::database)?;
         }
-        sqlx::query(&format!("CREATE SEQUENCE change_seq_{key}"))
+        sqlx::query(&format!("CREATE SEQUENCE {}", tenant.key.change_sequence()))
             .execute(&mut *tx)
             .await
             .map_err(StoreError::database)?;

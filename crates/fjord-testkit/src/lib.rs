@@ -112,11 +112,7 @@ pub async fn database() -> TestDatabase {
             store.close().await;
         })
         .await;
-    let name = format!(
-        "fjord_test_{}_{}",
-        std::process::id(),
-        NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
-    );
+    let name = unique_database_name();
     Store::create_database_from_template(&superuser_url("postgres"), &name, TEMPLATE, ROLE)
         .await
         .expect("create test database");
@@ -125,4 +121,21 @@ pub async fn database() -> TestDatabase {
         .await
         .expect("connect to test database");
     TestDatabase { url, store }
+}
+
+/// A new database without Fjord's schema (for migration tests); returns the application role's URL.
+pub async fn unmigrated_database() -> String {
+    let name = unique_database_name();
+    Store::prepare_database(&superuser_url("postgres"), ROLE, &name)
+        .await
+        .expect("create unmigrated database");
+    role_url(&name)
+}
+
+fn unique_database_name() -> String {
+    format!(
+        "fjord_test_{}_{}",
+        std::process::id(),
+        NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
+    )
 }
