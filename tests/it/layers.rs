@@ -9,6 +9,7 @@ use serde_json::Value;
 /// Which workspace crates each crate may depend on (normal dependencies).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("fjord-model", &[]),
+    ("fjord-definitions", &[]),
     ("fjord-pg", &[]),
     ("fjord-store", &[]),
     ("fjord-engine", &["fjord-model", "fjord-store"]),
@@ -18,6 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["fjord-engine", "fjord-pg", "fjord-rest", "fjord-store"],
     ),
     ("fjord-testkit", &["fjord-pg", "fjord-store"]),
+    ("fjord-gen", &[]),
 ];
 
 /// Libraries only one crate may name (besides tests and benches).
