@@ -10,6 +10,7 @@ use serde_json::Value;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("fjord-model", &[]),
     ("fjord-definitions", &[]),
+    ("fjord-fhirpath", &["fjord-definitions"]),
     ("fjord-pg", &[]),
     ("fjord-store", &[]),
     ("fjord-engine", &["fjord-model", "fjord-store"]),

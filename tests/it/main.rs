@@ -4,6 +4,7 @@
 mod definitions;
 mod embedded;
 mod examples;
+mod fhirpath;
 mod layers;
 mod rest;
 mod store;

@@ -12,6 +12,8 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+mod structures;
+
 /// A generated file: its path in the workspace and its text.
 pub struct Generated {
     pub path: PathBuf,
@@ -23,6 +25,7 @@ pub fn generate(fhir_r4: &Path) -> anyhow::Result<Vec<Generated>> {
     let official = fhir_r4.join("official");
     let resources = read_json(&official.join("profiles-resources.json"))?;
     let types = ResourceTypes::from_bundle(&resources);
+    let data_types = read_json(&official.join("profiles-types.json"))?;
     let parameters = read_json(&official.join("search-parameters.json"))?;
     let package = fhir_r4.join("hl7.fhir.r4.core-4.0.1/package");
     let compartments = [
@@ -47,6 +50,10 @@ pub fn generate(fhir_r4: &Path) -> anyhow::Result<Vec<Generated>> {
         Generated {
             path: "crates/fjord-definitions/src/generated/compartments.rs".into(),
             text: rustfmt(&compartments_source(&compartments)?)?,
+        },
+        Generated {
+            path: "crates/fjord-definitions/src/generated/structures.rs".into(),
+            text: rustfmt(&structures::structures_source(&[&data_types, &resources])?)?,
         },
     ])
 }
