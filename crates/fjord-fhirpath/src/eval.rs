@@ -100,10 +100,10 @@ impl<'a> Evaluator<'_, 'a> {
                 }
             }
             Expr::As(inner, type_name) => {
+                // The specification asks for a single item, but R4's own search parameters
+                // apply `as` to collections (`Observation.component.value as Quantity`): it
+                // filters, like `ofType()`.
                 let items = self.eval(inner, focus, scope)?;
-                if items.len() > 1 {
-                    return Err(EvalError::Singleton("as".into()));
-                }
                 let mut out = Vec::new();
                 for item in items {
                     if is_type(&item, type_name, true)? {

@@ -99,6 +99,18 @@ mod tests {
     }
 
     #[test]
+    fn every_r4_search_parameter_expression_parses() {
+        let expressions: Vec<&str> = fjord_definitions::search_parameters()
+            .iter()
+            .flat_map(|p| p.bases.iter().filter_map(|b| b.expression))
+            .collect();
+        assert_eq!(expressions.len(), 1703);
+        for expression in expressions {
+            assert!(parse(expression).is_ok(), "{expression}");
+        }
+    }
+
+    #[test]
     fn typed_navigation_of_choices_primitives_and_backbones() {
         let observation = serde_json::json!({
             "resourceType": "Observation",
