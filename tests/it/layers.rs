@@ -11,6 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("fjord-model", &[]),
     ("fjord-definitions", &[]),
     ("fjord-fhirpath", &["fjord-definitions"]),
+    ("fjord-search", &["fjord-definitions", "fjord-fhirpath"]),
     ("fjord-pg", &[]),
     ("fjord-store", &[]),
     ("fjord-engine", &["fjord-model", "fjord-store"]),

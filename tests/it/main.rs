@@ -7,6 +7,7 @@ mod examples;
 mod fhirpath;
 mod layers;
 mod rest;
+mod search;
 mod store;
 
 use fjord_tests::{send, Server};

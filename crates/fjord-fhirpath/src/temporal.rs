@@ -114,6 +114,23 @@ impl Temporal {
         }
     }
 
+    /// The parts from `known` on set to their least (or, `high`, greatest) possible values.
+    fn filled(&self, known: usize, high: bool) -> [i64; 7] {
+        let mut parts = self.parts;
+        for i in known..7 {
+            parts[i] = match (high, i) {
+                (false, 1 | 2) => 1,
+                (false, _) => 0,
+                (true, 1) => 12,
+                (true, 2) => days_in_month(parts[0], parts[1]),
+                (true, 3) => 23,
+                (true, 4 | 5) => 59,
+                (true, _) => 999,
+            };
+        }
+        parts
+    }
+
     /// The earliest (`high` false) or latest moment the value stands for, to `digits` digits of
     /// precision (as `digits()` counts them; the finest by default). A date-time without a zone
     /// spans every zone: +14:00 is its earliest, -12:00 its latest.
@@ -135,17 +152,7 @@ impl Temporal {
         } else {
             self.precision
         };
-        for i in known..7 {
-            result.parts[i] = match (high, i) {
-                (false, 1 | 2) => 1,
-                (false, _) => 0,
-                (true, 1) => 12,
-                (true, 2) => days_in_month(result.parts[0], result.parts[1]),
-                (true, 3) => 23,
-                (true, 4 | 5) => 59,
-                (true, _) => 999,
-            };
-        }
+        result.parts = self.filled(known, high);
         result.precision = precision;
         if self.kind == TemporalKind::DateTime && precision > 3 && result.offset.is_none() {
             result.offset = Some(if high { -12 * 60 } else { 14 * 60 });
@@ -154,6 +161,24 @@ impl Temporal {
             result.offset = None;
         }
         Some(result)
+    }
+
+    /// The span of time a date or date-time stands for, as UTC milliseconds since 1970 (first
+    /// and last millisecond, inclusive). No zone is read as UTC. `None` for a time of day.
+    pub fn epoch_range(&self) -> Option<(i64, i64)> {
+        if self.kind == TemporalKind::Time {
+            return None;
+        }
+        let millis = |high: bool| {
+            let p = self.filled(self.precision, high);
+            days_from_civil(p[0], p[1], p[2]) * 86_400_000
+                + p[3] * 3_600_000
+                + p[4] * 60_000
+                + p[5] * 1000
+                + p[6]
+                - self.offset.unwrap_or(0) * 60_000
+        };
+        Some((millis(false), millis(true)))
     }
 
     fn first_part(&self) -> usize {
@@ -369,6 +394,14 @@ mod tests {
         );
         assert_eq!(dt("2012-04-15T15:00:00").to_string(), "2012-04-15T15:00:00");
         assert!(Temporal::parse("2014-13", TemporalKind::Date).is_none());
+    }
+
+    #[test]
+    fn epoch_ranges_honour_precision_and_zone() {
+        let day = Temporal::parse("1970-01-02", TemporalKind::Date).unwrap();
+        assert_eq!(day.epoch_range(), Some((86_400_000, 2 * 86_400_000 - 1)));
+        let instant = dt("1970-01-01T01:00:00+01:00");
+        assert_eq!(instant.epoch_range(), Some((0, 999)));
     }
 
     #[test]

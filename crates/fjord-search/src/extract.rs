@@ -1,0 +1,428 @@
+//! A resource → the typed index values of every search parameter of its type.
+
+use fjord_definitions::SearchParamType;
+use fjord_fhirpath::{Node, Value};
+use rust_decimal::Decimal;
+use serde_json::Value as Json;
+
+use crate::{Registry, SearchError};
+
+/// One value a search parameter takes on a resource, typed for matching.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexValue {
+    /// A code with its system (`Coding`, `CodeableConcept`, `Identifier`, `code`, `boolean`…)
+    /// and the human text that `:text` searches (display, `CodeableConcept.text`, type text).
+    Token {
+        system: Option<String>,
+        code: Option<String>,
+        text: Option<String>,
+    },
+    /// `exact` as written; `normalized` lowercased without accents (the default match).
+    String {
+        exact: String,
+        normalized: String,
+    },
+    /// The span the value stands for, as UTC milliseconds since 1970, both ends inclusive.
+    Date {
+        low: i64,
+        high: i64,
+    },
+    /// A number and the range its written precision implies.
+    Number {
+        value: Decimal,
+        low: Decimal,
+        high: Decimal,
+    },
+    Quantity {
+        value: Decimal,
+        system: Option<String>,
+        code: Option<String>,
+        unit: Option<String>,
+        /// The value in the base unit of common UCUM units (`kg` → `g`), for matching across units.
+        canonical: Option<(Decimal, String)>,
+    },
+    /// A reference: `Type/id` when local, the URL when absolute or canonical, the identifier for
+    /// `:identifier`.
+    Reference {
+        resource_type: Option<String>,
+        id: Option<String>,
+        url: Option<String>,
+        identifier: Option<(Option<String>, String)>,
+    },
+    Uri(String),
+    /// One value per component, in the composite's order.
+    Composite(Vec<IndexValue>),
+}
+
+/// A value of one search parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexEntry {
+    pub code: String,
+    pub value: IndexValue,
+}
+
+/// The index entries of a resource: every search parameter of its type, every value.
+pub fn extract(registry: &Registry, resource: &Json) -> Result<Vec<IndexEntry>, SearchError> {
+    let resource_type = resource["resourceType"]
+        .as_str()
+        .ok_or_else(|| SearchError::Extraction("a resource without resourceType".into()))?;
+    let env = fjord_fhirpath::Environment {
+        resource: Some(resource),
+        host: Some(&ReferenceTargets),
+        ..Default::default()
+    };
+    let mut entries = Vec::new();
+    for parameter in registry.parameters_of(resource_type) {
+        let Some(expression) = &parameter.expression else {
+            continue;
+        };
+        let input = vec![Value::Node(Node::resource(resource))];
+        let found = fjord_fhirpath::evaluate(expression, input, &env)
+            .map_err(|e| SearchError::Extraction(format!("{}: {e}", parameter.url)))?;
+        for item in found {
+            let values = if parameter.kind == SearchParamType::Composite {
+                composite(&parameter.components, &item, &env)?
+            } else {
+                index_values(parameter.kind, &item)
+            };
+            entries.extend(values.into_iter().map(|value| IndexEntry {
+                code: parameter.code.clone(),
+                value,
+            }));
+        }
+    }
+    Ok(entries)
+}
+
+/// What `resolve()` gives while indexing: a stand-in of the type the reference names, so that
+/// `subject.where(resolve() is Patient)` indexes without reading the target (which may not even
+/// exist yet, or belong to a transaction still being written).
+struct ReferenceTargets;
+
+impl fjord_fhirpath::Host for ReferenceTargets {
+    fn resolve(&self, reference: &str) -> Option<&Json> {
+        static STAND_INS: std::sync::OnceLock<std::collections::HashMap<&'static str, Json>> =
+            std::sync::OnceLock::new();
+        let stand_ins = STAND_INS.get_or_init(|| {
+            fjord_definitions::types()
+                .iter()
+                .filter(|t| t.kind == fjord_definitions::TypeKind::Resource && !t.is_abstract)
+                .map(|t| (t.name, serde_json::json!({ "resourceType": t.name })))
+                .collect()
+        });
+        let (resource_type, _) = type_and_id(reference)?;
+        stand_ins.get(resource_type.as_str())
+    }
+
+    fn member_of(&self, _: &Value, _: &str) -> Option<bool> {
+        None
+    }
+}
+
+/// Every combination of the components' values on one value of a composite.
+fn composite<'a>(
+    components: &[(SearchParamType, fjord_fhirpath::Expr)],
+    item: &Value<'a>,
+    env: &fjord_fhirpath::Environment<'a>,
+) -> Result<Vec<IndexValue>, SearchError> {
+    let mut combinations: Vec<Vec<IndexValue>> = vec![Vec::new()];
+    for (kind, expression) in components {
+        let found = fjord_fhirpath::evaluate(expression, vec![item.clone()], env)
+            .map_err(|e| SearchError::Extraction(e.to_string()))?;
+        let values: Vec<IndexValue> = found.iter().flat_map(|v| index_values(*kind, v)).collect();
+        combinations = combinations
+            .into_iter()
+            .flat_map(|prefix| {
+                values.iter().map(move |v| {
+                    let mut next = prefix.clone();
+                    next.push(v.clone());
+                    next
+                })
+            })
+            .collect();
+    }
+    Ok(combinations
+        .into_iter()
+        .map(IndexValue::Composite)
+        .collect())
+}
+
+/// The index values of one item for a parameter type; none when the item has nothing to index
+/// for that type.
+pub(crate) fn index_values(kind: SearchParamType, item: &Value) -> Vec<IndexValue> {
+    match kind {
+        SearchParamType::Token => tokens(item),
+        SearchParamType::String => strings(item),
+        SearchParamType::Date => dates(item),
+        SearchParamType::Number => number(item).into_iter().collect(),
+        SearchParamType::Quantity => quantity(item).into_iter().collect(),
+        SearchParamType::Reference => reference(item).into_iter().collect(),
+        SearchParamType::Uri => item.as_string().map(IndexValue::Uri).into_iter().collect(),
+        SearchParamType::Composite | SearchParamType::Special => Vec::new(),
+    }
+}
+
+fn node<'v, 'a>(item: &'v Value<'a>) -> Option<&'v Node<'a>> {
+    match item {
+        Value::Node(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn field<'a>(item: &Value<'a>, name: &str) -> Option<&'a Json> {
+    node(item)?.json?.get(name).filter(|v| !v.is_null())
+}
+
+fn text(item: &Value, name: &str) -> Option<String> {
+    field(item, name)?.as_str().map(str::to_owned)
+}
+
+fn texts(item: &Value, name: &str) -> Vec<String> {
+    match field(item, name) {
+        Some(Json::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Some(Json::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn type_code<'a>(item: &Value<'a>) -> &'a str {
+    node(item).map(|n| n.type_code).unwrap_or("")
+}
+
+fn token(system: Option<String>, code: Option<String>, text: Option<String>) -> IndexValue {
+    IndexValue::Token { system, code, text }
+}
+
+fn coding(json: &Json) -> IndexValue {
+    let get = |name: &str| json.get(name).and_then(Json::as_str).map(str::to_owned);
+    token(get("system"), get("code"), get("display"))
+}
+
+fn tokens(item: &Value) -> Vec<IndexValue> {
+    match type_code(item) {
+        "Coding" => node(item)
+            .and_then(|n| n.json)
+            .map(coding)
+            .into_iter()
+            .collect(),
+        "CodeableConcept" => {
+            let mut out: Vec<IndexValue> = match field(item, "coding") {
+                Some(Json::Array(codings)) => codings.iter().map(coding).collect(),
+                _ => Vec::new(),
+            };
+            if let Some(concept_text) = text(item, "text") {
+                out.push(token(None, None, Some(concept_text)));
+            }
+            out
+        }
+        "Identifier" => {
+            let type_text = field(item, "type")
+                .and_then(|t| t.get("text"))
+                .and_then(Json::as_str)
+                .map(str::to_owned);
+            vec![token(text(item, "system"), text(item, "value"), type_text)]
+        }
+        "ContactPoint" => vec![token(None, text(item, "value"), None)],
+        _ => match item.system() {
+            Value::Boolean(b) => vec![token(None, Some(b.to_string()), None)],
+            Value::String(s) => vec![token(None, Some(s), None)],
+            Value::Integer(i) => vec![token(None, Some(i.to_string()), None)],
+            _ => Vec::new(),
+        },
+    }
+}
+
+/// Lowercase, accents removed: what string search compares by default.
+pub fn normalize(s: &str) -> String {
+    use unicode_normalization::char::is_combining_mark;
+    use unicode_normalization::UnicodeNormalization;
+    s.nfd()
+        .filter(|c| !is_combining_mark(*c))
+        .collect::<String>()
+        .to_lowercase()
+}
+
+fn string_value(s: String) -> IndexValue {
+    IndexValue::String {
+        normalized: normalize(&s),
+        exact: s,
+    }
+}
+
+fn strings(item: &Value) -> Vec<IndexValue> {
+    let parts: Vec<String> = match type_code(item) {
+        "HumanName" => ["family", "given", "prefix", "suffix", "text"]
+            .iter()
+            .flat_map(|name| texts(item, name))
+            .collect(),
+        "Address" => [
+            "line",
+            "city",
+            "district",
+            "state",
+            "postalCode",
+            "country",
+            "text",
+        ]
+        .iter()
+        .flat_map(|name| texts(item, name))
+        .collect(),
+        _ => item.as_string().into_iter().collect(),
+    };
+    parts.into_iter().map(string_value).collect()
+}
+
+fn date_range(json: Option<&Json>, kind: fjord_fhirpath::TemporalKind) -> Option<(i64, i64)> {
+    fjord_fhirpath::Temporal::parse(json?.as_str()?, kind)?.epoch_range()
+}
+
+fn dates(item: &Value) -> Vec<IndexValue> {
+    use fjord_fhirpath::TemporalKind::DateTime;
+    match type_code(item) {
+        "Period" => {
+            let start = date_range(field(item, "start"), DateTime);
+            let end = date_range(field(item, "end"), DateTime);
+            if start.is_none() && end.is_none() {
+                return Vec::new();
+            }
+            vec![IndexValue::Date {
+                low: start.map_or(i64::MIN, |s| s.0),
+                high: end.map_or(i64::MAX, |e| e.1),
+            }]
+        }
+        "Timing" => match field(item, "event") {
+            Some(Json::Array(events)) => events
+                .iter()
+                .filter_map(|e| date_range(Some(e), DateTime))
+                .map(|(low, high)| IndexValue::Date { low, high })
+                .collect(),
+            _ => Vec::new(),
+        },
+        _ => match item.system() {
+            Value::Temporal(t) => t
+                .epoch_range()
+                .map(|(low, high)| IndexValue::Date { low, high })
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        },
+    }
+}
+
+/// Half a unit in the last written digit: `1.5` stands for [1.45, 1.55).
+fn precision_range(value: Decimal) -> (Decimal, Decimal) {
+    let half = Decimal::new(5, value.scale() + 1);
+    (value - half, value + half)
+}
+
+fn number(item: &Value) -> Option<IndexValue> {
+    let value = match item.system() {
+        Value::Integer(i) => Decimal::from(i),
+        Value::Decimal(d) => d,
+        _ => return None,
+    };
+    let (low, high) = precision_range(value);
+    Some(IndexValue::Number { value, low, high })
+}
+
+fn decimal_field(item: &Value, name: &str) -> Option<Decimal> {
+    let number = field(item, name)?.as_number()?.to_string();
+    number
+        .parse()
+        .ok()
+        .or_else(|| Decimal::from_scientific(&number).ok())
+}
+
+fn quantity(item: &Value) -> Option<IndexValue> {
+    let value = match type_code(item) {
+        "Quantity" | "Age" | "Count" | "Distance" | "Duration" | "SimpleQuantity"
+        | "MoneyQuantity" => decimal_field(item, "value")?,
+        "Money" => {
+            return Some(IndexValue::Quantity {
+                value: decimal_field(item, "value")?,
+                system: Some("urn:iso:std:iso:4217".into()),
+                code: text(item, "currency"),
+                unit: None,
+                canonical: None,
+            })
+        }
+        _ => {
+            return match item.system() {
+                Value::Quantity(value, unit) => Some(IndexValue::Quantity {
+                    value,
+                    system: None,
+                    code: Some(unit),
+                    unit: None,
+                    canonical: None,
+                }),
+                _ => None,
+            }
+        }
+    };
+    let system = text(item, "system");
+    let code = text(item, "code");
+    let canonical = match (system.as_deref(), code.as_deref()) {
+        (Some("http://unitsofmeasure.org"), Some(code)) => crate::units::canonical(value, code),
+        _ => None,
+    };
+    Some(IndexValue::Quantity {
+        value,
+        system,
+        code,
+        unit: text(item, "unit"),
+        canonical,
+    })
+}
+
+fn reference(item: &Value) -> Option<IndexValue> {
+    let (reference, identifier) = match type_code(item) {
+        "Reference" => {
+            let identifier = field(item, "identifier").and_then(|i| {
+                let value = i.get("value")?.as_str()?.to_owned();
+                let system = i.get("system").and_then(Json::as_str).map(str::to_owned);
+                Some((system, value))
+            });
+            (text(item, "reference"), identifier)
+        }
+        _ => (item.as_string(), None),
+    };
+    let (resource_type, id, url) = match reference.as_deref() {
+        // A reference into the resource's own contained resources names no stored resource.
+        Some(r) if r.starts_with('#') => (None, None, None),
+        Some(r) if r.contains("://") || r.starts_with("urn:") => {
+            let (t, i) = type_and_id(r).unzip();
+            (t, i, Some(r.to_owned()))
+        }
+        Some(r) => match type_and_id(r) {
+            Some((t, i)) => (Some(t), Some(i), None),
+            None => (None, None, Some(r.to_owned())),
+        },
+        None => (None, None, None),
+    };
+    if resource_type.is_none() && url.is_none() && identifier.is_none() {
+        return None;
+    }
+    Some(IndexValue::Reference {
+        resource_type,
+        id,
+        url,
+        identifier,
+    })
+}
+
+/// `Patient/123`, `…/Patient/123`, `…/Patient/123/_history/2` → (`Patient`, `123`).
+fn type_and_id(reference: &str) -> Option<(String, String)> {
+    let trimmed = match reference.find("/_history/") {
+        Some(at) => &reference[..at],
+        None => reference,
+    };
+    let mut segments = trimmed.rsplit('/');
+    let id = segments.next()?;
+    let resource_type = segments.next()?;
+    let known = fjord_definitions::type_def(resource_type)
+        .is_some_and(|t| t.kind == fjord_definitions::TypeKind::Resource);
+    (known && !id.is_empty()).then(|| (resource_type.to_owned(), id.to_owned()))
+}

@@ -1,0 +1,88 @@
+//! The search parameters of every resource type, with their expressions parsed once.
+
+use std::collections::HashMap;
+
+use fjord_definitions::{SearchParamType, Targets, TypeKind};
+use fjord_fhirpath::Expr;
+
+use crate::SearchError;
+
+/// A search parameter as Fjord evaluates it on one resource type.
+#[derive(Debug)]
+pub struct SearchParam {
+    pub code: String,
+    pub url: String,
+    pub kind: SearchParamType,
+    /// `None` for parameters not evaluated on the resource (`_text`, `_content`, `_query`).
+    pub expression: Option<Expr>,
+    pub targets: Targets,
+    /// For a composite: each part's type and its expression, relative to the composite's value.
+    pub components: Vec<(SearchParamType, Expr)>,
+}
+
+/// Search parameters by resource type.
+#[derive(Debug, Default)]
+pub struct Registry {
+    by_type: HashMap<String, Vec<SearchParam>>,
+}
+
+impl Registry {
+    /// Every search parameter of R4 for every concrete resource type.
+    pub fn r4() -> Result<Registry, SearchError> {
+        let mut by_type = HashMap::new();
+        let resource_types = fjord_definitions::types()
+            .iter()
+            .filter(|t| t.kind == TypeKind::Resource && !t.is_abstract);
+        for resource_type in resource_types {
+            let mut parameters = Vec::new();
+            for (parameter, expression) in
+                fjord_definitions::search_parameters_of(resource_type.name)
+            {
+                let components = parameter
+                    .components
+                    .iter()
+                    .map(|component| {
+                        let kind = fjord_definitions::search_parameter(component.definition)
+                            .map(|p| p.kind)
+                            .ok_or_else(|| {
+                                SearchError::Definition(format!(
+                                    "{}: unknown component {}",
+                                    parameter.url, component.definition
+                                ))
+                            })?;
+                        Ok((kind, parse(parameter.url, component.expression)?))
+                    })
+                    .collect::<Result<Vec<_>, SearchError>>()?;
+                parameters.push(SearchParam {
+                    code: parameter.code.to_owned(),
+                    url: parameter.url.to_owned(),
+                    kind: parameter.kind,
+                    expression: expression.map(|e| parse(parameter.url, e)).transpose()?,
+                    targets: parameter.targets,
+                    components,
+                });
+            }
+            by_type.insert(resource_type.name.to_owned(), parameters);
+        }
+        Ok(Registry { by_type })
+    }
+
+    /// The parameters of a resource type (none for an unknown type).
+    pub fn parameters_of(&self, resource_type: &str) -> &[SearchParam] {
+        self.by_type
+            .get(resource_type)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The parameter `code` of a resource type.
+    pub fn parameter(&self, resource_type: &str, code: &str) -> Option<&SearchParam> {
+        self.parameters_of(resource_type)
+            .iter()
+            .find(|p| p.code == code)
+    }
+}
+
+fn parse(url: &str, expression: &str) -> Result<Expr, SearchError> {
+    fjord_fhirpath::parse(expression).map_err(|e| SearchError::Definition(format!("{url}: {e}")))
+}
