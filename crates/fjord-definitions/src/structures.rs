@@ -1,6 +1,9 @@
 //! Types and their elements: what FHIRPath navigation, `is`/`as` and validation need to know of
 //! the R4 structure definitions.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use crate::generated::structures::{ELEMENTS, TYPES};
 
 /// What a type is.
@@ -93,10 +96,10 @@ pub fn element(path: &str) -> Option<&'static ElementDef> {
 /// structure (`Observation.component`). Choice elements are found by their name without `[x]`;
 /// inherited elements through the base types (inline structures inherit from `BackboneElement`).
 pub fn child_element(structure: &str, name: &str) -> Option<&'static ElementDef> {
+    let children = children_by_structure();
     let mut current = Some(structure);
     while let Some(owner) = current {
-        let exact = format!("{owner}.{name}");
-        if let Some(found) = element(&exact).or_else(|| element(&format!("{exact}[x]"))) {
+        if let Some(found) = children.get(owner).and_then(|c| c.get(name)) {
             return Some(found);
         }
         current = if owner.contains('.') {
@@ -106,6 +109,27 @@ pub fn child_element(structure: &str, name: &str) -> Option<&'static ElementDef>
         };
     }
     None
+}
+
+type Children = HashMap<&'static str, HashMap<&'static str, &'static ElementDef>>;
+
+/// Elements by the structure that introduces them and their name (without `[x]`): navigation
+/// runs on every step of every FHIRPath evaluation, so it is two hash lookups, not a string
+/// built and searched for.
+fn children_by_structure() -> &'static Children {
+    static CHILDREN: OnceLock<Children> = OnceLock::new();
+    CHILDREN.get_or_init(|| {
+        let mut children: Children = HashMap::new();
+        for element in ELEMENTS {
+            if let Some((owner, _)) = element.path.rsplit_once('.') {
+                children
+                    .entry(owner)
+                    .or_default()
+                    .insert(element.name(), element);
+            }
+        }
+        children
+    })
 }
 
 /// Whether `name` is `ancestor` or specialises it (`code` is a `string`, `Patient` a `Resource`).
