@@ -491,12 +491,24 @@ pub(crate) fn children<'a>(item: &Value<'a>, name: &str, out: &mut Vec<Value<'a>
     };
     match fjord_definitions::child_element(node.structure, name) {
         Some(def) if def.is_choice() => {
-            for type_code in def.types {
-                let key = format!("{name}{}", capitalized(type_code));
-                let companion = object.get(&format!("_{key}"));
+            // `value[x]` is stored as `valueQuantity`, `valueString`…: find the keys that are the
+            // name followed by one of the element's types, without building each candidate.
+            for (key, value) in object {
+                let Some(suffix) = key.strip_prefix(name) else {
+                    continue;
+                };
+                let Some(type_code) = def
+                    .types
+                    .iter()
+                    .copied()
+                    .find(|t| is_capitalized(suffix, t))
+                else {
+                    continue;
+                };
+                let companion = companion_of(object, key, type_code);
                 push(
                     out,
-                    object.get(&key),
+                    Some(value),
                     companion,
                     type_code,
                     def.structure_of(type_code),
@@ -505,7 +517,7 @@ pub(crate) fn children<'a>(item: &Value<'a>, name: &str, out: &mut Vec<Value<'a>
         }
         Some(def) => {
             let type_code = def.types.first().copied().unwrap_or("");
-            let companion = object.get(&format!("_{name}"));
+            let companion = companion_of(object, name, type_code);
             push(
                 out,
                 object.get(name),
@@ -518,6 +530,30 @@ pub(crate) fn children<'a>(item: &Value<'a>, name: &str, out: &mut Vec<Value<'a>
             let companion = object.get(&format!("_{name}"));
             push(out, object.get(name), companion, "", "");
         }
+    }
+}
+
+/// The `_key` companion of a primitive element (its `id` and `extension`); structures have none.
+fn companion_of<'a>(
+    object: &'a serde_json::Map<String, Json>,
+    key: &str,
+    type_code: &str,
+) -> Option<&'a Json> {
+    let primitive = type_code.starts_with(|c: char| c.is_ascii_lowercase());
+    if primitive {
+        object.get(&format!("_{key}"))
+    } else {
+        None
+    }
+}
+
+/// Whether `suffix` is `type_code` with its first letter in upper case (`Quantity`, `DateTime`).
+fn is_capitalized(suffix: &str, type_code: &str) -> bool {
+    let mut a = suffix.chars();
+    let mut b = type_code.chars();
+    match (a.next(), b.next()) {
+        (Some(x), Some(y)) => x == y.to_ascii_uppercase() && a.as_str() == b.as_str(),
+        _ => false,
     }
 }
 
@@ -568,13 +604,5 @@ fn push<'a>(
             out.extend(companions.iter().filter_map(|c| node(None, Some(c))));
         }
         (json, companion) => out.extend(node(json, companion)),
-    }
-}
-
-fn capitalized(type_code: &str) -> String {
-    let mut chars = type_code.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
     }
 }

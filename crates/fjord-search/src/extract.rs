@@ -76,6 +76,9 @@ pub fn extract(registry: &Registry, resource: &Json) -> Result<Vec<IndexEntry>, 
         let Some(expression) = &parameter.expression else {
             continue;
         };
+        if parameter.storage != crate::Storage::Indexed {
+            continue;
+        }
         let input = vec![Value::Node(Node::resource(resource))];
         let found = fjord_fhirpath::evaluate(expression, input, &env)
             .map_err(|e| SearchError::Extraction(format!("{}: {e}", parameter.url)))?;

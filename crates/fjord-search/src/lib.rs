@@ -10,7 +10,7 @@ mod registry;
 mod units;
 
 pub use extract::{extract, normalize, IndexEntry, IndexValue};
-pub use registry::{Registry, SearchParam};
+pub use registry::{Registry, SearchParam, Storage};
 
 /// What can go wrong in this layer.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +163,26 @@ mod tests {
                 text: None
             }]
         );
+    }
+
+    #[test]
+    fn union_parameters_and_resource_columns_are_not_indexed_twice() {
+        let registry = Registry::r4().unwrap();
+        let combo = registry.parameter("Observation", "combo-code").unwrap();
+        assert_eq!(
+            combo.storage,
+            Storage::UnionOf(vec!["code".into(), "component-code".into()])
+        );
+        assert_eq!(
+            registry.parameter("Observation", "_id").unwrap().storage,
+            Storage::Resource
+        );
+        assert_eq!(
+            registry.parameter("Observation", "code").unwrap().storage,
+            Storage::Indexed
+        );
+        assert!(values(&blood_pressure(), "combo-code").is_empty());
+        assert!(values(&blood_pressure(), "_id").is_empty());
     }
 
     #[test]

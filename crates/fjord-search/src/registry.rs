@@ -18,6 +18,20 @@ pub struct SearchParam {
     pub targets: Targets,
     /// For a composite: each part's type and its expression, relative to the composite's value.
     pub components: Vec<(SearchParamType, Expr)>,
+    /// How its values are stored: indexed from its own expression, or answered from others.
+    pub storage: Storage,
+}
+
+/// Where a parameter's values come from when searching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Extracted on every write into the index tables.
+    Indexed,
+    /// The union of other parameters of the type (`combo-code` = `code` | `component-code`):
+    /// searched through them, so nothing is written twice.
+    UnionOf(Vec<String>),
+    /// Kept in the resource tables themselves (`_id`, `_lastUpdated`).
+    Resource,
 }
 
 /// Search parameters by resource type.
@@ -60,7 +74,19 @@ impl Registry {
                     expression: expression.map(|e| parse(parameter.url, e)).transpose()?,
                     targets: parameter.targets,
                     components,
+                    storage: Storage::Indexed,
                 });
+            }
+            let texts: Vec<(String, Option<&str>)> =
+                fjord_definitions::search_parameters_of(resource_type.name)
+                    .map(|(p, e)| (p.code.to_owned(), e))
+                    .collect();
+            let storages: Vec<Storage> = parameters
+                .iter()
+                .map(|p| storage(p, &parameters, &texts))
+                .collect();
+            for (parameter, storage) in parameters.iter_mut().zip(storages) {
+                parameter.storage = storage;
             }
             by_type.insert(resource_type.name.to_owned(), parameters);
         }
@@ -80,6 +106,52 @@ impl Registry {
         self.parameters_of(resource_type)
             .iter()
             .find(|p| p.code == code)
+    }
+}
+
+/// How a parameter is stored, given the expressions of all parameters of its type.
+fn storage(
+    parameter: &SearchParam,
+    all: &[SearchParam],
+    expressions: &[(String, Option<&str>)],
+) -> Storage {
+    if matches!(parameter.code.as_str(), "_id" | "_lastUpdated") {
+        return Storage::Resource;
+    }
+    let own = expressions
+        .iter()
+        .find(|(code, _)| *code == parameter.code)
+        .and_then(|(_, e)| *e);
+    let Some(own) = own else {
+        return Storage::Indexed;
+    };
+    let alternatives: Vec<&str> = own.split(" | ").map(str::trim).collect();
+    if alternatives.len() < 2 {
+        return Storage::Indexed;
+    }
+    // Each alternative must be exactly another parameter's whole expression, of the same type
+    // and (for composites) with the same components.
+    let same_shape = |code: &str| {
+        all.iter().any(|other| {
+            other.code == code
+                && other.kind == parameter.kind
+                && other.components == parameter.components
+        })
+    };
+    let sources: Option<Vec<String>> = alternatives
+        .iter()
+        .map(|alternative| {
+            expressions
+                .iter()
+                .find(|(code, e)| {
+                    *code != parameter.code && *e == Some(*alternative) && same_shape(code)
+                })
+                .map(|(code, _)| code.clone())
+        })
+        .collect();
+    match sources {
+        Some(codes) => Storage::UnionOf(codes),
+        None => Storage::Indexed,
     }
 }
 
