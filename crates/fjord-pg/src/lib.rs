@@ -84,14 +84,24 @@ impl Binaries {
         Binaries::first_in(candidates)
     }
 
-    /// The first candidate directory that holds `initdb` and `postgres`.
+    /// The first candidate directory that holds `initdb` and `postgres`. When `postgres` there is
+    /// a link (`/usr/local/bin/postgres` → `/usr/lib/postgresql/15/bin/postgres`), the directory
+    /// it links into, where the other tools (`pg_ctl`, `psql`, `pgbench`) are too.
     fn first_in(candidates: impl IntoIterator<Item = PathBuf>) -> Result<Binaries, PgError> {
         let has_server =
             |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+        let installed = |dir: PathBuf| {
+            fs::canonicalize(dir.join("postgres"))
+                .ok()
+                .and_then(|postgres| postgres.parent().map(Path::to_path_buf))
+                .unwrap_or(dir)
+        };
         candidates
             .into_iter()
             .find(|dir| has_server(dir))
-            .map(|bindir| Binaries { bindir })
+            .map(|dir| Binaries {
+                bindir: installed(dir),
+            })
             .ok_or(PgError::BinariesNotFound)
     }
 
@@ -438,5 +448,25 @@ mod tests {
             dir.join("initdb")
         );
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn linked_binaries_lead_to_the_installation() {
+        let root = std::env::temp_dir().join(format!("fjord-pg-link-{}", std::process::id()));
+        let (installed, linked) = (root.join("lib/bin"), root.join("local/bin"));
+        fs::create_dir_all(&installed).unwrap();
+        fs::create_dir_all(&linked).unwrap();
+        for tool in ["initdb", "postgres", "pgbench"] {
+            fs::write(installed.join(tool), "").unwrap();
+        }
+        for tool in ["initdb", "postgres"] {
+            std::os::unix::fs::symlink(installed.join(tool), linked.join(tool)).unwrap();
+        }
+        let found = Binaries::first_in([linked]).unwrap();
+        assert_eq!(
+            found.tool("pgbench"),
+            fs::canonicalize(installed.join("pgbench")).unwrap()
+        );
+        fs::remove_dir_all(root).unwrap();
     }
 }
