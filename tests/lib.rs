@@ -27,6 +27,19 @@ pub fn shared_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
 }
 
+/// The JSON files of the official R4 examples package, sorted.
+pub fn r4_example_files() -> Vec<PathBuf> {
+    let dir = shared_dir().join("fhir-r4/hl7.fhir.r4.examples-4.0.1/package");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// A running `fjord serve`. Dropping it stops the server gracefully.
 pub struct Server {
     child: Child,

@@ -19,6 +19,8 @@ use clap::Parser;
 
 mod client;
 
+use fjord_pg::{Binaries, Cluster, ClusterOptions, SUPERUSER};
+
 use client::{closed_loop, Outcome};
 
 const BLOOD_PRESSURE: &str = r#"{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"85354-9","display":"Blood pressure panel"}]},"subject":{"reference":"Patient/pasient-1"},"effectiveDateTime":"2026-11-01T08:00:00+01:00","device":{"reference":"Device/blodtrykksmaler-1"},"component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":128,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":82,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}}]}"#;
@@ -104,8 +106,7 @@ fn main() -> anyhow::Result<()> {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
     server.0.wait()?;
 
-    let socket_dir = data_dir.join("postgres");
-    let reference = pgbench(&args, &socket_dir, ids.len())?;
+    let reference = pgbench(&args, &data_dir.join("postgres"), ids.len())?;
     write_results(&args, &[create, read, vread], &reference)?;
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
@@ -179,42 +180,19 @@ fn start_fjord(binary: &Path, data_dir: &Path) -> anyhow::Result<(Child, String)
     Ok((child, origin))
 }
 
-/// pgbench against the same cluster (started again by hand after Fjord stopped it).
-fn pgbench(args: &Args, socket_dir: &Path, rows: usize) -> anyhow::Result<Vec<Measure>> {
-    use std::os::unix::fs::MetadataExt;
-    use std::os::unix::process::CommandExt;
-    let bindir = postgres_bindir()?;
-    // pg_ctl runs as the account that owns the cluster (Fjord picked it when run as root).
-    let owner = std::fs::metadata(socket_dir)?;
-    let tool = |program: &str| {
-        let mut command = Command::new(bindir.join(program));
-        if nix::unistd::Uid::effective().is_root() {
-            command.uid(owner.uid()).gid(owner.gid());
-        }
-        command
-    };
-    let status = tool("pg_ctl")
-        .arg("-D")
-        .arg(socket_dir)
-        .args(["-w", "-l"])
-        .arg(socket_dir.join("postgres.log"))
-        .args([
-            "-o",
-            &format!("-k {} -c listen_addresses=", socket_dir.display()),
-            "start",
-        ])
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("pg_ctl start failed");
-    }
+/// pgbench against the same cluster, started again through `fjord-pg` (as the account that owns
+/// it) after Fjord stopped it.
+fn pgbench(args: &Args, cluster_dir: &Path, rows: usize) -> anyhow::Result<Vec<Measure>> {
+    let binaries = Binaries::locate()?;
+    let mut cluster = Cluster::start(&binaries, cluster_dir, &ClusterOptions::default())?;
+    let socket_dir = cluster.socket_dir().to_owned();
     let psql = |sql: &str| -> anyhow::Result<()> {
-        let ok = Command::new(bindir.join("psql"))
+        let ok = Command::new(binaries.tool("psql"))
             .args(["-q", "-h"])
-            .arg(socket_dir)
+            .arg(&socket_dir)
             .args([
                 "-U",
-                "postgres",
+                SUPERUSER,
                 "-d",
                 "postgres",
                 "-v",
@@ -255,7 +233,7 @@ fn pgbench(args: &Args, socket_dir: &Path, rows: usize) -> anyhow::Result<Vec<Me
         ("pgbench insert", &insert),
         ("pgbench read by primary key", &read),
     ] {
-        let output = Command::new(bindir.join("pgbench"))
+        let output = Command::new(binaries.tool("pgbench"))
             .args([
                 "-n",
                 "-M",
@@ -268,8 +246,8 @@ fn pgbench(args: &Args, socket_dir: &Path, rows: usize) -> anyhow::Result<Vec<Me
                 &args.seconds.to_string(),
                 "-h",
             ])
-            .arg(socket_dir)
-            .args(["-U", "postgres", "-f"])
+            .arg(&socket_dir)
+            .args(["-U", SUPERUSER, "-f"])
             .arg(script)
             .arg("postgres")
             .output()?;
@@ -296,23 +274,9 @@ fn pgbench(args: &Args, socket_dir: &Path, rows: usize) -> anyhow::Result<Vec<Me
             errors: 0,
         });
     }
-    let _ = tool("pg_ctl")
-        .arg("-D")
-        .arg(socket_dir)
-        .args(["-m", "fast", "stop"])
-        .stdout(Stdio::null())
-        .status();
+    cluster.stop();
     let _ = std::fs::remove_dir_all(scripts);
     Ok(measures)
-}
-
-fn postgres_bindir() -> anyhow::Result<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")?
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .collect();
-    dirs.sort();
-    dirs.pop().context("no /usr/lib/postgresql/*/bin")
 }
 
 fn write_results(args: &Args, fjord: &[Measure], reference: &[Measure]) -> anyhow::Result<()> {

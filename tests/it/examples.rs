@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fjord_engine::{Engine, Format, ParseLimits, Resource};
-use fjord_tests::{shared_dir, without_server_meta};
+use fjord_tests::{r4_example_files, without_server_meta};
 use serde_json::Value;
 
 /// Passes recorded so far; the test fails below it, and the number may only rise. Of the 5,298
@@ -24,14 +24,7 @@ struct Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_examples_round_trip() {
-    let dir = shared_dir().join("fhir-r4/hl7.fhir.r4.examples-4.0.1/package");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
+    let files = r4_example_files();
     let db = fjord_testkit::database().await;
     let tenant = db
         .store

@@ -9,14 +9,9 @@ use serde_json::Value as Json;
 #[test]
 fn every_r4_example_is_indexed() {
     let registry = Registry::r4().unwrap();
-    let dir = fjord_tests::shared_dir().join("fhir-r4/hl7.fhir.r4.examples-4.0.1/package");
     let (mut resources, mut failures) = (0, Vec::new());
     let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
+    for path in fjord_tests::r4_example_files() {
         let text = std::fs::read_to_string(&path).unwrap();
         let Ok(json) = serde_json::from_str::<Json>(&text) else {
             continue;

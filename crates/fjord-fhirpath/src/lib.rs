@@ -22,6 +22,7 @@ use serde_json::Value as Json;
 
 pub use parser::{parse, BinaryOp, Expr, Literal};
 pub use temporal::{Temporal, TemporalKind};
+pub use units::ucum_canonical;
 pub use value::{Node, Value};
 
 /// The expression is not FHIRPath.

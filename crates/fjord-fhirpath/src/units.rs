@@ -1,5 +1,6 @@
-//! Just enough UCUM to compare quantities in common units: a value in a known unit becomes a value
-//! in that dimension's base unit; unknown units stay as they are (and compare only to themselves).
+//! Just enough UCUM to compare quantities in common units, including those of home measurements:
+//! a value in a known unit becomes a value in that dimension's base unit; unknown units stay as
+//! they are (and compare only to themselves). Search indexing uses the same table.
 
 use rust_decimal::Decimal;
 
@@ -13,6 +14,7 @@ const FACTORS: &[(&str, &str, i64, u32)] = &[
     ("m", "m", 1, 0),
     ("cm", "m", 1, 2),
     ("mm", "m", 1, 3),
+    ("[lb_av]", "g", 45_359_237, 5),
     ("km", "m", 1000, 0),
     ("[in_i]", "m", 254, 4),
     ("L", "L", 1, 0),
@@ -27,9 +29,11 @@ const FACTORS: &[(&str, &str, i64, u32)] = &[
     ("wk", "s", 604_800, 0),
     ("mmol/L", "mmol/L", 1, 0),
     ("mm[Hg]", "mm[Hg]", 1, 0),
+    ("kPa", "mm[Hg]", 750_061_683, 8),
     ("Cel", "Cel", 1, 0),
     ("%", "%", 1, 0),
     ("/min", "/min", 1, 0),
+    ("{beats}/min", "/min", 1, 0),
 ];
 
 /// FHIRPath's calendar duration keywords that equal a UCUM unit (years and months do not: a
@@ -55,15 +59,22 @@ pub fn calendar_against_ucum(u: &str, v: &str) -> bool {
     (calendar(u) && ucum(v)) || (ucum(u) && calendar(v))
 }
 
-/// The value in its dimension's base unit, with that unit.
+/// A UCUM quantity in its dimension's base unit (`70 kg` → `70000 g`); `None` for a unit not in
+/// the table.
+pub fn ucum_canonical(value: Decimal, code: &str) -> Option<(Decimal, String)> {
+    FACTORS
+        .iter()
+        .find(|(unit, ..)| *unit == code)
+        .map(|(_, base, mantissa, scale)| {
+            (value * Decimal::new(*mantissa, *scale), (*base).to_owned())
+        })
+}
+
+/// The value in its dimension's base unit, with that unit; calendar keywords count as their
+/// UCUM units, unknown units stay as they are.
 pub fn canonical(value: Decimal, unit: &str) -> (Decimal, String) {
     let unit = calendar_to_ucum(unit);
-    match FACTORS.iter().find(|(u, ..)| *u == unit) {
-        Some((_, base, mantissa, scale)) => {
-            (value * Decimal::new(*mantissa, *scale), (*base).to_owned())
-        }
-        None => (value, unit.to_owned()),
-    }
+    ucum_canonical(value, unit).unwrap_or_else(|| (value, unit.to_owned()))
 }
 
 #[cfg(test)]
@@ -81,5 +92,18 @@ mod tests {
             (Decimal::new(120, 0), "s".into())
         );
         assert_eq!(canonical(Decimal::new(1, 0), "year").1, "year");
+    }
+
+    #[test]
+    fn weights_and_pressures_convert() {
+        assert_eq!(
+            ucum_canonical(Decimal::new(70, 0), "kg"),
+            Some((Decimal::new(70000, 0), "g".into()))
+        );
+        assert_eq!(
+            ucum_canonical(Decimal::new(1, 0), "[lb_av]").unwrap().0,
+            Decimal::new(45359237, 5)
+        );
+        assert_eq!(ucum_canonical(Decimal::new(1, 0), "furlong"), None);
     }
 }

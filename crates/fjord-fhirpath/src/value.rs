@@ -53,14 +53,6 @@ impl<'a> Node<'a> {
 }
 
 const INTEGER_TYPES: [&str; 3] = ["integer", "positiveInt", "unsignedInt"];
-const QUANTITY_TYPES: [&str; 6] = [
-    "Quantity",
-    "Age",
-    "Count",
-    "Distance",
-    "Duration",
-    "MoneyQuantity",
-];
 
 impl<'a> Value<'a> {
     /// The system value of a FHIR primitive or Quantity; other nodes stay nodes.
@@ -97,7 +89,9 @@ impl<'a> Value<'a> {
                     None => Value::String(s.clone()),
                 }
             }
-            Some(Json::Object(map)) if QUANTITY_TYPES.contains(&node.type_code) => {
+            Some(Json::Object(map))
+                if fjord_definitions::is_subtype(node.type_code, "Quantity") =>
+            {
                 let value = map
                     .get("value")
                     .and_then(|v| v.as_number())

@@ -341,8 +341,7 @@ fn decimal_field(item: &Value, name: &str) -> Option<Decimal> {
 
 fn quantity(item: &Value) -> Option<IndexValue> {
     let value = match type_code(item) {
-        "Quantity" | "Age" | "Count" | "Distance" | "Duration" | "SimpleQuantity"
-        | "MoneyQuantity" => decimal_field(item, "value")?,
+        t if fjord_definitions::is_subtype(t, "Quantity") => decimal_field(item, "value")?,
         "Money" => {
             return Some(IndexValue::Quantity {
                 value: decimal_field(item, "value")?,
@@ -368,7 +367,9 @@ fn quantity(item: &Value) -> Option<IndexValue> {
     let system = text(item, "system");
     let code = text(item, "code");
     let canonical = match (system.as_deref(), code.as_deref()) {
-        (Some("http://unitsofmeasure.org"), Some(code)) => crate::units::canonical(value, code),
+        (Some("http://unitsofmeasure.org"), Some(code)) => {
+            fjord_fhirpath::ucum_canonical(value, code).map(|(v, unit)| (v.normalize(), unit))
+        }
         _ => None,
     };
     Some(IndexValue::Quantity {

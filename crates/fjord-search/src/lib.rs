@@ -7,7 +7,6 @@
 
 mod extract;
 mod registry;
-mod units;
 
 pub use extract::{extract, normalize, IndexEntry, IndexValue};
 pub use registry::{Registry, SearchParam, Storage};

@@ -48,10 +48,10 @@ impl Registry {
             .iter()
             .filter(|t| t.kind == TypeKind::Resource && !t.is_abstract);
         for resource_type in resource_types {
+            let definitions: Vec<_> =
+                fjord_definitions::search_parameters_of(resource_type.name).collect();
             let mut parameters = Vec::new();
-            for (parameter, expression) in
-                fjord_definitions::search_parameters_of(resource_type.name)
-            {
+            for &(parameter, expression) in &definitions {
                 let components = parameter
                     .components
                     .iter()
@@ -77,10 +77,8 @@ impl Registry {
                     storage: Storage::Indexed,
                 });
             }
-            let texts: Vec<(String, Option<&str>)> =
-                fjord_definitions::search_parameters_of(resource_type.name)
-                    .map(|(p, e)| (p.code.to_owned(), e))
-                    .collect();
+            let texts: Vec<(&str, Option<&str>)> =
+                definitions.iter().map(|(p, e)| (p.code, *e)).collect();
             let storages: Vec<Storage> = parameters
                 .iter()
                 .map(|p| storage(p, &parameters, &texts))
@@ -113,14 +111,14 @@ impl Registry {
 fn storage(
     parameter: &SearchParam,
     all: &[SearchParam],
-    expressions: &[(String, Option<&str>)],
+    expressions: &[(&str, Option<&str>)],
 ) -> Storage {
     if matches!(parameter.code.as_str(), "_id" | "_lastUpdated") {
         return Storage::Resource;
     }
     let own = expressions
         .iter()
-        .find(|(code, _)| *code == parameter.code)
+        .find(|(code, _)| *code == parameter.code.as_str())
         .and_then(|(_, e)| *e);
     let Some(own) = own else {
         return Storage::Indexed;
@@ -144,9 +142,9 @@ fn storage(
             expressions
                 .iter()
                 .find(|(code, e)| {
-                    *code != parameter.code && *e == Some(*alternative) && same_shape(code)
+                    *code != parameter.code.as_str() && *e == Some(*alternative) && same_shape(code)
                 })
-                .map(|(code, _)| code.clone())
+                .map(|(code, _)| (*code).to_owned())
         })
         .collect();
     match sources {
