@@ -285,7 +285,7 @@ fn write_results(args: &Args, fjord: &[Measure], reference: &[Measure]) -> anyho
         let ratio = m.per_second / base;
         let verdict = if ratio >= target { "met" } else { "missed" };
         format!(
-            "| {} | {:.0} | {} | {:.1}% | ≥ {:.0}% ({verdict}) |\n",
+            "| {} | {:.0} | {} | {:.1}% | ≥ {:.1}% ({verdict}) |\n",
             m.name,
             m.per_second,
             m.errors,
@@ -294,7 +294,9 @@ fn write_results(args: &Args, fjord: &[Measure], reference: &[Measure]) -> anyho
         )
     };
     let mut table = String::new();
-    table += &row(&fjord[0], insert, 0.25);
+    // A create also indexes every search parameter of the type; the search issue allows it half
+    // of the unindexed figure (31.0 % of pgbench's insert rate), so 15.5 %.
+    table += &row(&fjord[0], insert, 0.155);
     table += &row(&fjord[1], read, 0.30);
     table += &row(&fjord[2], read, 0.30);
     let cpus = std::thread::available_parallelism()
@@ -304,7 +306,8 @@ fn write_results(args: &Args, fjord: &[Measure], reference: &[Measure]) -> anyho
         "# Benchmark results\n\n\
          Produced by `cargo build --release -p fjord-server -p fjord-benches && target/release/fjord-load` \
          ({} clients, {} s per scenario, {cpus} CPUs; Fjord, Postgres and the load driver share the machine). \
-         Fjord runs on its embedded default (durable commits); pgbench runs in the same run against the same cluster.\n\n\
+         Fjord runs on its embedded default (durable commits); pgbench runs in the same run against the same cluster. \
+         A Fjord create writes the search index of the resource in the same statement; pgbench's insert writes the JSON only.\n\n\
          | reference (pgbench, prepared) | per second |\n|---|---|\n| insert of the same JSON | {insert:.0} |\n| read by primary key | {read:.0} |\n\n\
          | Fjord scenario | per second | errors | of pgbench | target |\n|---|---|---|---|---|\n{table}",
         args.clients, args.seconds

@@ -13,8 +13,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("fjord-fhirpath", &["fjord-definitions"]),
     ("fjord-search", &["fjord-definitions", "fjord-fhirpath"]),
     ("fjord-pg", &[]),
-    ("fjord-store", &[]),
-    ("fjord-engine", &["fjord-model", "fjord-store"]),
+    ("fjord-store", &["fjord-search"]),
+    (
+        "fjord-engine",
+        &["fjord-model", "fjord-search", "fjord-store"],
+    ),
     ("fjord-rest", &["fjord-engine", "fjord-model"]),
     (
         "fjord-server",

@@ -5,9 +5,11 @@ mod definitions;
 mod embedded;
 mod examples;
 mod fhirpath;
+mod indexing;
 mod layers;
 mod rest;
 mod search;
+mod searching;
 mod store;
 
 use fjord_tests::{send, Server};

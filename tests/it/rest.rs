@@ -532,13 +532,16 @@ fn metadata_and_health() {
         .iter()
         .map(|i| i["code"].as_str().unwrap())
         .collect();
-    assert!(!codes.contains(&"search-type"), "search is not served yet");
+    assert!(codes.contains(&"search-type"));
+    // System-level search and batches are not served yet, and not announced.
+    assert!(statement["rest"][0]["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["code"] != "search-system" && i["code"] != "batch"));
     assert_eq!(
         send("GET", &format!("{}/health/ready", server.origin), &[], None).status,
         200
     );
-    assert_eq!(
-        send("GET", &format!("{base}/Patient"), &[], None).status,
-        501
-    );
+    assert_eq!(send("POST", &base, &[], Some("{}")).status, 501);
 }

@@ -3,6 +3,13 @@
 use fjord_store::{Expected, HistoryScope, NewVersion, Op, StoreError};
 use time::OffsetDateTime;
 
+static NO_TERMS: fjord_store::IndexTerms = fjord_store::IndexTerms {
+    keys: Vec::new(),
+    values: None,
+    strings: Vec::new(),
+    dates: Vec::new(),
+};
+
 fn version<'a>(id: &'a str, expected: Expected, body: &'a str) -> NewVersion<'a> {
     NewVersion {
         resource_type: "Patient",
@@ -15,6 +22,7 @@ fn version<'a>(id: &'a str, expected: Expected, body: &'a str) -> NewVersion<'a>
             Op::Update
         },
         body: Some(body),
+        index: &NO_TERMS,
     }
 }
 
@@ -340,7 +348,7 @@ where
 }
 
 /// Raw SQL as the application role with `fjord.tenant` set for the session.
-async fn as_tenant_scalar<T>(url: &str, tenant: i32, sql: &str) -> Option<T>
+pub(crate) async fn as_tenant_scalar<T>(url: &str, tenant: i32, sql: &str) -> Option<T>
 where
     T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
 {

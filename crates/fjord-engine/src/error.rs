@@ -31,6 +31,9 @@ pub enum EngineError {
     /// Concurrent writers kept changing the resource.
     #[error("{0}")]
     Conflict(String),
+    /// A search parameter could not be evaluated on the resource.
+    #[error(transparent)]
+    Search(#[from] fjord_search::SearchError),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -10,9 +10,13 @@ mod tenants;
 
 pub use error::EngineError;
 pub use fjord_model::{Format, ParseLimits, Resource};
-pub use fjord_store::{HistoryPage, Op, StoredVersion, Tenant};
-pub use interactions::{format_instant, HistoryQuery, Written};
+pub use fjord_search::SearchQuery;
+pub use fjord_store::{HistoryPage, Op, SearchPage, StoredVersion, Tenant};
+pub use interactions::{format_instant, HistoryQuery, SearchRequest, Written};
 
+use std::sync::{Arc, OnceLock};
+
+use fjord_search::Registry;
 use fjord_store::Store;
 
 /// The interactions over one store.
@@ -21,14 +25,23 @@ pub struct Engine {
     store: Store,
     tenants: tenants::TenantCache,
     limits: ParseLimits,
+    search: Arc<Registry>,
 }
 
 impl Engine {
     pub fn new(store: Store, limits: ParseLimits) -> Engine {
+        static R4: OnceLock<Arc<Registry>> = OnceLock::new();
+        let search = R4
+            .get_or_init(|| {
+                // Compiled-in definitions; fjord-search's tests compile every one of them.
+                Arc::new(Registry::r4().expect("the built-in R4 search parameters compile"))
+            })
+            .clone();
         Engine {
             store,
             tenants: Default::default(),
             limits,
+            search,
         }
     }
 

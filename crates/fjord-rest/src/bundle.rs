@@ -82,7 +82,7 @@ pub(crate) fn history(req: &HttpRequest, base: &str, page: &HistoryPage) -> Valu
     json!({ "resourceType": "Bundle", "type": "history", "link": links, "entry": entries })
 }
 
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z'

@@ -15,7 +15,7 @@ pub(crate) async fn metadata(
     tenant: &str,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    let statement = capability_statement(&ctx.base(req));
+    let statement = capability_statement(&ctx.base(req), state);
     Ok(negotiate::respond_value(
         HttpResponse::Ok(),
         &statement,
@@ -23,7 +23,7 @@ pub(crate) async fn metadata(
     ))
 }
 
-fn capability_statement(base: &str) -> Value {
+fn capability_statement(base: &str, state: &AppState) -> Value {
     let interactions: Vec<Value> = [
         "read",
         "vread",
@@ -32,6 +32,7 @@ fn capability_statement(base: &str) -> Value {
         "history-instance",
         "history-type",
         "create",
+        "search-type",
     ]
     .iter()
     .map(|code| json!({ "code": code }))
@@ -39,6 +40,14 @@ fn capability_statement(base: &str) -> Value {
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|t| {
+            let search_params: Vec<Value> = state
+                .engine
+                .search_parameters(t)
+                .into_iter()
+                .map(|(name, definition, kind)| {
+                    json!({ "name": name, "definition": definition, "type": kind })
+                })
+                .collect();
             json!({
                 "type": t,
                 "interaction": interactions,
@@ -46,6 +55,7 @@ fn capability_statement(base: &str) -> Value {
                 "readHistory": true,
                 "updateCreate": true,
                 "conditionalRead": "full-support",
+                "searchParam": search_params,
             })
         })
         .collect();

@@ -12,6 +12,7 @@ mod error;
 mod negotiate;
 mod resources;
 mod router;
+mod search;
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! The resource interactions: create, read, vread, update, delete, history.
+//! The resource interactions: create, read, vread, update, delete, history (search: `search`).
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -60,7 +60,7 @@ pub(crate) fn require_access(state: &AppState) -> Result<(), ApiError> {
     ))
 }
 
-async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::negotiate::lenient;
-use crate::{capability, resources, AppState};
+use crate::{capability, resources, search, AppState};
 
 /// The FHIR interaction a request names, with its path parameters.
 #[derive(Debug, PartialEq)]
@@ -20,7 +20,10 @@ enum Route<'a> {
     Update(&'a str, &'a str, &'a str),
     Delete(&'a str, &'a str, &'a str),
     Create(&'a str, &'a str),
-    /// A FHIR interaction Fjord does not serve yet (search, bundles, PATCH, conditional ones): 501.
+    Search(&'a str, &'a str),
+    SearchPost(&'a str, &'a str),
+    /// A FHIR interaction Fjord does not serve yet (system search, bundles, PATCH, conditional
+    /// ones): 501.
     NotSupported,
     /// A known path with a method it does not take: 405.
     MethodNotAllowed,
@@ -45,13 +48,15 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         ([_, _, "_history"] | [_, _, _, "_history"] | [_, _, _, "_history", _], _) => {
             Route::MethodNotAllowed
         }
+        ([t, ty, "_search"], &Method::POST) => Route::SearchPost(t, ty),
         ([t, ty, id], _) if get => Route::Read(t, ty, id),
         ([t, ty, id], &Method::PUT) => Route::Update(t, ty, id),
         ([t, ty, id], &Method::DELETE) => Route::Delete(t, ty, id),
         ([_, _, _], &Method::PATCH) => Route::NotSupported,
         ([_, _, _], _) => Route::MethodNotAllowed,
         ([t, ty], &Method::POST) => Route::Create(t, ty),
-        ([_, _], &Method::GET | &Method::PUT | &Method::DELETE) => Route::NotSupported,
+        ([t, ty], &Method::GET) => Route::Search(t, ty),
+        ([_, _], &Method::PUT | &Method::DELETE) => Route::NotSupported,
         ([_, _], _) => Route::MethodNotAllowed,
         _ => Route::Unknown,
     }
@@ -76,6 +81,8 @@ pub(crate) async fn dispatch(
         Route::Update(t, ty, id) => resources::update(&req, &state, t, ty, id, payload).await,
         Route::Delete(t, ty, id) => resources::delete(&req, &state, t, ty, id).await,
         Route::Create(t, ty) => resources::create(&req, &state, t, ty, payload).await,
+        Route::Search(t, ty) => search::search(&req, &state, t, ty, None).await,
+        Route::SearchPost(t, ty) => search::search(&req, &state, t, ty, Some(payload)).await,
         Route::NotSupported => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "not-supported",
@@ -154,7 +161,17 @@ mod tests {
             "/fhir/t/Patient",
             Route::Create("t", "Patient"),
         );
-        check(Method::GET, "/fhir/t/Patient", Route::NotSupported);
+        check(
+            Method::GET,
+            "/fhir/t/Patient",
+            Route::Search("t", "Patient"),
+        );
+        check(
+            Method::POST,
+            "/fhir/t/Patient/_search",
+            Route::SearchPost("t", "Patient"),
+        );
+        check(Method::DELETE, "/fhir/t/Patient", Route::NotSupported);
         check(Method::POST, "/fhir/t", Route::NotSupported);
         check(Method::PATCH, "/fhir/t/Patient/p", Route::NotSupported);
         check(Method::POST, "/fhir/t/Patient/p", Route::MethodNotAllowed);

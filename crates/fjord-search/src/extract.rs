@@ -242,10 +242,20 @@ fn tokens(item: &Value) -> Vec<IndexValue> {
 pub fn normalize(s: &str) -> String {
     use unicode_normalization::char::is_combining_mark;
     use unicode_normalization::UnicodeNormalization;
-    s.nfd()
-        .filter(|c| !is_combining_mark(*c))
-        .collect::<String>()
-        .to_lowercase()
+    // Letters that Unicode does not decompose into a base letter and a mark, folded the way a
+    // reader without the letter on the keyboard writes them (Ødegård → odegard).
+    let mut folded = String::with_capacity(s.len());
+    for c in s.nfd().filter(|c| !is_combining_mark(*c)) {
+        match c {
+            'Ø' | 'ø' => folded.push('o'),
+            'Æ' | 'æ' => folded.push_str("ae"),
+            'Đ' | 'đ' => folded.push('d'),
+            'Ł' | 'ł' => folded.push('l'),
+            'ß' => folded.push_str("ss"),
+            c => folded.extend(c.to_lowercase()),
+        }
+    }
+    folded
 }
 
 fn string_value(s: String) -> IndexValue {

@@ -1,15 +1,23 @@
 //! Search for Fjord: the search parameter registry and the extraction of typed index values.
 //!
 //! On every write the engine asks [`extract`] for the values of every search parameter of the
-//! resource's type (evaluated with `fjord-fhirpath`), and the store writes them as index rows in
-//! the same transaction as the resource. Pure: no I/O. The query side (search URL → query AST)
-//! comes next.
+//! resource's type (evaluated with `fjord-fhirpath`), and the store writes them, as the
+//! [`IndexTerms`] of [`index_terms`], in the same transaction as the resource. On a search, the
+//! [`Registry`] parses the URL's parameters into a [`SearchQuery`] over the same terms, which the
+//! store runs. Pure: no I/O.
 
 mod extract;
+mod query;
 mod registry;
+mod terms;
 
 pub use extract::{extract, normalize, IndexEntry, IndexValue};
+pub use query::{
+    Filter, Prefix, QueryError, SearchQuery, SortBy, SortKey, StringMatch, Total, UnitMatch,
+    ValueTest, DEFAULT_COUNT, MAX_COUNT,
+};
 pub use registry::{Registry, SearchParam, Storage};
+pub use terms::{equality_keys, index_terms, keys, DateTerm, IndexTerms, StringTerm};
 
 /// What can go wrong in this layer.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +151,7 @@ mod tests {
         }));
         assert!(names.contains(&IndexValue::String {
             exact: "Ødegård".into(),
-            normalized: "ødegard".into()
+            normalized: "odegard".into()
         }));
         assert_eq!(values(&patient, "address-city").len(), 1);
         assert_eq!(

@@ -156,3 +156,29 @@ fn storage(
 fn parse(url: &str, expression: &str) -> Result<Expr, SearchError> {
     fjord_fhirpath::parse(expression).map_err(|e| SearchError::Definition(format!("{url}: {e}")))
 }
+
+impl SearchParam {
+    /// Whether searches by this parameter are served: it has values (an expression, or the
+    /// resource's own columns, or parts that do), and for a composite a shape the index keeps
+    /// (equality parts, optionally ending in one ordered part).
+    pub fn is_searchable(&self) -> bool {
+        use SearchParamType::*;
+        let has_values = self.expression.is_some() || self.storage != Storage::Indexed;
+        match self.kind {
+            Special => false,
+            Composite => {
+                let kinds: Vec<SearchParamType> = self.components.iter().map(|c| c.0).collect();
+                let equality = |k: &SearchParamType| matches!(k, Token | Reference | Uri);
+                match kinds.split_last() {
+                    Some((last, leading)) => {
+                        has_values
+                            && leading.iter().all(equality)
+                            && (equality(last) || matches!(last, Quantity | Number | Date))
+                    }
+                    None => false,
+                }
+            }
+            _ => has_values,
+        }
+    }
+}

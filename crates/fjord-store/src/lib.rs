@@ -8,8 +8,10 @@
 
 mod admin;
 mod error;
+mod index;
 mod pool;
 mod resources;
+mod search;
 mod tenants;
 
 use std::collections::HashMap;
@@ -20,7 +22,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 pub use error::StoreError;
+pub use fjord_search::IndexTerms;
 pub use resources::{Expected, HistoryPage, HistoryScope, NewVersion, Op, StoredVersion};
+pub use search::{SearchPage, UnknownCursor};
 pub use tenants::{Tenant, TenantKey};
 
 /// Handle on the database; cheap to clone.

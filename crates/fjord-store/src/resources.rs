@@ -2,6 +2,9 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use time::OffsetDateTime;
 
+use fjord_search::IndexTerms;
+
+use crate::index::{bind_terms, statement};
 use crate::{Store, StoreError, TenantKey};
 
 /// What a version did to its resource.
@@ -71,6 +74,9 @@ pub struct NewVersion<'a> {
     pub last_updated: OffsetDateTime,
     pub op: Op,
     pub body: Option<&'a str>,
+    /// The search index terms of this version (none for a deletion), which replace the
+    /// resource's previous ones.
+    pub index: &'a IndexTerms,
 }
 
 /// Which history to read.
@@ -137,21 +143,18 @@ impl Store {
             .map(|row| version_from_row(&row, resource_type, id)))
     }
 
-    /// Adds a version with its change-log position and moves the current-version pointer to it,
-    /// in one statement. Returns false and writes nothing when `expected` no longer holds (a
-    /// concurrent writer came first): the pointer is the row writers serialise on.
+    /// Adds a version with its change-log position, moves the current-version pointer to it and
+    /// replaces the resource's search index rows, in one statement. Returns false and writes
+    /// nothing when `expected` no longer holds (a concurrent writer came first): the pointer is
+    /// the row writers serialise on.
     #[tracing::instrument(skip_all, fields(resource_type = new.resource_type))]
     pub async fn write_version(
         &self,
         tenant: TenantKey,
         new: &NewVersion<'_>,
     ) -> Result<bool, StoreError> {
-        let sql = match new.expected {
-            Expected::Absent => CREATE_VERSION,
-            Expected::Version(_) => UPDATE_VERSION,
-        };
-        let mut connection = self.tenant_connection(tenant).await?;
-        let written = sqlx::query(sql)
+        let update = matches!(new.expected, Expected::Version(_));
+        let query = sqlx::query_scalar::<_, i64>(statement(update, new.index))
             .bind(tenant.0)
             .bind(new.resource_type)
             .bind(new.id)
@@ -159,10 +162,13 @@ impl Store {
             .bind(tenant.change_sequence())
             .bind(new.last_updated)
             .bind(new.op.as_str())
-            .bind(new.body)
-            .execute(connection.connection())
+            .bind(new.body);
+        let mut connection = self.tenant_connection(tenant).await?;
+        let resource_key = fjord_search::keys::resource(new.resource_type, new.id);
+        let written = bind_terms(query, resource_key, new.index)
+            .fetch_one(connection.connection())
             .await;
-        Ok(connection.settle(written)?.rows_affected() == 1)
+        Ok(connection.settle(written)? == 1)
     }
 
     /// A page of history, newest first. `cursor` is the `next_cursor` of the previous page.
@@ -216,21 +222,6 @@ impl Store {
         })
     }
 }
-
-// Writes: $1 tenant, $2 type, $3 id, $4 new version, $5 change sequence, $6 last updated, $7 op,
-// $8 body. The version row is inserted only when the pointer moved: a concurrent creator makes the
-// pointer's insert a no-op, a concurrent updater makes the pointer's `version = $4 - 1` false once
-// its commit is seen.
-const CREATE_VERSION: &str = "WITH current AS ( \
-       INSERT INTO resource_current (tenant, type, id, version, last_updated, deleted) \
-       VALUES ($1, $2, $3, $4, $6, $7 = 'delete') ON CONFLICT DO NOTHING RETURNING 1) \
-     INSERT INTO resource_version (tenant, type, id, version, seq, last_updated, op, body) \
-     SELECT $1, $2, $3, $4, nextval($5::regclass), $6, $7, $8 FROM current";
-const UPDATE_VERSION: &str = "WITH current AS ( \
-       UPDATE resource_current SET version = $4, last_updated = $6, deleted = ($7 = 'delete') \
-       WHERE tenant = $1 AND type = $2 AND id = $3 AND version = $4 - 1 RETURNING 1) \
-     INSERT INTO resource_version (tenant, type, id, version, seq, last_updated, op, body) \
-     SELECT $1, $2, $3, $4, nextval($5::regclass), $6, $7, $8 FROM current";
 
 // History queries share their parameters: $1 tenant, $2 type, $3 id, $4 cursor (exclusive), $5
 // `_since` (or NULL), $6 row limit. Type and system history page over the change-log position.

@@ -34,7 +34,12 @@ pub fn is_valid_tenant_id(id: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-const TENANT_TABLES: [&str; 2] = ["resource_version", "resource_current"];
+const TENANT_TABLES: [&str; 4] = [
+    "resource_version",
+    "resource_current",
+    "search_date",
+    "search_string",
+];
 
 impl Store {
     /// Creates a tenant with its partitions and change sequence, all in one transaction.

@@ -1,0 +1,113 @@
+//! The search index as the store writes it: the one statement that writes a version together with
+//! its index terms (see `migrations/0003_search_index.sql` and `fjord_search::terms`).
+
+use std::sync::LazyLock;
+
+use fjord_search::IndexTerms;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryScalar;
+use sqlx::Postgres;
+
+/// The write statements, by (update, has dates, has strings): sqlx prepares each text once per
+/// connection, so they are built once.
+static STATEMENTS: LazyLock<[String; 8]> = LazyLock::new(|| {
+    std::array::from_fn(|shape| write_statement(shape & 4 != 0, shape & 2 != 0, shape & 1 != 0))
+});
+
+/// The statement for a write of `terms`, an update (the pointer exists) or a create.
+pub(crate) fn statement(update: bool, terms: &IndexTerms) -> &'static str {
+    let shape = (update as usize) << 2
+        | (!terms.dates.is_empty() as usize) << 1
+        | !terms.strings.is_empty() as usize;
+    &STATEMENTS[shape]
+}
+
+// Parameters: $1 tenant, $2 type, $3 id, $4 new version, $5 change sequence, $6 last updated,
+// $7 op, $8 body, $9 resource key, $10 keys, $11 values; then the date and string rows as one
+// array per column. A concurrent creator makes the pointer's insert a no-op; a concurrent updater
+// makes `version = $4 - 1` false once its commit is seen. Everything after the pointer happens
+// only when it moved. One statement: one implicit transaction and one round trip, and naming only
+// the tables that get rows spares Postgres the setup of the others.
+fn write_statement(update: bool, dates: bool, strings: bool) -> String {
+    let current = if update {
+        "UPDATE resource_current SET version = $4, last_updated = $6, deleted = ($7 = 'delete'), \
+           resource_key = $9, keys = $10, vals = $11::jsonb \
+         WHERE tenant = $1 AND type = $2 AND id = $3 AND version = $4 - 1 RETURNING 1"
+    } else {
+        "INSERT INTO resource_current \
+           (tenant, type, id, version, last_updated, deleted, resource_key, keys, vals) \
+         VALUES ($1, $2, $3, $4, $6, $7 = 'delete', $9, $10, $11::jsonb) \
+         ON CONFLICT DO NOTHING RETURNING 1"
+    };
+    let mut sql = format!(
+        "WITH current AS ({current}), version AS ( \
+           INSERT INTO resource_version (tenant, type, id, version, seq, last_updated, op, body) \
+           SELECT $1, $2, $3, $4, nextval($5::regclass), $6, $7, $8 FROM current RETURNING 1)"
+    );
+    let mut next = 12;
+    for (table, columns, filled) in [
+        ("search_date", [("low", "int8"), ("high", "int8")], dates),
+        (
+            "search_string",
+            [("normalized", "text"), ("exact", "text")],
+            strings,
+        ),
+    ] {
+        if update {
+            sql += &format!(
+                ", clear_{table} AS (DELETE FROM {table} \
+                 WHERE tenant = $1 AND resource_key = $9 AND EXISTS (SELECT 1 FROM version))"
+            );
+        }
+        if filled {
+            let (first, second) = (columns[0], columns[1]);
+            sql += &format!(
+                ", fill_{table} AS (INSERT INTO {table} \
+                   (tenant, type, id, resource_key, param_key, {}, {}) \
+                 SELECT $1, $2, $3, $9, u.* FROM unnest(${}::int8[], ${}::{}[], ${}::{}[]) AS u \
+                 WHERE EXISTS (SELECT 1 FROM version))",
+                first.0,
+                second.0,
+                next,
+                next + 1,
+                first.1,
+                next + 2,
+                second.1
+            );
+            next += 3;
+        }
+    }
+    sql + " SELECT count(*) FROM version"
+}
+
+/// Binds $9 onwards for [`statement`].
+pub(crate) fn bind_terms<'q>(
+    query: QueryScalar<'q, Postgres, i64, PgArguments>,
+    resource_key: i64,
+    terms: &'q IndexTerms,
+) -> QueryScalar<'q, Postgres, i64, PgArguments> {
+    let mut query = query
+        .bind(resource_key)
+        .bind(&terms.keys)
+        .bind(terms.values.as_deref());
+    if !terms.dates.is_empty() {
+        let dates = &terms.dates;
+        query = query
+            .bind(dates.iter().map(|d| d.param_key).collect::<Vec<_>>())
+            .bind(dates.iter().map(|d| d.low).collect::<Vec<_>>())
+            .bind(dates.iter().map(|d| d.high).collect::<Vec<_>>());
+    }
+    if !terms.strings.is_empty() {
+        let strings = &terms.strings;
+        query = query
+            .bind(strings.iter().map(|s| s.param_key).collect::<Vec<_>>())
+            .bind(
+                strings
+                    .iter()
+                    .map(|s| s.normalized.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(strings.iter().map(|s| s.exact.as_str()).collect::<Vec<_>>());
+    }
+    query
+}
