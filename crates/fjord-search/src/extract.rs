@@ -326,7 +326,7 @@ fn dates(item: &Value) -> Vec<IndexValue> {
 }
 
 /// Half a unit in the last written digit: `1.5` stands for [1.45, 1.55).
-fn precision_range(value: Decimal) -> (Decimal, Decimal) {
+pub(crate) fn precision_range(value: Decimal) -> (Decimal, Decimal) {
     let half = Decimal::new(5, value.scale() + 1);
     (value - half, value + half)
 }

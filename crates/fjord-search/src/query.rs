@@ -573,15 +573,9 @@ fn decimal(text: &str) -> Result<Decimal, QueryError> {
         .map_err(|_| QueryError(format!("'{text}' is not a number")))
 }
 
-/// The range a written number stands for: `100` is [99.5, 100.5].
-fn search_range(value: Decimal) -> (Decimal, Decimal) {
-    let half = Decimal::new(5, value.scale() + 1);
-    (value - half, value + half)
-}
-
 fn number_test(value: &str) -> Result<ValueTest, QueryError> {
     let (prefix, text) = prefixed(value);
-    let (low, high) = search_range(decimal(text)?);
+    let (low, high) = crate::extract::precision_range(decimal(text)?);
     Ok(ValueTest::Number { prefix, low, high })
 }
 
@@ -598,7 +592,7 @@ fn quantity_test(value: &str) -> Result<ValueTest, QueryError> {
         ),
         _ => return Err(QueryError("use number|system|code".into())),
     };
-    let (low, high) = search_range(number);
+    let (low, high) = crate::extract::precision_range(number);
     let canonical = match (system, code) {
         (Some("http://unitsofmeasure.org") | None, Some(code)) => {
             fjord_fhirpath::ucum_canonical(number, code)
