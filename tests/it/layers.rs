@@ -16,7 +16,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("fjord-store", &["fjord-search"]),
     (
         "fjord-engine",
-        &["fjord-model", "fjord-search", "fjord-store"],
+        &[
+            "fjord-definitions",
+            "fjord-model",
+            "fjord-search",
+            "fjord-store",
+        ],
     ),
     ("fjord-rest", &["fjord-engine", "fjord-model"]),
     (

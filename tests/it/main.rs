@@ -9,6 +9,7 @@ mod indexing;
 mod layers;
 mod rest;
 mod search;
+mod search_scopes;
 mod searching;
 mod store;
 

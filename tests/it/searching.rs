@@ -13,7 +13,7 @@ const JSON: (&str, &str) = ("Content-Type", "application/fhir+json");
 const LOINC: &str = "http://loinc.org";
 const UCUM: &str = "http://unitsofmeasure.org";
 
-fn patient(id: &str, family: &str, given: &str, gender: &str, birth: &str) -> Value {
+pub(crate) fn patient(id: &str, family: &str, given: &str, gender: &str, birth: &str) -> Value {
     json!({
         "resourceType": "Patient", "id": id, "gender": gender, "birthDate": birth,
         "active": true,
@@ -22,7 +22,7 @@ fn patient(id: &str, family: &str, given: &str, gender: &str, birth: &str) -> Va
     })
 }
 
-fn observation(id: &str, patient: &str, code: &str, when: &str, value: Value) -> Value {
+pub(crate) fn observation(id: &str, patient: &str, code: &str, when: &str, value: Value) -> Value {
     let mut observation = json!({
         "resourceType": "Observation", "id": id, "status": "final",
         "category": [{"coding": [{
@@ -38,11 +38,11 @@ fn observation(id: &str, patient: &str, code: &str, when: &str, value: Value) ->
     observation
 }
 
-fn quantity(value: f64, code: &str) -> Value {
+pub(crate) fn quantity(value: f64, code: &str) -> Value {
     json!({"value": value, "unit": code, "system": UCUM, "code": code})
 }
 
-fn put(base: &str, resource: &Value) {
+pub(crate) fn put(base: &str, resource: &Value) {
     let url = format!(
         "{base}/{}/{}",
         resource["resourceType"].as_str().unwrap(),
@@ -52,8 +52,20 @@ fn put(base: &str, resource: &Value) {
     assert!(matches!(reply.status, 200 | 201), "{url}: {}", reply.body);
 }
 
+/// The CapabilityStatement's entry for one resource type.
+pub(crate) fn capability_of(base: &str, resource_type: &str) -> Value {
+    let metadata = send("GET", &format!("{base}/metadata"), &[], None).json();
+    metadata["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == resource_type)
+        .unwrap()
+        .clone()
+}
+
 /// The ids of every match, following `next` links; fails if an id repeats.
-fn ids(base: &str, query: &str) -> Vec<String> {
+pub(crate) fn ids(base: &str, query: &str) -> Vec<String> {
     let mut url = format!("{base}/{query}");
     let mut found = Vec::new();
     loop {
@@ -78,11 +90,11 @@ fn ids(base: &str, query: &str) -> Vec<String> {
     }
 }
 
-fn set(ids: &[&str]) -> BTreeSet<String> {
+pub(crate) fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|s| s.to_string()).collect()
 }
 
-fn fixture(base: &str) {
+pub(crate) fn fixture(base: &str) {
     put(
         base,
         &patient("p1", "Ødegård", "Åse", "female", "1950-03-14"),
@@ -352,7 +364,9 @@ fn bad_searches_are_operation_outcomes() {
         "Patient?birthdate=1950-13",
         "Observation?value-quantity=heavy",
         "Observation?code:below=x",
-        "Observation?subject.name=x",
+        "Observation?status.name=x",
+        "Patient?_has:Observation:code:code=x",
+        "Observation?_include=Observation:status",
         "Observation?_count=-1",
         "Observation?_sort=status",
         "Observation?_cursor=nonsense",
@@ -423,14 +437,7 @@ fn the_index_follows_writes_and_tenants() {
     assert_eq!(ids(&other, "Patient?family=hansen"), ["p2"]);
     assert!(ids(&base, "Patient?family=hansen").is_empty());
 
-    let metadata = send("GET", &format!("{base}/metadata"), &[], None).json();
-    let observation = metadata["rest"][0]["resource"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["type"] == "Observation")
-        .unwrap()
-        .clone();
+    let observation = capability_of(&base, "Observation");
     let names: Vec<&str> = observation["searchParam"]
         .as_array()
         .unwrap()

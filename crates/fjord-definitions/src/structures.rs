@@ -37,6 +37,8 @@ pub struct ElementDef {
     pub min: u32,
     /// Whether more than one value is allowed.
     pub many: bool,
+    /// Part of the summary view (`_summary=true`).
+    pub summary: bool,
     /// For an element defined as another's structure (`Questionnaire.item.item` →
     /// `Questionnaire.item`).
     pub content_reference: Option<&'static str>,

@@ -1,8 +1,6 @@
 use fjord_model::{resource_type, Format, Resource};
-use fjord_search::SearchQuery;
 use fjord_store::{
-    Expected, HistoryPage, HistoryScope, IndexTerms, NewVersion, Op, SearchPage, StoredVersion,
-    Tenant,
+    Expected, HistoryPage, HistoryScope, IndexTerms, NewVersion, Op, StoredVersion, Tenant,
 };
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -352,51 +350,5 @@ fn expectation(
         (None, Some(_)) => Err(version_moved(resource_type, id)),
         (Some(latest), Some(v)) if v != latest.version => Err(version_moved(resource_type, id)),
         (Some(latest), _) => Ok(Expected::Version(latest.version)),
-    }
-}
-
-/// A type-level search request.
-#[derive(Debug, Default)]
-pub struct SearchRequest {
-    /// The search parameters in request order (query string, then form body).
-    pub params: Vec<(String, String)>,
-    /// `Prefer: handling=strict`: unknown parameters are an error instead of ignored.
-    pub strict: bool,
-    /// The `_cursor` of a page link.
-    pub cursor: Option<String>,
-}
-
-impl Engine {
-    /// Searches one resource type; the query also comes back, for the Bundle's links.
-    pub async fn search(
-        &self,
-        tenant: &Tenant,
-        resource_type: &str,
-        request: &SearchRequest,
-    ) -> Result<(SearchQuery, SearchPage), EngineError> {
-        let resource_type = self.resource_type(resource_type)?;
-        let query = self
-            .search
-            .parse_query(resource_type, &request.params, request.strict)
-            .map_err(|e| EngineError::BadRequest(e.to_string()))?;
-        let page = self
-            .store
-            .search(tenant.key, &query, request.cursor.as_deref())
-            .await?
-            .map_err(|e| EngineError::BadRequest(e.to_string()))?;
-        Ok((query, page))
-    }
-
-    /// The search parameters served for a resource type: (code, definition URL, type code).
-    pub fn search_parameters(&self, resource_type: &str) -> Vec<(String, String, String)> {
-        self.search
-            .parameters_of(resource_type)
-            .iter()
-            .filter(|p| p.is_searchable())
-            .map(|p| {
-                let kind = format!("{:?}", p.kind).to_lowercase();
-                (p.code.clone(), p.url.clone(), kind)
-            })
-            .collect()
     }
 }

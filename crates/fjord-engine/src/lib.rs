@@ -6,13 +6,17 @@
 
 mod error;
 mod interactions;
+mod search;
+mod subset;
 mod tenants;
 
 pub use error::EngineError;
 pub use fjord_model::{Format, ParseLimits, Resource};
-pub use fjord_search::SearchQuery;
+pub use fjord_search::{Scope, SearchQuery, Summary};
 pub use fjord_store::{HistoryPage, Op, SearchPage, StoredVersion, Tenant};
-pub use interactions::{format_instant, HistoryQuery, SearchRequest, Written};
+pub use interactions::{format_instant, HistoryQuery, Written};
+pub use search::{SearchRequest, SearchResult, MAX_INCLUDED};
+pub use subset::subset;
 
 use std::sync::{Arc, OnceLock};
 

@@ -40,14 +40,20 @@ fn capability_statement(base: &str, state: &AppState) -> Value {
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|t| {
-            let search_params: Vec<Value> = state
-                .engine
-                .search_parameters(t)
-                .into_iter()
+            let parameters = state.engine.search_parameters(t);
+            let search_params: Vec<Value> = parameters
+                .iter()
                 .map(|(name, definition, kind)| {
                     json!({ "name": name, "definition": definition, "type": kind })
                 })
                 .collect();
+            let mut includes = vec!["*".to_owned()];
+            includes.extend(
+                parameters
+                    .iter()
+                    .filter(|(_, _, kind)| kind == "reference")
+                    .map(|(name, ..)| format!("{t}:{name}")),
+            );
             json!({
                 "type": t,
                 "interaction": interactions,
@@ -55,10 +61,20 @@ fn capability_statement(base: &str, state: &AppState) -> Value {
                 "readHistory": true,
                 "updateCreate": true,
                 "conditionalRead": "full-support",
+                "searchInclude": includes,
+                "searchRevInclude": state.engine.revinclude_sources(t),
                 "searchParam": search_params,
             })
         })
         .collect();
+    let compartments = [
+        "patient",
+        "encounter",
+        "relatedPerson",
+        "practitioner",
+        "device",
+    ]
+    .map(|c| format!("http://hl7.org/fhir/CompartmentDefinition/{c}"));
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -71,7 +87,27 @@ fn capability_statement(base: &str, state: &AppState) -> Value {
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{ "code": "history-system" }],
+            "interaction": [{ "code": "history-system" }, { "code": "search-system" }],
+            "searchParam": system_parameters(state),
+            "compartment": compartments,
         }],
     })
+}
+
+/// The parameters every resource type has: what a system search without `_type` takes.
+fn system_parameters(state: &AppState) -> Vec<Value> {
+    let mut common = state.engine.search_parameters("Binary");
+    common.retain(|(name, ..)| {
+        RESOURCE_TYPES.iter().all(|t| {
+            state
+                .engine
+                .search_parameters(t)
+                .iter()
+                .any(|(other, ..)| other == name)
+        })
+    });
+    common
+        .into_iter()
+        .map(|(name, definition, kind)| json!({ "name": name, "definition": definition, "type": kind }))
+        .collect()
 }

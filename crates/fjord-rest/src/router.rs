@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use crate::error::ApiError;
 use crate::negotiate::lenient;
 use crate::{capability, resources, search, AppState};
+use fjord_engine::Scope;
 
 /// The FHIR interaction a request names, with its path parameters.
 #[derive(Debug, PartialEq)]
@@ -20,8 +21,9 @@ enum Route<'a> {
     Update(&'a str, &'a str, &'a str),
     Delete(&'a str, &'a str, &'a str),
     Create(&'a str, &'a str),
-    Search(&'a str, &'a str),
-    SearchPost(&'a str, &'a str),
+    /// `scope` is a `Scope` without its borrowed parts, for matching in tests.
+    Search(&'a str, SearchAt<'a>),
+    SearchPost(&'a str, SearchAt<'a>),
     /// A FHIR interaction Fjord does not serve yet (system search, bundles, PATCH, conditional
     /// ones): 501.
     NotSupported,
@@ -31,6 +33,29 @@ enum Route<'a> {
     Unknown,
 }
 
+/// Where a search looks, as the path says.
+#[derive(Debug, PartialEq)]
+enum SearchAt<'a> {
+    System,
+    Type(&'a str),
+    /// Owner type, owner id, and the member type or `*`.
+    Compartment(&'a str, &'a str, &'a str),
+}
+
+impl<'a> SearchAt<'a> {
+    fn scope(&self) -> Scope<'a> {
+        match *self {
+            SearchAt::System => Scope::System,
+            SearchAt::Type(t) => Scope::Type(t),
+            SearchAt::Compartment(owner_type, owner_id, member) => Scope::Compartment {
+                owner_type,
+                owner_id,
+                resource_type: (member != "*").then_some(member),
+            },
+        }
+    }
+}
+
 fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     let Some(rest) = path.strip_prefix("/fhir/") else {
         return Route::Unknown;
@@ -38,6 +63,8 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let get = method == Method::GET;
     match (segments.as_slice(), method) {
+        ([t], _) if get => Route::Search(t, SearchAt::System),
+        ([t, "_search"], &Method::POST) => Route::SearchPost(t, SearchAt::System),
         ([t, "metadata"], _) if get => Route::Metadata(t),
         ([t, "_history"], _) if get => Route::SystemHistory(t),
         ([_, "metadata" | "_history"], _) => Route::MethodNotAllowed,
@@ -48,14 +75,18 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         ([_, _, "_history"] | [_, _, _, "_history"] | [_, _, _, "_history", _], _) => {
             Route::MethodNotAllowed
         }
-        ([t, ty, "_search"], &Method::POST) => Route::SearchPost(t, ty),
+        ([t, ty, "_search"], &Method::POST) => Route::SearchPost(t, SearchAt::Type(ty)),
+        ([t, owner, id, ty], _) if get => Route::Search(t, SearchAt::Compartment(owner, id, ty)),
+        ([t, owner, id, ty, "_search"], &Method::POST) => {
+            Route::SearchPost(t, SearchAt::Compartment(owner, id, ty))
+        }
         ([t, ty, id], _) if get => Route::Read(t, ty, id),
         ([t, ty, id], &Method::PUT) => Route::Update(t, ty, id),
         ([t, ty, id], &Method::DELETE) => Route::Delete(t, ty, id),
         ([_, _, _], &Method::PATCH) => Route::NotSupported,
         ([_, _, _], _) => Route::MethodNotAllowed,
         ([t, ty], &Method::POST) => Route::Create(t, ty),
-        ([t, ty], &Method::GET) => Route::Search(t, ty),
+        ([t, ty], &Method::GET) => Route::Search(t, SearchAt::Type(ty)),
         ([_, _], &Method::PUT | &Method::DELETE) => Route::NotSupported,
         ([_, _], _) => Route::MethodNotAllowed,
         _ => Route::Unknown,
@@ -81,8 +112,10 @@ pub(crate) async fn dispatch(
         Route::Update(t, ty, id) => resources::update(&req, &state, t, ty, id, payload).await,
         Route::Delete(t, ty, id) => resources::delete(&req, &state, t, ty, id).await,
         Route::Create(t, ty) => resources::create(&req, &state, t, ty, payload).await,
-        Route::Search(t, ty) => search::search(&req, &state, t, ty, None).await,
-        Route::SearchPost(t, ty) => search::search(&req, &state, t, ty, Some(payload)).await,
+        Route::Search(t, at) => search::search(&req, &state, t, at.scope(), None).await,
+        Route::SearchPost(t, at) => {
+            search::search(&req, &state, t, at.scope(), Some(payload)).await
+        }
         Route::NotSupported => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "not-supported",
@@ -164,12 +197,12 @@ mod tests {
         check(
             Method::GET,
             "/fhir/t/Patient",
-            Route::Search("t", "Patient"),
+            Route::Search("t", SearchAt::Type("Patient")),
         );
         check(
             Method::POST,
             "/fhir/t/Patient/_search",
-            Route::SearchPost("t", "Patient"),
+            Route::SearchPost("t", SearchAt::Type("Patient")),
         );
         check(Method::DELETE, "/fhir/t/Patient", Route::NotSupported);
         check(Method::POST, "/fhir/t", Route::NotSupported);
@@ -185,6 +218,22 @@ mod tests {
             Method::GET,
             "/fhir/t/Patient/p/_history/1/x",
             Route::Unknown,
+        );
+        check(Method::GET, "/fhir/t", Route::Search("t", SearchAt::System));
+        check(
+            Method::POST,
+            "/fhir/t/_search",
+            Route::SearchPost("t", SearchAt::System),
+        );
+        check(
+            Method::GET,
+            "/fhir/t/Patient/p/Observation",
+            Route::Search("t", SearchAt::Compartment("Patient", "p", "Observation")),
+        );
+        check(
+            Method::POST,
+            "/fhir/t/Patient/p/*/_search",
+            Route::SearchPost("t", SearchAt::Compartment("Patient", "p", "*")),
         );
         check(Method::GET, "/other", Route::Unknown);
     }

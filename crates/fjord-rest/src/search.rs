@@ -1,10 +1,11 @@
-//! Type-level search by `GET /{type}?…` and `POST /{type}/_search` (form body), answered with a
-//! `searchset` Bundle whose links page by cursor token.
+//! Search by `GET` and `POST …/_search` (form body) at type (`/{type}`), system (`/`) and
+//! compartment (`/Patient/{id}/{type}`, `/Patient/{id}/*`) level, answered with a `searchset`
+//! Bundle whose links page by cursor token.
 
 use actix_web::http::header;
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
-use fjord_engine::{SearchPage, SearchQuery, SearchRequest};
+use fjord_engine::{Scope, SearchRequest, SearchResult, StoredVersion, Summary};
 use serde_json::{json, Value};
 
 use crate::bundle::encode;
@@ -19,7 +20,7 @@ pub(crate) async fn search(
     req: &HttpRequest,
     state: &AppState,
     tenant: &str,
-    resource_type: &str,
+    scope: Scope<'_>,
     form: Option<web::Payload>,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
@@ -41,12 +42,25 @@ pub(crate) async fn search(
         strict: prefers_strict(req),
         cursor,
     };
-    let (query, page) = state
+    let result = state
         .engine
-        .search(&ctx.tenant, resource_type, &request)
+        .search(&ctx.tenant, scope, &request)
         .await
         .map_err(|e| ctx.err(e))?;
-    let bundle = searchset(&ctx.base(req), &query, &page);
+    let base = ctx.base(req);
+    let path = match scope {
+        Scope::Type(t) => format!("{base}/{t}"),
+        Scope::System => base.clone(),
+        Scope::Compartment {
+            owner_type,
+            owner_id,
+            resource_type,
+        } => format!(
+            "{base}/{owner_type}/{owner_id}/{}",
+            resource_type.unwrap_or("*")
+        ),
+    };
+    let bundle = searchset(&base, &path, &result);
     Ok(negotiate::respond_value(
         HttpResponse::Ok(),
         &bundle,
@@ -63,23 +77,50 @@ fn prefers_strict(req: &HttpRequest) -> bool {
         .any(|part| part.trim().eq_ignore_ascii_case("handling=strict"))
 }
 
-fn searchset(base: &str, query: &SearchQuery, page: &SearchPage) -> Value {
-    let entries: Vec<Value> = page
+fn searchset(base: &str, path: &str, result: &SearchResult) -> Value {
+    let query = &result.query;
+    let entry = |version: &StoredVersion, mode: &str| {
+        let mut resource: Value = version
+            .body
+            .as_deref()
+            .and_then(|body| serde_json::from_str(body).ok())
+            .unwrap_or(Value::Null);
+        fjord_engine::subset(&mut resource, query.summary, &query.elements);
+        json!({
+            "fullUrl": format!("{base}/{}/{}", version.resource_type, version.id),
+            "resource": resource,
+            "search": { "mode": mode },
+        })
+    };
+    let mut entries: Vec<Value> = result
+        .page
         .resources
         .iter()
-        .map(|version| {
-            let resource: Value = version
-                .body
-                .as_deref()
-                .and_then(|body| serde_json::from_str(body).ok())
-                .unwrap_or(Value::Null);
-            json!({
-                "fullUrl": format!("{base}/{}/{}", version.resource_type, version.id),
-                "resource": resource,
-                "search": { "mode": "match" },
-            })
-        })
+        .map(|version| entry(version, "match"))
+        .chain(
+            result
+                .included
+                .iter()
+                .map(|version| entry(version, "include")),
+        )
         .collect();
+    if result.included_truncated {
+        entries.push(json!({
+            "resource": {
+                "resourceType": "OperationOutcome",
+                "issue": [{
+                    "severity": "warning",
+                    "code": "too-costly",
+                    "diagnostics": format!(
+                        "_include and _revinclude found more than {} resources for this page; \
+                         the rest are left out (ask for smaller pages)",
+                        fjord_engine::MAX_INCLUDED
+                    ),
+                }],
+            },
+            "search": { "mode": "outcome" },
+        }));
+    }
     let link = |cursor: Option<&str>| {
         let mut pairs: Vec<String> = query
             .applied
@@ -90,21 +131,23 @@ fn searchset(base: &str, query: &SearchQuery, page: &SearchPage) -> Value {
         if let Some(cursor) = cursor {
             pairs.push(format!("_cursor={cursor}"));
         }
-        let mut url = format!("{base}/{}", query.resource_type);
-        if !pairs.is_empty() {
-            url = format!("{url}?{}", pairs.join("&"));
+        if pairs.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{}", pairs.join("&"))
         }
-        url
     };
     let mut links = vec![json!({ "relation": "self", "url": link(None) })];
-    if let Some(next) = &page.next {
+    if let Some(next) = &result.page.next {
         links.push(json!({ "relation": "next", "url": link(Some(next)) }));
     }
     let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset" });
-    if let Some(total) = page.total {
+    if let Some(total) = result.page.total {
         bundle["total"] = json!(total);
     }
     bundle["link"] = json!(links);
-    bundle["entry"] = json!(entries);
+    if query.summary != Summary::Count {
+        bundle["entry"] = json!(entries);
+    }
     bundle
 }

@@ -63,38 +63,66 @@ pub struct IndexEntry {
 
 /// The index entries of a resource: every search parameter of its type, every value.
 pub fn extract(registry: &Registry, resource: &Json) -> Result<Vec<IndexEntry>, SearchError> {
-    let resource_type = resource["resourceType"]
+    let resource_type = resource_type(resource)?;
+    let mut entries = Vec::new();
+    for parameter in registry.parameters_of(resource_type) {
+        if parameter.storage != crate::Storage::Indexed {
+            continue;
+        }
+        entries.extend(
+            parameter_values(parameter, resource)?
+                .into_iter()
+                .map(|value| IndexEntry {
+                    code: parameter.code.clone(),
+                    value,
+                }),
+        );
+    }
+    Ok(entries)
+}
+
+/// The values of one parameter on a resource (`_include` follows references with it).
+pub fn values_of(
+    registry: &Registry,
+    resource: &Json,
+    code: &str,
+) -> Result<Vec<IndexValue>, SearchError> {
+    match registry.parameter(resource_type(resource)?, code) {
+        Some(parameter) => parameter_values(parameter, resource),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn resource_type(resource: &Json) -> Result<&str, SearchError> {
+    resource["resourceType"]
         .as_str()
-        .ok_or_else(|| SearchError::Extraction("a resource without resourceType".into()))?;
+        .ok_or_else(|| SearchError::Extraction("a resource without resourceType".into()))
+}
+
+fn parameter_values(
+    parameter: &crate::SearchParam,
+    resource: &Json,
+) -> Result<Vec<IndexValue>, SearchError> {
+    let Some(expression) = &parameter.expression else {
+        return Ok(Vec::new());
+    };
     let env = fjord_fhirpath::Environment {
         resource: Some(resource),
         host: Some(&ReferenceTargets),
         ..Default::default()
     };
-    let mut entries = Vec::new();
-    for parameter in registry.parameters_of(resource_type) {
-        let Some(expression) = &parameter.expression else {
-            continue;
-        };
-        if parameter.storage != crate::Storage::Indexed {
-            continue;
-        }
-        let input = vec![Value::Node(Node::resource(resource))];
-        let found = fjord_fhirpath::evaluate(expression, input, &env)
-            .map_err(|e| SearchError::Extraction(format!("{}: {e}", parameter.url)))?;
-        for item in found {
-            let values = if parameter.kind == SearchParamType::Composite {
-                composite(&parameter.components, &item, &env)?
-            } else {
-                index_values(parameter.kind, &item)
-            };
-            entries.extend(values.into_iter().map(|value| IndexEntry {
-                code: parameter.code.clone(),
-                value,
-            }));
+    let input = vec![Value::Node(Node::resource(resource))];
+    let found = fjord_fhirpath::evaluate(expression, input, &env)
+        .map_err(|e| SearchError::Extraction(format!("{}: {e}", parameter.url)))?;
+    let mut values = Vec::new();
+    for item in found {
+        if parameter.kind == SearchParamType::Composite {
+            values.extend(composite(&parameter.components, &item, &env)?);
+        } else {
+            values.extend(index_values(parameter.kind, &item));
         }
     }
-    Ok(entries)
+    Ok(values)
 }
 
 /// What `resolve()` gives while indexing: a stand-in of the type the reference names, so that

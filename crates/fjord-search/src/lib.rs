@@ -11,10 +11,11 @@ mod query;
 mod registry;
 mod terms;
 
-pub use extract::{extract, normalize, IndexEntry, IndexValue};
+pub use extract::{extract, normalize, values_of, IndexEntry, IndexValue};
+pub use fjord_definitions::SearchParamType;
 pub use query::{
-    Filter, Prefix, QueryError, SearchQuery, SortBy, SortKey, StringMatch, Total, UnitMatch,
-    ValueTest, DEFAULT_COUNT, MAX_COUNT,
+    Filter, Include, Prefix, QueryError, Scope, SearchQuery, SortBy, SortKey, StringMatch, Summary,
+    Total, UnitMatch, ValueTest, DEFAULT_COUNT, MAX_CHAIN_DEPTH, MAX_COUNT,
 };
 pub use registry::{Registry, SearchParam, Storage};
 pub use terms::{equality_keys, index_terms, keys, DateTerm, IndexTerms, StringTerm};

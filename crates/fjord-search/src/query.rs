@@ -1,5 +1,14 @@
-//! Search URLs parsed into a [`SearchQuery`]: filters over index terms, sort keys and page size.
-//! The store turns one into SQL; nothing here knows SQL.
+//! Search URLs parsed into a [`SearchQuery`]: filters over index terms, sort keys, page size,
+//! includes and the shape of the result. The store turns one into SQL; nothing here knows SQL.
+//!
+//! Index keys name the resource type they belong to, so a search over several types (system
+//! and compartment searches) asks each type for its own keys.
+
+mod parameter;
+mod values;
+
+#[cfg(test)]
+mod tests;
 
 use fjord_definitions::SearchParamType;
 use rust_decimal::Decimal;
@@ -7,18 +16,42 @@ use rust_decimal::Decimal;
 use crate::terms::keys;
 #[cfg(test)]
 use crate::IndexValue;
-use crate::{Registry, SearchParam, Storage};
+use crate::{Registry, Storage};
 
-/// A search over one resource type: every filter must hold (AND).
+pub use parameter::MAX_CHAIN_DEPTH;
+
+/// A search: every filter must hold (AND) on a resource of one of `types`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchQuery {
-    pub resource_type: String,
+    /// One type for a type-level search; several for system (`_type`) and compartment searches.
+    pub types: Vec<String>,
     pub filters: Vec<Filter>,
     pub sort: Vec<SortKey>,
     pub count: usize,
     pub total: Total,
+    /// `_include` and `_revinclude`, in request order.
+    pub includes: Vec<Include>,
+    pub summary: Summary,
+    /// `_elements`: the top-level elements to return (all when empty).
+    pub elements: Vec<String>,
     /// The parameters the query applied, as given: what the `self` link shows.
     pub applied: Vec<(String, String)>,
+}
+
+/// Where a search looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// `GET /Observation?…`
+    Type(&'a str),
+    /// `GET /?…`: every type, or those `_type` names.
+    System,
+    /// `GET /Patient/1/Observation?…` (`resource_type` `None` for `/Patient/1/*`): the
+    /// resources in the compartment of `owner_type/owner_id`.
+    Compartment {
+        owner_type: &'a str,
+        owner_id: &'a str,
+        resource_type: Option<&'a str>,
+    },
 }
 
 /// A condition on a resource, as a tree of index terms.
@@ -30,6 +63,9 @@ pub enum Filter {
     /// The resource has this equality key (see [`keys`]).
     Key(i64),
     Id(String),
+    /// The resource is of this type and the filter holds: a parameter of a search over several
+    /// types, which means something different on each.
+    OfType(String, Box<Filter>),
     /// A date row of the parameter (`param_key`), or `_lastUpdated` when `None`, compares.
     Date {
         param_key: Option<i64>,
@@ -45,6 +81,20 @@ pub enum Filter {
     Value {
         param: String,
         test: ValueTest,
+    },
+    /// Chaining: a reference stored under `link` ([`keys::link`]) points at a current resource
+    /// of `target_type` on which `filter` holds.
+    Chain {
+        link: i64,
+        target_type: String,
+        filter: Box<Filter>,
+    },
+    /// `_has`: a current resource of `source_type` on which `filter` holds refers to this one
+    /// by a reference stored under `link`.
+    Has {
+        link: i64,
+        source_type: String,
+        filter: Box<Filter>,
     },
 }
 
@@ -107,10 +157,11 @@ pub struct SortKey {
 pub enum SortBy {
     Id,
     LastUpdated,
-    /// The earliest (ascending) or latest (descending) date of the parameter.
-    Date(i64),
+    /// The earliest (ascending) or latest (descending) date of the parameter, stored under any
+    /// of these keys (one per type searched).
+    Date(Vec<i64>),
     /// The first (ascending) or last (descending) normalized string of the parameter.
-    String(i64),
+    String(Vec<i64>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,6 +169,33 @@ pub enum Total {
     #[default]
     None,
     Accurate,
+}
+
+/// `_summary`: how much of each resource to return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Summary {
+    #[default]
+    False,
+    /// The elements the definitions mark as summary.
+    True,
+    /// `text`, `id`, `meta` and the mandatory top-level elements.
+    Text,
+    /// Everything but `text`.
+    Data,
+    /// No resources, only the total.
+    Count,
+}
+
+/// `_include` (`reverse` false) or `_revinclude` of `source_type:param[:target_type]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Include {
+    pub reverse: bool,
+    /// `:iterate`: also from the resources included so far.
+    pub iterate: bool,
+    pub source_type: String,
+    /// A reference parameter of `source_type`.
+    pub param: String,
+    pub target_type: Option<String>,
 }
 
 /// Page sizes: the default when `_count` is absent, and the largest served.
@@ -129,81 +207,183 @@ pub const MAX_COUNT: usize = 1000;
 #[error("{0}")]
 pub struct QueryError(pub String);
 
-/// Parameters that control the result rather than filter it, and that Fjord applies.
-const RESULT_PARAMETERS: [&str; 4] = ["_count", "_sort", "_total", "_cursor"];
-/// Parameters about the response format, applied by the REST layer.
-const FORMAT_PARAMETERS: [&str; 2] = ["_format", "_pretty"];
+/// Parameters about the response format, applied by the REST layer; `_cursor` is the page
+/// token, which the store reads.
+const IGNORED_PARAMETERS: [&str; 3] = ["_format", "_pretty", "_cursor"];
 
 impl Registry {
-    /// Parses the parameters of a type-level search. Unknown parameters are ignored (left out of
+    /// Parses the parameters of a search. Unknown parameters are ignored (left out of
     /// [`SearchQuery::applied`]) unless `strict`, when they are an error, as are malformed values
-    /// and features Fjord does not offer (chaining, `_has`, unsupported modifiers).
+    /// and features Fjord does not offer.
     pub fn parse_query(
         &self,
-        resource_type: &str,
+        scope: Scope<'_>,
         params: &[(String, String)],
         strict: bool,
     ) -> Result<SearchQuery, QueryError> {
+        let (types, scope_filter) = self.scope(scope, params)?;
         let mut query = SearchQuery {
-            resource_type: resource_type.to_owned(),
-            filters: Vec::new(),
+            types,
+            filters: scope_filter.into_iter().collect(),
             sort: Vec::new(),
             count: DEFAULT_COUNT,
             total: Total::None,
+            includes: Vec::new(),
+            summary: Summary::False,
+            elements: Vec::new(),
             applied: Vec::new(),
         };
         for (name, value) in params {
-            let (code, modifier) = match name.split_once(':') {
-                Some((code, modifier)) => (code, Some(modifier)),
-                None => (name.as_str(), None),
-            };
-            if FORMAT_PARAMETERS.contains(&code) || code == "_cursor" {
+            let code = name.split(':').next().unwrap_or_default();
+            if IGNORED_PARAMETERS.contains(&code) {
                 continue;
             }
-            if RESULT_PARAMETERS.contains(&code) {
-                self.result_parameter(&mut query, code, value)?;
+            if code == "_type" {
+                if scope == Scope::System {
+                    query.applied.push((name.clone(), value.clone()));
+                } else if strict {
+                    return Err(QueryError("_type applies to system searches only".into()));
+                }
+                continue;
+            }
+            if self.result_parameter(&mut query, name, value)? {
                 query.applied.push((name.clone(), value.clone()));
                 continue;
             }
-            if code.contains('.') || code == "_has" {
-                return Err(QueryError(format!(
-                    "{name}: chained and reverse-chained parameters are not supported yet"
-                )));
-            }
-            let Some(parameter) = self
-                .parameter(resource_type, code)
-                .filter(|p| p.is_searchable())
-            else {
-                if strict {
-                    return Err(QueryError(format!(
-                        "unknown or unsupported search parameter '{name}' for {resource_type}"
-                    )));
+            match self.filter_over_types(&query.types, name, value)? {
+                Some(filter) => {
+                    query.filters.push(filter);
+                    query.applied.push((name.clone(), value.clone()));
                 }
-                continue;
-            };
-            let filter = self
-                .filter(resource_type, parameter, modifier, value)
-                .map_err(|QueryError(message)| QueryError(format!("{name}={value}: {message}")))?;
-            query.filters.push(filter);
-            query.applied.push((name.clone(), value.clone()));
+                None if strict => {
+                    return Err(QueryError(format!(
+                        "unknown or unsupported search parameter '{name}' for {}",
+                        query.types.join(", ")
+                    )))
+                }
+                None => {}
+            }
+        }
+        if query.summary == Summary::Count {
+            query.total = Total::Accurate;
+            query.count = 0;
         }
         Ok(query)
     }
 
+    /// The types a scope searches and the filter that confines a compartment search.
+    fn scope(
+        &self,
+        scope: Scope<'_>,
+        params: &[(String, String)],
+    ) -> Result<(Vec<String>, Option<Filter>), QueryError> {
+        let known = |t: &str| self.resource_types().any(|k| k == t);
+        match scope {
+            Scope::Type(resource_type) => Ok((vec![resource_type.to_owned()], None)),
+            Scope::System => {
+                let mut types = Vec::new();
+                for (_, value) in params.iter().filter(|(name, _)| name == "_type") {
+                    for t in value.split(',').filter(|t| !t.is_empty()) {
+                        if !known(t) {
+                            return Err(QueryError(format!("_type: unknown resource type {t}")));
+                        }
+                        types.push(t.to_owned());
+                    }
+                }
+                if types.is_empty() {
+                    types = self.resource_types().map(str::to_owned).collect();
+                }
+                types.sort();
+                types.dedup();
+                Ok((types, None))
+            }
+            Scope::Compartment {
+                owner_type,
+                owner_id,
+                resource_type,
+            } => {
+                let compartment = fjord_definitions::compartment(owner_type)
+                    .ok_or_else(|| QueryError(format!("{owner_type} owns no compartment")))?;
+                let types: Vec<&str> = match resource_type {
+                    Some(t) if t == owner_type || compartment.parameters_of(t).is_some() => {
+                        vec![t]
+                    }
+                    Some(t) => {
+                        return Err(QueryError(format!(
+                            "{t} is not in the {owner_type} compartment"
+                        )))
+                    }
+                    None => {
+                        let mut all: Vec<&str> =
+                            compartment.members.iter().map(|(t, _)| *t).collect();
+                        if !all.contains(&owner_type) {
+                            all.push(owner_type);
+                        }
+                        all.retain(|t| known(t));
+                        all.sort_unstable();
+                        all
+                    }
+                };
+                let reference = format!("{owner_type}/{owner_id}");
+                let mut per_type = Vec::new();
+                for t in &types {
+                    let mut members = Vec::new();
+                    if *t == owner_type {
+                        // The owner is in its own compartment.
+                        members.push(Filter::Id(owner_id.to_owned()));
+                    }
+                    for code in compartment.parameters_of(t).unwrap_or_default() {
+                        if let Some(filter) = self.parameter_filter(t, code, &reference, 0)? {
+                            members.push(filter);
+                        }
+                    }
+                    per_type.push(((*t).to_owned(), Filter::Any(members)));
+                }
+                let filter = combine(per_type);
+                Ok((
+                    types.iter().map(|t| (*t).to_owned()).collect(),
+                    Some(filter),
+                ))
+            }
+        }
+    }
+
+    /// The filter of `name=value` on each of `types`; `None` unless every type knows it.
+    fn filter_over_types(
+        &self,
+        types: &[String],
+        name: &str,
+        value: &str,
+    ) -> Result<Option<Filter>, QueryError> {
+        let mut per_type = Vec::with_capacity(types.len());
+        for resource_type in types {
+            match self.parameter_filter(resource_type, name, value, 0)? {
+                Some(filter) => per_type.push((resource_type.clone(), filter)),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(combine(per_type)))
+    }
+
+    /// Handles a parameter that shapes the result; false when `name` is not one.
     fn result_parameter(
         &self,
         query: &mut SearchQuery,
-        code: &str,
+        name: &str,
         value: &str,
-    ) -> Result<(), QueryError> {
-        match code {
-            "_count" => {
+    ) -> Result<bool, QueryError> {
+        let (code, modifier) = match name.split_once(':') {
+            Some((code, modifier)) => (code, Some(modifier)),
+            None => (name, None),
+        };
+        match (code, modifier) {
+            ("_count", None) => {
                 let count: usize = value.parse().map_err(|_| {
                     QueryError(format!("_count={value}: not a non-negative integer"))
                 })?;
                 query.count = count.min(MAX_COUNT);
             }
-            "_total" => {
+            ("_total", None) => {
                 query.total = match value {
                     "none" => Total::None,
                     // An estimate would cost the same query here; give the exact figure.
@@ -215,572 +395,172 @@ impl Registry {
                     }
                 }
             }
-            "_sort" => {
+            ("_sort", None) => {
                 for key in value.split(',').filter(|k| !k.is_empty()) {
                     let (descending, code) = match key.strip_prefix('-') {
                         Some(code) => (true, code),
                         None => (false, key),
                     };
                     query.sort.push(SortKey {
-                        by: self.sort_by(&query.resource_type, code)?,
+                        by: self.sort_by(&query.types, code)?,
                         descending,
                     });
                 }
             }
-            _ => {}
+            ("_summary", None) => {
+                query.summary = match value {
+                    "true" => Summary::True,
+                    "text" => Summary::Text,
+                    "data" => Summary::Data,
+                    "count" => Summary::Count,
+                    "false" => Summary::False,
+                    _ => {
+                        return Err(QueryError(format!(
+                            "_summary={value}: use true, text, data, count or false"
+                        )))
+                    }
+                };
+            }
+            ("_elements", None) => {
+                query.elements.extend(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            ("_include" | "_revinclude", None | Some("iterate" | "recurse")) => {
+                let reverse = code == "_revinclude";
+                let iterate = modifier.is_some();
+                let includes = self.includes(&query.types, reverse, iterate, value)?;
+                query.includes.extend(includes);
+            }
+            ("_count" | "_total" | "_sort" | "_summary" | "_elements", Some(_))
+            | ("_include" | "_revinclude", Some(_)) => {
+                return Err(QueryError(format!("{name}: no such modifier")));
+            }
+            _ => return Ok(false),
         }
-        Ok(())
+        Ok(true)
     }
 
-    fn sort_by(&self, resource_type: &str, code: &str) -> Result<SortBy, QueryError> {
-        let parameter = self.parameter(resource_type, code).ok_or_else(|| {
-            QueryError(format!(
-                "_sort: unknown parameter '{code}' for {resource_type}"
-            ))
-        })?;
-        match (parameter.code.as_str(), parameter.kind, &parameter.storage) {
-            ("_id", ..) => Ok(SortBy::Id),
-            ("_lastUpdated", ..) => Ok(SortBy::LastUpdated),
-            (_, SearchParamType::Date, Storage::Indexed) => {
-                Ok(SortBy::Date(keys::param(resource_type, code)))
-            }
-            (_, SearchParamType::String, Storage::Indexed) => {
-                Ok(SortBy::String(keys::param(resource_type, code)))
-            }
-            _ => Err(QueryError(format!(
-                "_sort: sorting by '{code}' is not supported (dates, strings, _id and \
-                 _lastUpdated are)"
-            ))),
-        }
-    }
-
-    /// The filter of one `name=value` pair: the OR of its comma-separated values.
-    fn filter(
+    /// `Source:param[:Target]`, `Source:*` or `*` (every reference parameter of the types
+    /// searched; `_include` only).
+    fn includes(
         &self,
-        resource_type: &str,
-        parameter: &SearchParam,
-        modifier: Option<&str>,
+        types: &[String],
+        reverse: bool,
+        iterate: bool,
         value: &str,
-    ) -> Result<Filter, QueryError> {
-        let code = parameter.code.as_str();
-        if modifier == Some("missing") {
-            let missing = match value {
-                "true" => true,
-                "false" => false,
-                _ => return Err(QueryError("use :missing=true or :missing=false".into())),
-            };
-            let present = self.presence(resource_type, parameter)?;
-            return Ok(if missing {
-                Filter::Not(Box::new(present))
-            } else {
-                present
-            });
-        }
-        if let Storage::UnionOf(sources) = &parameter.storage {
-            let mut alternatives = Vec::new();
-            for source in sources {
-                let source = self
-                    .parameter(resource_type, source)
-                    .ok_or_else(|| QueryError(format!("{code}: unknown part {source}")))?;
-                alternatives.push(self.filter(resource_type, source, modifier, value)?);
+    ) -> Result<Vec<Include>, QueryError> {
+        let name = if reverse { "_revinclude" } else { "_include" };
+        let parts: Vec<&str> = value.split(':').collect();
+        let (sources, code, target): (Vec<&str>, &str, Option<&str>) = match parts.as_slice() {
+            ["*"] if !reverse => (types.iter().map(String::as_str).collect(), "*", None),
+            [source, code] => (vec![*source], *code, None),
+            [source, code, target] => (vec![*source], *code, Some(*target)),
+            _ => {
+                return Err(QueryError(format!(
+                    "{name}={value}: use SourceType:parameter[:TargetType]"
+                )))
             }
-            return Ok(Filter::Any(alternatives));
-        }
-        let values = split_unescaped(value, ',');
-        if values.iter().any(String::is_empty) {
-            return Err(QueryError("empty value".into()));
-        }
-        let (negate, modifier) = match modifier {
-            Some("not") if parameter.kind == SearchParamType::Token => (true, None),
-            other => (false, other),
         };
-        let alternatives = values
-            .iter()
-            .map(|v| self.one_value(resource_type, parameter, modifier, v))
-            .collect::<Result<Vec<_>, _>>()?;
-        let filter = if alternatives.len() == 1 {
-            alternatives.into_iter().next().expect("one alternative")
-        } else {
-            Filter::Any(alternatives)
-        };
-        Ok(if negate {
-            Filter::Not(Box::new(filter))
-        } else {
-            filter
+        let mut includes = Vec::new();
+        for source in sources {
+            if !self.resource_types().any(|t| t == source) {
+                return Err(QueryError(format!(
+                    "{name}={value}: unknown resource type {source}"
+                )));
+            }
+            if let Some(target) = target {
+                if fjord_definitions::type_def(target).is_none() {
+                    return Err(QueryError(format!(
+                        "{name}={value}: unknown resource type {target}"
+                    )));
+                }
+            }
+            let parameters: Vec<&str> = if code == "*" {
+                self.parameters_of(source)
+                    .iter()
+                    .filter(|p| p.kind == SearchParamType::Reference && p.is_searchable())
+                    .map(|p| p.code.as_str())
+                    .collect()
+            } else {
+                match self.parameter(source, code) {
+                    Some(p) if p.kind == SearchParamType::Reference => vec![code],
+                    _ => {
+                        return Err(QueryError(format!(
+                            "{name}={value}: {source} has no reference parameter {code}"
+                        )))
+                    }
+                }
+            };
+            includes.extend(parameters.into_iter().map(|param| Include {
+                reverse,
+                iterate,
+                source_type: source.to_owned(),
+                param: param.to_owned(),
+                target_type: target.map(str::to_owned),
+            }));
+        }
+        Ok(includes)
+    }
+
+    /// A sort parameter: the same kind on every type searched.
+    fn sort_by(&self, types: &[String], code: &str) -> Result<SortBy, QueryError> {
+        let mut param_keys = Vec::new();
+        let mut kind = None;
+        for resource_type in types {
+            let parameter = self.parameter(resource_type, code).ok_or_else(|| {
+                QueryError(format!(
+                    "_sort: unknown parameter '{code}' for {resource_type}"
+                ))
+            })?;
+            let this = match (parameter.code.as_str(), parameter.kind, &parameter.storage) {
+                ("_id", ..) => SortBy::Id,
+                ("_lastUpdated", ..) => SortBy::LastUpdated,
+                (_, SearchParamType::Date, Storage::Indexed) => SortBy::Date(Vec::new()),
+                (_, SearchParamType::String, Storage::Indexed) => SortBy::String(Vec::new()),
+                _ => {
+                    return Err(QueryError(format!(
+                        "_sort: sorting by '{code}' is not supported (dates, strings, _id and \
+                         _lastUpdated are)"
+                    )))
+                }
+            };
+            if kind
+                .as_ref()
+                .is_some_and(|k| std::mem::discriminant(k) != std::mem::discriminant(&this))
+            {
+                return Err(QueryError(format!(
+                    "_sort: '{code}' is of different types on the types searched"
+                )));
+            }
+            kind = Some(this);
+            param_keys.push(keys::param(resource_type, code));
+        }
+        Ok(match kind {
+            Some(SortBy::Date(_)) => SortBy::Date(param_keys),
+            Some(SortBy::String(_)) => SortBy::String(param_keys),
+            Some(other) => other,
+            None => SortBy::Id,
         })
     }
-
-    /// "Has a value": the presence key, or always for what every resource has.
-    fn presence(&self, resource_type: &str, parameter: &SearchParam) -> Result<Filter, QueryError> {
-        match &parameter.storage {
-            // Every resource has an id and a last-updated time: NOT (nothing) holds for all.
-            Storage::Resource => Ok(Filter::Not(Box::new(Filter::Any(Vec::new())))),
-            Storage::Indexed => Ok(Filter::Key(keys::presence(resource_type, &parameter.code))),
-            Storage::UnionOf(sources) => Ok(Filter::Any(
-                sources
-                    .iter()
-                    .map(|source| Filter::Key(keys::presence(resource_type, source)))
-                    .collect(),
-            )),
-        }
-    }
-
-    fn one_value(
-        &self,
-        resource_type: &str,
-        parameter: &SearchParam,
-        modifier: Option<&str>,
-        value: &str,
-    ) -> Result<Filter, QueryError> {
-        let code = parameter.code.as_str();
-        let unsupported = |modifier: &str| {
-            Err(QueryError(format!(
-                "the modifier :{modifier} is not supported on {code}"
-            )))
-        };
-        match (code, parameter.kind) {
-            ("_id", _) => {
-                if let Some(m) = modifier {
-                    return unsupported(m);
-                }
-                return Ok(Filter::Id(unescape(value)));
-            }
-            ("_lastUpdated", _) => {
-                if let Some(m) = modifier {
-                    return unsupported(m);
-                }
-                let (prefix, low, high) = date_value(value)?;
-                return Ok(Filter::Date {
-                    param_key: None,
-                    prefix,
-                    low,
-                    high,
-                });
-            }
-            _ => {}
-        }
-        let ordered = !matches!(
-            parameter.kind,
-            SearchParamType::Token
-                | SearchParamType::Reference
-                | SearchParamType::Uri
-                | SearchParamType::String
-        );
-        if let (true, Some(m)) = (ordered, modifier) {
-            return unsupported(m);
-        }
-        match parameter.kind {
-            SearchParamType::Token => match modifier {
-                None => Ok(token(resource_type, code, value)),
-                Some("text") => Ok(Filter::Value {
-                    param: code.to_owned(),
-                    test: ValueTest::Text(crate::normalize(&unescape(value))),
-                }),
-                Some(m) => unsupported(m),
-            },
-            SearchParamType::Reference => match modifier {
-                None => Ok(reference(resource_type, code, None, value)),
-                Some("identifier") => {
-                    Ok(token(resource_type, &keys::identifier_param(code), value))
-                }
-                Some(target) if fjord_definitions::type_def(target).is_some() => {
-                    Ok(reference(resource_type, code, Some(target), value))
-                }
-                Some(m) => unsupported(m),
-            },
-            SearchParamType::Uri => match modifier {
-                None => Ok(Filter::Key(keys::uri(
-                    resource_type,
-                    code,
-                    &unescape(value),
-                ))),
-                Some(m) => unsupported(m),
-            },
-            SearchParamType::String => {
-                let text = unescape(value);
-                let matching = match modifier {
-                    None => StringMatch::Prefix(crate::normalize(&text)),
-                    Some("exact") => StringMatch::Exact(text),
-                    Some("contains") => StringMatch::Contains(crate::normalize(&text)),
-                    Some(m) => return unsupported(m),
-                };
-                Ok(Filter::String {
-                    param_key: keys::param(resource_type, code),
-                    matching,
-                })
-            }
-            SearchParamType::Date => {
-                let (prefix, low, high) = date_value(value)?;
-                Ok(Filter::Date {
-                    param_key: Some(keys::param(resource_type, code)),
-                    prefix,
-                    low,
-                    high,
-                })
-            }
-            SearchParamType::Number => Ok(Filter::Value {
-                param: code.to_owned(),
-                test: number_test(value)?,
-            }),
-            SearchParamType::Quantity => Ok(Filter::Value {
-                param: code.to_owned(),
-                test: quantity_test(value)?,
-            }),
-            SearchParamType::Composite => composite(resource_type, parameter, value),
-            SearchParamType::Special => Err(QueryError(format!("{code} is not supported"))),
-        }
-    }
 }
 
-/// `code`, `system|code`, `|code` or `system|`: the OR of nothing else, one key.
-fn token(resource_type: &str, param: &str, value: &str) -> Filter {
-    Filter::Key(token_key(resource_type, param, value))
-}
-
-fn token_key(resource_type: &str, param: &str, value: &str) -> i64 {
-    let parts = split_unescaped(value, '|');
-    match parts.as_slice() {
-        [code] => keys::token_code(resource_type, param, code),
-        [system, code] if code.is_empty() => keys::token_system(resource_type, param, system),
-        [system, code] => keys::token_system_code(resource_type, param, system, code),
-        // More bars than FHIR allows: no stored token has this key.
-        _ => keys::token_system_code(resource_type, param, "|", &unescape(value)),
+/// One filter from each type's own: the same one when they agree, else each on its own type.
+fn combine(mut per_type: Vec<(String, Filter)>) -> Filter {
+    if per_type.windows(2).all(|w| w[0].1 == w[1].1) {
+        return per_type
+            .pop()
+            .map(|(_, f)| f)
+            .unwrap_or(Filter::Any(Vec::new()));
     }
-}
-
-/// `id`, `Type/id` or an absolute URL; `target` is the `:Type` modifier.
-fn reference(resource_type: &str, param: &str, target: Option<&str>, value: &str) -> Filter {
-    let value = unescape(value);
-    if value.contains("://") || value.starts_with("urn:") {
-        return Filter::Key(keys::reference_url(resource_type, param, &value));
-    }
-    match (value.split_once('/'), target) {
-        // `subject:Patient=Group/1` can match nothing.
-        (Some((t, _)), Some(target)) if t != target => Filter::Any(Vec::new()),
-        (Some((t, id)), _) => Filter::Key(keys::reference(resource_type, param, t, id)),
-        (None, Some(target)) => Filter::Key(keys::reference(resource_type, param, target, &value)),
-        (None, None) => Filter::Key(keys::reference_id(resource_type, param, &value)),
-    }
-}
-
-fn composite(
-    resource_type: &str,
-    parameter: &SearchParam,
-    value: &str,
-) -> Result<Filter, QueryError> {
-    let parts = split_unescaped(value, '$');
-    if parts.len() != parameter.components.len() {
-        return Err(QueryError(format!(
-            "a value of {} has {} parts separated by '$'",
-            parameter.code,
-            parameter.components.len()
-        )));
-    }
-    let kinds: Vec<SearchParamType> = parameter.components.iter().map(|c| c.0).collect();
-    let equality = |kind: SearchParamType| {
-        matches!(
-            kind,
-            SearchParamType::Token | SearchParamType::Reference | SearchParamType::Uri
-        )
-    };
-    let last_ordered = !equality(*kinds.last().expect("composites have parts"));
-    let leading = if last_ordered {
-        &kinds[..kinds.len() - 1]
-    } else {
-        &kinds[..]
-    };
-    if !leading.iter().all(|k| equality(*k)) {
-        return Err(QueryError(format!(
-            "{} combines parts Fjord cannot search together",
-            parameter.code
-        )));
-    }
-    let mut part_keys = Vec::new();
-    for (index, kind) in leading.iter().enumerate() {
-        let part_param = keys::component_param(&parameter.code, index);
-        let text = &parts[index];
-        let key = match kind {
-            SearchParamType::Token => token_key(resource_type, &part_param, text),
-            SearchParamType::Uri => keys::uri(resource_type, &part_param, text),
-            _ => match reference(resource_type, &part_param, None, text) {
-                Filter::Key(key) => key,
-                _ => return Err(QueryError(format!("{text}: not a reference"))),
-            },
-        };
-        part_keys.push(key);
-    }
-    let key = keys::composite(resource_type, &parameter.code, &part_keys);
-    if !last_ordered {
-        return Ok(Filter::Key(key));
-    }
-    let last = parts.last().expect("composites have parts");
-    let test = match kinds.last() {
-        Some(SearchParamType::Quantity) => quantity_test(last)?,
-        Some(SearchParamType::Number) => number_test(last)?,
-        Some(SearchParamType::Date) => {
-            let (prefix, low, high) = date_value(last)?;
-            ValueTest::Date { prefix, low, high }
-        }
-        _ => {
-            return Err(QueryError(format!(
-                "{} combines parts Fjord cannot search together",
-                parameter.code
-            )))
-        }
-    };
-    Ok(Filter::Value {
-        param: parameter.code.clone(),
-        test: ValueTest::Composite {
-            key,
-            last: Box::new(test),
-        },
-    })
-}
-
-fn prefixed(value: &str) -> (Prefix, &str) {
-    const PREFIXES: [(&str, Prefix); 9] = [
-        ("eq", Prefix::Eq),
-        ("ne", Prefix::Ne),
-        ("gt", Prefix::Gt),
-        ("lt", Prefix::Lt),
-        ("ge", Prefix::Ge),
-        ("le", Prefix::Le),
-        ("sa", Prefix::Sa),
-        ("eb", Prefix::Eb),
-        ("ap", Prefix::Ap),
-    ];
-    for (text, prefix) in PREFIXES {
-        if let Some(rest) = value.strip_prefix(text) {
-            return (prefix, rest);
-        }
-    }
-    (Prefix::Eq, value)
-}
-
-/// A date search value: its prefix and the span it stands for in UTC milliseconds. A dateTime
-/// without a zone is taken as UTC.
-fn date_value(value: &str) -> Result<(Prefix, i64, i64), QueryError> {
-    let (prefix, text) = prefixed(value);
-    let temporal = fjord_fhirpath::Temporal::parse(text, fjord_fhirpath::TemporalKind::DateTime)
-        .and_then(|t| t.epoch_range())
-        .ok_or_else(|| QueryError(format!("'{text}' is not a FHIR date or dateTime")))?;
-    Ok((prefix, temporal.0, temporal.1))
-}
-
-fn decimal(text: &str) -> Result<Decimal, QueryError> {
-    text.parse()
-        .or_else(|_| Decimal::from_scientific(text))
-        .map_err(|_| QueryError(format!("'{text}' is not a number")))
-}
-
-fn number_test(value: &str) -> Result<ValueTest, QueryError> {
-    let (prefix, text) = prefixed(value);
-    let (low, high) = crate::extract::precision_range(decimal(text)?);
-    Ok(ValueTest::Number { prefix, low, high })
-}
-
-/// `[prefix]number|system|code`, `number||code` or `number`.
-fn quantity_test(value: &str) -> Result<ValueTest, QueryError> {
-    let parts = split_unescaped(value, '|');
-    let (prefix, number) = prefixed(&parts[0]);
-    let number = decimal(number)?;
-    let (system, code) = match parts.as_slice() {
-        [_] => (None, None),
-        [_, system, code] => (
-            Some(system.as_str()).filter(|s| !s.is_empty()),
-            Some(code.as_str()).filter(|c| !c.is_empty()),
-        ),
-        _ => return Err(QueryError("use number|system|code".into())),
-    };
-    let (low, high) = crate::extract::precision_range(number);
-    let canonical = match (system, code) {
-        (Some("http://unitsofmeasure.org") | None, Some(code)) => {
-            fjord_fhirpath::ucum_canonical(number, code)
-        }
-        _ => None,
-    };
-    Ok(match (canonical, code) {
-        (Some((_, unit)), Some(code)) => {
-            // The search range converted with the same factor as the value.
-            let (low, _) = fjord_fhirpath::ucum_canonical(low, code).expect("same unit");
-            let (high, _) = fjord_fhirpath::ucum_canonical(high, code).expect("same unit");
-            ValueTest::Quantity {
-                prefix,
-                low,
-                high,
-                unit: UnitMatch::Canonical(unit),
-            }
-        }
-        (None, Some(code)) => ValueTest::Quantity {
-            prefix,
-            low,
-            high,
-            unit: UnitMatch::Code {
-                system: system.map(str::to_owned),
-                code: code.to_owned(),
-            },
-        },
-        (_, None) => ValueTest::Quantity {
-            prefix,
-            low,
-            high,
-            unit: UnitMatch::Any,
-        },
-    })
-}
-
-/// Splits at `separator` unless escaped with a backslash, and unescapes the parts.
-fn split_unescaped(value: &str, separator: char) -> Vec<String> {
-    let mut parts = vec![String::new()];
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(next) = chars.next() {
-                    if next != separator {
-                        parts.last_mut().expect("one part").push('\\');
-                    }
-                    parts.last_mut().expect("one part").push(next);
-                }
-            }
-            c if c == separator => parts.push(String::new()),
-            c => parts.last_mut().expect("one part").push(c),
-        }
-    }
-    if separator == ',' {
-        parts
-    } else {
-        parts.iter().map(|p| unescape(p)).collect()
-    }
-}
-
-/// Removes the backslash before `\,`, `\|`, `\$` and `\\`.
-fn unescape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some(next @ (',' | '|' | '$' | '\\')) => out.push(next),
-                Some(next) => {
-                    out.push('\\');
-                    out.push(next);
-                }
-                None => out.push('\\'),
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-// The index side must produce the keys the query side asks for; `equality_keys` is that side.
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(resource_type: &str, query: &[(&str, &str)]) -> Result<SearchQuery, QueryError> {
-        let registry = Registry::r4().unwrap();
-        let params: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        registry.parse_query(resource_type, &params, false)
-    }
-
-    fn stored_token(system: Option<&str>, code: &str) -> IndexValue {
-        IndexValue::Token {
-            system: system.map(str::to_owned),
-            code: Some(code.to_owned()),
-            text: None,
-        }
-    }
-
-    #[test]
-    fn token_forms_ask_for_keys_the_index_has() {
-        let stored = crate::equality_keys(
-            "Observation",
-            "code",
-            &stored_token(Some("http://loinc.org"), "8480-6"),
-        );
-        let without_system =
-            crate::equality_keys("Observation", "code", &stored_token(None, "8480-6"));
-        let key_of =
-            |value: &str| match &parse("Observation", &[("code", value)]).unwrap().filters[0] {
-                Filter::Key(key) => *key,
-                other => panic!("{other:?}"),
-            };
-        for (value, with_system, without) in [
-            ("8480-6", true, true),
-            ("http://loinc.org|8480-6", true, false),
-            ("|8480-6", false, true),
-            ("http://loinc.org|", true, false),
-            ("http://snomed.info/sct|8480-6", false, false),
-        ] {
-            assert_eq!(stored.contains(&key_of(value)), with_system, "{value}");
-            assert_eq!(without_system.contains(&key_of(value)), without, "{value}");
-        }
-    }
-
-    #[test]
-    fn lists_modifiers_and_unknowns() {
-        let query = parse(
-            "Observation",
-            &[
-                ("code", "a,b"),
-                ("code:not", "c"),
-                ("bogus", "1"),
-                ("_count", "10"),
-            ],
-        )
-        .unwrap();
-        assert!(matches!(&query.filters[0], Filter::Any(list) if list.len() == 2));
-        assert!(matches!(&query.filters[1], Filter::Not(_)));
-        assert_eq!(query.count, 10);
-        assert_eq!(
-            query.applied,
-            [("code", "a,b"), ("code:not", "c"), ("_count", "10")]
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        );
-        let strict = Registry::r4().unwrap().parse_query(
-            "Observation",
-            &[("bogus".into(), "1".into())],
-            true,
-        );
-        assert!(strict.is_err());
-        assert!(parse("Observation", &[("date", "2026-13-01")]).is_err());
-        assert!(parse("Observation", &[("value-quantity", "abc")]).is_err());
-        assert!(parse("Observation", &[("code:below", "x")]).is_err());
-        assert!(parse("Observation", &[("subject.name", "x")]).is_err());
-        assert!(parse("Observation", &[("_sort", "status")]).is_err());
-    }
-
-    #[test]
-    fn quantities_compare_in_canonical_units() {
-        let query = parse(
-            "Observation",
-            &[("value-quantity", "gt70|http://unitsofmeasure.org|kg")],
-        )
-        .unwrap();
-        let Filter::Value {
-            test: ValueTest::Quantity {
-                prefix, low, unit, ..
-            },
-            ..
-        } = &query.filters[0]
-        else {
-            panic!("{query:?}")
-        };
-        assert_eq!(*prefix, Prefix::Gt);
-        assert_eq!(*low, Decimal::new(69500, 0));
-        assert_eq!(*unit, UnitMatch::Canonical("g".into()));
-    }
-
-    #[test]
-    fn escapes() {
-        assert_eq!(split_unescaped(r"a\,b,c", ','), ["a,b", "c"]);
-        assert_eq!(unescape(r"a\,b"), "a,b");
-        assert_eq!(split_unescaped(r"s\|x|c", '|'), ["s|x", "c"]);
-    }
+    Filter::Any(
+        per_type
+            .into_iter()
+            .map(|(t, f)| Filter::OfType(t, Box::new(f)))
+            .collect(),
+    )
 }

@@ -99,6 +99,13 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Every resource type with parameters, sorted.
+    pub fn resource_types(&self) -> impl Iterator<Item = &str> {
+        let mut types: Vec<&str> = self.by_type.keys().map(String::as_str).collect();
+        types.sort_unstable();
+        types.into_iter()
+    }
+
     /// The parameter `code` of a resource type.
     pub fn parameter(&self, resource_type: &str, code: &str) -> Option<&SearchParam> {
         self.parameters_of(resource_type)

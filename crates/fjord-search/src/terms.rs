@@ -62,9 +62,16 @@ pub mod keys {
         hash(&["ts", resource_type, param, system])
     }
 
-    /// `param=Type/id`.
+    /// `param=Type/id`: the parameter's [`link`] combined with the target's own key, so that
+    /// the store can compute in SQL the key of a reference to a row it has found
+    /// (`resource_key # link`), which chaining, `_has` and compartments need.
     pub fn reference(resource_type: &str, param: &str, target_type: &str, id: &str) -> i64 {
-        hash(&["r", resource_type, param, target_type, id])
+        link(resource_type, param) ^ resource(target_type, id)
+    }
+
+    /// The half of a `Type/id` reference key that names the referring parameter.
+    pub fn link(resource_type: &str, param: &str) -> i64 {
+        hash(&["r", resource_type, param])
     }
 
     /// `param=id`: a local reference to the id, whatever the target's type.

@@ -84,11 +84,13 @@ fn element_source(element: &Value) -> String {
         .map(|r| r.trim_start_matches('#'));
     let max = text(&element["max"]);
     format!(
-        "ElementDef {{ path: {}, types: &[{}], min: {}, many: {}, content_reference: {} }}",
+        "ElementDef {{ path: {}, types: &[{}], min: {}, many: {}, summary: {}, \
+         content_reference: {} }}",
         literal(text(&element["path"])),
         types.join(", "),
         element["min"].as_u64().unwrap_or(0),
         max != "1" && max != "0",
+        element["isSummary"].as_bool().unwrap_or(false),
         crate::option(content_reference)
     )
 }

@@ -1,0 +1,220 @@
+//! Searches at type, system and compartment level: the query parsed against the registry, the
+//! page read from the store, and the resources `_include` and `_revinclude` add to it.
+
+use std::collections::HashSet;
+
+use fjord_search::{keys, Include, IndexValue, Scope, SearchQuery};
+use fjord_store::{SearchPage, StoredVersion, Tenant};
+
+use crate::{Engine, EngineError};
+
+/// How many resources includes add to one page at most; beyond it the page says so.
+pub const MAX_INCLUDED: usize = 1000;
+/// How many times `:iterate` includes follow the resources included before.
+const MAX_ITERATIONS: usize = 4;
+
+/// A search request.
+#[derive(Debug, Default)]
+pub struct SearchRequest {
+    /// The search parameters in request order (query string, then form body).
+    pub params: Vec<(String, String)>,
+    /// `Prefer: handling=strict`: unknown parameters are an error instead of ignored.
+    pub strict: bool,
+    /// The `_cursor` of a page link.
+    pub cursor: Option<String>,
+}
+
+/// A page of matches with what includes add to it.
+#[derive(Debug)]
+pub struct SearchResult {
+    pub query: SearchQuery,
+    pub page: SearchPage,
+    /// Resources `_include`/`_revinclude` brought in, each once, none of them a match.
+    pub included: Vec<StoredVersion>,
+    /// Includes found more than [`MAX_INCLUDED`] resources and the rest were left out.
+    pub included_truncated: bool,
+}
+
+impl Engine {
+    /// Searches in `scope`; the query comes back too, for the Bundle's links.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant.id))]
+    pub async fn search(
+        &self,
+        tenant: &Tenant,
+        scope: Scope<'_>,
+        request: &SearchRequest,
+    ) -> Result<SearchResult, EngineError> {
+        match scope {
+            Scope::Type(t) => {
+                self.resource_type(t)?;
+            }
+            Scope::System => {}
+            Scope::Compartment {
+                owner_type,
+                resource_type,
+                ..
+            } => {
+                self.resource_type(owner_type)?;
+                if let Some(t) = resource_type {
+                    self.resource_type(t)?;
+                }
+            }
+        }
+        let query = self
+            .search
+            .parse_query(scope, &request.params, request.strict)
+            .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        let page = self
+            .store
+            .search(tenant.key, &query, request.cursor.as_deref())
+            .await?
+            .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        let (included, included_truncated) = self.included(tenant, &query, &page).await?;
+        Ok(SearchResult {
+            query,
+            page,
+            included,
+            included_truncated,
+        })
+    }
+
+    /// The includes of a page: first from the matches, then (`:iterate` ones) from what was
+    /// included, until nothing new turns up.
+    async fn included(
+        &self,
+        tenant: &Tenant,
+        query: &SearchQuery,
+        page: &SearchPage,
+    ) -> Result<(Vec<StoredVersion>, bool), EngineError> {
+        let mut seen: HashSet<(String, String)> = page
+            .resources
+            .iter()
+            .map(|r| (r.resource_type.clone(), r.id.clone()))
+            .collect();
+        let mut included: Vec<StoredVersion> = Vec::new();
+        let mut from: Vec<StoredVersion> = page.resources.clone();
+        for round in 0..MAX_ITERATIONS {
+            let rules: Vec<&Include> = query
+                .includes
+                .iter()
+                .filter(|i| round == 0 || i.iterate)
+                .collect();
+            if rules.is_empty() || from.is_empty() {
+                break;
+            }
+            let mut found = self
+                .store
+                .read_current(tenant.key, &self.targets(&rules, &from, &seen)?)
+                .await?;
+            for rule in rules.iter().filter(|r| r.reverse) {
+                let keys = self.referrer_keys(rule, &from);
+                found.extend(
+                    self.store
+                        .referrers(tenant.key, &rule.source_type, &keys, MAX_INCLUDED + 1)
+                        .await?,
+                );
+            }
+            found.retain(|r| seen.insert((r.resource_type.clone(), r.id.clone())));
+            included.extend(found.iter().cloned());
+            if included.len() > MAX_INCLUDED {
+                included.truncate(MAX_INCLUDED);
+                return Ok((included, true));
+            }
+            from = found;
+        }
+        Ok((included, false))
+    }
+
+    /// The local references that the forward includes follow from `from`, not yet seen.
+    fn targets(
+        &self,
+        rules: &[&Include],
+        from: &[StoredVersion],
+        seen: &HashSet<(String, String)>,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let mut targets = Vec::new();
+        let mut wanted = HashSet::new();
+        for resource in from {
+            let sources: Vec<&&Include> = rules
+                .iter()
+                .filter(|r| !r.reverse && r.source_type == resource.resource_type)
+                .collect();
+            if sources.is_empty() {
+                continue;
+            }
+            let Some(body) = resource.body.as_deref() else {
+                continue;
+            };
+            let json: serde_json::Value = serde_json::from_str(body)
+                .map_err(|e| EngineError::BadRequest(format!("a stored resource: {e}")))?;
+            for rule in sources {
+                for value in fjord_search::values_of(&self.search, &json, &rule.param)? {
+                    let IndexValue::Reference {
+                        resource_type: Some(target_type),
+                        id: Some(id),
+                        ..
+                    } = value
+                    else {
+                        continue;
+                    };
+                    if rule.target_type.as_ref().is_some_and(|t| *t != target_type) {
+                        continue;
+                    }
+                    let key = (target_type, id);
+                    if !seen.contains(&key) && wanted.insert(key.clone()) {
+                        targets.push(key);
+                    }
+                }
+            }
+        }
+        Ok(targets)
+    }
+
+    /// The keys that references of `rule` to any of `to` have.
+    fn referrer_keys(&self, rule: &Include, to: &[StoredVersion]) -> Vec<i64> {
+        let links = self.search.reference_links(&rule.source_type, &rule.param);
+        to.iter()
+            .filter(|r| {
+                rule.target_type
+                    .as_ref()
+                    .is_none_or(|t| *t == r.resource_type)
+            })
+            .flat_map(|r| {
+                let own = keys::resource(&r.resource_type, &r.id);
+                links.iter().map(move |link| link ^ own)
+            })
+            .collect()
+    }
+
+    /// `Source:param` for every reference parameter of every type that may point at
+    /// `resource_type`: what `_revinclude` takes.
+    pub fn revinclude_sources(&self, resource_type: &str) -> Vec<String> {
+        self.search
+            .resource_types()
+            .flat_map(|source| {
+                self.search
+                    .parameters_of(source)
+                    .iter()
+                    .filter(|p| {
+                        p.kind == fjord_search::SearchParamType::Reference
+                            && p.is_searchable()
+                            && p.targets.allows(resource_type)
+                    })
+                    .map(move |p| format!("{source}:{}", p.code))
+            })
+            .collect()
+    }
+
+    /// The search parameters served for a resource type: (code, definition URL, type code).
+    pub fn search_parameters(&self, resource_type: &str) -> Vec<(String, String, String)> {
+        self.search
+            .parameters_of(resource_type)
+            .iter()
+            .filter(|p| p.is_searchable())
+            .map(|p| {
+                let kind = format!("{:?}", p.kind).to_lowercase();
+                (p.code.clone(), p.url.clone(), kind)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,451 @@
+//! A [`SearchQuery`] as SQL over `resource_current` (alias `c`) and the ordered index tables.
+//! Chains and reverse chains are subqueries over `resource_current` under aliases of their own.
+
+use fjord_search::{Filter, Prefix, SearchQuery, SortBy, StringMatch, UnitMatch, ValueTest};
+use rust_decimal::Decimal;
+use sqlx::postgres::PgArguments;
+use sqlx::Arguments;
+
+use crate::TenantKey;
+
+/// A statement being built, with its arguments.
+pub(super) struct Sql {
+    pub(super) args: PgArguments,
+    next: usize,
+    /// Aliases handed out to subqueries so far.
+    aliases: usize,
+    /// The condition on `c.type`.
+    types: String,
+}
+
+impl Sql {
+    /// `$1` is the tenant and `$2` the type (or the array of types) in every statement.
+    pub(super) fn new(tenant: TenantKey, types: &[String]) -> Sql {
+        let mut sql = Sql {
+            args: PgArguments::default(),
+            next: 1,
+            aliases: 0,
+            types: String::new(),
+        };
+        sql.bind(tenant.0);
+        sql.types = match types {
+            [one] => {
+                sql.bind(one.clone());
+                "c.type = $2".into()
+            }
+            several => {
+                sql.bind(several.to_vec());
+                "c.type = ANY($2::text[])".into()
+            }
+        };
+        sql
+    }
+
+    fn alias(&mut self) -> String {
+        self.aliases += 1;
+        format!("t{}", self.aliases)
+    }
+
+    fn bind<T>(&mut self, value: T) -> String
+    where
+        T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + 'static,
+    {
+        self.args
+            .add(value)
+            .expect("values of these types always encode");
+        self.next += 1;
+        format!("${}", self.next - 1)
+    }
+
+    fn decimal(&mut self, value: Decimal) -> String {
+        format!("{}::numeric", self.bind(value.to_string()))
+    }
+
+    pub(super) fn count(&mut self, query: &SearchQuery) -> String {
+        let filters = self.filters("c", &query.filters);
+        format!(
+            "SELECT count(*) FROM resource_current c \
+             WHERE c.tenant = $1 AND {} AND NOT c.deleted{filters}",
+            self.types
+        )
+    }
+
+    /// The page statement: one more row than asked, to know whether another page follows.
+    pub(super) fn page(&mut self, query: &SearchQuery, after: Option<&[String]>) -> String {
+        let filters = self.filters("c", &query.filters);
+        let mut sort_columns = Vec::new();
+        for (index, key) in query.sort.iter().enumerate() {
+            sort_columns.push((
+                format!(
+                    "{} AS s{index}",
+                    self.sort_expression(&key.by, key.descending)
+                ),
+                format!("s{index}"),
+                key.descending,
+                sort_type(&key.by),
+            ));
+        }
+        // Type then id: unique among the rows of any search, so keyset paging never skips.
+        sort_columns.push((
+            "c.type COLLATE \"C\" AS s_type".into(),
+            "s_type".into(),
+            false,
+            "text",
+        ));
+        sort_columns.push((
+            "c.id COLLATE \"C\" AS s_id".into(),
+            "s_id".into(),
+            false,
+            "text",
+        ));
+        let keyset = match after {
+            Some(after) => {
+                // (s0, s1, …, id) after the cursor, each key in its own direction.
+                let mut condition = String::from("false");
+                for (index, (_, column, descending, cast)) in sort_columns.iter().enumerate().rev()
+                {
+                    let value = self.bind(after[index].clone());
+                    let op = if *descending { "<" } else { ">" };
+                    condition = format!(
+                        "({column} {op} {value}::{cast} OR ({column} = {value}::{cast} AND {condition}))"
+                    );
+                }
+                format!(" WHERE {condition}")
+            }
+            None => String::new(),
+        };
+        let order: Vec<String> = sort_columns
+            .iter()
+            .map(|(_, column, descending, _)| {
+                format!("{column}{}", if *descending { " DESC" } else { "" })
+            })
+            .collect();
+        let key_texts: Vec<String> = sort_columns
+            .iter()
+            .map(|(_, column, ..)| format!("{column}::text"))
+            .collect();
+        let selected: Vec<&str> = sort_columns.iter().map(|(s, ..)| s.as_str()).collect();
+        let limit = self.bind(query.count as i64 + 1);
+        format!(
+            "SELECT q.type, q.id, q.version, q.last_updated, v.body, ARRAY[{keys}] AS sort_keys \
+             FROM ( \
+               SELECT c.type, c.id, c.version, c.last_updated, {selected} FROM resource_current c \
+               WHERE c.tenant = $1 AND {types} AND NOT c.deleted{filters}) q \
+             JOIN resource_version v ON v.tenant = $1 AND v.type = q.type AND v.id = q.id \
+               AND v.version = q.version{keyset} \
+             ORDER BY {order} LIMIT {limit}",
+            types = self.types,
+            keys = key_texts.join(", "),
+            selected = selected.join(", "),
+            order = order.join(", "),
+        )
+    }
+
+    /// A sort key as a value without NULLs: resources without one sort last either way.
+    fn sort_expression(&mut self, by: &SortBy, descending: bool) -> String {
+        let (aggregate, none) = match (by, descending) {
+            (SortBy::Date(_), false) => ("min(d.low)", "9223372036854775807"),
+            (SortBy::Date(_), true) => ("max(d.high)", "(-9223372036854775808)"),
+            (SortBy::String(_), false) => ("min(s.normalized COLLATE \"C\")", "chr(1114111)"),
+            (SortBy::String(_), true) => ("max(s.normalized COLLATE \"C\")", "''"),
+            (SortBy::Id, _) => return "c.id COLLATE \"C\"".into(),
+            (SortBy::LastUpdated, _) => return "c.last_updated".into(),
+        };
+        match by {
+            SortBy::Date(param_keys) => format!(
+                "coalesce((SELECT {aggregate} FROM search_date d WHERE {} \
+                 AND d.param_key = ANY({}::bigint[])), {none})",
+                rows_of("d", "c"),
+                self.bind(param_keys.clone())
+            ),
+            SortBy::String(param_keys) => format!(
+                "coalesce((SELECT {aggregate} FROM search_string s WHERE {} \
+                 AND s.param_key = ANY({}::bigint[])), {none})",
+                rows_of("s", "c"),
+                self.bind(param_keys.clone())
+            ),
+            _ => unreachable!("handled above"),
+        }
+    }
+
+    /// ` AND …` for every filter; the keys every match must have go in one GIN lookup.
+    fn filters(&mut self, a: &str, filters: &[Filter]) -> String {
+        let mut required = Vec::new();
+        let mut conditions = Vec::new();
+        for filter in filters {
+            match filter {
+                Filter::Key(key) => required.push(*key),
+                other => conditions.push(self.filter(a, other)),
+            }
+        }
+        if !required.is_empty() {
+            conditions.insert(0, format!("{a}.keys @> {}::bigint[]", self.bind(required)));
+        }
+        conditions
+            .iter()
+            .map(|c| format!(" AND {c}"))
+            .collect::<String>()
+    }
+
+    /// One filter on the current row under alias `a`.
+    fn filter(&mut self, a: &str, filter: &Filter) -> String {
+        match filter {
+            Filter::Key(key) => format!("{a}.keys @> ARRAY[{}::bigint]", self.bind(*key)),
+            Filter::Any(alternatives) => {
+                let mut any_key = Vec::new();
+                let mut others = Vec::new();
+                for alternative in alternatives {
+                    match alternative {
+                        Filter::Key(key) => any_key.push(*key),
+                        other => others.push(self.filter(a, other)),
+                    }
+                }
+                if !any_key.is_empty() {
+                    others.insert(0, format!("{a}.keys && {}::bigint[]", self.bind(any_key)));
+                }
+                if others.is_empty() {
+                    "false".into()
+                } else {
+                    format!("({})", others.join(" OR "))
+                }
+            }
+            // Rows without terms (written before indexing) match no `:not` either.
+            Filter::Not(inner) => format!(
+                "({a}.keys IS NOT NULL AND NOT coalesce({}, false))",
+                self.filter(a, inner)
+            ),
+            Filter::Id(id) => format!("{a}.id = {}", self.bind(id.clone())),
+            Filter::OfType(resource_type, inner) => format!(
+                "({a}.type = {} AND {})",
+                self.bind(resource_type.clone()),
+                self.filter(a, inner)
+            ),
+            // The keys of references to the targets found, computed from their own keys.
+            Filter::Chain {
+                link,
+                target_type,
+                filter,
+            } => {
+                let t = self.alias();
+                let link = self.bind(*link);
+                let target_type = self.bind(target_type.clone());
+                let filters = self.filters(&t, std::slice::from_ref(filter));
+                format!(
+                    "{a}.keys && ARRAY(SELECT {t}.resource_key # {link}::bigint \
+                     FROM resource_current {t} WHERE {t}.tenant = $1 AND {t}.type = {target_type} \
+                     AND NOT {t}.deleted{filters})"
+                )
+            }
+            Filter::Has {
+                link,
+                source_type,
+                filter,
+            } => {
+                let h = self.alias();
+                let link = self.bind(*link);
+                let source_type = self.bind(source_type.clone());
+                let filters = self.filters(&h, std::slice::from_ref(filter));
+                format!(
+                    "EXISTS (SELECT 1 FROM resource_current {h} WHERE {h}.tenant = $1 \
+                     AND {h}.type = {source_type} AND NOT {h}.deleted \
+                     AND {h}.keys @> ARRAY[{a}.resource_key # {link}::bigint]{filters})"
+                )
+            }
+            Filter::Date {
+                param_key: None,
+                prefix,
+                low,
+                high,
+            } => {
+                let (low, high) = date_bounds(*prefix, *low, *high);
+                let stored =
+                    format!("(floor(extract(epoch FROM {a}.last_updated) * 1000)::bigint)");
+                let (sl, sh) = (self.bind(low), self.bind(high));
+                range(*prefix, &stored, &stored, &sl, &sh)
+            }
+            Filter::Date {
+                param_key: Some(param_key),
+                prefix,
+                low,
+                high,
+            } => {
+                let (low, high) = date_bounds(*prefix, *low, *high);
+                let key = self.bind(*param_key);
+                let (sl, sh) = (self.bind(low), self.bind(high));
+                format!(
+                    "EXISTS (SELECT 1 FROM search_date d WHERE {} AND d.param_key = {key} AND {})",
+                    rows_of("d", a),
+                    range(*prefix, "d.low", "d.high", &sl, &sh)
+                )
+            }
+            Filter::String {
+                param_key,
+                matching,
+            } => {
+                let key = self.bind(*param_key);
+                let condition = match matching {
+                    StringMatch::Prefix(text) => {
+                        let from = self.bind(text.clone());
+                        let to = self.bind(format!("{text}\u{10FFFF}"));
+                        format!("s.normalized ~>=~ {from} AND s.normalized ~<~ {to}")
+                    }
+                    StringMatch::Exact(text) => format!("s.exact = {}", self.bind(text.clone())),
+                    StringMatch::Contains(text) => {
+                        format!(
+                            "s.normalized LIKE {}",
+                            self.bind(format!("%{}%", like(text)))
+                        )
+                    }
+                };
+                format!(
+                    "EXISTS (SELECT 1 FROM search_string s WHERE {} AND s.param_key = {key} \
+                     AND {condition})",
+                    rows_of("s", a)
+                )
+            }
+            Filter::Value { param, test } => {
+                let param = self.bind(param.clone());
+                format!(
+                    "EXISTS (SELECT 1 FROM jsonb_array_elements({a}.vals -> {param}) e WHERE {})",
+                    self.value_test(test)
+                )
+            }
+        }
+    }
+
+    /// A condition on one kept value `e` (see `fjord_search::terms`).
+    fn value_test(&mut self, test: &ValueTest) -> String {
+        match test {
+            ValueTest::Number { prefix, low, high } => {
+                let (low, high) = number_bounds(*prefix, *low, *high);
+                let (sl, sh) = (self.decimal(low), self.decimal(high));
+                range(
+                    *prefix,
+                    "(e->>'lo')::numeric",
+                    "(e->>'hi')::numeric",
+                    &sl,
+                    &sh,
+                )
+            }
+            ValueTest::Quantity {
+                prefix,
+                low,
+                high,
+                unit,
+            } => {
+                let (low, high) = number_bounds(*prefix, *low, *high);
+                let (sl, sh) = (self.decimal(low), self.decimal(high));
+                let (stored, unit_condition) = match unit {
+                    UnitMatch::Any => ("(e->>'v')::numeric", "true".to_owned()),
+                    UnitMatch::Canonical(unit) => (
+                        "(e->>'cv')::numeric",
+                        format!("e->>'cc' = {}", self.bind(unit.clone())),
+                    ),
+                    UnitMatch::Code {
+                        system: Some(system),
+                        code,
+                    } => (
+                        "(e->>'v')::numeric",
+                        format!(
+                            "e->>'s' = {} AND e->>'c' = {}",
+                            self.bind(system.clone()),
+                            self.bind(code.clone())
+                        ),
+                    ),
+                    UnitMatch::Code { system: None, code } => {
+                        let code = self.bind(code.clone());
+                        (
+                            "(e->>'v')::numeric",
+                            format!("(e->>'c' = {code} OR e->>'u' = {code})"),
+                        )
+                    }
+                };
+                format!(
+                    "{unit_condition} AND {}",
+                    range(*prefix, stored, stored, &sl, &sh)
+                )
+            }
+            ValueTest::Text(text) => {
+                format!("e->>'t' LIKE {}", self.bind(format!("{}%", like(text))))
+            }
+            ValueTest::Date { prefix, low, high } => {
+                let (low, high) = date_bounds(*prefix, *low, *high);
+                let (sl, sh) = (self.bind(low), self.bind(high));
+                range(
+                    *prefix,
+                    "(e->>'lo')::bigint",
+                    "(e->>'hi')::bigint",
+                    &sl,
+                    &sh,
+                )
+            }
+            ValueTest::Composite { key, last } => {
+                let key = self.bind(*key);
+                format!(
+                    "e->'k' @> to_jsonb({key}::bigint) AND {}",
+                    self.value_test(last)
+                )
+            }
+        }
+    }
+}
+
+/// The ordered rows (dates, strings) of the current row under alias `a`, by either index.
+fn rows_of(table: &str, a: &str) -> String {
+    format!(
+        "{table}.tenant = {a}.tenant AND {table}.resource_key = {a}.resource_key \
+         AND {table}.type = {a}.type AND {table}.id = {a}.id"
+    )
+}
+
+fn sort_type(by: &SortBy) -> &'static str {
+    match by {
+        SortBy::Date(_) => "bigint",
+        SortBy::String(_) | SortBy::Id => "text",
+        SortBy::LastUpdated => "timestamptz",
+    }
+}
+
+/// The comparison of a stored range [tl, th] with the search range [sl, sh], as R4 defines
+/// each prefix. `ap` arrives with its range already widened and means overlap.
+fn range(prefix: Prefix, tl: &str, th: &str, sl: &str, sh: &str) -> String {
+    let within = format!("({tl} >= {sl} AND {th} <= {sh})");
+    match prefix {
+        Prefix::Eq => within,
+        Prefix::Ne => format!("NOT {within}"),
+        Prefix::Gt => format!("{th} > {sh}"),
+        Prefix::Lt => format!("{tl} < {sl}"),
+        Prefix::Ge => format!("({th} > {sh} OR {within})"),
+        Prefix::Le => format!("({tl} < {sl} OR {within})"),
+        Prefix::Sa => format!("{tl} > {sh}"),
+        Prefix::Eb => format!("{th} < {sl}"),
+        Prefix::Ap => format!("({tl} <= {sh} AND {th} >= {sl})"),
+    }
+}
+
+/// `ap` on a date: the value's span widened by a tenth of its distance from now.
+fn date_bounds(prefix: Prefix, low: i64, high: i64) -> (i64, i64) {
+    if prefix != Prefix::Ap {
+        return (low, high);
+    }
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let middle = low / 2 + high / 2;
+    let margin = (now - middle).abs() / 10;
+    (low.saturating_sub(margin), high.saturating_add(margin))
+}
+
+/// `ap` on a number: the value's range widened by a tenth of the value.
+fn number_bounds(prefix: Prefix, low: Decimal, high: Decimal) -> (Decimal, Decimal) {
+    if prefix != Prefix::Ap {
+        return (low, high);
+    }
+    let margin = ((low + high) / Decimal::TWO).abs() / Decimal::TEN;
+    (low - margin, high + margin)
+}
+
+/// Escapes LIKE's wildcards (the default escape is a backslash).
+fn like(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
