@@ -346,3 +346,44 @@ fn summary_and_elements() {
         .unwrap()
         .contains("_elements=status"));
 }
+
+#[test]
+fn everything_of_a_patient() {
+    let (_server, base) = server_with_tenant();
+    linked_fixture(&base);
+    let page = get(&base, "Patient/p1/$everything");
+    assert_eq!(
+        entries(&page),
+        pairs(&[
+            ("match", "Patient/p1"),
+            ("match", "Observation/o1"),
+            ("match", "Observation/o2"),
+            ("include", "Organization/org1"),
+        ])
+    );
+    // Paged: every member once over the pages (what they refer to comes with them).
+    let mut members = ids(&base, "Patient/p2/$everything?_count=1");
+    members.sort();
+    assert_eq!(members, ["o3", "o4", "p2"]);
+    let page = get(
+        &base,
+        "Patient/p1/$everything?_type=Observation&_since=2000-01-01",
+    );
+    assert_eq!(
+        entries(&page),
+        pairs(&[
+            ("match", "Observation/o1"),
+            ("match", "Observation/o2"),
+            ("include", "Patient/p1"),
+        ])
+    );
+    let missing = send(
+        "GET",
+        &format!("{base}/Patient/nobody/$everything"),
+        &[],
+        None,
+    );
+    assert_eq!(missing.status, 404);
+    let patient = capability_of(&base, "Patient");
+    assert_eq!(patient["operation"][0]["name"], "everything");
+}

@@ -78,6 +78,47 @@ impl Engine {
         })
     }
 
+    /// `Patient/[id]/$everything`: the patient's compartment, paged, with the resources its
+    /// members refer to. `_since` (changed since), `_type` and `_count` narrow it.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant.id))]
+    pub async fn everything(
+        &self,
+        tenant: &Tenant,
+        patient_id: &str,
+        request: &SearchRequest,
+    ) -> Result<SearchResult, EngineError> {
+        self.read(tenant, "Patient", patient_id).await?;
+        let mut params = Vec::new();
+        for (name, value) in &request.params {
+            match name.as_str() {
+                "_since" => params.push(("_lastUpdated".to_owned(), format!("ge{value}"))),
+                "_type" | "_count" | "_cursor" | "_lastUpdated" => {
+                    params.push((name.clone(), value.clone()))
+                }
+                // Always `*`: page links carry it.
+                "_include" => {}
+                _ if request.strict => {
+                    return Err(EngineError::BadRequest(format!(
+                        "$everything: the parameter {name} is not supported"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        params.push(("_include".to_owned(), "*".to_owned()));
+        let scope = Scope::Compartment {
+            owner_type: "Patient",
+            owner_id: patient_id,
+            resource_type: None,
+        };
+        let request = SearchRequest {
+            params,
+            strict: request.strict,
+            cursor: request.cursor.clone(),
+        };
+        self.search(tenant, scope, &request).await
+    }
+
     /// The includes of a page: first from the matches, then (`:iterate` ones) from what was
     /// included, until nothing new turns up.
     async fn included(

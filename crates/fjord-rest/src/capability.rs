@@ -54,8 +54,17 @@ fn capability_statement(base: &str, state: &AppState) -> Value {
                     .filter(|(_, _, kind)| kind == "reference")
                     .map(|(name, ..)| format!("{t}:{name}")),
             );
+            let operations = if *t == "Patient" {
+                json!([{
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                }])
+            } else {
+                json!([])
+            };
             json!({
                 "type": t,
+                "operation": operations,
                 "interaction": interactions,
                 "versioning": "versioned-update",
                 "readHistory": true,

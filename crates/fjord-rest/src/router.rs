@@ -21,6 +21,8 @@ enum Route<'a> {
     Update(&'a str, &'a str, &'a str),
     Delete(&'a str, &'a str, &'a str),
     Create(&'a str, &'a str),
+    /// `Patient/{id}/$everything`.
+    Everything(&'a str, &'a str),
     /// `scope` is a `Scope` without its borrowed parts, for matching in tests.
     Search(&'a str, SearchAt<'a>),
     SearchPost(&'a str, SearchAt<'a>),
@@ -76,6 +78,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
             Route::MethodNotAllowed
         }
         ([t, ty, "_search"], &Method::POST) => Route::SearchPost(t, SearchAt::Type(ty)),
+        ([t, "Patient", id, "$everything"], _) if get => Route::Everything(t, id),
         ([t, owner, id, ty], _) if get => Route::Search(t, SearchAt::Compartment(owner, id, ty)),
         ([t, owner, id, ty, "_search"], &Method::POST) => {
             Route::SearchPost(t, SearchAt::Compartment(owner, id, ty))
@@ -112,6 +115,7 @@ pub(crate) async fn dispatch(
         Route::Update(t, ty, id) => resources::update(&req, &state, t, ty, id, payload).await,
         Route::Delete(t, ty, id) => resources::delete(&req, &state, t, ty, id).await,
         Route::Create(t, ty) => resources::create(&req, &state, t, ty, payload).await,
+        Route::Everything(t, id) => search::everything(&req, &state, t, id).await,
         Route::Search(t, at) => search::search(&req, &state, t, at.scope(), None).await,
         Route::SearchPost(t, at) => {
             search::search(&req, &state, t, at.scope(), Some(payload)).await
@@ -234,6 +238,11 @@ mod tests {
             Method::POST,
             "/fhir/t/Patient/p/*/_search",
             Route::SearchPost("t", SearchAt::Compartment("Patient", "p", "*")),
+        );
+        check(
+            Method::GET,
+            "/fhir/t/Patient/p/$everything",
+            Route::Everything("t", "p"),
         );
         check(Method::GET, "/other", Route::Unknown);
     }

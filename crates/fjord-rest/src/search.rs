@@ -33,15 +33,7 @@ pub(crate) async fn search(
         .map_err(|e| ctx.err(ApiError::bad_request(format!("the form body: {e}"))))?;
         params.extend(form.into_inner());
     }
-    let cursor = params
-        .iter()
-        .find(|(name, _)| name == "_cursor")
-        .map(|(_, value)| value.clone());
-    let request = SearchRequest {
-        params,
-        strict: prefers_strict(req),
-        cursor,
-    };
+    let request = search_request(req, params);
     let result = state
         .engine
         .search(&ctx.tenant, scope, &request)
@@ -66,6 +58,42 @@ pub(crate) async fn search(
         &bundle,
         ctx.negotiated,
     ))
+}
+
+/// `GET /Patient/{id}/$everything`.
+pub(crate) async fn everything(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &str,
+    patient_id: &str,
+) -> Result<HttpResponse, ApiError> {
+    let ctx = Ctx::new(req, state, tenant).await?;
+    let request = search_request(req, query_pairs(req));
+    let result = state
+        .engine
+        .everything(&ctx.tenant, patient_id, &request)
+        .await
+        .map_err(|e| ctx.err(e))?;
+    let base = ctx.base(req);
+    let path = format!("{base}/Patient/{patient_id}/$everything");
+    let bundle = searchset(&base, &path, &result);
+    Ok(negotiate::respond_value(
+        HttpResponse::Ok(),
+        &bundle,
+        ctx.negotiated,
+    ))
+}
+
+fn search_request(req: &HttpRequest, params: Vec<(String, String)>) -> SearchRequest {
+    let cursor = params
+        .iter()
+        .find(|(name, _)| name == "_cursor")
+        .map(|(_, value)| value.clone());
+    SearchRequest {
+        params,
+        strict: prefers_strict(req),
+        cursor,
+    }
 }
 
 /// `Prefer: handling=strict` (lenient is the default).

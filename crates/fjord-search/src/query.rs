@@ -239,10 +239,20 @@ impl Registry {
                 continue;
             }
             if code == "_type" {
-                if scope == Scope::System {
+                let several = matches!(
+                    scope,
+                    Scope::System
+                        | Scope::Compartment {
+                            resource_type: None,
+                            ..
+                        }
+                );
+                if several {
                     query.applied.push((name.clone(), value.clone()));
                 } else if strict {
-                    return Err(QueryError("_type applies to system searches only".into()));
+                    return Err(QueryError(
+                        "_type applies to system and compartment-wide searches only".into(),
+                    ));
                 }
                 continue;
             }
@@ -281,15 +291,7 @@ impl Registry {
         match scope {
             Scope::Type(resource_type) => Ok((vec![resource_type.to_owned()], None)),
             Scope::System => {
-                let mut types = Vec::new();
-                for (_, value) in params.iter().filter(|(name, _)| name == "_type") {
-                    for t in value.split(',').filter(|t| !t.is_empty()) {
-                        if !known(t) {
-                            return Err(QueryError(format!("_type: unknown resource type {t}")));
-                        }
-                        types.push(t.to_owned());
-                    }
-                }
+                let mut types = named_types(params, known)?;
                 if types.is_empty() {
                     types = self.resource_types().map(str::to_owned).collect();
                 }
@@ -320,6 +322,10 @@ impl Registry {
                             all.push(owner_type);
                         }
                         all.retain(|t| known(t));
+                        let named = named_types(params, known)?;
+                        if !named.is_empty() {
+                            all.retain(|t| named.iter().any(|n| n == t));
+                        }
                         all.sort_unstable();
                         all
                     }
@@ -547,6 +553,23 @@ impl Registry {
             None => SortBy::Id,
         })
     }
+}
+
+/// The types `_type` names, each checked.
+fn named_types(
+    params: &[(String, String)],
+    known: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, QueryError> {
+    let mut types = Vec::new();
+    for (_, value) in params.iter().filter(|(name, _)| name == "_type") {
+        for t in value.split(',').filter(|t| !t.is_empty()) {
+            if !known(t) {
+                return Err(QueryError(format!("_type: unknown resource type {t}")));
+            }
+            types.push(t.to_owned());
+        }
+    }
+    Ok(types)
 }
 
 /// One filter from each type's own: the same one when they agree, else each on its own type.
