@@ -12,6 +12,7 @@ mod search;
 mod search_scopes;
 mod searching;
 mod store;
+mod synthea;
 
 use fjord_tests::{send, Server};
 
