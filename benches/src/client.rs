@@ -4,7 +4,7 @@
 //! measures the driver: all connections share one thread and one event loop (like `wrk`), requests
 //! are prepared bytes, and responses are parsed with `httparse` without copying headers.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -93,19 +93,35 @@ fn parse_head(buffer: &[u8]) -> io::Result<Option<Head>> {
     Ok(Some((head, (response.code.unwrap_or(0), length, location))))
 }
 
-/// Successes per second and failures of a closed-loop run.
+/// Successes per second, failures and the latency of every success of a closed-loop run.
 pub struct Outcome {
     pub per_second: f64,
     pub errors: u64,
+    /// Microseconds, in completion order.
+    pub latencies: Vec<u64>,
+}
+
+impl Outcome {
+    /// The latency below which `quantile` (0–1) of the successes finished, in milliseconds.
+    pub fn percentile_ms(&self, quantile: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let rank = ((sorted.len() as f64 * quantile).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1] as f64 / 1000.0
+    }
 }
 
 /// Runs `clients` connections in a closed loop for `duration` on the current thread: each sends
-/// `request(n)` (n counts requests across all clients), and `accept` judges the reply.
+/// `request(n)` (n counts requests across all clients) until it gives `None` or time is up, and
+/// `accept` judges the reply.
 pub fn closed_loop(
     addr: SocketAddr,
     clients: usize,
     duration: Duration,
-    request: impl Fn(u64) -> Vec<u8> + 'static,
+    request: impl Fn(u64) -> Option<Vec<u8>> + 'static,
     accept: impl Fn(&Reply) -> bool + 'static,
 ) -> io::Result<Outcome> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -119,6 +135,7 @@ pub fn closed_loop(
         Rc::new(Cell::new(0u64)),
         Rc::new(Cell::new(0u64)),
     );
+    let latencies = Rc::new(RefCell::new(Vec::new()));
     let started = Instant::now();
     let deadline = started + duration;
     local.block_on(&runtime, async {
@@ -126,6 +143,7 @@ pub fn closed_loop(
             .map(|_| {
                 let (request, accept) = (request.clone(), accept.clone());
                 let (sent, ok, errors) = (sent.clone(), ok.clone(), errors.clone());
+                let latencies = latencies.clone();
                 tokio::task::spawn_local(async move {
                     let mut connection = None;
                     while Instant::now() < deadline {
@@ -138,10 +156,16 @@ pub fn closed_loop(
                         };
                         let n = sent.get();
                         sent.set(n + 1);
-                        let bytes = request(n);
+                        let Some(bytes) = request(n) else {
+                            break;
+                        };
+                        let at = Instant::now();
                         let exchange = open.exchange(&bytes);
                         match tokio::time::timeout(Duration::from_secs(10), exchange).await {
-                            Ok(Ok(reply)) if accept(&reply) => ok.set(ok.get() + 1),
+                            Ok(Ok(reply)) if accept(&reply) => {
+                                ok.set(ok.get() + 1);
+                                latencies.borrow_mut().push(at.elapsed().as_micros() as u64);
+                            }
                             Ok(Ok(_)) => errors.set(errors.get() + 1),
                             _ => {
                                 errors.set(errors.get() + 1);
@@ -159,5 +183,6 @@ pub fn closed_loop(
     Ok(Outcome {
         per_second: ok.get() as f64 / started.elapsed().as_secs_f64(),
         errors: errors.get(),
+        latencies: latencies.take(),
     })
 }

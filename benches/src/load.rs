@@ -6,22 +6,19 @@
 //! same JSON and reading it by primary key is the reference.
 
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 
-mod client;
-
 use fjord_pg::{Binaries, Cluster, ClusterOptions, SUPERUSER};
 
-use client::{closed_loop, Outcome};
+use fjord_benches::client::{closed_loop, Outcome};
+use fjord_benches::server::{start_fjord, write_section};
 
 const BLOOD_PRESSURE: &str = r#"{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"85354-9","display":"Blood pressure panel"}]},"subject":{"reference":"Patient/pasient-1"},"effectiveDateTime":"2026-11-01T08:00:00+01:00","device":{"reference":"Device/blodtrykksmaler-1"},"component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":128,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":82,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}}]}"#;
 
@@ -75,7 +72,7 @@ fn main() -> anyhow::Result<()> {
             addr,
             args.clients,
             duration,
-            move |_| create_request.clone(),
+            move |_| Some(create_request.clone()),
             move |reply| {
                 let id = reply
                     .location
@@ -128,8 +125,12 @@ fn by_id(
         move |n| {
             // A stride prime to any id count spreads reads over all ids, not a hot few.
             let id = &ids[(n as usize).wrapping_mul(7919) % ids.len()];
-            format!("GET /fhir/default/Observation/{id}{suffix} HTTP/1.1\r\nHost: {addr}\r\n\r\n")
-                .into_bytes()
+            Some(
+                format!(
+                    "GET /fhir/default/Observation/{id}{suffix} HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+                )
+                .into_bytes(),
+            )
         },
         |reply| reply.status == 200 && contains(&reply.body, b"\"85354-9\""),
     )?;
@@ -150,34 +151,6 @@ fn measure(name: &'static str, outcome: Outcome) -> Measure {
         per_second: outcome.per_second,
         errors: outcome.errors,
     }
-}
-
-fn start_fjord(binary: &Path, data_dir: &Path) -> anyhow::Result<(Child, String)> {
-    let mut child = Command::new(binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("FJORD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (build it: cargo build --release -p fjord-server)",
-                binary.display()
-            )
-        })?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("fjord listening on ") {
-                let _ = tx.send(rest.trim_end_matches("/fhir/").to_owned());
-            }
-        }
-    });
-    let origin = rx
-        .recv_timeout(Duration::from_secs(120))
-        .context("fjord did not start")?;
-    Ok((child, origin))
 }
 
 /// pgbench against the same cluster, started again through `fjord-pg` (as the account that owns
@@ -303,7 +276,7 @@ fn write_results(args: &Args, fjord: &[Measure], reference: &[Measure]) -> anyho
         .map(|n| n.get())
         .unwrap_or(0);
     let text = format!(
-        "# Benchmark results\n\n\
+        "## Throughput: create, read, vread\n\n\
          Produced by `cargo build --release -p fjord-server -p fjord-benches && target/release/fjord-load` \
          ({} clients, {} s per scenario, {cpus} CPUs; Fjord, Postgres and the load driver share the machine). \
          Fjord runs on its embedded default (durable commits); pgbench runs in the same run against the same cluster. \
@@ -312,8 +285,5 @@ fn write_results(args: &Args, fjord: &[Measure], reference: &[Measure]) -> anyho
          | Fjord scenario | per second | errors | of pgbench | target |\n|---|---|---|---|---|\n{table}",
         args.clients, args.seconds
     );
-    let mut file = std::fs::File::create(&args.out)?;
-    file.write_all(text.as_bytes())?;
-    eprintln!("{text}");
-    Ok(())
+    write_section(&args.out, "fjord-load", &text)
 }

@@ -339,6 +339,16 @@ fn summary_and_elements() {
     assert_eq!(page["entry"][0]["resource"]["name"], "Helse Nord");
     let page = get(&base, "Organization?_id=org1&_summary=false");
     assert!(page["entry"][0]["resource"]["meta"].get("tag").is_none());
+    // Bundles are built from the stored text; in XML too.
+    let xml = send(
+        "GET",
+        &format!("{base}/Observation?_id=o1&_include=Observation:subject&_format=xml"),
+        &[],
+        None,
+    );
+    assert_eq!(xml.status, 200, "{}", xml.body);
+    assert!(xml.body.contains("<Bundle") && xml.body.contains("<Observation"));
+    assert!(xml.body.contains("<Patient"));
     // The self link keeps them.
     let page = get(&base, "Observation?_id=o1&_elements=status");
     assert!(page["link"][0]["url"]
@@ -385,5 +395,7 @@ fn everything_of_a_patient() {
     );
     assert_eq!(missing.status, 404);
     let patient = capability_of(&base, "Patient");
-    assert_eq!(patient["operation"][0]["name"], "everything");
+    let operations = patient["operation"].as_array().unwrap();
+    assert!(operations.iter().any(|o| o["name"] == "everything"));
+    assert!(operations.iter().any(|o| o["name"] == "reindex"));
 }

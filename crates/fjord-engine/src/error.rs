@@ -22,6 +22,9 @@ pub enum EngineError {
     /// The resource is well-formed but breaks a rule of FHIR or of this server.
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Unprocessable(Vec<ParseError>),
+    /// The resource breaks a rule of this server (a SearchParameter it cannot use).
+    #[error("{0}")]
+    Rejected(String),
     /// The request contradicts itself (type or id differs from the URL, bad parameter).
     #[error("{0}")]
     BadRequest(String),

@@ -6,6 +6,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::registries::SEARCH_PARAMETER;
 use crate::{Engine, EngineError};
 
 /// Writers that lose a race retry this often before answering 409.
@@ -198,10 +199,15 @@ impl Engine {
     ) -> Result<Written, EngineError> {
         let version = expected.next_version();
         let last_updated = now();
+        let registry = self.registry(tenant).await?;
         let (body, index) = match resource {
             Some(mut resource) => {
                 resource.set_version(&version.to_string(), &format_instant(last_updated));
-                let entries = fjord_search::extract(&self.search, &resource.to_value())?;
+                let value = resource.to_value();
+                if resource_type == SEARCH_PARAMETER {
+                    self.check_search_parameter(&value)?;
+                }
+                let entries = fjord_search::extract(&registry, &value)?;
                 let index = fjord_search::index_terms(resource_type, &entries);
                 (Some(resource.to_json()), index)
             }
@@ -225,6 +231,9 @@ impl Engine {
             return Err(EngineError::Conflict(format!(
                 "{resource_type}/{id} changed concurrently"
             )));
+        }
+        if resource_type == SEARCH_PARAMETER {
+            self.forget_registry(tenant);
         }
         Ok(Written {
             resource_type,

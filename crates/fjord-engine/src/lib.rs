@@ -6,6 +6,8 @@
 
 mod error;
 mod interactions;
+mod registries;
+mod reindex;
 mod search;
 mod subset;
 mod tenants;
@@ -15,6 +17,7 @@ pub use fjord_model::{Format, ParseLimits, Resource};
 pub use fjord_search::{Scope, SearchQuery, Summary};
 pub use fjord_store::{HistoryPage, Op, SearchPage, StoredVersion, Tenant};
 pub use interactions::{format_instant, HistoryQuery, Written};
+pub use reindex::{JobState, ReindexJob};
 pub use search::{SearchRequest, SearchResult, MAX_INCLUDED};
 pub use subset::subset;
 
@@ -29,7 +32,17 @@ pub struct Engine {
     store: Store,
     tenants: tenants::TenantCache,
     limits: ParseLimits,
+    /// R4's search parameters.
     search: Arc<Registry>,
+    /// What every runtime's engine of the process shares.
+    shared: Arc<Shared>,
+}
+
+/// State shared by the engines of all runtimes.
+#[derive(Debug, Default)]
+struct Shared {
+    registries: registries::TenantRegistries,
+    jobs: reindex::Jobs,
 }
 
 impl Engine {
@@ -46,13 +59,17 @@ impl Engine {
             tenants: Default::default(),
             limits,
             search,
+            shared: Default::default(),
         }
     }
 
     /// An engine for one async runtime (one HTTP worker thread): its own database connections,
-    /// the same limits.
+    /// the same limits and shared state.
     pub fn for_runtime(&self) -> Engine {
-        Engine::new(self.store.for_runtime(), self.limits)
+        Engine {
+            shared: self.shared.clone(),
+            ..Engine::new(self.store.for_runtime(), self.limits)
+        }
     }
 
     /// The underlying store, for administration (migrations, readiness).

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use fjord_search::{keys, Include, IndexValue, Scope, SearchQuery};
+use fjord_search::{keys, Include, IndexValue, Registry, Scope, SearchQuery};
 use fjord_store::{SearchPage, StoredVersion, Tenant};
 
 use crate::{Engine, EngineError};
@@ -60,8 +60,8 @@ impl Engine {
                 }
             }
         }
-        let query = self
-            .search
+        let registry = self.registry(tenant).await?;
+        let query = registry
             .parse_query(scope, &request.params, request.strict)
             .map_err(|e| EngineError::BadRequest(e.to_string()))?;
         let page = self
@@ -69,7 +69,8 @@ impl Engine {
             .search(tenant.key, &query, request.cursor.as_deref())
             .await?
             .map_err(|e| EngineError::BadRequest(e.to_string()))?;
-        let (included, included_truncated) = self.included(tenant, &query, &page).await?;
+        let (included, included_truncated) =
+            self.included(tenant, &registry, &query, &page).await?;
         Ok(SearchResult {
             query,
             page,
@@ -124,9 +125,13 @@ impl Engine {
     async fn included(
         &self,
         tenant: &Tenant,
+        registry: &Registry,
         query: &SearchQuery,
         page: &SearchPage,
     ) -> Result<(Vec<StoredVersion>, bool), EngineError> {
+        if query.includes.is_empty() {
+            return Ok((Vec::new(), false));
+        }
         let mut seen: HashSet<(String, String)> = page
             .resources
             .iter()
@@ -145,10 +150,10 @@ impl Engine {
             }
             let mut found = self
                 .store
-                .read_current(tenant.key, &self.targets(&rules, &from, &seen)?)
+                .read_current(tenant.key, &targets(registry, &rules, &from, &seen)?)
                 .await?;
             for rule in rules.iter().filter(|r| r.reverse) {
-                let keys = self.referrer_keys(rule, &from);
+                let keys = referrer_keys(registry, rule, &from);
                 found.extend(
                     self.store
                         .referrers(tenant.key, &rule.source_type, &keys, MAX_INCLUDED + 1)
@@ -166,74 +171,18 @@ impl Engine {
         Ok((included, false))
     }
 
-    /// The local references that the forward includes follow from `from`, not yet seen.
-    fn targets(
-        &self,
-        rules: &[&Include],
-        from: &[StoredVersion],
-        seen: &HashSet<(String, String)>,
-    ) -> Result<Vec<(String, String)>, EngineError> {
-        let mut targets = Vec::new();
-        let mut wanted = HashSet::new();
-        for resource in from {
-            let sources: Vec<&&Include> = rules
-                .iter()
-                .filter(|r| !r.reverse && r.source_type == resource.resource_type)
-                .collect();
-            if sources.is_empty() {
-                continue;
-            }
-            let Some(body) = resource.body.as_deref() else {
-                continue;
-            };
-            let json: serde_json::Value = serde_json::from_str(body)
-                .map_err(|e| EngineError::BadRequest(format!("a stored resource: {e}")))?;
-            for rule in sources {
-                for value in fjord_search::values_of(&self.search, &json, &rule.param)? {
-                    let IndexValue::Reference {
-                        resource_type: Some(target_type),
-                        id: Some(id),
-                        ..
-                    } = value
-                    else {
-                        continue;
-                    };
-                    if rule.target_type.as_ref().is_some_and(|t| *t != target_type) {
-                        continue;
-                    }
-                    let key = (target_type, id);
-                    if !seen.contains(&key) && wanted.insert(key.clone()) {
-                        targets.push(key);
-                    }
-                }
-            }
-        }
-        Ok(targets)
-    }
-
-    /// The keys that references of `rule` to any of `to` have.
-    fn referrer_keys(&self, rule: &Include, to: &[StoredVersion]) -> Vec<i64> {
-        let links = self.search.reference_links(&rule.source_type, &rule.param);
-        to.iter()
-            .filter(|r| {
-                rule.target_type
-                    .as_ref()
-                    .is_none_or(|t| *t == r.resource_type)
-            })
-            .flat_map(|r| {
-                let own = keys::resource(&r.resource_type, &r.id);
-                links.iter().map(move |link| link ^ own)
-            })
-            .collect()
-    }
-
     /// `Source:param` for every reference parameter of every type that may point at
     /// `resource_type`: what `_revinclude` takes.
-    pub fn revinclude_sources(&self, resource_type: &str) -> Vec<String> {
-        self.search
+    pub async fn revinclude_sources(
+        &self,
+        tenant: &Tenant,
+        resource_type: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let registry = self.registry(tenant).await?;
+        Ok(registry
             .resource_types()
             .flat_map(|source| {
-                self.search
+                registry
                     .parameters_of(source)
                     .iter()
                     .filter(|p| {
@@ -243,12 +192,17 @@ impl Engine {
                     })
                     .map(move |p| format!("{source}:{}", p.code))
             })
-            .collect()
+            .collect())
     }
 
     /// The search parameters served for a resource type: (code, definition URL, type code).
-    pub fn search_parameters(&self, resource_type: &str) -> Vec<(String, String, String)> {
-        self.search
+    pub async fn search_parameters(
+        &self,
+        tenant: &Tenant,
+        resource_type: &str,
+    ) -> Result<Vec<(String, String, String)>, EngineError> {
+        let registry = self.registry(tenant).await?;
+        Ok(registry
             .parameters_of(resource_type)
             .iter()
             .filter(|p| p.is_searchable())
@@ -256,6 +210,67 @@ impl Engine {
                 let kind = format!("{:?}", p.kind).to_lowercase();
                 (p.code.clone(), p.url.clone(), kind)
             })
-            .collect()
+            .collect())
     }
+}
+
+/// The local references that the forward includes follow from `from`, not yet seen.
+fn targets(
+    registry: &Registry,
+    rules: &[&Include],
+    from: &[StoredVersion],
+    seen: &HashSet<(String, String)>,
+) -> Result<Vec<(String, String)>, EngineError> {
+    let mut targets = Vec::new();
+    let mut wanted = HashSet::new();
+    for resource in from {
+        let sources: Vec<&&Include> = rules
+            .iter()
+            .filter(|r| !r.reverse && r.source_type == resource.resource_type)
+            .collect();
+        if sources.is_empty() {
+            continue;
+        }
+        let Some(body) = resource.body.as_deref() else {
+            continue;
+        };
+        let json: serde_json::Value = serde_json::from_str(body)
+            .map_err(|e| EngineError::BadRequest(format!("a stored resource: {e}")))?;
+        for rule in sources {
+            for value in fjord_search::values_of(registry, &json, &rule.param)? {
+                let IndexValue::Reference {
+                    resource_type: Some(target_type),
+                    id: Some(id),
+                    ..
+                } = value
+                else {
+                    continue;
+                };
+                if rule.target_type.as_ref().is_some_and(|t| *t != target_type) {
+                    continue;
+                }
+                let key = (target_type, id);
+                if !seen.contains(&key) && wanted.insert(key.clone()) {
+                    targets.push(key);
+                }
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// The keys that references of `rule` to any of `to` have.
+fn referrer_keys(registry: &Registry, rule: &Include, to: &[StoredVersion]) -> Vec<i64> {
+    let links = registry.reference_links(&rule.source_type, &rule.param);
+    to.iter()
+        .filter(|r| {
+            rule.target_type
+                .as_ref()
+                .is_none_or(|t| *t == r.resource_type)
+        })
+        .flat_map(|r| {
+            let own = keys::resource(&r.resource_type, &r.id);
+            links.iter().map(move |link| link ^ own)
+        })
+        .collect()
 }

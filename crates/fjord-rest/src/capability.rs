@@ -7,7 +7,10 @@ use serde_json::{json, Value};
 use crate::negotiate;
 use crate::resources::Ctx;
 use crate::{ApiError, AppState};
-use fjord_engine::format_instant;
+use fjord_engine::{format_instant, EngineError, Tenant};
+
+/// `$reindex` has no definition in R4; this names Fjord's (asynchronous, type or system level).
+const REINDEX_DEFINITION: &str = "https://fjord.example/fhir/OperationDefinition/reindex";
 
 pub(crate) async fn metadata(
     req: &HttpRequest,
@@ -15,7 +18,9 @@ pub(crate) async fn metadata(
     tenant: &str,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    let statement = capability_statement(&ctx.base(req), state);
+    let statement = capability_statement(&ctx.base(req), state, &ctx.tenant)
+        .await
+        .map_err(|e| ctx.err(e))?;
     Ok(negotiate::respond_value(
         HttpResponse::Ok(),
         &statement,
@@ -23,7 +28,11 @@ pub(crate) async fn metadata(
     ))
 }
 
-fn capability_statement(base: &str, state: &AppState) -> Value {
+async fn capability_statement(
+    base: &str,
+    state: &AppState,
+    tenant: &Tenant,
+) -> Result<Value, EngineError> {
     let interactions: Vec<Value> = [
         "read",
         "vread",
@@ -37,16 +46,18 @@ fn capability_statement(base: &str, state: &AppState) -> Value {
     .iter()
     .map(|code| json!({ "code": code }))
     .collect();
-    let resources: Vec<Value> = RESOURCE_TYPES
-        .iter()
-        .map(|t| {
-            let parameters = state.engine.search_parameters(t);
-            let search_params: Vec<Value> = parameters
-                .iter()
-                .map(|(name, definition, kind)| {
-                    json!({ "name": name, "definition": definition, "type": kind })
-                })
-                .collect();
+    let mut resources: Vec<Value> = Vec::new();
+    let mut common: Option<Vec<(String, String, String)>> = None;
+    for t in RESOURCE_TYPES {
+        let parameters = state.engine.search_parameters(tenant, t).await?;
+        // What every type has: the parameters of a system search without `_type`.
+        match &mut common {
+            None => common = Some(parameters.clone()),
+            Some(common) => common.retain(|p| parameters.iter().any(|q| q.0 == p.0)),
+        }
+        let revincludes = state.engine.revinclude_sources(tenant, t).await?;
+        resources.push({
+            let search_params = parameter_list(parameters.clone());
             let mut includes = vec!["*".to_owned()];
             includes.extend(
                 parameters
@@ -54,14 +65,16 @@ fn capability_statement(base: &str, state: &AppState) -> Value {
                     .filter(|(_, _, kind)| kind == "reference")
                     .map(|(name, ..)| format!("{t}:{name}")),
             );
-            let operations = if *t == "Patient" {
-                json!([{
+            let mut operations = vec![json!({
+                "name": "reindex",
+                "definition": REINDEX_DEFINITION,
+            })];
+            if *t == "Patient" {
+                operations.push(json!({
                     "name": "everything",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                }])
-            } else {
-                json!([])
-            };
+                }));
+            }
             json!({
                 "type": t,
                 "operation": operations,
@@ -71,11 +84,11 @@ fn capability_statement(base: &str, state: &AppState) -> Value {
                 "updateCreate": true,
                 "conditionalRead": "full-support",
                 "searchInclude": includes,
-                "searchRevInclude": state.engine.revinclude_sources(t),
+                "searchRevInclude": revincludes,
                 "searchParam": search_params,
             })
-        })
-        .collect();
+        });
+    }
     let compartments = [
         "patient",
         "encounter",
@@ -84,7 +97,7 @@ fn capability_statement(base: &str, state: &AppState) -> Value {
         "device",
     ]
     .map(|c| format!("http://hl7.org/fhir/CompartmentDefinition/{c}"));
-    json!({
+    Ok(json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": format_instant(time::OffsetDateTime::now_utc()),
@@ -97,25 +110,15 @@ fn capability_statement(base: &str, state: &AppState) -> Value {
             "mode": "server",
             "resource": resources,
             "interaction": [{ "code": "history-system" }, { "code": "search-system" }],
-            "searchParam": system_parameters(state),
+            "searchParam": parameter_list(common.unwrap_or_default()),
             "compartment": compartments,
+            "operation": [{ "name": "reindex", "definition": REINDEX_DEFINITION }],
         }],
-    })
+    }))
 }
 
-/// The parameters every resource type has: what a system search without `_type` takes.
-fn system_parameters(state: &AppState) -> Vec<Value> {
-    let mut common = state.engine.search_parameters("Binary");
-    common.retain(|(name, ..)| {
-        RESOURCE_TYPES.iter().all(|t| {
-            state
-                .engine
-                .search_parameters(t)
-                .iter()
-                .any(|(other, ..)| other == name)
-        })
-    });
-    common
+fn parameter_list(parameters: Vec<(String, String, String)>) -> Vec<Value> {
+    parameters
         .into_iter()
         .map(|(name, definition, kind)| json!({ "name": name, "definition": definition, "type": kind }))
         .collect()

@@ -74,6 +74,7 @@ impl From<EngineError> for ApiError {
             EngineError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid"),
             EngineError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invariant"),
             EngineError::Search(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing"),
+            EngineError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "business-rule"),
             EngineError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict"),
             EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             EngineError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "exception"),

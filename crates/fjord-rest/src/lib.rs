@@ -10,6 +10,7 @@ mod bundle;
 mod capability;
 mod error;
 mod negotiate;
+mod reindex;
 mod resources;
 mod router;
 mod search;

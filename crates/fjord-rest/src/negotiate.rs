@@ -132,8 +132,17 @@ fn content_type(format: Format) -> HeaderValue {
 
 /// Writes a resource held as canonical JSON text. Compact JSON is sent as stored.
 pub fn respond_json_text(
-    mut builder: HttpResponseBuilder,
+    builder: HttpResponseBuilder,
     json: &str,
+    negotiated: Negotiated,
+) -> HttpResponse {
+    respond_json_string(builder, json.to_owned(), negotiated)
+}
+
+/// [`respond_json_text`] for text the response may keep: compact JSON goes out uncopied.
+pub fn respond_json_string(
+    mut builder: HttpResponseBuilder,
+    json: String,
     negotiated: Negotiated,
 ) -> HttpResponse {
     builder.insert_header((header::CONTENT_TYPE, content_type(negotiated.format)));
@@ -141,14 +150,13 @@ pub fn respond_json_text(
         Negotiated {
             format: Format::Json,
             pretty: false,
-        } => builder.body(json.to_owned()),
+        } => builder.body(json),
         Negotiated {
             format: Format::Json,
             pretty: true,
-        } => match serde_json::from_str::<Value>(json) {
-            Ok(value) => builder
-                .body(serde_json::to_string_pretty(&value).unwrap_or_else(|_| json.to_owned())),
-            Err(_) => builder.body(json.to_owned()),
+        } => match serde_json::from_str::<Value>(&json) {
+            Ok(value) => builder.body(serde_json::to_string_pretty(&value).unwrap_or(json)),
+            Err(_) => builder.body(json),
         },
         Negotiated {
             format: Format::Xml,
@@ -170,7 +178,7 @@ pub fn respond_value(
     negotiated: Negotiated,
 ) -> HttpResponse {
     let json = serde_json::to_string(value).expect("values serialize");
-    respond_json_text(builder, &json, negotiated)
+    respond_json_string(builder, json, negotiated)
 }
 
 /// What Fjord wrote itself was checked on the way in; reading it back needs no depth limit.

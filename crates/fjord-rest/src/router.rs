@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::negotiate::lenient;
-use crate::{capability, resources, search, AppState};
+use crate::{capability, reindex, resources, search, AppState};
 use fjord_engine::Scope;
 
 /// The FHIR interaction a request names, with its path parameters.
@@ -21,6 +21,9 @@ enum Route<'a> {
     Update(&'a str, &'a str, &'a str),
     Delete(&'a str, &'a str, &'a str),
     Create(&'a str, &'a str),
+    /// `$reindex` of every type, or of one.
+    Reindex(&'a str, Option<&'a str>),
+    ReindexStatus(&'a str, &'a str),
     /// `Patient/{id}/$everything`.
     Everything(&'a str, &'a str),
     /// `scope` is a `Scope` without its borrowed parts, for matching in tests.
@@ -66,6 +69,9 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     let get = method == Method::GET;
     match (segments.as_slice(), method) {
         ([t], _) if get => Route::Search(t, SearchAt::System),
+        ([t, "$reindex"], &Method::POST) => Route::Reindex(t, None),
+        ([t, "$reindex", job], _) if get => Route::ReindexStatus(t, job),
+        ([t, ty, "$reindex"], &Method::POST) => Route::Reindex(t, Some(ty)),
         ([t, "_search"], &Method::POST) => Route::SearchPost(t, SearchAt::System),
         ([t, "metadata"], _) if get => Route::Metadata(t),
         ([t, "_history"], _) if get => Route::SystemHistory(t),
@@ -115,6 +121,8 @@ pub(crate) async fn dispatch(
         Route::Update(t, ty, id) => resources::update(&req, &state, t, ty, id, payload).await,
         Route::Delete(t, ty, id) => resources::delete(&req, &state, t, ty, id).await,
         Route::Create(t, ty) => resources::create(&req, &state, t, ty, payload).await,
+        Route::Reindex(t, ty) => reindex::start(&req, &state, t, ty).await,
+        Route::ReindexStatus(t, job) => reindex::status(&req, &state, t, job).await,
         Route::Everything(t, id) => search::everything(&req, &state, t, id).await,
         Route::Search(t, at) => search::search(&req, &state, t, at.scope(), None).await,
         Route::SearchPost(t, at) => {
@@ -243,6 +251,17 @@ mod tests {
             Method::GET,
             "/fhir/t/Patient/p/$everything",
             Route::Everything("t", "p"),
+        );
+        check(Method::POST, "/fhir/t/$reindex", Route::Reindex("t", None));
+        check(
+            Method::POST,
+            "/fhir/t/Patient/$reindex",
+            Route::Reindex("t", Some("Patient")),
+        );
+        check(
+            Method::GET,
+            "/fhir/t/$reindex/j1",
+            Route::ReindexStatus("t", "j1"),
         );
         check(Method::GET, "/other", Route::Unknown);
     }

@@ -53,9 +53,9 @@ pub(crate) async fn search(
         ),
     };
     let bundle = searchset(&base, &path, &result);
-    Ok(negotiate::respond_value(
+    Ok(negotiate::respond_json_string(
         HttpResponse::Ok(),
-        &bundle,
+        bundle,
         ctx.negotiated,
     ))
 }
@@ -77,9 +77,9 @@ pub(crate) async fn everything(
     let base = ctx.base(req);
     let path = format!("{base}/Patient/{patient_id}/$everything");
     let bundle = searchset(&base, &path, &result);
-    Ok(negotiate::respond_value(
+    Ok(negotiate::respond_json_string(
         HttpResponse::Ok(),
-        &bundle,
+        bundle,
         ctx.negotiated,
     ))
 }
@@ -105,22 +105,24 @@ fn prefers_strict(req: &HttpRequest) -> bool {
         .any(|part| part.trim().eq_ignore_ascii_case("handling=strict"))
 }
 
-fn searchset(base: &str, path: &str, result: &SearchResult) -> Value {
+/// The `searchset` Bundle as JSON text. Stored bodies are canonical JSON and go in as they
+/// are, unparsed, unless `_summary` or `_elements` cut them.
+fn searchset(base: &str, path: &str, result: &SearchResult) -> String {
     let query = &result.query;
+    let whole = query.summary == Summary::False && query.elements.is_empty();
     let entry = |version: &StoredVersion, mode: &str| {
-        let mut resource: Value = version
-            .body
-            .as_deref()
-            .and_then(|body| serde_json::from_str(body).ok())
-            .unwrap_or(Value::Null);
-        fjord_engine::subset(&mut resource, query.summary, &query.elements);
-        json!({
-            "fullUrl": format!("{base}/{}/{}", version.resource_type, version.id),
-            "resource": resource,
-            "search": { "mode": mode },
-        })
+        let full_url = json!(format!("{base}/{}/{}", version.resource_type, version.id));
+        let body = version.body.as_deref().unwrap_or("null");
+        let resource = if whole {
+            body.to_owned()
+        } else {
+            let mut resource: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+            fjord_engine::subset(&mut resource, query.summary, &query.elements);
+            resource.to_string()
+        };
+        format!(r#"{{"fullUrl":{full_url},"resource":{resource},"search":{{"mode":"{mode}"}}}}"#)
     };
-    let mut entries: Vec<Value> = result
+    let mut entries: Vec<String> = result
         .page
         .resources
         .iter()
@@ -133,21 +135,24 @@ fn searchset(base: &str, path: &str, result: &SearchResult) -> Value {
         )
         .collect();
     if result.included_truncated {
-        entries.push(json!({
-            "resource": {
-                "resourceType": "OperationOutcome",
-                "issue": [{
-                    "severity": "warning",
-                    "code": "too-costly",
-                    "diagnostics": format!(
-                        "_include and _revinclude found more than {} resources for this page; \
-                         the rest are left out (ask for smaller pages)",
-                        fjord_engine::MAX_INCLUDED
-                    ),
-                }],
-            },
-            "search": { "mode": "outcome" },
-        }));
+        entries.push(
+            json!({
+                "resource": {
+                    "resourceType": "OperationOutcome",
+                    "issue": [{
+                        "severity": "warning",
+                        "code": "too-costly",
+                        "diagnostics": format!(
+                            "_include and _revinclude found more than {} resources for this \
+                             page; the rest are left out (ask for smaller pages)",
+                            fjord_engine::MAX_INCLUDED
+                        ),
+                    }],
+                },
+                "search": { "mode": "outcome" },
+            })
+            .to_string(),
+        );
     }
     let link = |cursor: Option<&str>| {
         let mut pairs: Vec<String> = query
@@ -174,8 +179,18 @@ fn searchset(base: &str, path: &str, result: &SearchResult) -> Value {
         bundle["total"] = json!(total);
     }
     bundle["link"] = json!(links);
+    let mut text = bundle.to_string();
     if query.summary != Summary::Count {
-        bundle["entry"] = json!(entries);
+        text.reserve(entries.iter().map(|e| e.len() + 1).sum::<usize>() + 12);
+        text.pop(); // the closing brace
+        text += r#","entry":["#;
+        for (index, entry) in entries.iter().enumerate() {
+            if index > 0 {
+                text.push(',');
+            }
+            text += entry;
+        }
+        text += "]}";
     }
-    bundle
+    text
 }

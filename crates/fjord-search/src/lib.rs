@@ -6,18 +6,20 @@
 //! [`Registry`] parses the URL's parameters into a [`SearchQuery`] over the same terms, which the
 //! store runs. Pure: no I/O.
 
+mod custom;
 mod extract;
 mod query;
 mod registry;
 mod terms;
 
+pub use custom::activates;
 pub use extract::{extract, normalize, values_of, IndexEntry, IndexValue};
 pub use fjord_definitions::SearchParamType;
 pub use query::{
     Filter, Include, Prefix, QueryError, Scope, SearchQuery, SortBy, SortKey, StringMatch, Summary,
     Total, UnitMatch, ValueTest, DEFAULT_COUNT, MAX_CHAIN_DEPTH, MAX_COUNT,
 };
-pub use registry::{Registry, SearchParam, Storage};
+pub use registry::{Registry, SearchParam, Storage, Targets};
 pub use terms::{equality_keys, index_terms, keys, DateTerm, IndexTerms, StringTerm};
 
 /// What can go wrong in this layer.

@@ -2,13 +2,41 @@
 
 use std::collections::HashMap;
 
-use fjord_definitions::{SearchParamType, Targets, TypeKind};
+use fjord_definitions::{SearchParamType, TypeKind};
 use fjord_fhirpath::Expr;
 
 use crate::SearchError;
 
+/// The resource types a reference parameter may point to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// Any type that can be stored (every type but `Parameters`).
+    Any,
+    Only(Vec<String>),
+}
+
+impl Targets {
+    pub fn allows(&self, resource_type: &str) -> bool {
+        match self {
+            Targets::Any => resource_type != "Parameters",
+            Targets::Only(types) => types.iter().any(|t| t == resource_type),
+        }
+    }
+}
+
+impl From<fjord_definitions::Targets> for Targets {
+    fn from(targets: fjord_definitions::Targets) -> Targets {
+        match targets {
+            fjord_definitions::Targets::Any => Targets::Any,
+            fjord_definitions::Targets::Only(types) => {
+                Targets::Only(types.iter().map(|t| (*t).to_owned()).collect())
+            }
+        }
+    }
+}
+
 /// A search parameter as Fjord evaluates it on one resource type.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SearchParam {
     pub code: String,
     pub url: String,
@@ -35,9 +63,9 @@ pub enum Storage {
 }
 
 /// Search parameters by resource type.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Registry {
-    by_type: HashMap<String, Vec<SearchParam>>,
+    pub(crate) by_type: HashMap<String, Vec<SearchParam>>,
 }
 
 impl Registry {
@@ -72,7 +100,7 @@ impl Registry {
                     url: parameter.url.to_owned(),
                     kind: parameter.kind,
                     expression: expression.map(|e| parse(parameter.url, e)).transpose()?,
-                    targets: parameter.targets,
+                    targets: parameter.targets.into(),
                     components,
                     storage: Storage::Indexed,
                 });
@@ -160,7 +188,7 @@ fn storage(
     }
 }
 
-fn parse(url: &str, expression: &str) -> Result<Expr, SearchError> {
+pub(crate) fn parse(url: &str, expression: &str) -> Result<Expr, SearchError> {
     fjord_fhirpath::parse(expression).map_err(|e| SearchError::Definition(format!("{url}: {e}")))
 }
 

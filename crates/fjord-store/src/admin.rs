@@ -85,6 +85,23 @@ impl Store {
             )
             .await?;
         }
+        conn.close().await.map_err(StoreError::database)?;
+        let url: sqlx::postgres::PgConnectOptions =
+            superuser_url.parse().map_err(StoreError::database)?;
+        let mut conn = sqlx::PgConnection::connect_with(&url.database(database))
+            .await
+            .map_err(StoreError::database)?;
+        // Row-level security lets an index answer only leakproof operators: without this, the
+        // GIN index of the search keys (`@>`, `&&` on bigint[]) is unusable for the application
+        // role and every search scans its tenant. These two compare array elements and reveal
+        // nothing but their result; the catalog is per database, so it is set here.
+        for function in ["arraycontains", "arrayoverlap"] {
+            execute(
+                &mut conn,
+                &format!("ALTER FUNCTION pg_catalog.{function}(anyarray, anyarray) LEAKPROOF"),
+            )
+            .await?;
+        }
         conn.close().await.map_err(StoreError::database)
     }
 

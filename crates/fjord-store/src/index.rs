@@ -44,7 +44,20 @@ fn write_statement(update: bool, dates: bool, strings: bool) -> String {
            INSERT INTO resource_version (tenant, type, id, version, seq, last_updated, op, body) \
            SELECT $1, $2, $3, $4, nextval($5::regclass), $6, $7, $8 FROM current RETURNING 1)"
     );
-    let mut next = 12;
+    sql += &term_statements(update, dates, strings, "$9", 12);
+    sql + " SELECT count(*) FROM version"
+}
+
+/// The statements that replace a resource's date and string rows once the CTE `version` has a
+/// row: `resource_key` names the key's parameter and `next` the first of the rows' parameters.
+fn term_statements(
+    update: bool,
+    dates: bool,
+    strings: bool,
+    resource_key: &str,
+    mut next: usize,
+) -> String {
+    let mut sql = String::new();
     for (table, columns, filled) in [
         ("search_date", [("low", "int8"), ("high", "int8")], dates),
         (
@@ -56,7 +69,8 @@ fn write_statement(update: bool, dates: bool, strings: bool) -> String {
         if update {
             sql += &format!(
                 ", clear_{table} AS (DELETE FROM {table} \
-                 WHERE tenant = $1 AND resource_key = $9 AND EXISTS (SELECT 1 FROM version))"
+                 WHERE tenant = $1 AND resource_key = {resource_key} \
+                 AND EXISTS (SELECT 1 FROM version))"
             );
         }
         if filled {
@@ -64,7 +78,8 @@ fn write_statement(update: bool, dates: bool, strings: bool) -> String {
             sql += &format!(
                 ", fill_{table} AS (INSERT INTO {table} \
                    (tenant, type, id, resource_key, param_key, {}, {}) \
-                 SELECT $1, $2, $3, $9, u.* FROM unnest(${}::int8[], ${}::{}[], ${}::{}[]) AS u \
+                 SELECT $1, $2, $3, {resource_key}, u.* \
+                 FROM unnest(${}::int8[], ${}::{}[], ${}::{}[]) AS u \
                  WHERE EXISTS (SELECT 1 FROM version))",
                 first.0,
                 second.0,
@@ -77,10 +92,32 @@ fn write_statement(update: bool, dates: bool, strings: bool) -> String {
             next += 3;
         }
     }
-    sql + " SELECT count(*) FROM version"
+    sql
 }
 
-/// Binds $9 onwards for [`statement`].
+/// The statements that replace the terms of a current version, without writing a version
+/// (`$reindex`), by (has dates, has strings). Parameters: $1 tenant, $2 type, $3 id, $4 the
+/// version the terms are of (nothing happens when it is no longer current), $5 resource key,
+/// $6 keys, $7 values, then the rows as for [`statement`].
+static REINDEX_STATEMENTS: LazyLock<[String; 4]> = LazyLock::new(|| {
+    std::array::from_fn(|shape| {
+        format!(
+            "WITH version AS (UPDATE resource_current SET resource_key = $5, keys = $6, \
+               vals = $7::jsonb \
+             WHERE tenant = $1 AND type = $2 AND id = $3 AND version = $4 AND NOT deleted \
+             RETURNING 1){} SELECT count(*) FROM version",
+            term_statements(true, shape & 2 != 0, shape & 1 != 0, "$5", 8)
+        )
+    })
+});
+
+/// The statement that replaces the terms of a current version with `terms`.
+pub(crate) fn reindex_statement(terms: &IndexTerms) -> &'static str {
+    let shape = (!terms.dates.is_empty() as usize) << 1 | !terms.strings.is_empty() as usize;
+    &REINDEX_STATEMENTS[shape]
+}
+
+/// Binds $9 onwards for [`statement`] ($5 onwards for [`reindex_statement`]).
 pub(crate) fn bind_terms<'q>(
     query: QueryScalar<'q, Postgres, i64, PgArguments>,
     resource_key: i64,

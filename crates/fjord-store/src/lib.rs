@@ -10,6 +10,7 @@ mod admin;
 mod error;
 mod index;
 mod pool;
+mod reindex;
 mod resources;
 mod search;
 mod tenants;
@@ -79,10 +80,12 @@ impl Store {
         let pool = match pool {
             Some(pool) => pool,
             None => {
-                let options = self
-                    .options
-                    .clone()
-                    .options([("fjord.tenant", tenant.0.to_string())]);
+                // JIT compiles plans whose estimates look big and costs tens of milliseconds
+                // per statement; searches answer in a few.
+                let options = self.options.clone().options([
+                    ("fjord.tenant", tenant.0.to_string()),
+                    ("jit", "off".to_owned()),
+                ]);
                 let created = pool::tenant_pool(options, self.max_connections)?;
                 let mut pools = self.tenant_pools.write().expect("tenant pools");
                 pools.entry(tenant).or_insert(created).clone()

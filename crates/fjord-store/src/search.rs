@@ -80,11 +80,12 @@ async fn run(
     };
     let more = rows.len() > query.count;
     let mut resources = Vec::with_capacity(rows.len().min(query.count));
-    let mut last_keys = None;
     for row in rows.iter().take(query.count) {
         resources.push(current_from_row(row));
-        last_keys = Some(row.get::<Vec<String>, _>("sort_keys"));
     }
+    let last_keys = rows
+        .get(query.count.min(rows.len()).wrapping_sub(1))
+        .map(|row| row.get::<Vec<String>, _>("sort_keys"));
 
     let next = match (more, last_keys) {
         (true, Some(after)) => {
@@ -124,7 +125,7 @@ async fn run(
 }
 
 /// The columns [`current_from_row`] reads.
-const CURRENT_COLUMNS: &str = "c.type, c.id, c.version, c.last_updated, v.body";
+pub(crate) const CURRENT_COLUMNS: &str = "c.type, c.id, c.version, c.last_updated, v.body";
 
 impl Store {
     /// The current, not deleted versions of these `(type, id)` resources (`_include`); the
@@ -197,7 +198,7 @@ impl Store {
     }
 }
 
-fn current_from_row(row: &sqlx::postgres::PgRow) -> StoredVersion {
+pub(crate) fn current_from_row(row: &sqlx::postgres::PgRow) -> StoredVersion {
     StoredVersion {
         resource_type: row.get("type"),
         id: row.get("id"),

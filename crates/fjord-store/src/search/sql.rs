@@ -192,16 +192,27 @@ impl Sql {
         match filter {
             Filter::Key(key) => format!("{a}.keys @> ARRAY[{}::bigint]", self.bind(*key)),
             Filter::Any(alternatives) => {
+                // Keys and chains (keys of references to what a subquery finds) become one
+                // overlap with one array: one GIN lookup, where ORed overlaps plan as a scan.
                 let mut any_key = Vec::new();
+                let mut arrays = Vec::new();
                 let mut others = Vec::new();
                 for alternative in alternatives {
                     match alternative {
                         Filter::Key(key) => any_key.push(*key),
+                        Filter::Chain {
+                            link,
+                            target_type,
+                            filter,
+                        } => arrays.push(self.chain_keys(*link, target_type, filter)),
                         other => others.push(self.filter(a, other)),
                     }
                 }
                 if !any_key.is_empty() {
-                    others.insert(0, format!("{a}.keys && {}::bigint[]", self.bind(any_key)));
+                    arrays.insert(0, format!("{}::bigint[]", self.bind(any_key)));
+                }
+                if !arrays.is_empty() {
+                    others.insert(0, format!("{a}.keys && ({})", arrays.join(" || ")));
                 }
                 if others.is_empty() {
                     "false".into()
@@ -225,17 +236,10 @@ impl Sql {
                 link,
                 target_type,
                 filter,
-            } => {
-                let t = self.alias();
-                let link = self.bind(*link);
-                let target_type = self.bind(target_type.clone());
-                let filters = self.filters(&t, std::slice::from_ref(filter));
-                format!(
-                    "{a}.keys && ARRAY(SELECT {t}.resource_key # {link}::bigint \
-                     FROM resource_current {t} WHERE {t}.tenant = $1 AND {t}.type = {target_type} \
-                     AND NOT {t}.deleted{filters})"
-                )
-            }
+            } => format!(
+                "{a}.keys && {}",
+                self.chain_keys(*link, target_type, filter)
+            ),
             Filter::Has {
                 link,
                 source_type,
@@ -311,6 +315,20 @@ impl Sql {
                 )
             }
         }
+    }
+
+    /// The keys that references under `link` to the current resources of `target_type` on
+    /// which `filter` holds have: each target's own key combined with the link.
+    fn chain_keys(&mut self, link: i64, target_type: &str, filter: &Filter) -> String {
+        let t = self.alias();
+        let link = self.bind(link);
+        let target_type = self.bind(target_type.to_owned());
+        let filters = self.filters(&t, std::slice::from_ref(filter));
+        format!(
+            "ARRAY(SELECT {t}.resource_key # {link}::bigint \
+             FROM resource_current {t} WHERE {t}.tenant = $1 AND {t}.type = {target_type} \
+             AND NOT {t}.deleted{filters})"
+        )
     }
 
     /// A condition on one kept value `e` (see `fjord_search::terms`).
@@ -390,10 +408,11 @@ impl Sql {
     }
 }
 
-/// The ordered rows (dates, strings) of the current row under alias `a`, by either index.
+/// The ordered rows (dates, strings) of the current row under alias `a`, by either index. The
+/// tenant is the parameter, not the row's column, so the plan prunes to the tenant's partition.
 fn rows_of(table: &str, a: &str) -> String {
     format!(
-        "{table}.tenant = {a}.tenant AND {table}.resource_key = {a}.resource_key \
+        "{table}.tenant = $1 AND {table}.resource_key = {a}.resource_key \
          AND {table}.type = {a}.type AND {table}.id = {a}.id"
     )
 }

@@ -1,0 +1,137 @@
+//! `$reindex`: recomputes the index terms of every current resource of some types with the
+//! tenant's current search parameters, in the background, page by page. Writes go on meanwhile;
+//! a resource written during the job was indexed by its write and is skipped.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use fjord_store::Tenant;
+use uuid::Uuid;
+
+use crate::{Engine, EngineError};
+
+/// Resources read and reindexed per step.
+const PAGE: usize = 200;
+
+/// Where a job stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Completed,
+    Failed(String),
+}
+
+/// A `$reindex` job and its progress.
+#[derive(Debug, Clone)]
+pub struct ReindexJob {
+    pub id: String,
+    pub tenant: String,
+    pub types: Vec<String>,
+    /// Resources current when the job started.
+    pub total: i64,
+    pub done: i64,
+    pub state: JobState,
+}
+
+/// The jobs of this process (lost on restart: run it again, it is idempotent).
+#[derive(Debug, Default)]
+pub(crate) struct Jobs {
+    by_id: Mutex<HashMap<String, ReindexJob>>,
+}
+
+impl Engine {
+    /// Starts reindexing `resource_type` (every type when `None`) on this runtime.
+    #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
+    pub async fn start_reindex(
+        &self,
+        tenant: &Tenant,
+        resource_type: Option<&str>,
+    ) -> Result<ReindexJob, EngineError> {
+        let types: Vec<String> = match resource_type {
+            Some(t) => vec![self.resource_type(t)?.to_owned()],
+            None => self.search.resource_types().map(str::to_owned).collect(),
+        };
+        let job = ReindexJob {
+            id: Uuid::new_v4().simple().to_string(),
+            tenant: tenant.id.clone(),
+            total: self.store.count_current(tenant.key, &types).await?,
+            types,
+            done: 0,
+            state: JobState::Running,
+        };
+        self.update_job(&job.id, |j| *j = job.clone());
+        let engine = self.for_runtime();
+        let (tenant, id, types) = (tenant.clone(), job.id.clone(), job.types.clone());
+        tokio::task::spawn_local(async move {
+            let state = match engine.reindex(&tenant, &id, &types).await {
+                Ok(()) => JobState::Completed,
+                Err(e) => {
+                    tracing::error!(job = %id, "reindex failed: {e}");
+                    JobState::Failed(e.to_string())
+                }
+            };
+            engine.update_job(&id, |job| job.state = state);
+        });
+        Ok(job)
+    }
+
+    /// A job of this tenant.
+    pub fn reindex_job(&self, tenant: &Tenant, id: &str) -> Option<ReindexJob> {
+        let jobs = self.shared.jobs.by_id.lock().expect("jobs");
+        jobs.get(id).filter(|j| j.tenant == tenant.id).cloned()
+    }
+
+    fn update_job(&self, id: &str, change: impl FnOnce(&mut ReindexJob)) {
+        let mut jobs = self.shared.jobs.by_id.lock().expect("jobs");
+        let job = jobs.entry(id.to_owned()).or_insert_with(|| ReindexJob {
+            id: id.to_owned(),
+            tenant: String::new(),
+            types: Vec::new(),
+            total: 0,
+            done: 0,
+            state: JobState::Running,
+        });
+        change(job);
+    }
+
+    async fn reindex(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        types: &[String],
+    ) -> Result<(), EngineError> {
+        let registry = self.registry(tenant).await?;
+        for resource_type in types {
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .store
+                    .current_page(tenant.key, resource_type, after.as_deref(), PAGE)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.id.clone());
+                for version in &page {
+                    let Some(body) = version.body.as_deref() else {
+                        continue;
+                    };
+                    let resource: serde_json::Value = serde_json::from_str(body)
+                        .map_err(|e| EngineError::BadRequest(format!("a stored resource: {e}")))?;
+                    let entries = fjord_search::extract(&registry, &resource)?;
+                    let terms = fjord_search::index_terms(resource_type, &entries);
+                    self.store
+                        .replace_terms(
+                            tenant.key,
+                            resource_type,
+                            &version.id,
+                            version.version,
+                            &terms,
+                        )
+                        .await?;
+                }
+                let count = page.len() as i64;
+                self.update_job(id, |job| job.done += count);
+            }
+        }
+        Ok(())
+    }
+}
