@@ -293,6 +293,18 @@ fn sorting_paging_totals_and_links() {
         ids(&base, "Observation?code=29463-7&_sort=-_id"),
         ["o6", "o3", "o2", "o1"]
     );
+    // Quantities sort in their canonical unit (71000 g before 72.5 kg); no value sorts last.
+    assert_eq!(
+        ids(
+            &base,
+            "Observation?code=29463-7&_sort=value-quantity&_count=1"
+        ),
+        ["o2", "o1", "o3", "o6"]
+    );
+    assert_eq!(
+        ids(&base, "Observation?code=29463-7&_sort=-value-quantity,_id"),
+        ["o3", "o1", "o2", "o6"]
+    );
 
     let page = send(
         "GET",
@@ -314,6 +326,24 @@ fn sorting_paging_totals_and_links() {
         token.len() == 32 && token.chars().all(|c| c.is_ascii_hexdigit()),
         "{next}"
     );
+    // The second page names itself by its token and links back to the first.
+    let second = send("GET", next, &[], None).json();
+    let relation = |page: &Value, relation: &str| -> Option<String> {
+        page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == relation)
+            .map(|l| l["url"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(relation(&second, "self").as_deref(), Some(next));
+    assert_eq!(
+        relation(&second, "first"),
+        Some(format!(
+            "{base}/Observation?code=29463-7&_count=2&_total=accurate"
+        ))
+    );
+    assert_eq!(relation(&second, "next"), None);
     assert_eq!(page["entry"][0]["search"]["mode"], "match");
     assert_eq!(
         page["entry"][0]["fullUrl"],

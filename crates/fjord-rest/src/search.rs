@@ -52,7 +52,7 @@ pub(crate) async fn search(
             resource_type.unwrap_or("*")
         ),
     };
-    let bundle = searchset(&base, &path, &result);
+    let bundle = searchset(&base, &path, &result, request.cursor.as_deref());
     Ok(negotiate::respond_json_string(
         HttpResponse::Ok(),
         bundle,
@@ -76,7 +76,7 @@ pub(crate) async fn everything(
         .map_err(|e| ctx.err(e))?;
     let base = ctx.base(req);
     let path = format!("{base}/Patient/{patient_id}/$everything");
-    let bundle = searchset(&base, &path, &result);
+    let bundle = searchset(&base, &path, &result, request.cursor.as_deref());
     Ok(negotiate::respond_json_string(
         HttpResponse::Ok(),
         bundle,
@@ -105,9 +105,10 @@ fn prefers_strict(req: &HttpRequest) -> bool {
         .any(|part| part.trim().eq_ignore_ascii_case("handling=strict"))
 }
 
-/// The `searchset` Bundle as JSON text. Stored bodies are canonical JSON and go in as they
-/// are, unparsed, unless `_summary` or `_elements` cut them.
-fn searchset(base: &str, path: &str, result: &SearchResult) -> String {
+/// The `searchset` Bundle as JSON text, with `self` (this page), `next` and `first` links.
+/// Stored bodies are canonical JSON and go in as they are, unparsed, unless `_summary` or
+/// `_elements` cut them.
+fn searchset(base: &str, path: &str, result: &SearchResult, cursor: Option<&str>) -> String {
     let query = &result.query;
     let whole = query.summary == Summary::False && query.elements.is_empty();
     let entry = |version: &StoredVersion, mode: &str| {
@@ -170,10 +171,11 @@ fn searchset(base: &str, path: &str, result: &SearchResult) -> String {
             format!("{path}?{}", pairs.join("&"))
         }
     };
-    let mut links = vec![json!({ "relation": "self", "url": link(None) })];
+    let mut links = vec![json!({ "relation": "self", "url": link(cursor) })];
     if let Some(next) = &result.page.next {
         links.push(json!({ "relation": "next", "url": link(Some(next)) }));
     }
+    links.push(json!({ "relation": "first", "url": link(None) }));
     let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset" });
     if let Some(total) = result.page.total {
         bundle["total"] = json!(total);

@@ -162,6 +162,9 @@ pub enum SortBy {
     Date(Vec<i64>),
     /// The first (ascending) or last (descending) normalized string of the parameter.
     String(Vec<i64>),
+    /// The smallest (ascending) or largest (descending) kept number or quantity of the
+    /// parameter (a quantity in its canonical unit when it has one).
+    Value(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -528,10 +531,13 @@ impl Registry {
                 ("_lastUpdated", ..) => SortBy::LastUpdated,
                 (_, SearchParamType::Date, Storage::Indexed) => SortBy::Date(Vec::new()),
                 (_, SearchParamType::String, Storage::Indexed) => SortBy::String(Vec::new()),
+                (_, SearchParamType::Number | SearchParamType::Quantity, Storage::Indexed) => {
+                    SortBy::Value(code.to_owned())
+                }
                 _ => {
                     return Err(QueryError(format!(
-                        "_sort: sorting by '{code}' is not supported (dates, strings, _id and \
-                         _lastUpdated are)"
+                        "_sort: sorting by '{code}' is not supported (dates, strings, numbers, \
+                         quantities, _id and _lastUpdated are)"
                     )))
                 }
             };

@@ -148,6 +148,18 @@ impl Sql {
             (SortBy::Date(_), true) => ("max(d.high)", "(-9223372036854775808)"),
             (SortBy::String(_), false) => ("min(s.normalized COLLATE \"C\")", "chr(1114111)"),
             (SortBy::String(_), true) => ("max(s.normalized COLLATE \"C\")", "''"),
+            (SortBy::Value(param), descending) => {
+                let (aggregate, none) = if descending {
+                    ("max", "'-Infinity'")
+                } else {
+                    ("min", "'Infinity'")
+                };
+                return format!(
+                    "coalesce((SELECT {aggregate}(coalesce(e->>'cv', e->>'v')::numeric) \
+                     FROM jsonb_array_elements(c.vals -> {}) e), {none}::numeric)",
+                    self.bind(param.clone())
+                );
+            }
             (SortBy::Id, _) => return "c.id COLLATE \"C\"".into(),
             (SortBy::LastUpdated, _) => return "c.last_updated".into(),
         };
@@ -422,6 +434,7 @@ fn sort_type(by: &SortBy) -> &'static str {
         SortBy::Date(_) => "bigint",
         SortBy::String(_) | SortBy::Id => "text",
         SortBy::LastUpdated => "timestamptz",
+        SortBy::Value(_) => "numeric",
     }
 }
 
