@@ -156,6 +156,11 @@ impl Compartment {
     }
 }
 
+/// Every compartment definition.
+pub fn compartments() -> &'static [Compartment] {
+    COMPARTMENTS
+}
+
 /// The compartment definition owned by this resource type.
 pub fn compartment(code: &str) -> Option<&'static Compartment> {
     COMPARTMENTS.iter().find(|c| c.code == code)

@@ -59,7 +59,9 @@ impl Engine {
             done: 0,
             state: JobState::Running,
         };
-        self.update_job(&job.id, |j| *j = job.clone());
+        (self.shared.jobs.by_id.lock())
+            .expect("jobs")
+            .insert(job.id.clone(), job.clone());
         let engine = self.for_runtime();
         let (tenant, id, types) = (tenant.clone(), job.id.clone(), job.types.clone());
         tokio::task::spawn_local(async move {
@@ -82,16 +84,9 @@ impl Engine {
     }
 
     fn update_job(&self, id: &str, change: impl FnOnce(&mut ReindexJob)) {
-        let mut jobs = self.shared.jobs.by_id.lock().expect("jobs");
-        let job = jobs.entry(id.to_owned()).or_insert_with(|| ReindexJob {
-            id: id.to_owned(),
-            tenant: String::new(),
-            types: Vec::new(),
-            total: 0,
-            done: 0,
-            state: JobState::Running,
-        });
-        change(job);
+        if let Some(job) = self.shared.jobs.by_id.lock().expect("jobs").get_mut(id) {
+            change(job);
+        }
     }
 
     async fn reindex(

@@ -171,6 +171,20 @@ impl Engine {
         Ok((included, false))
     }
 
+    /// The canonical URLs of the compartment definitions searches honour.
+    pub fn compartment_definitions(&self) -> Vec<String> {
+        fjord_definitions::compartments()
+            .iter()
+            .map(|c| {
+                let (first, rest) = c.code.split_at(1);
+                format!(
+                    "http://hl7.org/fhir/CompartmentDefinition/{}{rest}",
+                    first.to_lowercase()
+                )
+            })
+            .collect()
+    }
+
     /// `Source:param` for every reference parameter of every type that may point at
     /// `resource_type`: what `_revinclude` takes.
     pub async fn revinclude_sources(

@@ -89,14 +89,7 @@ async fn capability_statement(
             })
         });
     }
-    let compartments = [
-        "patient",
-        "encounter",
-        "relatedPerson",
-        "practitioner",
-        "device",
-    ]
-    .map(|c| format!("http://hl7.org/fhir/CompartmentDefinition/{c}"));
+    let compartments = state.engine.compartment_definitions();
     Ok(json!({
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -39,25 +39,16 @@ pub(crate) async fn search(
         .search(&ctx.tenant, scope, &request)
         .await
         .map_err(|e| ctx.err(e))?;
-    let base = ctx.base(req);
     let path = match scope {
-        Scope::Type(t) => format!("{base}/{t}"),
-        Scope::System => base.clone(),
+        Scope::Type(t) => t.to_owned(),
+        Scope::System => String::new(),
         Scope::Compartment {
             owner_type,
             owner_id,
             resource_type,
-        } => format!(
-            "{base}/{owner_type}/{owner_id}/{}",
-            resource_type.unwrap_or("*")
-        ),
+        } => format!("{owner_type}/{owner_id}/{}", resource_type.unwrap_or("*")),
     };
-    let bundle = searchset(&base, &path, &result, request.cursor.as_deref());
-    Ok(negotiate::respond_json_string(
-        HttpResponse::Ok(),
-        bundle,
-        ctx.negotiated,
-    ))
+    Ok(respond(req, &ctx, &path, &result, &request))
 }
 
 /// `GET /Patient/{id}/$everything`.
@@ -74,14 +65,26 @@ pub(crate) async fn everything(
         .everything(&ctx.tenant, patient_id, &request)
         .await
         .map_err(|e| ctx.err(e))?;
+    let path = format!("Patient/{patient_id}/$everything");
+    Ok(respond(req, &ctx, &path, &result, &request))
+}
+
+/// The searchset of `result`, whose links name `path` below the tenant's base.
+fn respond(
+    req: &HttpRequest,
+    ctx: &Ctx,
+    path: &str,
+    result: &SearchResult,
+    request: &SearchRequest,
+) -> HttpResponse {
     let base = ctx.base(req);
-    let path = format!("{base}/Patient/{patient_id}/$everything");
-    let bundle = searchset(&base, &path, &result, request.cursor.as_deref());
-    Ok(negotiate::respond_json_string(
-        HttpResponse::Ok(),
-        bundle,
-        ctx.negotiated,
-    ))
+    let url = if path.is_empty() {
+        base.clone()
+    } else {
+        format!("{base}/{path}")
+    };
+    let bundle = searchset(&base, &url, result, request.cursor.as_deref());
+    negotiate::respond_json_string(HttpResponse::Ok(), bundle, ctx.negotiated)
 }
 
 fn search_request(req: &HttpRequest, params: Vec<(String, String)>) -> SearchRequest {

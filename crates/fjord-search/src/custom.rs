@@ -91,7 +91,7 @@ impl Registry {
                 .into_iter()
                 .flatten()
                 .map(|t| match t.as_str() {
-                    Some(t) if self.by_type.contains_key(t) => Ok(t.to_owned()),
+                    Some(t) if self.has_type(t) => Ok(t.to_owned()),
                     _ => Err(fail(format!("{name}: {t} is not a resource type"))),
                 })
                 .collect()

@@ -290,7 +290,7 @@ impl Registry {
         scope: Scope<'_>,
         params: &[(String, String)],
     ) -> Result<(Vec<String>, Option<Filter>), QueryError> {
-        let known = |t: &str| self.resource_types().any(|k| k == t);
+        let known = |t: &str| self.has_type(t);
         match scope {
             Scope::Type(resource_type) => Ok((vec![resource_type.to_owned()], None)),
             Scope::System => {
@@ -477,7 +477,7 @@ impl Registry {
         };
         let mut includes = Vec::new();
         for source in sources {
-            if !self.resource_types().any(|t| t == source) {
+            if !self.has_type(source) {
                 return Err(QueryError(format!(
                     "{name}={value}: unknown resource type {source}"
                 )));

@@ -66,6 +66,8 @@ pub enum Storage {
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     pub(crate) by_type: HashMap<String, Vec<SearchParam>>,
+    /// The keys of `by_type`, sorted.
+    types: Vec<String>,
 }
 
 impl Registry {
@@ -116,7 +118,9 @@ impl Registry {
             }
             by_type.insert(resource_type.name.to_owned(), parameters);
         }
-        Ok(Registry { by_type })
+        let mut types: Vec<String> = by_type.keys().cloned().collect();
+        types.sort_unstable();
+        Ok(Registry { by_type, types })
     }
 
     /// The parameters of a resource type (none for an unknown type).
@@ -129,9 +133,12 @@ impl Registry {
 
     /// Every resource type with parameters, sorted.
     pub fn resource_types(&self) -> impl Iterator<Item = &str> {
-        let mut types: Vec<&str> = self.by_type.keys().map(String::as_str).collect();
-        types.sort_unstable();
-        types.into_iter()
+        self.types.iter().map(String::as_str)
+    }
+
+    /// Whether the registry knows this resource type.
+    pub fn has_type(&self, resource_type: &str) -> bool {
+        self.by_type.contains_key(resource_type)
     }
 
     /// The parameter `code` of a resource type.

@@ -3,7 +3,7 @@
 //! wins: its own write indexed it already, so the stale terms are dropped.
 
 use crate::index::{bind_terms, reindex_statement};
-use crate::search::{current_from_row, CURRENT_COLUMNS};
+use crate::search::select_current;
 use crate::{Store, StoreError, StoredVersion, TenantKey};
 use fjord_search::IndexTerms;
 
@@ -36,26 +36,15 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredVersion>, StoreError> {
-        let mut connection = self.tenant_connection(tenant).await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {CURRENT_COLUMNS} FROM resource_current c \
-             JOIN resource_version v ON v.tenant = $1 AND v.type = c.type AND v.id = c.id \
-               AND v.version = c.version \
-             WHERE c.tenant = $1 AND c.type = $2 AND NOT c.deleted \
-               AND ($3::text IS NULL OR c.id > $3) \
-             ORDER BY c.id LIMIT $4"
-        ))
-        .bind(tenant.0)
-        .bind(resource_type)
-        .bind(after)
-        .bind(limit as i64)
-        .fetch_all(connection.connection())
-        .await;
-        Ok(connection
-            .settle(rows)?
-            .iter()
-            .map(current_from_row)
-            .collect())
+        let sql = select_current(
+            "c.type = $2 AND ($3::text IS NULL OR c.id > $3) ORDER BY c.id LIMIT $4",
+        );
+        let query = sqlx::query(&sql)
+            .bind(tenant.0)
+            .bind(resource_type)
+            .bind(after)
+            .bind(limit as i64);
+        self.fetch_current(tenant, query).await
     }
 
     /// Replaces the index terms of `version` of a resource, if it is still the current one;

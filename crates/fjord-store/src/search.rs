@@ -124,9 +124,6 @@ async fn run(
     }))
 }
 
-/// The columns [`current_from_row`] reads.
-pub(crate) const CURRENT_COLUMNS: &str = "c.type, c.id, c.version, c.last_updated, v.body";
-
 impl Store {
     /// The current, not deleted versions of these `(type, id)` resources (`_include`); the
     /// ones that do not exist are left out.
@@ -143,24 +140,13 @@ impl Store {
             .iter()
             .map(|(t, id)| (t.as_str(), id.as_str()))
             .unzip();
-        let mut connection = self.tenant_connection(tenant).await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {CURRENT_COLUMNS} FROM unnest($2::text[], $3::text[]) AS r(type, id) \
-             JOIN resource_current c ON c.tenant = $1 AND c.type = r.type AND c.id = r.id \
-               AND NOT c.deleted \
-             JOIN resource_version v ON v.tenant = $1 AND v.type = c.type AND v.id = c.id \
-               AND v.version = c.version"
-        ))
-        .bind(tenant.0)
-        .bind(types)
-        .bind(ids)
-        .fetch_all(connection.connection())
-        .await;
-        Ok(connection
-            .settle(rows)?
-            .iter()
-            .map(current_from_row)
-            .collect())
+        let sql =
+            select_current("(c.type, c.id) IN (SELECT * FROM unnest($2::text[], $3::text[]))");
+        self.fetch_current(
+            tenant,
+            sqlx::query(&sql).bind(tenant.0).bind(types).bind(ids),
+        )
+        .await
     }
 
     /// The current versions of resources of `resource_type` with any of `keys`, at most `limit`
@@ -176,26 +162,40 @@ impl Store {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let sql = select_current("c.type = $2 AND c.keys && $3::bigint[] ORDER BY c.id LIMIT $4");
+        let query = sqlx::query(&sql)
+            .bind(tenant.0)
+            .bind(resource_type)
+            .bind(keys)
+            .bind(limit as i64);
+        self.fetch_current(tenant, query).await
+    }
+
+    /// Runs a statement of [`select_current`] on a connection of the tenant.
+    pub(crate) async fn fetch_current(
+        &self,
+        tenant: TenantKey,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
         let mut connection = self.tenant_connection(tenant).await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {CURRENT_COLUMNS} FROM resource_current c \
-             JOIN resource_version v ON v.tenant = $1 AND v.type = c.type AND v.id = c.id \
-               AND v.version = c.version \
-             WHERE c.tenant = $1 AND c.type = $2 AND NOT c.deleted AND c.keys && $3::bigint[] \
-             ORDER BY c.id LIMIT $4"
-        ))
-        .bind(tenant.0)
-        .bind(resource_type)
-        .bind(keys)
-        .bind(limit as i64)
-        .fetch_all(connection.connection())
-        .await;
+        let rows = query.fetch_all(connection.connection()).await;
         Ok(connection
             .settle(rows)?
             .iter()
             .map(current_from_row)
             .collect())
     }
+}
+
+/// The current, not deleted versions with their bodies of the tenant `$1` on which
+/// `condition` (over `c`, the current row) holds; read with [`current_from_row`].
+pub(crate) fn select_current(condition: &str) -> String {
+    format!(
+        "SELECT c.type, c.id, c.version, c.last_updated, v.body FROM resource_current c \
+         JOIN resource_version v ON v.tenant = $1 AND v.type = c.type AND v.id = c.id \
+           AND v.version = c.version \
+         WHERE c.tenant = $1 AND NOT c.deleted AND {condition}"
+    )
 }
 
 pub(crate) fn current_from_row(row: &sqlx::postgres::PgRow) -> StoredVersion {
