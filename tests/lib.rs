@@ -45,6 +45,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub origin: String,
+    /// The text index directory the test gave a server of an external database, removed after.
+    text_dir: Option<PathBuf>,
 }
 
 impl Server {
@@ -55,9 +57,21 @@ impl Server {
 
     /// Starts `fjord serve --listen <listen>` with extra arguments and waits until it listens.
     pub fn start_on(listen: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(fjord_binary())
-            .args(["serve", "--listen", listen])
-            .args(args)
+        // A server of an external database keeps its text index beside the working directory
+        // unless told otherwise: each test server gets its own.
+        let text_dir =
+            (!args.contains(&"--data-dir") && !args.contains(&"--text-dir")).then(|| {
+                static NEXT: std::sync::atomic::AtomicUsize =
+                    std::sync::atomic::AtomicUsize::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                std::env::temp_dir().join(format!("fjord-test-text-{}-{n}", std::process::id()))
+            });
+        let mut command = Command::new(fjord_binary());
+        command.args(["serve", "--listen", listen]).args(args);
+        if let Some(dir) = &text_dir {
+            command.arg("--text-dir").arg(dir);
+        }
+        let mut child = command
             .env("FJORD_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -77,7 +91,11 @@ impl Server {
             .recv_timeout(Duration::from_secs(120))
             .expect("fjord did not start listening");
         let origin = origin.replace("0.0.0.0", "127.0.0.1");
-        Server { child, origin }
+        Server {
+            child,
+            origin,
+            text_dir,
+        }
     }
 
     /// The FHIR base URL of a tenant.
@@ -103,6 +121,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.text_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

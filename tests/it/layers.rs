@@ -14,6 +14,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("fjord-search", &["fjord-definitions", "fjord-fhirpath"]),
     ("fjord-pg", &[]),
     ("fjord-store", &["fjord-search"]),
+    ("fjord-text", &["fjord-search"]),
     (
         "fjord-engine",
         &[
@@ -21,12 +22,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "fjord-model",
             "fjord-search",
             "fjord-store",
+            "fjord-text",
         ],
     ),
     ("fjord-rest", &["fjord-engine", "fjord-model"]),
     (
         "fjord-server",
-        &["fjord-engine", "fjord-pg", "fjord-rest", "fjord-store"],
+        &[
+            "fjord-engine",
+            "fjord-pg",
+            "fjord-rest",
+            "fjord-store",
+            "fjord-text",
+        ],
     ),
     ("fjord-testkit", &["fjord-pg", "fjord-store"]),
     ("fjord-gen", &[]),
@@ -37,6 +45,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("fhirbolt", "fjord-model"),
     ("sqlx", "fjord-store"),
     ("actix-web", "fjord-rest"),
+    ("tantivy", "fjord-text"),
 ];
 
 #[test]

@@ -1,6 +1,7 @@
 //! Integration tests: storage against a real Postgres, the REST API through the real `fjord`
 //! binary, the official R4 examples, and the embedded default with crash recovery.
 
+mod change_feed;
 mod custom_parameters;
 mod definitions;
 mod embedded;
@@ -14,6 +15,7 @@ mod search_scopes;
 mod searching;
 mod store;
 mod synthea;
+mod text_search;
 
 use fjord_tests::{send, Server};
 

@@ -37,6 +37,9 @@ pub enum EngineError {
     /// A search parameter could not be evaluated on the resource.
     #[error(transparent)]
     Search(#[from] fjord_search::SearchError),
+    /// Something of the server's own failed (a background task, the text index).
+    #[error("{0}")]
+    Internal(String),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -11,6 +11,7 @@ mod reindex;
 mod search;
 mod subset;
 mod tenants;
+mod text;
 
 pub use error::EngineError;
 pub use fjord_model::{Format, ParseLimits, Resource};
@@ -20,6 +21,7 @@ pub use interactions::{format_instant, HistoryQuery, Written};
 pub use reindex::{JobState, ReindexJob};
 pub use search::{SearchRequest, SearchResult, MAX_INCLUDED};
 pub use subset::subset;
+pub use text::MAX_TEXT_MATCHES;
 
 use std::sync::{Arc, OnceLock};
 
@@ -36,6 +38,8 @@ pub struct Engine {
     search: Arc<Registry>,
     /// What every runtime's engine of the process shares.
     shared: Arc<Shared>,
+    /// The full-text index, when served.
+    text: Option<Arc<text::TextFeed>>,
 }
 
 /// State shared by the engines of all runtimes.
@@ -60,6 +64,7 @@ impl Engine {
             limits,
             search,
             shared: Default::default(),
+            text: None,
         }
     }
 
@@ -68,6 +73,7 @@ impl Engine {
     pub fn for_runtime(&self) -> Engine {
         Engine {
             shared: self.shared.clone(),
+            text: self.text.clone(),
             ..Engine::new(self.store.for_runtime(), self.limits)
         }
     }

@@ -61,9 +61,10 @@ impl Engine {
             }
         }
         let registry = self.registry(tenant).await?;
-        let query = registry
+        let mut query = registry
             .parse_query(scope, &request.params, request.strict)
             .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        self.answer_text(tenant, &mut query).await?;
         let page = self
             .store
             .search(tenant.key, &query, request.cursor.as_deref())
@@ -219,7 +220,10 @@ impl Engine {
         Ok(registry
             .parameters_of(resource_type)
             .iter()
-            .filter(|p| p.is_searchable())
+            .filter(|p| {
+                p.is_searchable()
+                    || (self.has_text_index() && matches!(p.code.as_str(), "_text" | "_content"))
+            })
             .map(|p| {
                 let kind = format!("{:?}", p.kind).to_lowercase();
                 (p.code.clone(), p.url.clone(), kind)

@@ -77,7 +77,9 @@ impl From<EngineError> for ApiError {
             EngineError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "business-rule"),
             EngineError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict"),
             EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            EngineError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "exception"),
+            EngineError::Store(_) | EngineError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "exception")
+            }
         };
         if status.is_server_error() {
             tracing::error!(error = %error, "interaction failed");

@@ -17,7 +17,7 @@ pub use extract::{extract, normalize, values_of, IndexEntry, IndexValue};
 pub use fjord_definitions::SearchParamType;
 pub use query::{
     Filter, Include, Prefix, QueryError, Scope, SearchQuery, SortBy, SortKey, StringMatch, Summary,
-    Total, UnitMatch, ValueTest, DEFAULT_COUNT, MAX_CHAIN_DEPTH, MAX_COUNT,
+    TextField, Total, UnitMatch, ValueTest, DEFAULT_COUNT, MAX_CHAIN_DEPTH, MAX_COUNT,
 };
 pub use registry::{Registry, SearchParam, Storage, Targets};
 pub use terms::{equality_keys, index_terms, keys, DateTerm, IndexTerms, StringTerm};

@@ -77,7 +77,7 @@ pub enum Filter {
         param_key: i64,
         matching: StringMatch,
     },
-    /// A value of `param` kept beside the keys (numbers, quantities, token texts, composites).
+    /// A value of `param` kept beside the keys (numbers, quantities, composites).
     Value {
         param: String,
         test: ValueTest,
@@ -96,6 +96,45 @@ pub enum Filter {
         source_type: String,
         filter: Box<Filter>,
     },
+    /// Words in a text of a resource of `resource_type` (`_text`, `_content`, `param:text`): the
+    /// text index answers it, and the engine puts its answer, an [`Filter::Among`], in its place
+    /// before the store sees the query.
+    Text {
+        resource_type: String,
+        field: TextField,
+        text: String,
+    },
+    /// The resource is one of these of `resource_type`.
+    Among {
+        resource_type: String,
+        ids: Vec<String>,
+    },
+}
+
+impl Filter {
+    /// Visits every filter of the tree, depth first, each before its parts.
+    pub fn visit_mut(&mut self, visitor: &mut impl FnMut(&mut Filter)) {
+        visitor(self);
+        match self {
+            Filter::Any(parts) => parts.iter_mut().for_each(|p| p.visit_mut(visitor)),
+            Filter::Not(inner)
+            | Filter::OfType(_, inner)
+            | Filter::Chain { filter: inner, .. }
+            | Filter::Has { filter: inner, .. } => inner.visit_mut(visitor),
+            _ => {}
+        }
+    }
+}
+
+/// Which text of a resource a [`Filter::Text`] looks in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TextField {
+    /// `_text`: the narrative.
+    Narrative,
+    /// `_content`: every string in the resource.
+    Content,
+    /// `param:text`: the texts of a token parameter's values (displays, `CodeableConcept.text`).
+    Token(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,8 +163,6 @@ pub enum ValueTest {
         high: Decimal,
         unit: UnitMatch,
     },
-    /// A token's text starts with this (normalized).
-    Text(String),
     /// A composite whose leading parts have `key` and whose ordered last part passes `last`.
     Composite { key: i64, last: Box<ValueTest> },
     /// A composite's date part (`lo`/`hi` in the value) against the range.

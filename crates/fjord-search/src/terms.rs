@@ -4,9 +4,9 @@
 //! those, and "has a value" for `:missing`) become 64-bit [`keys`] in one array on the resource's
 //! current row, answered by one GIN index: a write adds one row, not one per value. Values that
 //! searches compare by order get rows of their own with B-tree indexes: dates (ranges, sorting)
-//! and strings (prefix matching). Numbers, quantities, token texts and composites with an ordered
-//! part are kept as JSON beside the keys ([`IndexTerms::values`]) and checked on the rows the
-//! other criteria find.
+//! and strings (prefix matching). Numbers, quantities and composites with an ordered part are
+//! kept as JSON beside the keys ([`IndexTerms::values`]) and checked on the rows the other
+//! criteria find. Token texts (`:text`) are the text index's (`fjord-text`).
 //!
 //! The query side computes its keys with the same functions, so a key means the same thing on
 //! both sides by construction.
@@ -155,13 +155,8 @@ pub fn index_terms(resource_type: &str, entries: &[IndexEntry]) -> IndexTerms {
                     push_value(&mut values, code, value);
                 }
             }
-            IndexValue::Token { text, .. } => {
-                terms.keys.extend(equality_keys(resource_type, code, value));
-                if let Some(text) = text {
-                    push_value(&mut values, code, json!({ "t": crate::normalize(text) }));
-                }
-            }
-            IndexValue::Reference { .. } | IndexValue::Uri(_) => {
+            // Token texts (`:text`) are the text index's business.
+            IndexValue::Token { .. } | IndexValue::Reference { .. } | IndexValue::Uri(_) => {
                 terms.keys.extend(equality_keys(resource_type, code, value));
             }
             IndexValue::Composite(parts) => {

@@ -74,6 +74,19 @@ fn main() -> anyhow::Result<()> {
     fjord_rest::block_on(run(cli))
 }
 
+/// Keeps the text index close behind the change log, so that a search that needs it has little
+/// to catch up on (it catches up anyway before it answers).
+fn follow_text_index(engine: Engine) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = engine.follow_text().await {
+                tracing::warn!(%error, "feeding the text index");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+}
+
 /// fhirbolt panics on some malformed inputs; `fjord-model` catches those panics and answers 400, so
 /// they are logged as what they are instead of printing a panic report with a backtrace.
 fn quiet_caught_parser_panics() {
@@ -148,13 +161,19 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     } else {
         tracing::warn!("not bound to loopback and no authentication layer yet: FHIR and admin requests answer 401");
     }
+    let instance = database.store.instance_id().await?;
+    let text_index = fjord_text::TextIndex::open(&settings.text_dir, &instance)
+        .with_context(|| format!("opening the text index in {}", settings.text_dir.display()))?;
+    let engine = Engine::new(
+        database.store.clone(),
+        ParseLimits {
+            max_depth: settings.max_json_depth,
+        },
+    )
+    .with_text_index(Arc::new(text_index));
+    follow_text_index(engine.for_runtime());
     let state = AppState {
-        engine: Arc::new(Engine::new(
-            database.store.clone(),
-            ParseLimits {
-                max_depth: settings.max_json_depth,
-            },
-        )),
+        engine: Arc::new(engine),
         config: RestConfig {
             max_body_bytes: settings.max_body_bytes,
             allow_unauthenticated: loopback,

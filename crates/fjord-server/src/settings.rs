@@ -15,6 +15,10 @@ pub struct ConnectionArgs {
     /// Postgres URL of an external server; without it Fjord runs its embedded cluster.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
+    /// Directory of the full-text index (derived from the database, rebuilt when missing);
+    /// `<data dir>/text` unless set.
+    #[arg(long, env = "FJORD_TEXT_DIR", global = true)]
+    pub text_dir: Option<PathBuf>,
     /// TOML configuration file.
     #[arg(long, env = "FJORD_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -26,6 +30,7 @@ pub struct ConnectionArgs {
 struct FileSettings {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    text_dir: Option<PathBuf>,
     database_url: Option<String>,
     max_body_bytes: Option<usize>,
     max_json_depth: Option<usize>,
@@ -37,6 +42,7 @@ struct FileSettings {
 pub struct Settings {
     pub listen: String,
     pub data_dir: PathBuf,
+    pub text_dir: PathBuf,
     pub database_url: Option<Secret>,
     pub max_body_bytes: usize,
     pub max_json_depth: usize,
@@ -63,15 +69,21 @@ impl Settings {
             }
             None => FileSettings::default(),
         };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| "./data".into());
         Ok(Settings {
             listen: listen
                 .or(file.listen)
                 .unwrap_or_else(|| "127.0.0.1:8080".into()),
-            data_dir: args
-                .data_dir
+            text_dir: args
+                .text_dir
                 .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| "./data".into()),
+                .or(file.text_dir)
+                .unwrap_or_else(|| data_dir.join("text")),
+            data_dir,
             database_url: args.database_url.clone().or(file.database_url).map(Secret),
             max_body_bytes: file.max_body_bytes.unwrap_or(16 * 1024 * 1024),
             max_json_depth: file.max_json_depth.unwrap_or(64),

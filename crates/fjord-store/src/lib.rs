@@ -7,6 +7,7 @@
 //! row-level security policies check: a statement can see no other tenant's rows.
 
 mod admin;
+mod changes;
 mod error;
 mod index;
 mod pool;
@@ -22,6 +23,7 @@ use pool::{Lease, TenantPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
+pub use changes::{Change, ChangeBatch, ChangeCursor};
 pub use error::StoreError;
 pub use fjord_search::IndexTerms;
 pub use resources::{Expected, HistoryPage, HistoryScope, NewVersion, Op, StoredVersion};

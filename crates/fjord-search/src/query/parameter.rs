@@ -7,7 +7,7 @@ use fjord_definitions::SearchParamType;
 use super::values::{
     composite, date_value, number_test, quantity_test, reference, split_unescaped, token, unescape,
 };
-use super::{Filter, QueryError, StringMatch, ValueTest};
+use super::{Filter, QueryError, StringMatch, TextField};
 use crate::terms::keys;
 use crate::{Registry, SearchParam, Storage};
 
@@ -39,6 +39,9 @@ impl Registry {
             Some((code, modifier)) => (code, Some(modifier)),
             None => (name, None),
         };
+        if let ("_text" | "_content", Some(_)) = (code, self.parameter(resource_type, code)) {
+            return text_filter(resource_type, code, modifier, value).map(Some);
+        }
         let Some(parameter) = self
             .parameter(resource_type, code)
             .filter(|p| p.is_searchable())
@@ -287,9 +290,10 @@ impl Registry {
         match parameter.kind {
             SearchParamType::Token => match modifier {
                 None => Ok(token(resource_type, code, value)),
-                Some("text") => Ok(Filter::Value {
-                    param: code.to_owned(),
-                    test: ValueTest::Text(crate::normalize(&unescape(value))),
+                Some("text") => Ok(Filter::Text {
+                    resource_type: resource_type.to_owned(),
+                    field: TextField::Token(code.to_owned()),
+                    text: unescape(value),
                 }),
                 Some(m) => unsupported(m),
             },
@@ -344,5 +348,41 @@ impl Registry {
             SearchParamType::Composite => composite(resource_type, parameter, value),
             SearchParamType::Special => Err(QueryError(format!("{code} is not supported"))),
         }
+    }
+}
+
+/// `_text=words` (the narrative) or `_content=words` (all the text), each comma-separated value
+/// an alternative.
+fn text_filter(
+    resource_type: &str,
+    code: &str,
+    modifier: Option<&str>,
+    value: &str,
+) -> Result<Filter, QueryError> {
+    if let Some(modifier) = modifier {
+        return Err(QueryError(format!(
+            "{code}:{modifier}: {code} takes no modifier"
+        )));
+    }
+    let field = if code == "_text" {
+        TextField::Narrative
+    } else {
+        TextField::Content
+    };
+    let mut alternatives: Vec<Filter> = split_unescaped(value, ',')
+        .into_iter()
+        .filter(|text| !text.trim().is_empty())
+        .map(|text| Filter::Text {
+            resource_type: resource_type.to_owned(),
+            field: field.clone(),
+            text,
+        })
+        .collect();
+    match alternatives.len() {
+        0 => Err(QueryError(format!(
+            "{code}={value}: no words to search for"
+        ))),
+        1 => Ok(alternatives.pop().expect("one")),
+        _ => Ok(Filter::Any(alternatives)),
     }
 }

@@ -262,3 +262,43 @@ fn includes_summary_and_elements() {
     assert!(parse("Observation", &[("_revinclude", "*")]).is_err());
     assert!(parse("Observation", &[("_summary", "maybe")]).is_err());
 }
+
+#[test]
+fn text_parameters_become_text_filters_for_the_index() {
+    let text = |field: TextField, text: &str| Filter::Text {
+        resource_type: "Observation".into(),
+        field,
+        text: text.into(),
+    };
+    let query = parse(
+        "Observation",
+        &[
+            ("_text", "blood pressure"),
+            ("_content", "puls,vekt"),
+            ("code:text", "heart"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        query.filters,
+        [
+            text(TextField::Narrative, "blood pressure"),
+            Filter::Any(vec![
+                text(TextField::Content, "puls"),
+                text(TextField::Content, "vekt")
+            ]),
+            text(TextField::Token("code".into()), "heart"),
+        ]
+    );
+    // A union parameter asks each of its parts.
+    let combo = parse("Observation", &[("combo-code:text", "heart")]).unwrap();
+    assert_eq!(
+        combo.filters,
+        [Filter::Any(vec![
+            text(TextField::Token("code".into()), "heart"),
+            text(TextField::Token("component-code".into()), "heart"),
+        ])]
+    );
+    assert!(parse("Observation", &[("_text:exact", "x")]).is_err());
+    assert!(parse("Observation", &[("_content", ",")]).is_err());
+}
