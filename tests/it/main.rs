@@ -9,6 +9,7 @@ mod examples;
 mod fhirpath;
 mod indexing;
 mod layers;
+mod paging;
 mod rest;
 mod search;
 mod search_scopes;

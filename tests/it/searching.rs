@@ -328,14 +328,7 @@ fn sorting_paging_totals_and_links() {
     );
     // The second page names itself by its token and links back to the first.
     let second = send("GET", next, &[], None).json();
-    let relation = |page: &Value, relation: &str| -> Option<String> {
-        page["link"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["relation"] == relation)
-            .map(|l| l["url"].as_str().unwrap().to_owned())
-    };
+    let relation = crate::paging::link;
     assert_eq!(relation(&second, "self").as_deref(), Some(next));
     assert_eq!(
         relation(&second, "first"),

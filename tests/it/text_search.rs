@@ -18,7 +18,7 @@ fn note(id: &str, narrative: &str, display: &str, remark: &str) -> Value {
     })
 }
 
-fn tenant(server: &Server, id: &str) -> String {
+pub(crate) fn tenant(server: &Server, id: &str) -> String {
     let created = send(
         "POST",
         &format!("{}/admin/tenants", server.origin),

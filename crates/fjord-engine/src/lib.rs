@@ -16,7 +16,7 @@ mod text;
 pub use error::EngineError;
 pub use fjord_model::{Format, ParseLimits, Resource};
 pub use fjord_search::{Scope, SearchQuery, Summary};
-pub use fjord_store::{HistoryPage, Op, SearchPage, StoredVersion, Tenant};
+pub use fjord_store::{HistoryPage, Op, PreviousPage, SearchPage, StoredVersion, Tenant};
 pub use interactions::{format_instant, HistoryQuery, Written};
 pub use reindex::{JobState, ReindexJob};
 pub use search::{SearchRequest, SearchResult, MAX_INCLUDED};

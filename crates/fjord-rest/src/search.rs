@@ -5,7 +5,7 @@
 use actix_web::http::header;
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
-use fjord_engine::{Scope, SearchRequest, SearchResult, StoredVersion, Summary};
+use fjord_engine::{PreviousPage, Scope, SearchRequest, SearchResult, StoredVersion, Summary};
 use serde_json::{json, Value};
 
 use crate::bundle::encode;
@@ -108,7 +108,8 @@ fn prefers_strict(req: &HttpRequest) -> bool {
         .any(|part| part.trim().eq_ignore_ascii_case("handling=strict"))
 }
 
-/// The `searchset` Bundle as JSON text, with `self` (this page), `next` and `first` links.
+/// The `searchset` Bundle as JSON text, with `self` (this page), `next`, `previous` and `first`
+/// links.
 /// Stored bodies are canonical JSON and go in as they are, unparsed, unless `_summary` or
 /// `_elements` cut them.
 fn searchset(base: &str, path: &str, result: &SearchResult, cursor: Option<&str>) -> String {
@@ -177,6 +178,15 @@ fn searchset(base: &str, path: &str, result: &SearchResult, cursor: Option<&str>
     let mut links = vec![json!({ "relation": "self", "url": link(cursor) })];
     if let Some(next) = &result.page.next {
         links.push(json!({ "relation": "next", "url": link(Some(next)) }));
+    }
+    match &result.page.previous {
+        Some(PreviousPage::First) => {
+            links.push(json!({ "relation": "previous", "url": link(None) }))
+        }
+        Some(PreviousPage::Token(token)) => {
+            links.push(json!({ "relation": "previous", "url": link(Some(token)) }))
+        }
+        None => {}
     }
     links.push(json!({ "relation": "first", "url": link(None) }));
     let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset" });

@@ -36,6 +36,8 @@ pub struct SearchQuery {
     pub elements: Vec<String>,
     /// The parameters the query applied, as given: what the `self` link shows.
     pub applied: Vec<(String, String)>,
+    /// Which search this is (types, filters, sort): a page token is good for this search only.
+    pub key: i64,
 }
 
 /// Where a search looks.
@@ -208,6 +210,8 @@ pub enum SortBy {
 pub enum Total {
     #[default]
     None,
+    /// The planner's estimate.
+    Estimate,
     Accurate,
 }
 
@@ -272,6 +276,7 @@ impl Registry {
             summary: Summary::False,
             elements: Vec::new(),
             applied: Vec::new(),
+            key: 0,
         };
         for (name, value) in params {
             let code = name.split(':').next().unwrap_or_default();
@@ -318,6 +323,10 @@ impl Registry {
             query.total = Total::Accurate;
             query.count = 0;
         }
+        query.key = keys::search(&format!(
+            "{:?}{:?}{:?}",
+            query.types, query.filters, query.sort
+        ));
         Ok(query)
     }
 
@@ -432,8 +441,8 @@ impl Registry {
             ("_total", None) => {
                 query.total = match value {
                     "none" => Total::None,
-                    // An estimate would cost the same query here; give the exact figure.
-                    "accurate" | "estimate" => Total::Accurate,
+                    "estimate" => Total::Estimate,
+                    "accurate" => Total::Accurate,
                     _ => {
                         return Err(QueryError(format!(
                             "_total={value}: use none, estimate or accurate"

@@ -84,6 +84,11 @@ pub mod keys {
         hash(&["ru", resource_type, param, url])
     }
 
+    /// A search, from a description of its types, filters and sort (page tokens name it).
+    pub fn search(description: &str) -> i64 {
+        hash(&["q", description])
+    }
+
     /// The pseudo-parameter under which `param:identifier` keys its tokens.
     pub fn identifier_param(param: &str) -> String {
         format!("{param}:identifier")

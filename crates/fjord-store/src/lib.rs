@@ -27,7 +27,7 @@ pub use changes::{Change, ChangeBatch, ChangeCursor};
 pub use error::StoreError;
 pub use fjord_search::IndexTerms;
 pub use resources::{Expected, HistoryPage, HistoryScope, NewVersion, Op, StoredVersion};
-pub use search::{SearchPage, UnknownCursor};
+pub use search::{PreviousPage, SearchPage, UnknownCursor};
 pub use tenants::{Tenant, TenantKey};
 
 /// Handle on the database; cheap to clone.

@@ -18,13 +18,25 @@ pub struct SearchPage {
     pub resources: Vec<StoredVersion>,
     /// The token of the next page, when there is one.
     pub next: Option<String>,
-    /// All matches, when `_total` asked for them.
+    /// The page before this one; `None` on the first page.
+    pub previous: Option<PreviousPage>,
+    /// All matches (`_total=accurate`), or the planner's estimate of them (`estimate`).
     pub total: Option<i64>,
+}
+
+/// Where the page before a page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreviousPage {
+    /// The first page: the search without a token.
+    First,
+    Token(String),
 }
 
 /// A page token that is unknown, expired, or of another search.
 #[derive(Debug, thiserror::Error)]
-#[error("the page token is unknown or has expired; run the search again")]
+#[error(
+    "the page token is unknown, has expired or belongs to another search; run the search again"
+)]
 pub struct UnknownCursor;
 
 impl Store {
@@ -50,20 +62,24 @@ async fn run(
     query: &SearchQuery,
     cursor: Option<&str>,
 ) -> Result<Result<SearchPage, UnknownCursor>, sqlx::Error> {
-    let after: Option<Vec<String>> = match cursor {
-        None => None,
+    let (after, previous) = match cursor {
+        None => (None, None),
         Some(token) => {
-            let after = sqlx::query_scalar::<_, Vec<String>>(
-                "SELECT after FROM search_cursor WHERE tenant = $1 AND token = $2 \
-                 AND created_at > now() - interval '1 day'",
+            let row = sqlx::query_as::<_, (Vec<String>, Option<String>)>(
+                "SELECT after, previous FROM search_cursor WHERE tenant = $1 AND token = $2 \
+                 AND query_key = $3 AND created_at > now() - interval '1 day'",
             )
             .bind(tenant.0)
             .bind(token)
+            .bind(query.key)
             .fetch_optional(&mut *connection)
             .await?;
-            match after {
+            match row {
                 // The sort keys, then type and id.
-                Some(after) if after.len() == query.sort.len() + 2 => Some(after),
+                Some((after, previous)) if after.len() == query.sort.len() + 2 => (
+                    Some(after),
+                    Some(previous.map_or(PreviousPage::First, PreviousPage::Token)),
+                ),
                 _ => return Ok(Err(UnknownCursor)),
             }
         }
@@ -94,11 +110,14 @@ async fn run(
             sqlx::query(
                 "WITH expired AS (DELETE FROM search_cursor WHERE tenant = $1 \
                    AND created_at < now() - interval '1 day') \
-                 INSERT INTO search_cursor (tenant, token, after) VALUES ($1, $2, $3)",
+                 INSERT INTO search_cursor (tenant, token, after, query_key, previous) \
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(tenant.0)
             .bind(&token)
             .bind(after)
+            .bind(query.key)
+            .bind(cursor)
             .execute(&mut *connection)
             .await?;
             Some(token)
@@ -106,22 +125,47 @@ async fn run(
         _ => None,
     };
 
-    let total = if query.total == Total::Accurate {
-        let mut sql = Sql::new(tenant, &query.types);
-        let count = sql.count(query);
-        Some(
-            sqlx::query_scalar_with::<_, i64, _>(&count, sql.args)
-                .fetch_one(&mut *connection)
-                .await?,
-        )
-    } else {
-        None
+    let total = match query.total {
+        Total::None => None,
+        // The only page, after no other: its size is the total.
+        _ if next.is_none() && previous.is_none() => Some(resources.len() as i64),
+        Total::Accurate => {
+            let mut sql = Sql::new(tenant, &query.types);
+            let count = sql.count(query);
+            Some(
+                sqlx::query_scalar_with::<_, i64, _>(&count, sql.args)
+                    .fetch_one(&mut *connection)
+                    .await?,
+            )
+        }
+        Total::Estimate => {
+            // The planner's row estimate of the count's input: no rows are read.
+            let mut sql = Sql::new(tenant, &query.types);
+            let explain = format!("EXPLAIN {}", sql.count(query));
+            let plan: Vec<String> = sqlx::query_scalar_with(&explain, sql.args)
+                .fetch_all(&mut *connection)
+                .await?;
+            Some(estimated_rows(&plan))
+        }
     };
     Ok(Ok(SearchPage {
         resources,
         next,
+        previous,
         total,
     }))
+}
+
+/// The rows the plan of a `count(*)` expects to count: the estimate of the aggregate's input,
+/// the first node below it (`  ->  … (cost=… rows=N width=…)`).
+fn estimated_rows(plan: &[String]) -> i64 {
+    plan.iter()
+        .find(|line| line.trim_start().starts_with("->"))
+        .or(plan.first())
+        .and_then(|line| line.split(" rows=").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|rows| rows.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Store {
