@@ -9,6 +9,7 @@ mod examples;
 mod fhirpath;
 mod indexing;
 mod layers;
+mod modifiers;
 mod paging;
 mod rest;
 mod search;

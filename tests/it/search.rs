@@ -52,7 +52,7 @@ fn every_r4_example_is_indexed() {
 
 fn kind(value: &IndexValue) -> &'static str {
     match value {
-        IndexValue::Token { .. } => "token",
+        IndexValue::Token { .. } | IndexValue::IdentifierOfType { .. } => "token",
         IndexValue::String { .. } => "string",
         IndexValue::Date { .. } => "date",
         IndexValue::Number { .. } => "number",

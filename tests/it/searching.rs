@@ -91,6 +91,25 @@ pub(crate) fn ids(base: &str, query: &str) -> Vec<String> {
     }
 }
 
+/// Asserts that each query finds exactly its ids, in any order.
+pub(crate) fn assert_finds<Q: AsRef<str>>(base: &str, cases: &[(Q, &[&str])]) {
+    for (query, expected) in cases {
+        let query = query.as_ref();
+        let found: BTreeSet<String> = ids(base, query).into_iter().collect();
+        assert_eq!(found, set(expected), "{query}");
+    }
+}
+
+/// Asserts that each query is a 400 whose OperationOutcome says `wanted`.
+pub(crate) fn assert_rejects<Q: AsRef<str>>(base: &str, cases: &[(Q, &str)]) {
+    for (query, wanted) in cases {
+        let query = query.as_ref();
+        let reply = send("GET", &format!("{base}/{query}"), &[], None);
+        assert_eq!(reply.status, 400, "{query}: {}", reply.body);
+        assert!(reply.body.contains(wanted), "{query}: {}", reply.body);
+    }
+}
+
 pub(crate) fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|s| s.to_string()).collect()
 }

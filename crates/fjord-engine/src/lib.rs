@@ -11,6 +11,7 @@ mod reindex;
 mod search;
 mod subset;
 mod tenants;
+mod terminology;
 mod text;
 
 pub use error::EngineError;

@@ -64,6 +64,8 @@ impl Engine {
         let mut query = registry
             .parse_query(scope, &request.params, request.strict)
             .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        self.answer_terminology(tenant, &registry, &mut query)
+            .await?;
         self.answer_text(tenant, &mut query).await?;
         let page = self
             .store

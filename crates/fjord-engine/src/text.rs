@@ -134,19 +134,17 @@ type TextAsk = (String, TextField, String);
 
 /// Calls `f` on every [`Filter::Text`] of the query, with what it asks.
 fn each_text_filter(query: &mut SearchQuery, mut f: impl FnMut(&mut Filter, TextAsk)) {
-    for filter in &mut query.filters {
-        filter.visit_mut(&mut |filter| {
-            if let Filter::Text {
-                resource_type,
-                field,
-                text,
-            } = filter
-            {
-                let ask = (resource_type.clone(), field.clone(), text.clone());
-                f(filter, ask);
-            }
-        });
-    }
+    query.visit_filters_mut(&mut |filter| {
+        if let Filter::Text {
+            resource_type,
+            field,
+            text,
+        } = filter
+        {
+            let ask = (resource_type.clone(), field.clone(), text.clone());
+            f(filter, ask);
+        }
+    });
 }
 
 /// What a change does to the index: the current version's document, or its removal.

@@ -50,6 +50,12 @@ pub enum IndexValue {
         identifier: Option<(Option<String>, String)>,
     },
     Uri(String),
+    /// An identifier's value under one coding of its type, for `:of-type`.
+    IdentifierOfType {
+        type_system: Option<String>,
+        type_code: String,
+        value: String,
+    },
     /// One value per component, in the composite's order.
     Composite(Vec<IndexValue>),
 }
@@ -254,7 +260,25 @@ fn tokens(item: &Value) -> Vec<IndexValue> {
                 .and_then(|t| t.get("text"))
                 .and_then(Json::as_str)
                 .map(str::to_owned);
-            vec![token(text(item, "system"), text(item, "value"), type_text)]
+            let mut out = vec![token(text(item, "system"), text(item, "value"), type_text)];
+            if let (Some(value), Some(Json::Array(codings))) = (
+                text(item, "value"),
+                field(item, "type").and_then(|t| t.get("coding")),
+            ) {
+                for type_coding in codings {
+                    if let Some(type_code) = type_coding.get("code").and_then(Json::as_str) {
+                        out.push(IndexValue::IdentifierOfType {
+                            type_system: type_coding
+                                .get("system")
+                                .and_then(Json::as_str)
+                                .map(str::to_owned),
+                            type_code: type_code.to_owned(),
+                            value: value.clone(),
+                        });
+                    }
+                }
+            }
+            out
         }
         "ContactPoint" => vec![token(None, text(item, "value"), None)],
         _ => match item.system() {

@@ -16,8 +16,9 @@ pub use custom::activates;
 pub use extract::{extract, normalize, values_of, IndexEntry, IndexValue};
 pub use fjord_definitions::SearchParamType;
 pub use query::{
-    Filter, Include, Prefix, QueryError, Scope, SearchQuery, SortBy, SortKey, StringMatch, Summary,
-    TextField, Total, UnitMatch, ValueTest, DEFAULT_COUNT, MAX_CHAIN_DEPTH, MAX_COUNT,
+    ConceptSet, Concepts, Filter, Include, Prefix, QueryError, Scope, SearchQuery, SortBy, SortKey,
+    StringMatch, Summary, TextField, Total, UnitMatch, ValueTest, DEFAULT_COUNT, MAX_CHAIN_DEPTH,
+    MAX_COUNT,
 };
 pub use registry::{Registry, SearchParam, Storage, Targets};
 pub use terms::{equality_keys, index_terms, keys, DateTerm, IndexTerms, StringTerm};

@@ -111,6 +111,41 @@ pub enum Filter {
         resource_type: String,
         ids: Vec<String>,
     },
+    /// A token of `param` has one of the codes a terminology resource of the tenant decides
+    /// (`:in`, `:below`, `:above`; `:not-in` is its negation): the engine looks the codes up and
+    /// puts [`Registry::concepts_filter`] of them in its place.
+    Concepts {
+        resource_type: String,
+        param: String,
+        set: ConceptSet,
+    },
+}
+
+/// Which codes a [`Filter::Concepts`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ConceptSet {
+    /// The codes of the value set with this canonical URL (`url` or `url|version`).
+    ValueSet(String),
+    /// The code and those it subsumes in its code system's hierarchy.
+    Below { system: String, code: String },
+    /// The code and those that subsume it.
+    Above { system: String, code: String },
+}
+
+/// Codes as a terminology lookup found them: single codes, and code systems taken whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Concepts {
+    pub codes: Vec<(String, String)>,
+    pub systems: Vec<String>,
+}
+
+impl SearchQuery {
+    /// Visits every filter of the query, each before its parts (see [`Filter::visit_mut`]).
+    pub fn visit_filters_mut(&mut self, visitor: &mut impl FnMut(&mut Filter)) {
+        for filter in &mut self.filters {
+            filter.visit_mut(visitor);
+        }
+    }
 }
 
 impl Filter {

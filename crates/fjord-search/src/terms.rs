@@ -98,6 +98,23 @@ pub mod keys {
         hash(&["u", resource_type, param, uri])
     }
 
+    /// `param:below=prefix`: the URI is `prefix` or below it on path segments.
+    pub fn uri_below(resource_type: &str, param: &str, prefix: &str) -> i64 {
+        hash(&["ub", resource_type, param, prefix])
+    }
+
+    /// `param:of-type=system|code|value`: an identifier's value under a coding of its type;
+    /// `type_system` empty for any system.
+    pub fn of_type(
+        resource_type: &str,
+        param: &str,
+        type_system: &str,
+        type_code: &str,
+        value: &str,
+    ) -> i64 {
+        hash(&["ot", resource_type, param, type_system, type_code, value])
+    }
+
     /// The pseudo-parameter under which part `index` of a composite keys its values.
     pub fn component_param(param: &str, index: usize) -> String {
         format!("{param}${index}")
@@ -161,7 +178,10 @@ pub fn index_terms(resource_type: &str, entries: &[IndexEntry]) -> IndexTerms {
                 }
             }
             // Token texts (`:text`) are the text index's business.
-            IndexValue::Token { .. } | IndexValue::Reference { .. } | IndexValue::Uri(_) => {
+            IndexValue::Token { .. }
+            | IndexValue::Reference { .. }
+            | IndexValue::Uri(_)
+            | IndexValue::IdentifierOfType { .. } => {
                 terms.keys.extend(equality_keys(resource_type, code, value));
             }
             IndexValue::Composite(parts) => {
@@ -221,10 +241,42 @@ pub fn equality_keys(resource_type: &str, param: &str, value: &IndexValue) -> Ve
                 ));
             }
         }
-        IndexValue::Uri(uri) => found.push(keys::uri(resource_type, param, uri)),
+        IndexValue::Uri(uri) => {
+            found.push(keys::uri(resource_type, param, uri));
+            found.extend(
+                uri_parents(uri)
+                    .chain([uri.as_str()])
+                    .map(|parent| keys::uri_below(resource_type, param, parent)),
+            );
+        }
+        IndexValue::IdentifierOfType {
+            type_system,
+            type_code,
+            value,
+        } => {
+            if let Some(type_system) = type_system {
+                found.push(keys::of_type(
+                    resource_type,
+                    param,
+                    type_system,
+                    type_code,
+                    value,
+                ));
+            }
+            found.push(keys::of_type(resource_type, param, "", type_code, value));
+        }
         _ => {}
     }
     found
+}
+
+/// The parents of a URI on its path segments, nearest last: `http://a.org/fhir/ValueSet/1` has
+/// `http://a.org`, `http://a.org/fhir` and `http://a.org/fhir/ValueSet` (`:above`, `:below`).
+pub fn uri_parents(uri: &str) -> impl Iterator<Item = &str> {
+    let path_start = uri.find("://").map_or(0, |at| at + 3);
+    uri.char_indices()
+        .filter(move |(at, c)| *c == '/' && *at > path_start)
+        .map(move |(at, _)| &uri[..at])
 }
 
 /// A value checked on found rows, as stored under its parameter in [`IndexTerms::values`]:

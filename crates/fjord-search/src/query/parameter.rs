@@ -7,7 +7,7 @@ use fjord_definitions::SearchParamType;
 use super::values::{
     composite, date_value, number_test, quantity_test, reference, split_unescaped, token, unescape,
 };
-use super::{Filter, QueryError, StringMatch, TextField};
+use super::{ConceptSet, Concepts, Filter, QueryError, StringMatch, TextField};
 use crate::terms::keys;
 use crate::{Registry, SearchParam, Storage};
 
@@ -160,6 +160,19 @@ impl Registry {
         })
     }
 
+    /// The filter a terminology lookup's answer becomes: a token of `param` with one of the
+    /// codes, or of one of the systems taken whole (nothing when the answer is empty).
+    pub fn concepts_filter(&self, resource_type: &str, param: &str, concepts: &Concepts) -> Filter {
+        let codes = concepts.codes.iter().map(|(system, code)| {
+            Filter::Key(keys::token_system_code(resource_type, param, system, code))
+        });
+        let systems = concepts
+            .systems
+            .iter()
+            .map(|system| Filter::Key(keys::token_system(resource_type, param, system)));
+        Filter::Any(codes.chain(systems).collect())
+    }
+
     /// The reference links ([`keys::link`]) a reference parameter is stored under: its own, or
     /// those of the parameters it is the union of.
     pub fn reference_links(&self, resource_type: &str, code: &str) -> Vec<i64> {
@@ -210,6 +223,7 @@ impl Registry {
         }
         let (negate, modifier) = match modifier {
             Some("not") if parameter.kind == SearchParamType::Token => (true, None),
+            Some("not-in") if parameter.kind == SearchParamType::Token => (true, Some("in")),
             other => (false, other),
         };
         let alternatives = values
@@ -290,6 +304,47 @@ impl Registry {
         match parameter.kind {
             SearchParamType::Token => match modifier {
                 None => Ok(token(resource_type, code, value)),
+                Some("in") => Ok(Filter::Concepts {
+                    resource_type: resource_type.to_owned(),
+                    param: code.to_owned(),
+                    set: ConceptSet::ValueSet(unescape(value)),
+                }),
+                Some(relation @ ("below" | "above")) => {
+                    let (system, concept) = match split_unescaped(value, '|').as_slice() {
+                        [system, concept] if !system.is_empty() && !concept.is_empty() => {
+                            (system.clone(), concept.clone())
+                        }
+                        _ => {
+                            return Err(QueryError(format!(
+                                "use :{relation}=system|code: the hierarchy is the system's"
+                            )))
+                        }
+                    };
+                    Ok(Filter::Concepts {
+                        resource_type: resource_type.to_owned(),
+                        param: code.to_owned(),
+                        set: if relation == "below" {
+                            ConceptSet::Below {
+                                system,
+                                code: concept,
+                            }
+                        } else {
+                            ConceptSet::Above {
+                                system,
+                                code: concept,
+                            }
+                        },
+                    })
+                }
+                Some("of-type") => match split_unescaped(value, '|').as_slice() {
+                    [system, type_code, value] if !type_code.is_empty() && !value.is_empty() => Ok(
+                        Filter::Key(keys::of_type(resource_type, code, system, type_code, value)),
+                    ),
+                    _ => Err(QueryError(
+                        "use :of-type=type-system|type-code|value (type-system may be empty)"
+                            .into(),
+                    )),
+                },
                 Some("text") => Ok(Filter::Text {
                     resource_type: resource_type.to_owned(),
                     field: TextField::Token(code.to_owned()),
@@ -307,14 +362,26 @@ impl Registry {
                 }
                 Some(m) => unsupported(m),
             },
-            SearchParamType::Uri => match modifier {
-                None => Ok(Filter::Key(keys::uri(
-                    resource_type,
-                    code,
-                    &unescape(value),
-                ))),
-                Some(m) => unsupported(m),
-            },
+            SearchParamType::Uri => {
+                let uri = unescape(value);
+                match modifier {
+                    None => Ok(Filter::Key(keys::uri(resource_type, code, &uri))),
+                    // The URI or one below it, on path segments.
+                    Some("below") => Ok(Filter::Key(keys::uri_below(
+                        resource_type,
+                        code,
+                        uri.trim_end_matches('/'),
+                    ))),
+                    // The URI or one of its parents.
+                    Some("above") => Ok(Filter::Any(
+                        crate::terms::uri_parents(&uri)
+                            .chain([uri.as_str()])
+                            .map(|parent| Filter::Key(keys::uri(resource_type, code, parent)))
+                            .collect(),
+                    )),
+                    Some(m) => unsupported(m),
+                }
+            }
             SearchParamType::String => {
                 let text = unescape(value);
                 let matching = match modifier {

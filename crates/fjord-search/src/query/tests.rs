@@ -302,3 +302,64 @@ fn text_parameters_become_text_filters_for_the_index() {
     assert!(parse("Observation", &[("_text:exact", "x")]).is_err());
     assert!(parse("Observation", &[("_content", ",")]).is_err());
 }
+
+/// The keys a filter asks for, flattened over alternatives.
+fn asked_keys(filter: &Filter) -> Vec<i64> {
+    match filter {
+        Filter::Key(key) => vec![*key],
+        Filter::Any(alternatives) => alternatives.iter().flat_map(asked_keys).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn of_type_asks_for_identifier_values_under_their_type() {
+    let registry = Registry::r4().unwrap();
+    let patient = serde_json::json!({
+        "resourceType": "Patient",
+        "identifier": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+            "system": "urn:oid:1.2.3", "value": "12345"}],
+    });
+    let stored = crate::index_terms("Patient", &crate::extract(&registry, &patient).unwrap()).keys;
+    let has = |value: &str| {
+        let query = parse("Patient", &[("identifier:of-type", value)]).unwrap();
+        asked_keys(&query.filters[0])
+            .iter()
+            .any(|k| stored.contains(k))
+    };
+    assert!(has(
+        "http://terminology.hl7.org/CodeSystem/v2-0203|MR|12345"
+    ));
+    assert!(has("|MR|12345"));
+    assert!(!has(
+        "http://terminology.hl7.org/CodeSystem/v2-0203|MR|54321"
+    ));
+    assert!(!has(
+        "http://terminology.hl7.org/CodeSystem/v2-0203|PPN|12345"
+    ));
+    assert!(parse("Patient", &[("identifier:of-type", "MR|12345")]).is_err());
+}
+
+#[test]
+fn uri_above_and_below_follow_path_segments() {
+    let stored = crate::equality_keys(
+        "ValueSet",
+        "url",
+        &IndexValue::Uri("http://acme.org/fhir/ValueSet/123".into()),
+    );
+    let has = |modifier: &str, value: &str| {
+        let query = parse("ValueSet", &[(&format!("url:{modifier}"), value)]).unwrap();
+        asked_keys(&query.filters[0])
+            .iter()
+            .any(|k| stored.contains(k))
+    };
+    assert!(has("below", "http://acme.org/fhir/"));
+    assert!(has("below", "http://acme.org"));
+    assert!(has("below", "http://acme.org/fhir/ValueSet/123"));
+    assert!(!has("below", "http://acme.org/fh"));
+    assert!(!has("below", "http://acme.org/fhir/ValueSet/1234"));
+    assert!(has("above", "http://acme.org/fhir/ValueSet/123/_history/5"));
+    assert!(has("above", "http://acme.org/fhir/ValueSet/123"));
+    assert!(!has("above", "http://acme.org/fhir/ValueSet"));
+}

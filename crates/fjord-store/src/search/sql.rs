@@ -324,9 +324,9 @@ impl Sql {
                 self.bind(resource_type.clone()),
                 self.bind(ids.clone())
             ),
-            // The engine answers text filters before a query reaches the store; one that got
-            // here unanswered matches nothing rather than everything.
-            Filter::Text { .. } => "false".into(),
+            // The engine answers text and terminology filters before a query reaches the
+            // store; one that got here unanswered matches nothing rather than everything.
+            Filter::Text { .. } | Filter::Concepts { .. } => "false".into(),
             Filter::Value { param, test } => {
                 let param = self.bind(param.clone());
                 format!(
