@@ -291,39 +291,51 @@ fn parameter_types_prefixes_and_modifiers() {
 fn sorting_paging_totals_and_links() {
     let (_server, base) = server_with_tenant();
     fixture(&base);
-    assert_eq!(
-        ids(&base, "Observation?_sort=-date&_count=2"),
+    let cases: &[(&str, &[&str])] = &[
         // Descending by the latest instant: o6 is the whole day of 1 November.
-        ["o2", "o6", "o4", "o1", "o3", "o5"]
-    );
-    assert_eq!(
-        ids(&base, "Observation?_sort=date,_id&_count=1"),
-        ["o5", "o3", "o6", "o1", "o4", "o2"]
-    );
-    assert_eq!(
-        ids(&base, "Patient?_sort=family&_count=3"),
-        ["p2", "p3", "p1", "p4"]
-    );
-    assert_eq!(
-        ids(&base, "Patient?_sort=-birthdate"),
-        ["p3", "p2", "p1", "p4"]
-    );
-    assert_eq!(
-        ids(&base, "Observation?code=29463-7&_sort=-_id"),
-        ["o6", "o3", "o2", "o1"]
-    );
-    // Quantities sort in their canonical unit (71000 g before 72.5 kg); no value sorts last.
-    assert_eq!(
-        ids(
-            &base,
-            "Observation?code=29463-7&_sort=value-quantity&_count=1"
+        (
+            "Observation?_sort=-date&_count=2",
+            &["o2", "o6", "o4", "o1", "o3", "o5"],
         ),
-        ["o2", "o1", "o3", "o6"]
-    );
-    assert_eq!(
-        ids(&base, "Observation?code=29463-7&_sort=-value-quantity,_id"),
-        ["o3", "o1", "o2", "o6"]
-    );
+        (
+            "Observation?_sort=date,_id&_count=1",
+            &["o5", "o3", "o6", "o1", "o4", "o2"],
+        ),
+        ("Patient?_sort=family&_count=3", &["p2", "p3", "p1", "p4"]),
+        ("Patient?_sort=-birthdate", &["p3", "p2", "p1", "p4"]),
+        (
+            "Observation?code=29463-7&_sort=-_id",
+            &["o6", "o3", "o2", "o1"],
+        ),
+        // Tokens by code, references as Type/id; a multi-valued parameter by its smallest value
+        // ascending and its largest descending; without a value last either way.
+        (
+            "Observation?_sort=code,_id&_count=4",
+            &["o1", "o2", "o3", "o6", "o4", "o5"],
+        ),
+        (
+            "Observation?_sort=-code,-_id&_count=4",
+            &["o5", "o4", "o6", "o3", "o2", "o1"],
+        ),
+        (
+            "Observation?_sort=-subject,_id",
+            &["o5", "o6", "o3", "o4", "o1", "o2"],
+        ),
+        ("Patient?_sort=gender,_id", &["p1", "p3", "p2", "p4"]),
+        ("Patient?_sort=-identifier,_id", &["p3", "p2", "p1", "p4"]),
+        // Quantities sort in their canonical unit (71000 g before 72.5 kg); no value sorts last.
+        (
+            "Observation?code=29463-7&_sort=value-quantity&_count=1",
+            &["o2", "o1", "o3", "o6"],
+        ),
+        (
+            "Observation?code=29463-7&_sort=-value-quantity,_id",
+            &["o3", "o1", "o2", "o6"],
+        ),
+    ];
+    for (query, expected) in cases {
+        assert_eq!(ids(&base, query), *expected, "{query}");
+    }
 
     let page = send(
         "GET",
@@ -411,7 +423,7 @@ fn bad_searches_are_operation_outcomes() {
         "Patient?_has:Observation:code:code=x",
         "Observation?_include=Observation:status",
         "Observation?_count=-1",
-        "Observation?_sort=status",
+        "Observation?_sort=combo-code",
         "Observation?_cursor=nonsense",
         "Observation?encounter:missing=maybe",
         "Nonsense?x=1",

@@ -21,7 +21,9 @@ pub use query::{
     MAX_COUNT,
 };
 pub use registry::{Registry, SearchParam, Storage, Targets};
-pub use terms::{equality_keys, index_terms, keys, DateTerm, IndexTerms, StringTerm};
+pub use terms::{
+    equality_keys, index_terms, keys, DateTerm, IndexTerms, StringTerm, SORT_LARGEST, SORT_SMALLEST,
+};
 
 /// What can go wrong in this layer.
 #[derive(Debug, thiserror::Error)]

@@ -239,6 +239,9 @@ pub enum SortBy {
     /// The smallest (ascending) or largest (descending) kept number or quantity of the
     /// parameter (a quantity in its canonical unit when it has one).
     Value(String),
+    /// The smallest (ascending) or largest (descending) code, reference or URI of the
+    /// parameter, as text.
+    Text(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -615,10 +618,15 @@ impl Registry {
                 (_, SearchParamType::Number | SearchParamType::Quantity, Storage::Indexed) => {
                     SortBy::Value(code.to_owned())
                 }
+                (
+                    _,
+                    SearchParamType::Token | SearchParamType::Reference | SearchParamType::Uri,
+                    Storage::Indexed,
+                ) => SortBy::Text(code.to_owned()),
                 _ => {
                     return Err(QueryError(format!(
-                        "_sort: sorting by '{code}' is not supported (dates, strings, numbers, \
-                         quantities, _id and _lastUpdated are)"
+                        "_sort: sorting by '{code}' is not supported (composites and unions \
+                         of parameters are not)"
                     )))
                 }
             };

@@ -159,8 +159,13 @@ pub struct DateTerm {
 pub fn index_terms(resource_type: &str, entries: &[IndexEntry]) -> IndexTerms {
     let mut terms = IndexTerms::default();
     let mut values: Map<String, Json> = Map::new();
+    let (mut smallest, mut largest) = (Map::new(), Map::new());
     for IndexEntry { code, value } in entries {
         terms.keys.push(keys::presence(resource_type, code));
+        if let Some(text) = sort_text(value) {
+            keep_extreme(&mut smallest, code, &text, std::cmp::Ordering::Less);
+            keep_extreme(&mut largest, code, &text, std::cmp::Ordering::Greater);
+        }
         match value {
             IndexValue::String { exact, normalized } => terms.strings.push(StringTerm {
                 param_key: keys::param(resource_type, code),
@@ -191,10 +196,49 @@ pub fn index_terms(resource_type: &str, entries: &[IndexEntry]) -> IndexTerms {
     }
     terms.keys.sort_unstable();
     terms.keys.dedup();
+    // The largest only where it differs from the smallest: most parameters have one value.
+    largest.retain(|code, text| smallest.get(code) != Some(text));
+    if !smallest.is_empty() {
+        values.insert(SORT_SMALLEST.into(), Json::Object(smallest));
+    }
+    if !largest.is_empty() {
+        values.insert(SORT_LARGEST.into(), Json::Object(largest));
+    }
     if !values.is_empty() {
         terms.values = Some(Json::Object(values).to_string());
     }
     terms
+}
+
+/// Under these names [`IndexTerms::values`] keeps, per token, reference and URI parameter, the
+/// smallest and (when different) the largest of its values as text, for `_sort`. No parameter
+/// code has these characters.
+pub const SORT_SMALLEST: &str = "~";
+pub const SORT_LARGEST: &str = "^";
+
+/// What a token (its code), reference (`Type/id`, else its URL) or URI sorts by.
+fn sort_text(value: &IndexValue) -> Option<String> {
+    match value {
+        IndexValue::Token { code, .. } => code.clone(),
+        IndexValue::Reference {
+            resource_type: Some(target),
+            id: Some(id),
+            ..
+        } => Some(format!("{target}/{id}")),
+        IndexValue::Reference { url, .. } => url.clone(),
+        IndexValue::Uri(uri) => Some(uri.clone()),
+        _ => None,
+    }
+}
+
+fn keep_extreme(kept: &mut Map<String, Json>, code: &str, text: &str, wanted: std::cmp::Ordering) {
+    let replace = match kept.get(code).and_then(Json::as_str) {
+        Some(current) => text.cmp(current) == wanted,
+        None => true,
+    };
+    if replace {
+        kept.insert(code.to_owned(), Json::String(text.to_owned()));
+    }
 }
 
 /// The keys an equality search on one value of `param` may ask for.
@@ -401,6 +445,23 @@ mod tests {
         assert!(!terms
             .keys
             .contains(&keys::presence("Observation", "encounter")));
+    }
+
+    #[test]
+    fn tokens_references_and_uris_keep_their_extremes_for_sorting() {
+        let terms = terms(json!({
+            "resourceType": "Observation", "status": "final",
+            "category": [{"coding": [{"code": "vital-signs"}, {"code": "activity"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "subject": {"reference": "Patient/p1"},
+        }));
+        let values: Json = serde_json::from_str(terms.values.as_deref().unwrap()).unwrap();
+        assert_eq!(values[SORT_SMALLEST]["category"], "activity");
+        assert_eq!(values[SORT_LARGEST]["category"], "vital-signs");
+        assert_eq!(values[SORT_SMALLEST]["status"], "final");
+        assert_eq!(values[SORT_SMALLEST]["subject"], "Patient/p1");
+        // One value: no separate largest.
+        assert!(values[SORT_LARGEST].get("status").is_none());
     }
 
     #[test]

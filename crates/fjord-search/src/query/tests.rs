@@ -73,7 +73,7 @@ fn lists_modifiers_and_unknowns() {
     assert!(parse("Observation", &[("date", "2026-13-01")]).is_err());
     assert!(parse("Observation", &[("value-quantity", "abc")]).is_err());
     assert!(parse("Observation", &[("code:below", "x")]).is_err());
-    assert!(parse("Observation", &[("_sort", "status")]).is_err());
+    assert!(parse("Observation", &[("_sort", "combo-code")]).is_err());
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! A [`SearchQuery`] as SQL over `resource_current` (alias `c`) and the ordered index tables.
 //! Chains and reverse chains are subqueries over `resource_current` under aliases of their own.
 
-use fjord_search::{Filter, Prefix, SearchQuery, SortBy, StringMatch, UnitMatch, ValueTest};
+use fjord_search::{
+    Filter, Prefix, SearchQuery, SortBy, StringMatch, UnitMatch, ValueTest, SORT_LARGEST,
+    SORT_SMALLEST,
+};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgArguments;
 use sqlx::Arguments;
@@ -159,6 +162,18 @@ impl Sql {
                      FROM jsonb_array_elements(c.vals -> {}) e), {none}::numeric)",
                     self.bind(param.clone())
                 );
+            }
+            (SortBy::Text(param), descending) => {
+                let param = self.bind(param.clone());
+                let smallest = format!("c.vals -> '{SORT_SMALLEST}' ->> {param}");
+                return if descending {
+                    format!(
+                        "coalesce(c.vals -> '{SORT_LARGEST}' ->> {param}, {smallest}, '') \
+                         COLLATE \"C\""
+                    )
+                } else {
+                    format!("coalesce({smallest}, chr(1114111)) COLLATE \"C\"")
+                };
             }
             (SortBy::Id, _) => return "c.id COLLATE \"C\"".into(),
             (SortBy::LastUpdated, _) => return "c.last_updated".into(),
@@ -437,7 +452,7 @@ fn rows_of(table: &str, a: &str) -> String {
 fn sort_type(by: &SortBy) -> &'static str {
     match by {
         SortBy::Date(_) => "bigint",
-        SortBy::String(_) | SortBy::Id => "text",
+        SortBy::String(_) | SortBy::Text(_) | SortBy::Id => "text",
         SortBy::LastUpdated => "timestamptz",
         SortBy::Value(_) => "numeric",
     }
