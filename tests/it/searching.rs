@@ -509,7 +509,6 @@ fn the_index_follows_writes_and_tenants() {
     ] {
         assert!(names.contains(&name), "{name}");
     }
-    assert!(!names.contains(&"_text") && !names.contains(&"_content"));
     assert!(observation["interaction"]
         .as_array()
         .unwrap()

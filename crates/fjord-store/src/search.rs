@@ -128,7 +128,9 @@ async fn run(
     let total = match query.total {
         Total::None => None,
         // The only page, after no other: its size is the total.
-        _ if next.is_none() && previous.is_none() => Some(resources.len() as i64),
+        _ if query.count > 0 && next.is_none() && previous.is_none() => {
+            Some(resources.len() as i64)
+        }
         Total::Accurate => {
             let mut sql = Sql::new(tenant, &query.types);
             let count = sql.count(query);
