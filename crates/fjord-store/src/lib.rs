@@ -37,6 +37,8 @@ pub struct Store {
     pool: PgPool,
     /// One pool per tenant, opened lazily, each connection bound to its tenant.
     tenant_pools: Arc<RwLock<HashMap<TenantKey, TenantPool>>>,
+    /// Which index keys are common per tenant, shared by every runtime's handle.
+    common_keys: search::CommonKeys,
     options: PgConnectOptions,
     max_connections: u32,
 }
@@ -55,6 +57,7 @@ impl Store {
         Ok(Store {
             pool,
             tenant_pools,
+            common_keys: Default::default(),
             options,
             max_connections,
         })

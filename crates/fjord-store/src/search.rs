@@ -2,7 +2,10 @@
 //! paged by keyset. The position after a page is kept in `search_cursor` under a random token,
 //! so page links carry no sort values (names, dates) and survive concurrent writes.
 
+mod common_keys;
 mod sql;
+
+pub(crate) use common_keys::CommonKeys;
 
 use fjord_search::{SearchQuery, Total};
 use sqlx::Row;
@@ -50,7 +53,14 @@ impl Store {
         cursor: Option<&str>,
     ) -> Result<Result<SearchPage, UnknownCursor>, StoreError> {
         let mut connection = self.tenant_connection(tenant).await?;
-        let result = run(connection.connection(), tenant, query, cursor).await;
+        let result = run(
+            connection.connection(),
+            tenant,
+            query,
+            cursor,
+            &self.common_keys,
+        )
+        .await;
         connection.settle(result)
     }
 }
@@ -61,7 +71,9 @@ async fn run(
     tenant: TenantKey,
     query: &SearchQuery,
     cursor: Option<&str>,
+    common_keys: &CommonKeys,
 ) -> Result<Result<SearchPage, UnknownCursor>, sqlx::Error> {
+    let common = common_keys.of(tenant, &mut *connection).await?;
     let (after, previous) = match cursor {
         None => (None, None),
         Some(token) => {
@@ -88,7 +100,7 @@ async fn run(
     let rows = if query.count == 0 {
         Vec::new()
     } else {
-        let mut sql = Sql::new(tenant, &query.types);
+        let mut sql = Sql::new(tenant, &query.types, common.clone());
         let page = sql.page(query, after.as_deref());
         sqlx::query_with(&page, sql.args)
             .fetch_all(&mut *connection)
@@ -132,7 +144,7 @@ async fn run(
             Some(resources.len() as i64)
         }
         Total::Accurate => {
-            let mut sql = Sql::new(tenant, &query.types);
+            let mut sql = Sql::new(tenant, &query.types, common.clone());
             let count = sql.count(query);
             Some(
                 sqlx::query_scalar_with::<_, i64, _>(&count, sql.args)
@@ -142,7 +154,7 @@ async fn run(
         }
         Total::Estimate => {
             // The planner's row estimate of the count's input: no rows are read.
-            let mut sql = Sql::new(tenant, &query.types);
+            let mut sql = Sql::new(tenant, &query.types, common.clone());
             let explain = format!("EXPLAIN {}", sql.count(query));
             let plan: Vec<String> = sqlx::query_scalar_with(&explain, sql.args)
                 .fetch_all(&mut *connection)
@@ -208,7 +220,12 @@ impl Store {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = select_current("c.type = $2 AND c.keys && $3::bigint[] ORDER BY c.id LIMIT $4");
+        // The referrers first, then their order: a plan that misjudged the keys would walk
+        // every resource of the type in id order looking for the few that refer.
+        let sql = format!(
+            "WITH found AS MATERIALIZED ({}) SELECT * FROM found ORDER BY id LIMIT $4",
+            select_current("c.type = $2 AND c.keys && $3::bigint[]")
+        );
         let query = sqlx::query(&sql)
             .bind(tenant.0)
             .bind(resource_type)
