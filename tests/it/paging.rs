@@ -4,7 +4,7 @@
 use fjord_tests::send;
 use serde_json::{json, Value};
 
-use crate::searching::fixture;
+use crate::searching::{fixture, get_json};
 
 pub(crate) fn link(page: &Value, relation: &str) -> Option<String> {
     page["link"]
@@ -27,21 +27,15 @@ fn ids(page: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn get(url: &str) -> Value {
-    let reply = send("GET", url, &[], None);
-    assert_eq!(reply.status, 200, "{url}: {}", reply.body);
-    reply.json()
-}
-
 #[test]
 fn previous_links_walk_back_and_tokens_serve_their_own_search() {
     let (server, base) = crate::server_with_tenant();
     fixture(&base);
     let first_url = format!("{base}/Observation?_sort=_id&_count=2");
 
-    let mut pages = vec![get(&first_url)];
+    let mut pages = vec![get_json(&first_url)];
     while let Some(next) = link(pages.last().unwrap(), "next") {
-        pages.push(get(&next));
+        pages.push(get_json(&next));
     }
     let forward: Vec<Vec<String>> = pages.iter().map(ids).collect();
     assert_eq!(forward, [["o1", "o2"], ["o3", "o4"], ["o5", "o6"]]);
@@ -55,7 +49,7 @@ fn previous_links_walk_back_and_tokens_serve_their_own_search() {
     let mut page = pages[2].clone();
     let mut backward = Vec::new();
     while let Some(previous) = link(&page, "previous") {
-        page = get(&previous);
+        page = get_json(&previous);
         backward.push(ids(&page));
     }
     assert_eq!(backward, [["o3", "o4"], ["o1", "o2"]]);
@@ -79,7 +73,7 @@ fn previous_links_walk_back_and_tokens_serve_their_own_search() {
         );
     }
     // The page size may change between pages.
-    let resized = get(&format!(
+    let resized = get_json(&format!(
         "{base}/Observation?_sort=_id&_count=3&_cursor={token}"
     ));
     assert_eq!(ids(&resized), ["o3", "o4", "o5"]);
@@ -89,7 +83,7 @@ fn previous_links_walk_back_and_tokens_serve_their_own_search() {
 fn totals_accurate_estimated_and_of_a_single_page() {
     let (_server, base) = crate::server_with_tenant();
     fixture(&base);
-    let total = |query: &str| get(&format!("{base}/{query}"))["total"].clone();
+    let total = |query: &str| get_json(&format!("{base}/{query}"))["total"].clone();
     assert_eq!(total("Observation?_total=accurate&_count=2"), json!(6));
     assert_eq!(total("Observation?_total=none&_count=2"), Value::Null);
     assert_eq!(total("Observation"), Value::Null);

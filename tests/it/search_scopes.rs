@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use fjord_tests::send;
 use serde_json::{json, Value};
 
-use crate::searching::{capability_of, fixture, ids, put, set};
+use crate::searching::{assert_finds, capability_of, fixture, get_json, ids, put};
 use crate::server_with_tenant;
 
 /// The fixture with an organisation managing p1 and p2, a practitioner who measured o4, and a
@@ -47,21 +47,8 @@ fn linked_fixture(base: &str) {
     );
 }
 
-fn check_all(base: &str, cases: &[(&str, &[&str])]) {
-    let mut failures = Vec::new();
-    for (query, expected) in cases {
-        let found: BTreeSet<String> = ids(base, query).into_iter().collect();
-        if found != set(expected) {
-            failures.push(format!("{query}: expected {expected:?}, found {found:?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
 fn get(base: &str, query: &str) -> Value {
-    let reply = send("GET", &format!("{base}/{query}"), &[], None);
-    assert_eq!(reply.status, 200, "{query}: {}", reply.body);
-    reply.json()
+    get_json(&format!("{base}/{query}"))
 }
 
 /// `(mode, Type/id)` of every entry of one page.
@@ -94,7 +81,7 @@ fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
 fn chains_and_reverse_chains() {
     let (_server, base) = server_with_tenant();
     linked_fixture(&base);
-    check_all(
+    assert_finds(
         &base,
         &[
             ("Observation?subject.name=odegard", &["o1", "o2"]),
@@ -158,7 +145,7 @@ fn chains_and_reverse_chains() {
 fn system_and_compartment_searches() {
     let (_server, base) = server_with_tenant();
     linked_fixture(&base);
-    check_all(
+    assert_finds(
         &base,
         &[
             ("?_id=p1,o1,org1", &["p1", "o1", "org1"]),

@@ -28,7 +28,7 @@ impl Engine {
         if let Some(registry) = cached {
             return Ok(registry);
         }
-        let mut definitions = Vec::new();
+        let mut parameters = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let page = self
@@ -50,17 +50,17 @@ impl Engine {
                 }
                 // Checked when written; one that no longer passes must not stop the tenant.
                 match self.search.custom(&definition) {
-                    Ok(_) => definitions.push(definition),
+                    Ok(compiled) => parameters.extend(compiled),
                     Err(e) => {
                         tracing::warn!(tenant = %tenant.id, "SearchParameter/{} left out: {e}", version.id)
                     }
                 }
             }
         }
-        let registry = if definitions.is_empty() {
+        let registry = if parameters.is_empty() {
             self.search.clone()
         } else {
-            Arc::new(self.search.with_custom(&definitions)?)
+            Arc::new(self.search.with_parameters(parameters))
         };
         self.shared
             .registries

@@ -2,7 +2,7 @@
 //! background, and a catch-up before every search that asks the index, so that such a search
 //! sees every write acknowledged before it started.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use fjord_search::{Filter, Registry, SearchQuery, TextField};
@@ -95,8 +95,10 @@ impl Engine {
         tenant: &Tenant,
         query: &mut SearchQuery,
     ) -> Result<(), EngineError> {
-        let mut asked: Vec<TextAsk> = Vec::new();
-        each_text_filter(query, |_, ask| asked.push(ask));
+        let mut asked: HashSet<TextAsk> = HashSet::new();
+        each_text_filter(query, |_, ask| {
+            asked.insert(ask);
+        });
         if asked.is_empty() {
             return Ok(());
         }

@@ -179,14 +179,12 @@ fn searchset(base: &str, path: &str, result: &SearchResult, cursor: Option<&str>
     if let Some(next) = &result.page.next {
         links.push(json!({ "relation": "next", "url": link(Some(next)) }));
     }
-    match &result.page.previous {
-        Some(PreviousPage::First) => {
-            links.push(json!({ "relation": "previous", "url": link(None) }))
-        }
-        Some(PreviousPage::Token(token)) => {
-            links.push(json!({ "relation": "previous", "url": link(Some(token)) }))
-        }
-        None => {}
+    if let Some(previous) = &result.page.previous {
+        let token = match previous {
+            PreviousPage::First => None,
+            PreviousPage::Token(token) => Some(token.as_str()),
+        };
+        links.push(json!({ "relation": "previous", "url": link(token) }));
     }
     links.push(json!({ "relation": "first", "url": link(None) }));
     let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset" });

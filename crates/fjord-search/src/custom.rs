@@ -46,21 +46,29 @@ impl Registry {
     /// This registry with `definitions` (SearchParameter resources as JSON) added; only those
     /// that [`activates`] are. Fails on the first definition Fjord cannot use, naming it.
     pub fn with_custom(&self, definitions: &[Json]) -> Result<Registry, SearchError> {
-        let mut registry = self.clone();
-        for definition in definitions {
-            if !activates(definition) {
-                continue;
-            }
-            for (base, parameter) in self.custom(definition)? {
-                let parameters = registry
-                    .by_type
-                    .get_mut(&base)
-                    .expect("bases are checked to be known types");
-                parameters.retain(|p| p.code != parameter.code);
-                parameters.push(parameter);
-            }
+        let mut parameters = Vec::new();
+        for definition in definitions.iter().filter(|d| activates(d)) {
+            parameters.extend(self.custom(definition)?);
         }
-        Ok(registry)
+        Ok(self.with_parameters(parameters))
+    }
+
+    /// This registry with parameters made by [`Registry::custom`] added, each replacing one of
+    /// the same code on its base type.
+    pub fn with_parameters(
+        &self,
+        parameters: impl IntoIterator<Item = (String, SearchParam)>,
+    ) -> Registry {
+        let mut registry = self.clone();
+        for (base, parameter) in parameters {
+            let parameters = registry
+                .by_type
+                .get_mut(&base)
+                .expect("bases are checked to be known types");
+            parameters.retain(|p| p.code != parameter.code);
+            parameters.push(parameter);
+        }
+        registry
     }
 
     /// A SearchParameter resource as Fjord would use it: the parameter on each base type (an

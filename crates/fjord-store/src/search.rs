@@ -143,23 +143,23 @@ async fn run(
         _ if query.count > 0 && next.is_none() && previous.is_none() => {
             Some(resources.len() as i64)
         }
-        Total::Accurate => {
-            let mut sql = Sql::new(tenant, &query.types, common.clone());
+        Total::Accurate | Total::Estimate => {
+            let mut sql = Sql::new(tenant, &query.types, common);
             let count = sql.count(query);
-            Some(
-                sqlx::query_scalar_with::<_, i64, _>(&count, sql.args)
-                    .fetch_one(&mut *connection)
-                    .await?,
-            )
-        }
-        Total::Estimate => {
-            // The planner's row estimate of the count's input: no rows are read.
-            let mut sql = Sql::new(tenant, &query.types, common.clone());
-            let explain = format!("EXPLAIN {}", sql.count(query));
-            let plan: Vec<String> = sqlx::query_scalar_with(&explain, sql.args)
-                .fetch_all(&mut *connection)
-                .await?;
-            Some(estimated_rows(&plan))
+            if query.total == Total::Accurate {
+                Some(
+                    sqlx::query_scalar_with::<_, i64, _>(&count, sql.args)
+                        .fetch_one(&mut *connection)
+                        .await?,
+                )
+            } else {
+                // The planner's row estimate of the count's input: no rows are read.
+                let plan: Vec<String> =
+                    sqlx::query_scalar_with(&format!("EXPLAIN {count}"), sql.args)
+                        .fetch_all(&mut *connection)
+                        .await?;
+                Some(estimated_rows(&plan))
+            }
         }
     };
     Ok(Ok(SearchPage {
