@@ -470,3 +470,33 @@ mod tests {
         fs::remove_dir_all(root).unwrap();
     }
 }
+
+/// `shared_buffers` in megabytes for a cluster that has the machine to itself with its one
+/// client: a quarter of the memory it may use (PostgreSQL's own advice), between 128 MB and 8 GB.
+/// Memory is the smaller of the machine's and the control group's limit (a container's).
+pub fn default_shared_buffers_mb() -> u64 {
+    let machine = fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    });
+    let group = fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    let bytes = match (machine, group) {
+        (Some(m), Some(g)) => m.min(g),
+        (Some(m), None) => m,
+        (None, Some(g)) => g,
+        (None, None) => 1 << 30,
+    };
+    (bytes / 4 / (1 << 20)).clamp(128, 8192)
+}
+
+#[cfg(test)]
+mod memory_tests {
+    #[test]
+    fn shared_buffers_stay_within_bounds() {
+        let mb = super::default_shared_buffers_mb();
+        assert!((128..=8192).contains(&mb), "{mb}");
+    }
+}

@@ -32,7 +32,10 @@ impl Database {
         let options = ClusterOptions {
             settings: vec![
                 ("max_connections".into(), "200".into()),
-                ("shared_buffers".into(), "256MB".into()),
+                (
+                    "shared_buffers".into(),
+                    format!("{}MB", settings.shared_buffers_mb),
+                ),
             ],
             fast_init: false,
         };

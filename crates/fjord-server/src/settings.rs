@@ -35,6 +35,7 @@ struct FileSettings {
     max_body_bytes: Option<usize>,
     max_json_depth: Option<usize>,
     max_connections: Option<u32>,
+    shared_buffers_mb: Option<u64>,
 }
 
 /// The resolved settings.
@@ -47,6 +48,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub max_json_depth: usize,
     pub max_connections: u32,
+    /// `shared_buffers` of the embedded cluster; a quarter of the memory unless set.
+    pub shared_buffers_mb: u64,
 }
 
 /// A value that never shows in logs or debug output.
@@ -88,6 +91,9 @@ impl Settings {
             max_body_bytes: file.max_body_bytes.unwrap_or(16 * 1024 * 1024),
             max_json_depth: file.max_json_depth.unwrap_or(64),
             max_connections: file.max_connections.unwrap_or(32),
+            shared_buffers_mb: file
+                .shared_buffers_mb
+                .unwrap_or_else(fjord_pg::default_shared_buffers_mb),
         })
     }
 

@@ -133,18 +133,27 @@ impl Sql {
             .collect();
         let selected: Vec<&str> = sort_columns.iter().map(|(s, ..)| s.as_str()).collect();
         let limit = self.bind(query.count as i64 + 1);
+        // The page is cut before the bodies are joined: joined first, every match's body would
+        // be read and sorted to keep a page of them.
         format!(
-            "SELECT q.type, q.id, q.version, q.last_updated, v.body, ARRAY[{keys}] AS sort_keys \
-             FROM ( \
-               SELECT c.type, c.id, c.version, c.last_updated, {selected} FROM resource_current c \
-               WHERE c.tenant = $1 AND {types} AND NOT c.deleted{filters}) q \
-             JOIN resource_version v ON v.tenant = $1 AND v.type = q.type AND v.id = q.id \
-               AND v.version = q.version{keyset} \
-             ORDER BY {order} LIMIT {limit}",
+            "SELECT p.type, p.id, p.version, p.last_updated, v.body, p.sort_keys FROM ( \
+               SELECT q.*, ARRAY[{keys}] AS sort_keys FROM ( \
+                 SELECT c.type, c.id, c.version, c.last_updated, {selected} \
+                 FROM resource_current c \
+                 WHERE c.tenant = $1 AND {types} AND NOT c.deleted{filters}) q{keyset} \
+               ORDER BY {order} LIMIT {limit}) p \
+             JOIN resource_version v ON v.tenant = $1 AND v.type = p.type AND v.id = p.id \
+               AND v.version = p.version \
+             ORDER BY {outer_order}",
             types = self.types,
             keys = key_texts.join(", "),
             selected = selected.join(", "),
             order = order.join(", "),
+            outer_order = order
+                .iter()
+                .map(|o| format!("p.{o}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         )
     }
 
