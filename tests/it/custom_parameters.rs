@@ -90,17 +90,8 @@ fn custom_parameters_and_reindex() {
     assert_eq!(ids(&base, "Patient?birth-place=tromso").len(), 2);
 
     // Another tenant has its own parameters.
-    let other = send(
-        "POST",
-        &format!("{}/admin/tenants", server.origin),
-        &[],
-        Some(r#"{"id":"t2","name":"Tenant two"}"#),
-    );
-    assert_eq!(other.status, 201);
-    assert_eq!(
-        strict(&format!("{}/Patient?birth-place=x", server.base("t2"))),
-        400
-    );
+    let other = crate::add_tenant(&server, "t2");
+    assert_eq!(strict(&format!("{other}/Patient?birth-place=x")), 400);
     // A job is only visible to its own tenant.
     let foreign = job.replace("/fhir/t1/", "/fhir/t2/");
     assert_eq!(send("GET", &foreign, &[], None).status, 404);

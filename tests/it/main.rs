@@ -1,7 +1,9 @@
 //! Integration tests: storage against a real Postgres, the REST API through the real `fjord`
 //! binary, the official R4 examples, and the embedded default with crash recovery.
 
+mod bundles;
 mod change_feed;
+mod conditional;
 mod custom_parameters;
 mod definitions;
 mod embedded;
@@ -27,13 +29,34 @@ fn server_with_tenant() -> (Server, String) {
         .expect("runtime")
         .block_on(fjord_testkit::database());
     let server = Server::start(&["--database-url", &database.url]);
+    let base = add_tenant(&server, "t1");
+    (server, base)
+}
+
+/// Creates the tenant `id` on `server`; returns its base URL.
+fn add_tenant(server: &Server, id: &str) -> String {
     let created = send(
         "POST",
         &format!("{}/admin/tenants", server.origin),
         &[],
-        Some(r#"{"id":"t1","name":"Tenant one"}"#),
+        Some(&format!(r#"{{"id":"{id}","name":"Tenant {id}"}}"#)),
     );
     assert_eq!(created.status, 201, "{}", created.body);
-    let base = server.base("t1");
-    (server, base)
+    server.base(id)
+}
+
+/// Runs `request` on `clients` threads released at the same instant; their results in order.
+fn all_at_once<T: Send>(clients: usize, request: impl Fn() -> T + Sync) -> Vec<T> {
+    let barrier = std::sync::Barrier::new(clients);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    request()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }

@@ -533,7 +533,7 @@ fn metadata_and_health() {
         .map(|i| i["code"].as_str().unwrap())
         .collect();
     assert!(codes.contains(&"search-type"));
-    // System-level search is served; batches are not yet, and not announced.
+    // System-level search, batches and transactions are served and announced.
     let system: Vec<&str> = statement["rest"][0]["interaction"]
         .as_array()
         .unwrap()
@@ -541,10 +541,13 @@ fn metadata_and_health() {
         .map(|i| i["code"].as_str().unwrap())
         .collect();
     assert!(system.contains(&"search-system"));
-    assert!(!system.contains(&"batch") && !system.contains(&"transaction"));
+    assert!(system.contains(&"batch") && system.contains(&"transaction"));
+    assert_eq!(resources[0]["conditionalCreate"], true);
+    assert_eq!(resources[0]["conditionalDelete"], "single");
     assert_eq!(
         send("GET", &format!("{}/health/ready", server.origin), &[], None).status,
         200
     );
-    assert_eq!(send("POST", &base, &[], Some("{}")).status, 501);
+    // A body that is not a resource is a 400, not an unserved interaction.
+    assert_eq!(send("POST", &base, &[], Some("{}")).status, 400);
 }

@@ -490,14 +490,7 @@ fn the_index_follows_writes_and_tenants() {
     assert_eq!(ids(&base, "Observation?code=8867-4"), ["o4"]);
     assert!(ids(&base, "Observation?_id=o5").is_empty());
 
-    let created = send(
-        "POST",
-        &format!("{}/admin/tenants", server.origin),
-        &[],
-        Some(r#"{"id":"t2","name":"Tenant two"}"#),
-    );
-    assert_eq!(created.status, 201);
-    let other = server.base("t2");
+    let other = crate::add_tenant(&server, "t2");
     assert!(ids(&other, "Patient").is_empty());
     assert!(ids(&other, "Observation?code=8867-4").is_empty());
     put(

@@ -40,7 +40,26 @@ pub enum EngineError {
     /// Something of the server's own failed (a background task, the text index).
     #[error("{0}")]
     Internal(String),
+    /// The request is larger than this server accepts (a bundle with too many entries).
+    #[error("{0}")]
+    TooLarge(String),
+    /// An interaction this server does not offer.
+    #[error("{0}")]
+    NotSupported(String),
+    /// An entry of a bundle failed: its index and its error.
+    #[error("bundle entry {0}: {1}")]
+    InEntry(usize, Box<EngineError>),
     /// Storage failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(error: StoreError) -> EngineError {
+        match error {
+            // Transactions that deadlocked: the client may retry.
+            StoreError::Conflict(message) => EngineError::Conflict(message),
+            other => EngineError::Store(other),
+        }
+    }
 }

@@ -1,6 +1,6 @@
 use fjord_model::{resource_type, Format, Resource};
 use fjord_store::{
-    Expected, HistoryPage, HistoryScope, IndexTerms, NewVersion, Op, StoredVersion, Tenant,
+    Expected, HistoryPage, HistoryScope, IndexTerms, NewVersion, Op, StoredVersion, Tenant, Work,
 };
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -23,6 +23,38 @@ pub struct Written {
     pub body: Option<String>,
     /// Whether the write brought the resource into existence (201 rather than 200).
     pub created: bool,
+}
+
+/// A version ready to be written.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub resource_type: &'static str,
+    pub id: String,
+    pub expected: Expected,
+    pub version: i64,
+    pub last_updated: OffsetDateTime,
+    /// `None` for a delete.
+    pub body: Option<String>,
+    pub index: IndexTerms,
+}
+
+impl Prepared {
+    pub fn new_version(&self) -> NewVersion<'_> {
+        let op = match (&self.body, self.expected) {
+            (None, _) => Op::Delete,
+            (Some(_), Expected::Absent) => Op::Create,
+            (Some(_), Expected::Version(_)) => Op::Update,
+        };
+        NewVersion {
+            resource_type: self.resource_type,
+            id: &self.id,
+            expected: self.expected,
+            last_updated: self.last_updated,
+            op,
+            body: self.body.as_deref(),
+            index: &self.index,
+        }
+    }
 }
 
 /// Parameters of a history read.
@@ -52,7 +84,7 @@ impl Engine {
         resource_type(name).ok_or_else(|| EngineError::UnknownType(name.to_owned()))
     }
 
-    fn parse_for(
+    pub(crate) fn parse_for(
         &self,
         resource_type: &str,
         body: &[u8],
@@ -85,8 +117,15 @@ impl Engine {
         let mut resource = self.parse_for(resource_type, body, format)?;
         let id = Uuid::new_v4().to_string();
         resource.set_id(Some(&id));
-        self.write(tenant, resource_type, &id, Some(resource), Expected::Absent)
-            .await
+        self.write(
+            tenant,
+            None,
+            resource_type,
+            &id,
+            Some(resource),
+            Expected::Absent,
+        )
+        .await
     }
 
     /// `update`, including update-as-create with a client-chosen id. `if_match` is the version the
@@ -125,7 +164,14 @@ impl Engine {
             let expected = expectation(latest.as_ref(), if_match, resource_type, id)?;
             let recreated = latest.as_ref().is_some_and(|l| l.op == Op::Delete);
             match self
-                .write(tenant, resource_type, id, Some(resource.clone()), expected)
+                .write(
+                    tenant,
+                    None,
+                    resource_type,
+                    id,
+                    Some(resource.clone()),
+                    expected,
+                )
                 .await
             {
                 Err(EngineError::Conflict(_)) if if_match.is_none() => continue,
@@ -172,6 +218,7 @@ impl Engine {
             match self
                 .write(
                     tenant,
+                    None,
                     resource_type,
                     id,
                     None,
@@ -189,14 +236,42 @@ impl Engine {
         )))
     }
 
-    async fn write(
+    /// Writes a version, alone or as part of `work`.
+    pub(crate) async fn write(
+        &self,
+        tenant: &Tenant,
+        work: Option<&mut Work<'_>>,
+        resource_type: &'static str,
+        id: &str,
+        resource: Option<Resource>,
+        expected: Expected,
+    ) -> Result<Written, EngineError> {
+        let prepared = self
+            .prepare(tenant, resource_type, id, resource, expected)
+            .await?;
+        let new = prepared.new_version();
+        let stored = match work {
+            Some(work) => work.write_version(&new).await?,
+            None => self.store.write_version(tenant.key, &new).await?,
+        };
+        if !stored {
+            // In a work, only a create can lose: an update holds the current version's lock.
+            return Err(EngineError::Conflict(format!(
+                "{resource_type}/{id} changed concurrently; try again"
+            )));
+        }
+        Ok(self.written(tenant, prepared))
+    }
+
+    /// The version a write adds: its number, time, body with `meta`, and index terms.
+    pub(crate) async fn prepare(
         &self,
         tenant: &Tenant,
         resource_type: &'static str,
         id: &str,
         resource: Option<Resource>,
         expected: Expected,
-    ) -> Result<Written, EngineError> {
+    ) -> Result<Prepared, EngineError> {
         let version = expected.next_version();
         let last_updated = now();
         let registry = self.registry(tenant).await?;
@@ -213,36 +288,30 @@ impl Engine {
             }
             None => (None, IndexTerms::default()),
         };
-        let op = match (&body, expected) {
-            (None, _) => Op::Delete,
-            (Some(_), Expected::Absent) => Op::Create,
-            (Some(_), Expected::Version(_)) => Op::Update,
-        };
-        let new = NewVersion {
-            resource_type,
-            id,
-            expected,
-            last_updated,
-            op,
-            body: body.as_deref(),
-            index: &index,
-        };
-        if !self.store.write_version(tenant.key, &new).await? {
-            return Err(EngineError::Conflict(format!(
-                "{resource_type}/{id} changed concurrently"
-            )));
-        }
-        if resource_type == SEARCH_PARAMETER {
-            self.forget_registry(tenant);
-        }
-        Ok(Written {
+        Ok(Prepared {
             resource_type,
             id: id.to_owned(),
+            expected,
             version,
             last_updated,
             body,
-            created: expected == Expected::Absent,
+            index,
         })
+    }
+
+    /// What a stored version tells its writer; a new search parameter takes effect.
+    pub(crate) fn written(&self, tenant: &Tenant, prepared: Prepared) -> Written {
+        if prepared.resource_type == SEARCH_PARAMETER {
+            self.forget_registry(tenant);
+        }
+        Written {
+            resource_type: prepared.resource_type,
+            id: prepared.id,
+            version: prepared.version,
+            last_updated: prepared.last_updated,
+            body: prepared.body,
+            created: prepared.expected == Expected::Absent,
+        }
     }
 
     /// `read`: the current version; `Gone` when deleted.
@@ -331,7 +400,7 @@ impl Engine {
     }
 }
 
-fn check_id(id: &str) -> Result<(), EngineError> {
+pub(crate) fn check_id(id: &str) -> Result<(), EngineError> {
     if fjord_model::is_valid_id(id) {
         Ok(())
     } else {
@@ -341,7 +410,7 @@ fn check_id(id: &str) -> Result<(), EngineError> {
     }
 }
 
-fn version_moved(resource_type: &str, id: &str) -> EngineError {
+pub(crate) fn version_moved(resource_type: &str, id: &str) -> EngineError {
     EngineError::PreconditionFailed(format!(
         "{resource_type}/{id} is not at the version named by If-Match"
     ))

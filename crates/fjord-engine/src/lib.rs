@@ -4,6 +4,8 @@
 //! once: parse and check the resource, assign the server-owned parts, write through `fjord-store`.
 //! Nothing here knows HTTP.
 
+mod bundles;
+mod conditional;
 mod error;
 mod interactions;
 mod registries;
@@ -14,6 +16,8 @@ mod tenants;
 mod terminology;
 mod text;
 
+pub use bundles::{BundleKind, EntryOutcome, DEFAULT_MAX_BUNDLE_ENTRIES};
+pub use conditional::Deleted;
 pub use error::EngineError;
 pub use fjord_model::{Format, ParseLimits, Resource};
 pub use fjord_search::{Scope, SearchQuery, Summary};
@@ -41,6 +45,8 @@ pub struct Engine {
     shared: Arc<Shared>,
     /// The full-text index, when served.
     text: Option<Arc<text::TextFeed>>,
+    /// The most entries a bundle may have.
+    max_bundle_entries: usize,
 }
 
 /// State shared by the engines of all runtimes.
@@ -66,7 +72,14 @@ impl Engine {
             search,
             shared: Default::default(),
             text: None,
+            max_bundle_entries: DEFAULT_MAX_BUNDLE_ENTRIES,
         }
+    }
+
+    /// Accepts bundles of at most `entries` entries.
+    pub fn with_max_bundle_entries(mut self, entries: usize) -> Engine {
+        self.max_bundle_entries = entries;
+        self
     }
 
     /// An engine for one async runtime (one HTTP worker thread): its own database connections,
@@ -75,6 +88,7 @@ impl Engine {
         Engine {
             shared: self.shared.clone(),
             text: self.text.clone(),
+            max_bundle_entries: self.max_bundle_entries,
             ..Engine::new(self.store.for_runtime(), self.limits)
         }
     }

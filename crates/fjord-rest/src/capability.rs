@@ -82,6 +82,9 @@ async fn capability_statement(
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
                 "conditionalRead": "full-support",
                 "searchInclude": includes,
                 "searchRevInclude": revincludes,
@@ -102,7 +105,12 @@ async fn capability_statement(
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{ "code": "history-system" }, { "code": "search-system" }],
+            "interaction": [
+                { "code": "transaction" },
+                { "code": "batch" },
+                { "code": "history-system" },
+                { "code": "search-system" },
+            ],
             "searchParam": parameter_list(common.unwrap_or_default()),
             "compartment": compartments,
             "operation": [{ "name": "reindex", "definition": REINDEX_DEFINITION }],

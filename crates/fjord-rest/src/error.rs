@@ -10,7 +10,7 @@
 //! | concurrent-write conflict   | 409    | `conflict`      |
 //! | deleted                     | 410    | `deleted`       |
 //! | `If-Match` mismatch         | 412    | `conflict`      |
-//! | body over the size limit    | 413    | `too-costly`    |
+//! | body or bundle too large    | 413    | `too-costly`    |
 //! | unsupported `Content-Type`  | 415    | `not-supported` |
 //! | FHIR invariant violated     | 422    | `invariant`     |
 //! | interaction not implemented | 501    | `not-supported` |
@@ -46,6 +46,16 @@ impl ApiError {
         }
     }
 
+    /// The OperationOutcome that tells the client.
+    pub fn outcome(&self) -> serde_json::Value {
+        let mut issue =
+            json!({ "severity": "error", "code": self.code, "diagnostics": self.message });
+        if let Some(expression) = &self.expression {
+            issue["expression"] = json!([expression]);
+        }
+        json!({ "resourceType": "OperationOutcome", "issue": [issue] })
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
     }
@@ -63,28 +73,40 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// The HTTP status and issue code of an engine error.
+fn status_of(error: &EngineError) -> (StatusCode, &'static str) {
+    match error {
+        EngineError::UnknownTenant(_) | EngineError::UnknownType(_) | EngineError::NotFound(_) => {
+            (StatusCode::NOT_FOUND, "not-found")
+        }
+        EngineError::Gone(_) => (StatusCode::GONE, "deleted"),
+        EngineError::Invalid(_) => (StatusCode::BAD_REQUEST, "structure"),
+        EngineError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        EngineError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invariant"),
+        EngineError::Search(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing"),
+        EngineError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "business-rule"),
+        EngineError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict"),
+        EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        EngineError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-costly"),
+        EngineError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not-supported"),
+        EngineError::InEntry(_, inner) => status_of(inner),
+        EngineError::Store(_) | EngineError::Internal(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "exception")
+        }
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> ApiError {
-        let (status, code) = match &error {
-            EngineError::UnknownTenant(_)
-            | EngineError::UnknownType(_)
-            | EngineError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
-            EngineError::Gone(_) => (StatusCode::GONE, "deleted"),
-            EngineError::Invalid(_) => (StatusCode::BAD_REQUEST, "structure"),
-            EngineError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid"),
-            EngineError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invariant"),
-            EngineError::Search(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing"),
-            EngineError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "business-rule"),
-            EngineError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict"),
-            EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            EngineError::Store(_) | EngineError::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "exception")
-            }
-        };
-        if status.is_server_error() {
+        let (status, code) = status_of(&error);
+        if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
             tracing::error!(error = %error, "interaction failed");
         }
         let mut api = ApiError::new(status, code, error.to_string());
+        let (entry, error) = match error {
+            EngineError::InEntry(index, inner) => (Some(index), *inner),
+            other => (None, other),
+        };
         match error {
             EngineError::Invalid(parse) => {
                 api.message = format!("invalid resource: {}", parse.message);
@@ -94,6 +116,19 @@ impl From<EngineError> for ApiError {
                 api.expression = violations.into_iter().find_map(|v| v.path);
             }
             _ => {}
+        }
+        if let Some(index) = entry {
+            // The entry, and within it the resource's element when one is named.
+            api.expression = Some(match api.expression.take() {
+                Some(path) => match path.split_once('.') {
+                    Some((_, element)) => format!("Bundle.entry[{index}].resource.{element}"),
+                    None => format!("Bundle.entry[{index}].resource"),
+                },
+                None => format!("Bundle.entry[{index}]"),
+            });
+            if !api.message.starts_with("bundle entry") {
+                api.message = format!("bundle entry {index}: {}", api.message);
+            }
         }
         api
     }
@@ -105,13 +140,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut issue =
-            json!({ "severity": "error", "code": self.code, "diagnostics": self.message });
-        if let Some(expression) = &self.expression {
-            issue["expression"] = json!([expression]);
-        }
-        let outcome = json!({ "resourceType": "OperationOutcome", "issue": [issue] });
-        negotiate::respond_value(HttpResponse::build(self.status), &outcome, self.format)
+        negotiate::respond_value(
+            HttpResponse::build(self.status),
+            &self.outcome(),
+            self.format,
+        )
     }
 }
 

@@ -6,6 +6,7 @@
 //! `fjord-engine`.
 
 mod admin;
+mod batch;
 mod bundle;
 mod capability;
 mod error;

@@ -4,7 +4,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
-use fjord_engine::{HistoryQuery, StoredVersion, Tenant, Written};
+use fjord_engine::{Deleted, HistoryQuery, StoredVersion, Tenant, Written};
 use futures_util::StreamExt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -153,6 +153,16 @@ enum Return {
     OperationOutcome,
 }
 
+/// Whether `Prefer: return=representation` is asked for explicitly (bundles answer minimally
+/// unless it is).
+pub(crate) fn prefers_representation(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all("prefer")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim() == "return=representation")
+}
+
 fn prefer_return(req: &HttpRequest) -> Return {
     let prefer = req
         .headers()
@@ -231,64 +241,125 @@ pub(crate) async fn create(
     let ctx = Ctx::new(req, state, tenant).await?;
     let body = read_body(req, payload, state.config.max_body_bytes).await?;
     let format = body_format(req, &body).map_err(|e| ctx.err(e))?;
-    let written = state
-        .engine
-        .create(&ctx.tenant, resource_type, &body, format)
-        .await
-        .map_err(|e| ctx.err(e))?;
+    let condition = req
+        .headers()
+        .get("if-none-exist")
+        .map(|v| v.to_str().unwrap_or_default());
+    let written = match condition {
+        Some(condition) => {
+            let condition = condition.split_once('?').map_or(condition, |(_, q)| q);
+            state
+                .engine
+                .conditional_create(&ctx.tenant, resource_type, &body, format, condition)
+                .await
+        }
+        None => {
+            state
+                .engine
+                .create(&ctx.tenant, resource_type, &body, format)
+                .await
+        }
+    }
+    .map_err(|e| ctx.err(e))?;
     Ok(written_response(req, &ctx, &written))
 }
 
+/// `PUT /{type}/{id}`, or with no id `PUT /{type}?criteria`.
 pub(crate) async fn update(
     req: &HttpRequest,
     state: &AppState,
     tenant: &str,
     resource_type: &str,
-    id: &str,
+    id: Option<&str>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
     let body = read_body(req, payload, state.config.max_body_bytes).await?;
     let format = body_format(req, &body).map_err(|e| ctx.err(e))?;
     let expected = if_match(req).map_err(|e| ctx.err(e))?;
-    let written = state
-        .engine
-        .update(&ctx.tenant, resource_type, id, &body, format, expected)
-        .await
-        .map_err(|e| ctx.err(e))?;
+    let engine = &state.engine;
+    let written = match id {
+        Some(id) => {
+            engine
+                .update(&ctx.tenant, resource_type, id, &body, format, expected)
+                .await
+        }
+        None => {
+            let condition = req.query_string();
+            engine
+                .conditional_update(
+                    &ctx.tenant,
+                    resource_type,
+                    condition,
+                    &body,
+                    format,
+                    expected,
+                )
+                .await
+        }
+    }
+    .map_err(|e| ctx.err(e))?;
     Ok(written_response(req, &ctx, &written))
 }
 
+/// `DELETE /{type}/{id}`, or with no id `DELETE /{type}?criteria`.
 pub(crate) async fn delete(
     req: &HttpRequest,
     state: &AppState,
     tenant: &str,
     resource_type: &str,
-    id: &str,
+    id: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
     let expected = if_match(req).map_err(|e| ctx.err(e))?;
-    let deleted = state
-        .engine
-        .delete(&ctx.tenant, resource_type, id, expected)
-        .await
-        .map_err(|e| ctx.err(e))?;
-    let mut builder = HttpResponse::Ok();
-    let message = match &deleted {
-        Some(written) => {
-            builder.insert_header((header::ETAG, etag(written.version)));
-            format!("{resource_type}/{id} deleted")
+    let engine = &state.engine;
+    let (deleted, message) = match id {
+        Some(id) => {
+            let deleted = engine
+                .delete(&ctx.tenant, resource_type, id, expected)
+                .await
+                .map_err(|e| ctx.err(e))?;
+            let message = match &deleted {
+                Some(_) => format!("{resource_type}/{id} deleted"),
+                None => format!("{resource_type}/{id} does not exist; nothing to delete"),
+            };
+            (deleted, message)
         }
-        None => format!("{resource_type}/{id} does not exist; nothing to delete"),
+        None => {
+            let condition = req.query_string();
+            match engine
+                .conditional_delete(&ctx.tenant, resource_type, condition, expected)
+                .await
+                .map_err(|e| ctx.err(e))?
+            {
+                Deleted::One(written) => {
+                    let message = format!("{resource_type}/{} deleted", written.id);
+                    (Some(written), message)
+                }
+                Deleted::Nothing => (
+                    None,
+                    format!("no {resource_type} matched; nothing to delete"),
+                ),
+            }
+        }
     };
+    Ok(deleted_response(req, &ctx, deleted.as_ref(), &message))
+}
+
+fn deleted_response(
+    req: &HttpRequest,
+    ctx: &Ctx,
+    deleted: Option<&Written>,
+    message: &str,
+) -> HttpResponse {
     if prefer_return(req) == Return::Minimal {
-        return Ok(HttpResponse::NoContent().finish());
+        return HttpResponse::NoContent().finish();
     }
-    Ok(negotiate::respond_value(
-        builder,
-        &information(&message),
-        ctx.negotiated,
-    ))
+    let mut builder = HttpResponse::Ok();
+    if let Some(written) = deleted {
+        builder.insert_header((header::ETAG, etag(written.version)));
+    }
+    negotiate::respond_value(builder, &information(message), ctx.negotiated)
 }
 
 pub(crate) async fn read(

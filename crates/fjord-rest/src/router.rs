@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::negotiate::lenient;
-use crate::{capability, reindex, resources, search, AppState};
+use crate::{batch, capability, reindex, resources, search, AppState};
 use fjord_engine::Scope;
 
 /// The FHIR interaction a request names, with its path parameters.
@@ -21,6 +21,12 @@ enum Route<'a> {
     Update(&'a str, &'a str, &'a str),
     Delete(&'a str, &'a str, &'a str),
     Create(&'a str, &'a str),
+    /// `POST /`: a batch or transaction.
+    Bundle(&'a str),
+    /// `PUT /{type}?criteria`.
+    ConditionalUpdate(&'a str, &'a str),
+    /// `DELETE /{type}?criteria`.
+    ConditionalDelete(&'a str, &'a str),
     /// `$reindex` of every type, or of one.
     Reindex(&'a str, Option<&'a str>),
     ReindexStatus(&'a str, &'a str),
@@ -29,8 +35,7 @@ enum Route<'a> {
     /// `scope` is a `Scope` without its borrowed parts, for matching in tests.
     Search(&'a str, SearchAt<'a>),
     SearchPost(&'a str, SearchAt<'a>),
-    /// A FHIR interaction Fjord does not serve yet (system search, bundles, PATCH, conditional
-    /// ones): 501.
+    /// A FHIR interaction Fjord does not serve yet (bundles, PATCH): 501.
     NotSupported,
     /// A known path with a method it does not take: 405.
     MethodNotAllowed,
@@ -76,7 +81,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         ([t, "metadata"], _) if get => Route::Metadata(t),
         ([t, "_history"], _) if get => Route::SystemHistory(t),
         ([_, "metadata" | "_history"], _) => Route::MethodNotAllowed,
-        ([_], &Method::POST) => Route::NotSupported,
+        ([t], &Method::POST) => Route::Bundle(t),
         ([t, ty, "_history"], _) if get => Route::TypeHistory(t, ty),
         ([t, ty, id, "_history"], _) if get => Route::InstanceHistory(t, ty, id),
         ([t, ty, id, "_history", v], _) if get => Route::Vread(t, ty, id, v),
@@ -96,7 +101,8 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         ([_, _, _], _) => Route::MethodNotAllowed,
         ([t, ty], &Method::POST) => Route::Create(t, ty),
         ([t, ty], &Method::GET) => Route::Search(t, SearchAt::Type(ty)),
-        ([_, _], &Method::PUT | &Method::DELETE) => Route::NotSupported,
+        ([t, ty], &Method::PUT) => Route::ConditionalUpdate(t, ty),
+        ([t, ty], &Method::DELETE) => Route::ConditionalDelete(t, ty),
         ([_, _], _) => Route::MethodNotAllowed,
         _ => Route::Unknown,
     }
@@ -118,9 +124,14 @@ pub(crate) async fn dispatch(
         }
         Route::Vread(t, ty, id, v) => resources::vread(&req, &state, t, ty, id, v).await,
         Route::Read(t, ty, id) => resources::read(&req, &state, t, ty, id).await,
-        Route::Update(t, ty, id) => resources::update(&req, &state, t, ty, id, payload).await,
-        Route::Delete(t, ty, id) => resources::delete(&req, &state, t, ty, id).await,
+        Route::Update(t, ty, id) => resources::update(&req, &state, t, ty, Some(id), payload).await,
+        Route::Delete(t, ty, id) => resources::delete(&req, &state, t, ty, Some(id)).await,
+        Route::Bundle(t) => batch::bundle(&req, &state, t, payload).await,
         Route::Create(t, ty) => resources::create(&req, &state, t, ty, payload).await,
+        Route::ConditionalUpdate(t, ty) => {
+            resources::update(&req, &state, t, ty, None, payload).await
+        }
+        Route::ConditionalDelete(t, ty) => resources::delete(&req, &state, t, ty, None).await,
         Route::Reindex(t, ty) => reindex::start(&req, &state, t, ty).await,
         Route::ReindexStatus(t, job) => reindex::status(&req, &state, t, job).await,
         Route::Everything(t, id) => search::everything(&req, &state, t, id).await,
@@ -216,8 +227,17 @@ mod tests {
             "/fhir/t/Patient/_search",
             Route::SearchPost("t", SearchAt::Type("Patient")),
         );
-        check(Method::DELETE, "/fhir/t/Patient", Route::NotSupported);
-        check(Method::POST, "/fhir/t", Route::NotSupported);
+        check(
+            Method::DELETE,
+            "/fhir/t/Patient",
+            Route::ConditionalDelete("t", "Patient"),
+        );
+        check(
+            Method::PUT,
+            "/fhir/t/Patient",
+            Route::ConditionalUpdate("t", "Patient"),
+        );
+        check(Method::POST, "/fhir/t", Route::Bundle("t"));
         check(Method::PATCH, "/fhir/t/Patient/p", Route::NotSupported);
         check(Method::POST, "/fhir/t/Patient/p", Route::MethodNotAllowed);
         check(Method::DELETE, "/fhir/t/metadata", Route::MethodNotAllowed);

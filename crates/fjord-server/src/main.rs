@@ -170,7 +170,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             max_depth: settings.max_json_depth,
         },
     )
-    .with_text_index(Arc::new(text_index));
+    .with_text_index(Arc::new(text_index))
+    .with_max_bundle_entries(settings.max_bundle_entries);
     follow_text_index(engine.for_runtime());
     let state = AppState {
         engine: Arc::new(engine),

@@ -36,6 +36,7 @@ struct FileSettings {
     max_json_depth: Option<usize>,
     max_connections: Option<u32>,
     shared_buffers_mb: Option<u64>,
+    max_bundle_entries: Option<usize>,
 }
 
 /// The resolved settings.
@@ -50,6 +51,7 @@ pub struct Settings {
     pub max_connections: u32,
     /// `shared_buffers` of the embedded cluster; a quarter of the memory unless set.
     pub shared_buffers_mb: u64,
+    pub max_bundle_entries: usize,
 }
 
 /// A value that never shows in logs or debug output.
@@ -94,6 +96,9 @@ impl Settings {
             shared_buffers_mb: file
                 .shared_buffers_mb
                 .unwrap_or_else(fjord_pg::default_shared_buffers_mb),
+            max_bundle_entries: file
+                .max_bundle_entries
+                .unwrap_or(fjord_engine::DEFAULT_MAX_BUNDLE_ENTRIES),
         })
     }
 

@@ -4,6 +4,9 @@ pub enum StoreError {
     /// The database could not be reached or answered with an error.
     #[error("database error: {0}")]
     Database(String),
+    /// Concurrent transactions deadlocked or could not be serialised; retrying may succeed.
+    #[error("concurrent changes conflicted: {0}")]
+    Conflict(String),
     /// Applying the schema migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),

@@ -15,6 +15,7 @@ mod reindex;
 mod resources;
 mod search;
 mod tenants;
+mod work;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -29,6 +30,7 @@ pub use fjord_search::IndexTerms;
 pub use resources::{Expected, HistoryPage, HistoryScope, NewVersion, Op, StoredVersion};
 pub use search::{PreviousPage, SearchPage, UnknownCursor};
 pub use tenants::{Tenant, TenantKey};
+pub use work::{Locked, Work};
 
 /// Handle on the database; cheap to clone.
 #[derive(Clone, Debug)]

@@ -104,18 +104,8 @@ impl Store {
         id: &str,
     ) -> Result<Option<StoredVersion>, StoreError> {
         let mut connection = self.tenant_connection(tenant).await?;
-        let row = sqlx::query(
-            "SELECT version, last_updated, op, body FROM resource_version \
-             WHERE tenant = $1 AND type = $2 AND id = $3 ORDER BY version DESC LIMIT 1",
-        )
-        .bind(tenant.0)
-        .bind(resource_type)
-        .bind(id)
-        .fetch_optional(connection.connection())
-        .await;
-        Ok(connection
-            .settle(row)?
-            .map(|row| version_from_row(&row, resource_type, id)))
+        let latest = read_latest_on(connection.connection(), tenant, resource_type, id).await;
+        connection.settle(latest)
     }
 
     /// One version of a resource.
@@ -128,19 +118,9 @@ impl Store {
         version: i64,
     ) -> Result<Option<StoredVersion>, StoreError> {
         let mut connection = self.tenant_connection(tenant).await?;
-        let row = sqlx::query(
-            "SELECT version, last_updated, op, body FROM resource_version \
-             WHERE tenant = $1 AND type = $2 AND id = $3 AND version = $4",
-        )
-        .bind(tenant.0)
-        .bind(resource_type)
-        .bind(id)
-        .bind(version)
-        .fetch_optional(connection.connection())
-        .await;
-        Ok(connection
-            .settle(row)?
-            .map(|row| version_from_row(&row, resource_type, id)))
+        let row =
+            read_version_on(connection.connection(), tenant, resource_type, id, version).await;
+        connection.settle(row)
     }
 
     /// Adds a version with its change-log position, moves the current-version pointer to it and
@@ -153,22 +133,9 @@ impl Store {
         tenant: TenantKey,
         new: &NewVersion<'_>,
     ) -> Result<bool, StoreError> {
-        let update = matches!(new.expected, Expected::Version(_));
-        let query = sqlx::query_scalar::<_, i64>(statement(update, new.index))
-            .bind(tenant.0)
-            .bind(new.resource_type)
-            .bind(new.id)
-            .bind(new.expected.next_version())
-            .bind(tenant.change_sequence())
-            .bind(new.last_updated)
-            .bind(new.op.as_str())
-            .bind(new.body);
         let mut connection = self.tenant_connection(tenant).await?;
-        let resource_key = fjord_search::keys::resource(new.resource_type, new.id);
-        let written = bind_terms(query, resource_key, new.index)
-            .fetch_one(connection.connection())
-            .await;
-        Ok(connection.settle(written)? == 1)
+        let written = write_on(connection.connection(), tenant, new).await;
+        connection.settle(written)
     }
 
     /// A page of history, newest first. `cursor` is the `next_cursor` of the previous page.
@@ -221,6 +188,70 @@ impl Store {
             next_cursor,
         })
     }
+}
+
+/// [`Store::write_version`] on a connection (alone, or inside a transaction).
+pub(crate) async fn write_on(
+    connection: &mut sqlx::PgConnection,
+    tenant: TenantKey,
+    new: &NewVersion<'_>,
+) -> Result<bool, sqlx::Error> {
+    let update = matches!(new.expected, Expected::Version(_));
+    let change_sequence = tenant.change_sequence();
+    let query = sqlx::query_scalar::<_, i64>(statement(update, new.index))
+        .bind(tenant.0)
+        .bind(new.resource_type)
+        .bind(new.id)
+        .bind(new.expected.next_version())
+        .bind(&change_sequence)
+        .bind(new.last_updated)
+        .bind(new.op.as_str())
+        .bind(new.body);
+    let resource_key = fjord_search::keys::resource(new.resource_type, new.id);
+    Ok(bind_terms(query, resource_key, new.index)
+        .fetch_one(connection)
+        .await?
+        == 1)
+}
+
+/// [`Store::read_latest`] on a connection.
+pub(crate) async fn read_latest_on(
+    connection: &mut sqlx::PgConnection,
+    tenant: TenantKey,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<StoredVersion>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT version, last_updated, op, body FROM resource_version \
+         WHERE tenant = $1 AND type = $2 AND id = $3 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(tenant.0)
+    .bind(resource_type)
+    .bind(id)
+    .fetch_optional(connection)
+    .await?;
+    Ok(row.map(|row| version_from_row(&row, resource_type, id)))
+}
+
+/// [`Store::read_version`] on a connection.
+pub(crate) async fn read_version_on(
+    connection: &mut sqlx::PgConnection,
+    tenant: TenantKey,
+    resource_type: &str,
+    id: &str,
+    version: i64,
+) -> Result<Option<StoredVersion>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT version, last_updated, op, body FROM resource_version \
+         WHERE tenant = $1 AND type = $2 AND id = $3 AND version = $4",
+    )
+    .bind(tenant.0)
+    .bind(resource_type)
+    .bind(id)
+    .bind(version)
+    .fetch_optional(connection)
+    .await?;
+    Ok(row.map(|row| version_from_row(&row, resource_type, id)))
 }
 
 // History queries share their parameters: $1 tenant, $2 type, $3 id, $4 cursor (exclusive), $5

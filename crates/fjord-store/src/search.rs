@@ -100,8 +100,9 @@ async fn run(
     let rows = if query.count == 0 {
         Vec::new()
     } else {
+        // One more row than asked tells whether another page follows.
         let mut sql = Sql::new(tenant, &query.types, common.clone());
-        let page = sql.page(query, after.as_deref());
+        let page = sql.page(query, after.as_deref(), query.count + 1);
         sqlx::query_with(&page, sql.args)
             .fetch_all(&mut *connection)
             .await?
@@ -168,6 +169,24 @@ async fn run(
         previous,
         total,
     }))
+}
+
+/// The first `limit` matches of `query` in its sort order, without paging (the matches of a
+/// condition).
+pub(crate) async fn find_on(
+    connection: &mut sqlx::PgConnection,
+    tenant: TenantKey,
+    query: &SearchQuery,
+    limit: usize,
+    common_keys: &CommonKeys,
+) -> Result<Vec<StoredVersion>, sqlx::Error> {
+    let common = common_keys.of(tenant, &mut *connection).await?;
+    let mut sql = Sql::new(tenant, &query.types, common);
+    let page = sql.page(query, None, limit);
+    let rows = sqlx::query_with(&page, sql.args)
+        .fetch_all(&mut *connection)
+        .await?;
+    Ok(rows.iter().map(current_from_row).collect())
 }
 
 /// The rows the plan of a `count(*)` expects to count: the estimate of the aggregate's input,

@@ -77,8 +77,13 @@ impl Sql {
         )
     }
 
-    /// The page statement: one more row than asked, to know whether another page follows.
-    pub(super) fn page(&mut self, query: &SearchQuery, after: Option<&[String]>) -> String {
+    /// The page statement: up to `limit` rows in sort order, after the keys `after`.
+    pub(super) fn page(
+        &mut self,
+        query: &SearchQuery,
+        after: Option<&[String]>,
+        limit: usize,
+    ) -> String {
         let filters = self.filters("c", &query.filters);
         let mut sort_columns = Vec::new();
         for (index, key) in query.sort.iter().enumerate() {
@@ -132,7 +137,7 @@ impl Sql {
             .map(|(_, column, ..)| format!("{column}::text"))
             .collect();
         let selected: Vec<&str> = sort_columns.iter().map(|(s, ..)| s.as_str()).collect();
-        let limit = self.bind(query.count as i64 + 1);
+        let limit = self.bind(limit as i64);
         // The page is cut before the bodies are joined: joined first, every match's body would
         // be read and sorted to keep a page of them.
         format!(

@@ -1,0 +1,157 @@
+//! A unit of work: several statements of one tenant in one Postgres transaction, for the writes
+//! that must be all or nothing (transaction bundles) or that decide on what they read
+//! (conditional create, update and delete).
+//!
+//! A [`Work`] that is neither committed nor rolled back when dropped (its future was cancelled,
+//! the process is going down) closes its connection, and the server rolls the transaction back.
+
+use fjord_search::SearchQuery;
+
+use crate::pool::Lease;
+use crate::resources::{read_latest_on, read_version_on, write_on, NewVersion, StoredVersion};
+use crate::search::find_on;
+use crate::{Store, StoreError, TenantKey};
+
+/// An open transaction on a connection of one tenant.
+pub struct Work<'s> {
+    store: &'s Store,
+    tenant: TenantKey,
+    lease: Lease,
+}
+
+/// The current version of a resource, locked until the work ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locked {
+    pub version: i64,
+    pub deleted: bool,
+}
+
+impl Store {
+    /// Begins a unit of work for the tenant.
+    #[tracing::instrument(skip(self))]
+    pub async fn begin(&self, tenant: TenantKey) -> Result<Work<'_>, StoreError> {
+        let mut lease = self.tenant_connection(tenant).await?;
+        // On failure the lease is dropped unsettled and its connection closed.
+        sqlx::query("BEGIN")
+            .execute(lease.connection())
+            .await
+            .map_err(StoreError::database)?;
+        Ok(Work {
+            store: self,
+            tenant,
+            lease,
+        })
+    }
+}
+
+impl Work<'_> {
+    /// Waits for, then holds until the work ends, the lock named `key` within the tenant: units
+    /// of work that take the same key run one after another from that point.
+    pub async fn lock(&mut self, key: i64) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1::bigint # ($2::bigint << 32))")
+            .bind(key)
+            .bind(self.tenant.0 as i64)
+            .execute(self.lease.connection())
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    /// The current version of a resource, locked against other writers until the work ends;
+    /// `None` when it never existed.
+    pub async fn lock_current(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<Locked>, StoreError> {
+        let row: Option<(i64, bool)> = sqlx::query_as(
+            "SELECT version, deleted FROM resource_current \
+             WHERE tenant = $1 AND type = $2 AND id = $3 FOR UPDATE",
+        )
+        .bind(self.tenant.0)
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(self.lease.connection())
+        .await
+        .map_err(classify)?;
+        Ok(row.map(|(version, deleted)| Locked { version, deleted }))
+    }
+
+    /// The latest version of a resource (deleted or not), as this work sees it.
+    pub async fn read_latest(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        read_latest_on(self.lease.connection(), self.tenant, resource_type, id)
+            .await
+            .map_err(classify)
+    }
+
+    /// One version of a resource, as this work sees it.
+    pub async fn read_version(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        read_version_on(
+            self.lease.connection(),
+            self.tenant,
+            resource_type,
+            id,
+            version,
+        )
+        .await
+        .map_err(classify)
+    }
+
+    /// Writes a version (see [`Store::write_version`]); false when `expected` did not hold.
+    pub async fn write_version(&mut self, new: &NewVersion<'_>) -> Result<bool, StoreError> {
+        write_on(self.lease.connection(), self.tenant, new)
+            .await
+            .map_err(classify)
+    }
+
+    /// The first `limit` matches of `query`, this work's own writes included.
+    pub async fn find(
+        &mut self,
+        query: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        find_on(
+            self.lease.connection(),
+            self.tenant,
+            query,
+            limit,
+            &self.store.common_keys,
+        )
+        .await
+        .map_err(classify)
+    }
+
+    /// Commits; the connection returns to its pool.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let committed = sqlx::query("COMMIT").execute(self.lease.connection()).await;
+        self.lease.settle(committed.map(drop))
+    }
+
+    /// Rolls back; the connection returns to its pool.
+    pub async fn rollback(mut self) -> Result<(), StoreError> {
+        let rolled_back = sqlx::query("ROLLBACK")
+            .execute(self.lease.connection())
+            .await;
+        self.lease.settle(rolled_back.map(drop))
+    }
+}
+
+/// A deadlock or serialization failure is a conflict the client may retry; the rest are
+/// database errors.
+fn classify(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("40P01" | "40001")) => {
+            StoreError::Conflict(e.message().to_owned())
+        }
+        _ => StoreError::database(error),
+    }
+}
