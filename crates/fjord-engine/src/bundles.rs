@@ -10,13 +10,14 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use fjord_model::{resource_type, Format, Resource};
-use fjord_search::Scope;
+use fjord_search::{Scope, SearchQuery};
 use fjord_store::{Expected, Op, StoredVersion, Tenant, Work};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::conditional::{existing_version, finish, several, Deleted};
-use crate::{Engine, EngineError, Written};
+use crate::conditional::{finish, Condition};
+use crate::search::query_params;
+use crate::{version_of_etag, Engine, EngineError, Written};
 
 /// Entries a bundle may have at most, unless configured otherwise.
 pub const DEFAULT_MAX_BUNDLE_ENTRIES: usize = 10_000;
@@ -72,6 +73,20 @@ struct Entry {
     if_none_exist: Option<String>,
     if_match: Option<i64>,
     resource: Option<Value>,
+    /// The entry's condition (`ifNoneExist`, or the query of a conditional update or delete),
+    /// prepared before the work begins.
+    condition: Option<Condition>,
+    /// The query of a search entry, prepared before the work begins.
+    search: Option<SearchQuery>,
+}
+
+/// A conditional reference (`Organization?identifier=…`) of the bundle, prepared before the
+/// work begins.
+#[derive(Debug)]
+struct ConditionalReference {
+    reference: String,
+    resource_type: &'static str,
+    condition: Condition,
 }
 
 impl Engine {
@@ -114,23 +129,25 @@ impl Engine {
                 self.max_bundle_entries
             )));
         }
-        let mut entries = Vec::with_capacity(raw.len());
-        for (index, entry) in raw.iter().enumerate() {
-            match parse_entry(index, entry) {
-                Ok(entry) => entries.push(Ok(entry)),
-                Err(e) if kind == BundleKind::Batch => entries.push(Err(e)),
-                Err(e) => return Err(in_entry(index, e)),
-            }
-        }
+        let entries = raw
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| parse_entry(index, entry));
         match kind {
             BundleKind::Transaction => {
-                let entries = entries.into_iter().map(|e| e.expect("checked")).collect();
+                let entries = entries
+                    .enumerate()
+                    .map(|(index, entry)| entry.map_err(|e| in_entry(index, e)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (entries, references) = self.prepare_entries(tenant, entries).await?;
                 let mut work = self.store.begin(tenant.key).await?;
-                let result = self.transaction_in(&mut work, tenant, entries).await;
+                let result = self
+                    .transaction_in(&mut work, tenant, entries, references)
+                    .await;
                 Ok((kind, finish(work, result).await?))
             }
             BundleKind::Batch => {
-                let mut outcomes = Vec::with_capacity(entries.len());
+                let mut outcomes = Vec::with_capacity(raw.len());
                 for entry in entries {
                     let outcome = match entry {
                         Ok(entry) => self.batch_entry(tenant, entry).await,
@@ -149,9 +166,15 @@ impl Engine {
         tenant: &Tenant,
         entry: Entry,
     ) -> Result<EntryOutcome, EngineError> {
-        let mut work = self.store.begin(tenant.key).await?;
-        let result = self.transaction_in(&mut work, tenant, vec![entry]).await;
-        let mut outcomes = finish(work, result).await.map_err(|e| match e {
+        let outcomes = async {
+            let (entries, references) = self.prepare_entries(tenant, vec![entry]).await?;
+            let mut work = self.store.begin(tenant.key).await?;
+            let result = self
+                .transaction_in(&mut work, tenant, entries, references)
+                .await;
+            finish(work, result).await
+        };
+        let mut outcomes = outcomes.await.map_err(|e| match e {
             EngineError::InEntry(_, inner) => *inner,
             other => other,
         })?;
@@ -164,6 +187,7 @@ impl Engine {
         work: &mut Work<'_>,
         tenant: &Tenant,
         mut entries: Vec<Entry>,
+        references: Vec<ConditionalReference>,
     ) -> Result<Vec<EntryOutcome>, EngineError> {
         // By entry index: a batch runs its entries one at a time, each with its own index.
         let mut outcomes: HashMap<usize, EntryOutcome> = HashMap::new();
@@ -199,7 +223,7 @@ impl Engine {
             .filter(|e| matches!(e.method, Method::Post | Method::Put))
         {
             let (resource_type, id) = self
-                .identity(work, tenant, entry, &mut outcomes)
+                .identity(work, entry, &mut outcomes)
                 .await
                 .map_err(|e| in_entry(entry.index, e))?;
             if let Some(url) = &entry.full_url {
@@ -209,28 +233,11 @@ impl Engine {
         }
 
         // Conditional references, each searched once.
-        let mut conditions = BTreeSet::new();
-        for entry in &entries {
-            if let Some(resource) = &entry.resource {
-                collect_conditions(resource, &mut conditions);
-            }
-        }
-        for reference in conditions {
-            let resolved = self
-                .resolve_condition(work, tenant, &reference)
+        for reference in references {
+            let resolved = resolve(work, &reference)
                 .await
-                .map_err(|e| {
-                    let index = entries
-                        .iter()
-                        .find(|e| {
-                            e.resource
-                                .as_ref()
-                                .is_some_and(|r| refers_to(r, &reference))
-                        })
-                        .map_or(0, |e| e.index);
-                    in_entry(index, e)
-                })?;
-            local.insert(reference, resolved);
+                .map_err(|e| in_entry(referrer(&entries, &reference.reference), e))?;
+            local.insert(reference.reference, resolved);
         }
 
         // Creates, then updates, each with its references rewritten.
@@ -253,8 +260,7 @@ impl Engine {
         }
 
         for entry in entries.iter().filter(|e| e.method == Method::Get) {
-            let outcome = self
-                .read_entry(work, tenant, entry)
+            let outcome = read_entry(work, entry)
                 .await
                 .map_err(|e| in_entry(entry.index, e))?;
             outcomes.insert(entry.index, outcome);
@@ -276,14 +282,18 @@ impl Engine {
                 self.delete_in(work, tenant, resource_type, id, entry.if_match)
                     .await?,
             )),
-            Target::Query(resource_type, condition) => {
-                let deleted = self
-                    .conditional_delete_in(work, tenant, resource_type, condition, entry.if_match)
-                    .await?;
-                Ok(EntryOutcome::Deleted(match deleted {
-                    Deleted::One(written) => Some(written),
-                    Deleted::Nothing => None,
-                }))
+            Target::Query(resource_type, _) => {
+                let condition = entry.condition.as_ref().expect("prepared");
+                Ok(EntryOutcome::Deleted(
+                    self.conditional_delete_in(
+                        work,
+                        tenant,
+                        resource_type,
+                        condition,
+                        entry.if_match,
+                    )
+                    .await?,
+                ))
             }
             _ => Err(EngineError::BadRequest(
                 "DELETE takes Type/id or Type?criteria".into(),
@@ -296,25 +306,18 @@ impl Engine {
     async fn identity(
         &self,
         work: &mut Work<'_>,
-        tenant: &Tenant,
         entry: &Entry,
         outcomes: &mut HashMap<usize, EntryOutcome>,
     ) -> Result<(&'static str, String), EngineError> {
         let body_id = entry.resource.as_ref().and_then(|r| r["id"].as_str());
         match (&entry.method, &entry.target) {
             (Method::Post, Target::Type(resource_type)) => {
-                if let Some(condition) = &entry.if_none_exist {
-                    let query = self.condition(tenant, resource_type, condition).await?;
-                    match self.matches_in(work, &query).await?.as_slice() {
-                        [] => {}
-                        [existing] => {
-                            outcomes.insert(
-                                entry.index,
-                                EntryOutcome::Written(existing_version(existing)),
-                            );
-                            return Ok((resource_type, existing.id.clone()));
-                        }
-                        _ => return Err(several(resource_type, condition)),
+                if let Some(condition) = &entry.condition {
+                    let found = self.create_match(work, condition).await?;
+                    if let Some(existing) = found {
+                        let id = existing.id.clone();
+                        outcomes.insert(entry.index, EntryOutcome::Written(existing));
+                        return Ok((resource_type, id));
                     }
                 }
                 Ok((resource_type, Uuid::new_v4().to_string()))
@@ -328,23 +331,10 @@ impl Engine {
                 }
                 Ok((resource_type, id.clone()))
             }
-            (Method::Put, Target::Query(resource_type, condition)) => {
-                let query = self.condition(tenant, resource_type, condition).await?;
-                match self.matches_in(work, &query).await?.as_slice() {
-                    [] => Ok((
-                        resource_type,
-                        body_id.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned),
-                    )),
-                    [one] if body_id.is_none_or(|b| b == one.id) => {
-                        Ok((resource_type, one.id.clone()))
-                    }
-                    [one] => Err(EngineError::BadRequest(format!(
-                        "the resource's id '{}' differs from the id of the match, '{}'",
-                        body_id.unwrap_or_default(),
-                        one.id
-                    ))),
-                    _ => Err(several(resource_type, condition)),
-                }
+            (Method::Put, Target::Query(resource_type, _)) => {
+                let condition = entry.condition.as_ref().expect("prepared");
+                let id = self.update_target(work, condition, body_id).await?;
+                Ok((resource_type, id))
             }
             (Method::Post, _) => Err(EngineError::BadRequest(
                 "POST takes the URL of a type".into(),
@@ -355,24 +345,75 @@ impl Engine {
         }
     }
 
-    /// `Type/id` of the one resource a conditional reference (`Type?query`) names.
-    async fn resolve_condition(
+    /// Prepares the queries of the entries and of the bundle's conditional references, so
+    /// that the work does not wait for them (they may wait for the text index).
+    async fn prepare_entries(
         &self,
-        work: &mut Work<'_>,
         tenant: &Tenant,
-        reference: &str,
-    ) -> Result<String, EngineError> {
-        let (type_name, condition) = reference.split_once('?').expect("collected with a '?'");
-        let resource_type = self.resource_type(type_name)?;
-        let query = self.condition(tenant, resource_type, condition).await?;
-        match work.find(&query, 2).await?.as_slice() {
-            [one] => Ok(format!("{resource_type}/{}", one.id)),
-            [] => Err(EngineError::PreconditionFailed(format!(
-                "the conditional reference {reference} matches no resource"
-            ))),
-            _ => Err(EngineError::PreconditionFailed(format!(
-                "the conditional reference {reference} matches more than one resource"
-            ))),
+        mut entries: Vec<Entry>,
+    ) -> Result<(Vec<Entry>, Vec<ConditionalReference>), EngineError> {
+        for entry in &mut entries {
+            let (condition, search) = self
+                .entry_queries(tenant, entry)
+                .await
+                .map_err(|e| in_entry(entry.index, e))?;
+            entry.condition = condition;
+            entry.search = search;
+        }
+        let mut texts = BTreeSet::new();
+        for resource in entries.iter().filter_map(|e| e.resource.as_ref()) {
+            collect_conditions(resource, &mut texts);
+        }
+        let mut references = Vec::with_capacity(texts.len());
+        for reference in texts {
+            let prepared = async {
+                let (type_name, text) = reference.split_once('?').expect("collected with a '?'");
+                let resource_type = self.resource_type(type_name)?;
+                let condition = self.condition(tenant, resource_type, text).await?;
+                Ok((resource_type, condition))
+            };
+            let (resource_type, condition) = prepared
+                .await
+                .map_err(|e| in_entry(referrer(&entries, &reference), e))?;
+            references.push(ConditionalReference {
+                reference,
+                resource_type,
+                condition,
+            });
+        }
+        Ok((entries, references))
+    }
+
+    /// The condition and the search query an entry has, if any.
+    async fn entry_queries(
+        &self,
+        tenant: &Tenant,
+        entry: &Entry,
+    ) -> Result<(Option<Condition>, Option<SearchQuery>), EngineError> {
+        match (entry.method, &entry.target) {
+            (Method::Post, Target::Type(resource_type)) => match &entry.if_none_exist {
+                Some(text) => Ok((
+                    Some(self.condition(tenant, resource_type, text).await?),
+                    None,
+                )),
+                None => Ok((None, None)),
+            },
+            (Method::Put | Method::Delete, Target::Query(resource_type, text)) => Ok((
+                Some(self.condition(tenant, resource_type, text).await?),
+                None,
+            )),
+            (Method::Get, Target::Type(resource_type) | Target::Query(resource_type, _)) => {
+                let text = match &entry.target {
+                    Target::Query(_, text) => text.as_str(),
+                    _ => "",
+                };
+                let scope = Scope::Type(resource_type);
+                let (_, query) = self
+                    .prepare_query(tenant, scope, &query_params(text), false)
+                    .await?;
+                Ok((None, Some(query)))
+            }
+            _ => Ok((None, None)),
         }
     }
 
@@ -422,45 +463,27 @@ impl Engine {
             }
         }
     }
+}
 
-    async fn read_entry(
-        &self,
-        work: &mut Work<'_>,
-        tenant: &Tenant,
-        entry: &Entry,
-    ) -> Result<EntryOutcome, EngineError> {
-        let gone_or_found = |version: Option<StoredVersion>, name: String| match version {
-            None => Err(EngineError::NotFound(name)),
-            Some(v) if v.op == Op::Delete => Err(EngineError::Gone(name)),
-            Some(v) => Ok(EntryOutcome::Read(v)),
-        };
-        match &entry.target {
-            Target::Instance(resource_type, id) => gone_or_found(
-                work.read_latest(resource_type, id).await?,
-                format!("{resource_type}/{id}"),
-            ),
-            Target::Version(resource_type, id, version) => gone_or_found(
-                work.read_version(resource_type, id, *version).await?,
-                format!("{resource_type}/{id}/_history/{version}"),
-            ),
-            Target::Type(resource_type) | Target::Query(resource_type, _) => {
-                let query_string = match &entry.target {
-                    Target::Query(_, q) => q.as_str(),
-                    _ => "",
-                };
-                let params: Vec<(String, String)> = form_urlencoded::parse(query_string.as_bytes())
-                    .map(|(n, v)| (n.into_owned(), v.into_owned()))
-                    .collect();
-                let registry = self.registry(tenant).await?;
-                let mut query = registry
-                    .parse_query(Scope::Type(resource_type), &params, false)
-                    .map_err(|e| EngineError::BadRequest(e.to_string()))?;
-                self.answer_terminology(tenant, &registry, &mut query)
-                    .await?;
-                self.answer_text(tenant, &mut query).await?;
-                let count = query.count;
-                Ok(EntryOutcome::Searched(work.find(&query, count).await?))
-            }
+/// A read or search entry, as `work` sees the bundle's writes.
+async fn read_entry(work: &mut Work<'_>, entry: &Entry) -> Result<EntryOutcome, EngineError> {
+    let gone_or_found = |version: Option<StoredVersion>, name: String| match version {
+        None => Err(EngineError::NotFound(name)),
+        Some(v) if v.op == Op::Delete => Err(EngineError::Gone(name)),
+        Some(v) => Ok(EntryOutcome::Read(v)),
+    };
+    match &entry.target {
+        Target::Instance(resource_type, id) => gone_or_found(
+            work.read_latest(resource_type, id).await?,
+            format!("{resource_type}/{id}"),
+        ),
+        Target::Version(resource_type, id, version) => gone_or_found(
+            work.read_version(resource_type, id, *version).await?,
+            format!("{resource_type}/{id}/_history/{version}"),
+        ),
+        Target::Type(_) | Target::Query(..) => {
+            let query = entry.search.as_ref().expect("prepared");
+            Ok(EntryOutcome::Searched(work.find(query, query.count).await?))
         }
     }
 }
@@ -492,15 +515,9 @@ fn parse_entry(index: usize, entry: &Value) -> Result<Entry, EngineError> {
         .ok_or_else(|| EngineError::BadRequest("the entry has no request.url".into()))?;
     let if_match = match request["ifMatch"].as_str() {
         None => None,
-        Some(tag) => Some(
-            tag.trim()
-                .trim_start_matches("W/")
-                .trim_matches('"')
-                .parse()
-                .map_err(|_| {
-                    EngineError::BadRequest(format!("ifMatch '{tag}' does not name a version"))
-                })?,
-        ),
+        Some(tag) => Some(version_of_etag(tag).ok_or_else(|| {
+            EngineError::BadRequest(format!("ifMatch '{tag}' does not name a version"))
+        })?),
     };
     Ok(Entry {
         index,
@@ -512,6 +529,8 @@ fn parse_entry(index: usize, entry: &Value) -> Result<Entry, EngineError> {
             .map(|c| c.split_once('?').map_or(c, |(_, q)| q).to_owned()),
         if_match,
         resource: entry.get("resource").cloned(),
+        condition: None,
+        search: None,
     })
 }
 
@@ -564,10 +583,35 @@ fn collect_conditions(value: &Value, found: &mut BTreeSet<String>) {
     }
 }
 
-fn refers_to(value: &Value, reference: &str) -> bool {
-    let mut found = BTreeSet::new();
-    collect_conditions(value, &mut found);
-    found.contains(reference)
+/// The index of the first entry whose resource has `reference`, for the error it caused.
+fn referrer(entries: &[Entry], reference: &str) -> usize {
+    entries
+        .iter()
+        .find(|entry| {
+            entry.resource.as_ref().is_some_and(|resource| {
+                let mut found = BTreeSet::new();
+                collect_conditions(resource, &mut found);
+                found.contains(reference)
+            })
+        })
+        .map_or(0, |entry| entry.index)
+}
+
+/// `Type/id` of the one resource a conditional reference names.
+async fn resolve(
+    work: &mut Work<'_>,
+    reference: &ConditionalReference,
+) -> Result<String, EngineError> {
+    let name = &reference.reference;
+    match work.find(&reference.condition.query, 2).await?.as_slice() {
+        [one] => Ok(format!("{}/{}", reference.resource_type, one.id)),
+        [] => Err(EngineError::PreconditionFailed(format!(
+            "the conditional reference {name} matches no resource"
+        ))),
+        _ => Err(EngineError::PreconditionFailed(format!(
+            "the conditional reference {name} matches more than one resource"
+        ))),
+    }
 }
 
 /// Rewrites every `reference` to an entry's `fullUrl` or to a condition into `Type/id`. A

@@ -10,56 +10,60 @@ use fjord_search::{Scope, SearchQuery};
 use fjord_store::{Expected, StoredVersion, Tenant, Work};
 use uuid::Uuid;
 
-use crate::interactions::{check_id, version_moved};
+use crate::interactions::{check_id, delete_expectation, update_expectation};
+use crate::search::query_params;
 use crate::{Engine, EngineError, Written};
 
-/// What a conditional delete did.
+/// A condition, parsed and answered (text, terminology) before any unit of work begins, so a
+/// work never waits for the text index while it holds its connection and locks.
 #[derive(Debug)]
-pub enum Deleted {
-    /// Nothing matched.
-    Nothing,
-    /// The matching resource, now deleted.
-    One(Written),
+pub(crate) struct Condition {
+    /// As the client wrote it, for messages.
+    pub text: String,
+    pub query: SearchQuery,
 }
 
 impl Engine {
-    /// The search of a condition (`identifier=sys|val`, the query of `Type?…` without `?`) on
+    /// The condition `text` (`identifier=sys|val`, the query of `Type?…` without `?`) on
     /// resources of `resource_type`. Unknown parameters are an error: a condition that ignored
     /// one would match more than its client meant.
     pub(crate) async fn condition(
         &self,
         tenant: &Tenant,
         resource_type: &str,
-        condition: &str,
-    ) -> Result<SearchQuery, EngineError> {
-        let params: Vec<(String, String)> = form_urlencoded::parse(condition.as_bytes())
-            .map(|(name, value)| (name.into_owned(), value.into_owned()))
-            // The response's format, not a criterion.
-            .filter(|(name, _)| !matches!(name.as_str(), "_format" | "_pretty"))
-            .collect();
+        text: &str,
+    ) -> Result<Condition, EngineError> {
+        let mut params = query_params(text);
+        // The response's format, not a criterion.
+        params.retain(|(name, _)| !matches!(name.as_str(), "_format" | "_pretty"));
         if params.is_empty() {
             return Err(EngineError::BadRequest(format!(
-                "the condition '{condition}' names no search parameter"
+                "the condition '{text}' names no search parameter"
             )));
         }
-        let registry = self.registry(tenant).await?;
-        let mut query = registry
-            .parse_query(Scope::Type(resource_type), &params, true)
-            .map_err(|e| EngineError::BadRequest(format!("the condition '{condition}': {e}")))?;
-        self.answer_terminology(tenant, &registry, &mut query)
-            .await?;
-        self.answer_text(tenant, &mut query).await?;
-        Ok(query)
+        let (_, query) = self
+            .prepare_query(tenant, Scope::Type(resource_type), &params, true)
+            .await
+            .map_err(|e| match e {
+                EngineError::BadRequest(message) => {
+                    EngineError::BadRequest(format!("the condition '{text}': {message}"))
+                }
+                other => other,
+            })?;
+        Ok(Condition {
+            text: text.to_owned(),
+            query,
+        })
     }
 
     /// Up to two matches of a condition, after taking the condition's lock in `work`.
-    pub(crate) async fn matches_in(
+    async fn matches_in(
         &self,
         work: &mut Work<'_>,
-        query: &SearchQuery,
+        condition: &Condition,
     ) -> Result<Vec<StoredVersion>, EngineError> {
-        work.lock(query.key).await?;
-        Ok(work.find(query, 2).await?)
+        work.lock(condition.query.key).await?;
+        Ok(work.find(&condition.query, 2).await?)
     }
 
     /// `create` with `If-None-Exist`: no match creates (201), one match is returned as it is
@@ -73,11 +77,15 @@ impl Engine {
         format: Format,
         condition: &str,
     ) -> Result<Written, EngineError> {
-        let resource = self.parse_for(self.resource_type(resource_type)?, body, format)?;
+        let resource_type = self.resource_type(resource_type)?;
+        let resource = self.parse_for(resource_type, body, format)?;
+        let condition = self.condition(tenant, resource_type, condition).await?;
         let mut work = self.store.begin(tenant.key).await?;
-        let result = self
-            .conditional_create_in(&mut work, tenant, resource, condition)
-            .await;
+        let result = match self.create_match(&mut work, &condition).await {
+            Ok(Some(existing)) => Ok(existing),
+            Ok(None) => self.create_in(&mut work, tenant, resource).await,
+            Err(e) => Err(e),
+        };
         finish(work, result).await
     }
 
@@ -93,11 +101,20 @@ impl Engine {
         format: Format,
         if_match: Option<i64>,
     ) -> Result<Written, EngineError> {
-        let resource = self.parse_for(self.resource_type(resource_type)?, body, format)?;
+        let resource_type = self.resource_type(resource_type)?;
+        let resource = self.parse_for(resource_type, body, format)?;
+        let condition = self.condition(tenant, resource_type, condition).await?;
         let mut work = self.store.begin(tenant.key).await?;
-        let result = self
-            .conditional_update_in(&mut work, tenant, resource, condition, if_match)
-            .await;
+        let result = match self
+            .update_target(&mut work, &condition, resource.id())
+            .await
+        {
+            Ok(id) => {
+                self.update_in(&mut work, tenant, &id, resource, if_match)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         finish(work, result).await
     }
 
@@ -110,66 +127,14 @@ impl Engine {
         resource_type: &str,
         condition: &str,
         if_match: Option<i64>,
-    ) -> Result<Deleted, EngineError> {
+    ) -> Result<Option<Written>, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
+        let condition = self.condition(tenant, resource_type, condition).await?;
         let mut work = self.store.begin(tenant.key).await?;
         let result = self
-            .conditional_delete_in(&mut work, tenant, resource_type, condition, if_match)
+            .conditional_delete_in(&mut work, tenant, resource_type, &condition, if_match)
             .await;
         finish(work, result).await
-    }
-
-    /// [`Engine::conditional_create`] in `work`.
-    pub(crate) async fn conditional_create_in(
-        &self,
-        work: &mut Work<'_>,
-        tenant: &Tenant,
-        resource: Resource,
-        condition: &str,
-    ) -> Result<Written, EngineError> {
-        let resource_type = resource.resource_type().to_owned();
-        let query = self.condition(tenant, &resource_type, condition).await?;
-        match self.matches_in(work, &query).await?.as_slice() {
-            [] => self.create_in(work, tenant, resource).await,
-            [existing] => Ok(existing_version(existing)),
-            _ => Err(several(&resource_type, condition)),
-        }
-    }
-
-    /// [`Engine::conditional_update`] in `work`.
-    pub(crate) async fn conditional_update_in(
-        &self,
-        work: &mut Work<'_>,
-        tenant: &Tenant,
-        resource: Resource,
-        condition: &str,
-        if_match: Option<i64>,
-    ) -> Result<Written, EngineError> {
-        let resource_type = resource.resource_type().to_owned();
-        let query = self.condition(tenant, &resource_type, condition).await?;
-        let id = match self.matches_in(work, &query).await?.as_slice() {
-            [] => match resource.id() {
-                Some(id) => id.to_owned(),
-                None if if_match.is_some() => {
-                    return Err(EngineError::PreconditionFailed(format!(
-                        "If-Match names a version, but no {resource_type} matches '{condition}'"
-                    )))
-                }
-                None => return self.create_in(work, tenant, resource).await,
-            },
-            [one] => {
-                if resource.id().is_some_and(|id| id != one.id) {
-                    return Err(EngineError::BadRequest(format!(
-                        "the body's id '{}' differs from the id of the match, '{}'",
-                        resource.id().unwrap_or_default(),
-                        one.id
-                    )));
-                }
-                one.id.clone()
-            }
-            _ => return Err(several(&resource_type, condition)),
-        };
-        self.update_in(work, tenant, &id, resource, if_match).await
     }
 
     /// [`Engine::conditional_delete`] in `work`.
@@ -178,17 +143,51 @@ impl Engine {
         work: &mut Work<'_>,
         tenant: &Tenant,
         resource_type: &'static str,
-        condition: &str,
+        condition: &Condition,
         if_match: Option<i64>,
-    ) -> Result<Deleted, EngineError> {
-        let query = self.condition(tenant, resource_type, condition).await?;
-        match self.matches_in(work, &query).await?.as_slice() {
-            [] => Ok(Deleted::Nothing),
-            [one] => Ok(self
-                .delete_in(work, tenant, resource_type, &one.id, if_match)
-                .await?
-                .map_or(Deleted::Nothing, Deleted::One)),
+    ) -> Result<Option<Written>, EngineError> {
+        match self.matches_in(work, condition).await?.as_slice() {
+            [] => Ok(None),
+            [one] => {
+                self.delete_in(work, tenant, resource_type, &one.id, if_match)
+                    .await
+            }
             _ => Err(several(resource_type, condition)),
+        }
+    }
+
+    /// The resource a conditional create finds instead of creating, if any; more than one
+    /// match is 412. The condition stays locked until the work ends.
+    pub(crate) async fn create_match(
+        &self,
+        work: &mut Work<'_>,
+        condition: &Condition,
+    ) -> Result<Option<Written>, EngineError> {
+        match self.matches_in(work, condition).await?.as_slice() {
+            [] => Ok(None),
+            [existing] => Ok(Some(existing_version(existing))),
+            [first, ..] => Err(several(&first.resource_type, condition)),
+        }
+    }
+
+    /// The id a conditional update writes: its one match (which `body_id`, when given, must
+    /// be), or without a match `body_id` or a new id; more than one match is 412. The
+    /// condition stays locked until the work ends.
+    pub(crate) async fn update_target(
+        &self,
+        work: &mut Work<'_>,
+        condition: &Condition,
+        body_id: Option<&str>,
+    ) -> Result<String, EngineError> {
+        match self.matches_in(work, condition).await?.as_slice() {
+            [] => Ok(body_id.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned)),
+            [one] if body_id.is_none_or(|id| id == one.id) => Ok(one.id.clone()),
+            [one] => Err(EngineError::BadRequest(format!(
+                "the body's id '{}' differs from the id of the match, '{}'",
+                body_id.unwrap_or_default(),
+                one.id
+            ))),
+            [first, ..] => Err(several(&first.resource_type, condition)),
         }
     }
 
@@ -227,14 +226,7 @@ impl Engine {
         check_id(id)?;
         resource.set_id(Some(id));
         let current = work.lock_current(resource_type, id).await?;
-        let expected = match (current, if_match) {
-            (None, None) => Expected::Absent,
-            (None, Some(_)) => return Err(version_moved(resource_type, id)),
-            (Some(current), Some(v)) if v != current.version => {
-                return Err(version_moved(resource_type, id))
-            }
-            (Some(current), _) => Expected::Version(current.version),
-        };
+        let expected = update_expectation(current.map(|c| c.version), if_match, resource_type, id)?;
         let recreated = current.is_some_and(|c| c.deleted);
         let mut written = self
             .write(
@@ -260,20 +252,14 @@ impl Engine {
         if_match: Option<i64>,
     ) -> Result<Option<Written>, EngineError> {
         check_id(id)?;
-        let current = work
+        let live = work
             .lock_current(resource_type, id)
             .await?
-            .filter(|c| !c.deleted);
-        let Some(current) = current else {
-            return match if_match {
-                Some(_) => Err(version_moved(resource_type, id)),
-                None => Ok(None),
-            };
+            .filter(|c| !c.deleted)
+            .map(|c| c.version);
+        let Some(expected) = delete_expectation(live, if_match, resource_type, id)? else {
+            return Ok(None);
         };
-        if if_match.is_some_and(|v| v != current.version) {
-            return Err(version_moved(resource_type, id));
-        }
-        let expected = Expected::Version(current.version);
         Ok(Some(
             self.write(tenant, Some(work), resource_type, id, None, expected)
                 .await?,
@@ -300,7 +286,7 @@ pub(crate) async fn finish<T>(
 }
 
 /// The existing match of a conditional create, answered as it is.
-pub(crate) fn existing_version(existing: &StoredVersion) -> Written {
+fn existing_version(existing: &StoredVersion) -> Written {
     Written {
         resource_type: fjord_model::resource_type(&existing.resource_type)
             .expect("stored resources have known types"),
@@ -312,8 +298,9 @@ pub(crate) fn existing_version(existing: &StoredVersion) -> Written {
     }
 }
 
-pub(crate) fn several(resource_type: &str, condition: &str) -> EngineError {
+fn several(resource_type: &str, condition: &Condition) -> EngineError {
     EngineError::PreconditionFailed(format!(
-        "more than one {resource_type} matches '{condition}'"
+        "more than one {resource_type} matches '{}'",
+        condition.text
     ))
 }

@@ -161,7 +161,8 @@ impl Engine {
                 .store
                 .read_latest(tenant.key, resource_type, id)
                 .await?;
-            let expected = expectation(latest.as_ref(), if_match, resource_type, id)?;
+            let current = latest.as_ref().map(|l| l.version);
+            let expected = update_expectation(current, if_match, resource_type, id)?;
             let recreated = latest.as_ref().is_some_and(|l| l.op == Op::Delete);
             match self
                 .write(
@@ -206,24 +207,12 @@ impl Engine {
                 .store
                 .read_latest(tenant.key, resource_type, id)
                 .await?;
-            let Some(latest) = latest.filter(|l| l.op != Op::Delete) else {
-                return match if_match {
-                    Some(_) => Err(version_moved(resource_type, id)),
-                    None => Ok(None),
-                };
+            let live = latest.filter(|l| l.op != Op::Delete).map(|l| l.version);
+            let Some(expected) = delete_expectation(live, if_match, resource_type, id)? else {
+                return Ok(None);
             };
-            if if_match.is_some_and(|v| v != latest.version) {
-                return Err(version_moved(resource_type, id));
-            }
             match self
-                .write(
-                    tenant,
-                    None,
-                    resource_type,
-                    id,
-                    None,
-                    Expected::Version(latest.version),
-                )
+                .write(tenant, None, resource_type, id, None, expected)
                 .await
             {
                 Err(EngineError::Conflict(_)) if if_match.is_none() => continue,
@@ -416,17 +405,42 @@ pub(crate) fn version_moved(resource_type: &str, id: &str) -> EngineError {
     ))
 }
 
-/// What an update expects to find.
-fn expectation(
-    latest: Option<&StoredVersion>,
+/// What an update of a resource whose current version is `current` (deleted or not) expects.
+pub(crate) fn update_expectation(
+    current: Option<i64>,
     if_match: Option<i64>,
     resource_type: &str,
     id: &str,
 ) -> Result<Expected, EngineError> {
-    match (latest, if_match) {
+    match (current, if_match) {
         (None, None) => Ok(Expected::Absent),
         (None, Some(_)) => Err(version_moved(resource_type, id)),
-        (Some(latest), Some(v)) if v != latest.version => Err(version_moved(resource_type, id)),
-        (Some(latest), _) => Ok(Expected::Version(latest.version)),
+        (Some(current), Some(v)) if v != current => Err(version_moved(resource_type, id)),
+        (Some(current), _) => Ok(Expected::Version(current)),
     }
+}
+
+/// What a delete of a resource whose live (not deleted) version is `live` expects; `None` when
+/// there is nothing to delete.
+pub(crate) fn delete_expectation(
+    live: Option<i64>,
+    if_match: Option<i64>,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<Expected>, EngineError> {
+    match (live, if_match) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(version_moved(resource_type, id)),
+        (Some(live), Some(v)) if v != live => Err(version_moved(resource_type, id)),
+        (Some(live), _) => Ok(Some(Expected::Version(live))),
+    }
+}
+
+/// The version an entity tag names (`W/"3"`, `"3"` or `3`).
+pub fn version_of_etag(tag: &str) -> Option<i64> {
+    tag.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .ok()
 }

@@ -17,12 +17,11 @@ mod terminology;
 mod text;
 
 pub use bundles::{BundleKind, EntryOutcome, DEFAULT_MAX_BUNDLE_ENTRIES};
-pub use conditional::Deleted;
 pub use error::EngineError;
 pub use fjord_model::{Format, ParseLimits, Resource};
 pub use fjord_search::{Scope, SearchQuery, Summary};
 pub use fjord_store::{HistoryPage, Op, PreviousPage, SearchPage, StoredVersion, Tenant};
-pub use interactions::{format_instant, HistoryQuery, Written};
+pub use interactions::{format_instant, version_of_etag, HistoryQuery, Written};
 pub use reindex::{JobState, ReindexJob};
 pub use search::{SearchRequest, SearchResult, MAX_INCLUDED};
 pub use subset::subset;

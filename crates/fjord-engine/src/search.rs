@@ -2,6 +2,7 @@
 //! page read from the store, and the resources `_include` and `_revinclude` add to it.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use fjord_search::{keys, Include, IndexValue, Registry, Scope, SearchQuery};
 use fjord_store::{SearchPage, StoredVersion, Tenant};
@@ -60,13 +61,9 @@ impl Engine {
                 }
             }
         }
-        let registry = self.registry(tenant).await?;
-        let mut query = registry
-            .parse_query(scope, &request.params, request.strict)
-            .map_err(|e| EngineError::BadRequest(e.to_string()))?;
-        self.answer_terminology(tenant, &registry, &mut query)
+        let (registry, query) = self
+            .prepare_query(tenant, scope, &request.params, request.strict)
             .await?;
-        self.answer_text(tenant, &mut query).await?;
         let page = self
             .store
             .search(tenant.key, &query, request.cursor.as_deref())
@@ -80,6 +77,25 @@ impl Engine {
             included,
             included_truncated,
         })
+    }
+
+    /// A search as the store runs it: parsed against the tenant's parameters, its terminology
+    /// and text filters answered; with the registry it was parsed against.
+    pub(crate) async fn prepare_query(
+        &self,
+        tenant: &Tenant,
+        scope: Scope<'_>,
+        params: &[(String, String)],
+        strict: bool,
+    ) -> Result<(Arc<Registry>, SearchQuery), EngineError> {
+        let registry = self.registry(tenant).await?;
+        let mut query = registry
+            .parse_query(scope, params, strict)
+            .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        self.answer_terminology(tenant, &registry, &mut query)
+            .await?;
+        self.answer_text(tenant, &mut query).await?;
+        Ok((registry, query))
     }
 
     /// `Patient/[id]/$everything`: the patient's compartment, paged, with the resources its
@@ -292,5 +308,12 @@ fn referrer_keys(registry: &Registry, rule: &Include, to: &[StoredVersion]) -> V
             let own = keys::resource(&r.resource_type, &r.id);
             links.iter().map(move |link| link ^ own)
         })
+        .collect()
+}
+
+/// The name-value pairs of a query string (`a=1&b=2`), decoded.
+pub(crate) fn query_params(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
         .collect()
 }

@@ -4,7 +4,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
-use fjord_engine::{Deleted, HistoryQuery, StoredVersion, Tenant, Written};
+use fjord_engine::{version_of_etag, HistoryQuery, StoredVersion, Tenant, Written};
 use futures_util::StreamExt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -114,8 +114,7 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
         return Ok(None);
     };
     let text = value.to_str().unwrap_or("");
-    let version = text.trim().trim_start_matches("W/").trim_matches('"');
-    version.parse().map(Some).map_err(|_| {
+    version_of_etag(text).map(Some).ok_or_else(|| {
         ApiError::bad_request(format!(
             "If-Match '{text}' does not name a version; use W/\"n\""
         ))
@@ -156,27 +155,23 @@ enum Return {
 /// Whether `Prefer: return=representation` is asked for explicitly (bundles answer minimally
 /// unless it is).
 pub(crate) fn prefers_representation(req: &HttpRequest) -> bool {
-    req.headers()
-        .get_all("prefer")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|d| d.trim() == "return=representation")
+    prefer_return(req) == Some(Return::Representation)
 }
 
-fn prefer_return(req: &HttpRequest) -> Return {
+/// What `Prefer: return=` asks for, if it is there.
+fn prefer_return(req: &HttpRequest) -> Option<Return> {
     let prefer = req
         .headers()
         .get_all("prefer")
         .filter_map(|v| v.to_str().ok());
-    for directive in prefer.flat_map(|v| v.split(',')) {
-        match directive.trim() {
-            "return=minimal" => return Return::Minimal,
-            "return=OperationOutcome" => return Return::OperationOutcome,
-            "return=representation" => return Return::Representation,
-            _ => {}
-        }
-    }
-    Return::Representation
+    prefer
+        .flat_map(|v| v.split(','))
+        .find_map(|directive| match directive.trim() {
+            "return=minimal" => Some(Return::Minimal),
+            "return=OperationOutcome" => Some(Return::OperationOutcome),
+            "return=representation" => Some(Return::Representation),
+            _ => None,
+        })
 }
 
 fn written_response(req: &HttpRequest, ctx: &Ctx, written: &Written) -> HttpResponse {
@@ -199,7 +194,10 @@ fn written_response(req: &HttpRequest, ctx: &Ctx, written: &Written) -> HttpResp
         );
         builder.insert_header((header::LOCATION, location));
     }
-    match (prefer_return(req), &written.body) {
+    match (
+        prefer_return(req).unwrap_or(Return::Representation),
+        &written.body,
+    ) {
         (Return::Minimal, _) | (_, None) => builder.finish(),
         (Return::OperationOutcome, _) => {
             let what = if written.created {
@@ -327,20 +325,15 @@ pub(crate) async fn delete(
         }
         None => {
             let condition = req.query_string();
-            match engine
+            let deleted = engine
                 .conditional_delete(&ctx.tenant, resource_type, condition, expected)
                 .await
-                .map_err(|e| ctx.err(e))?
-            {
-                Deleted::One(written) => {
-                    let message = format!("{resource_type}/{} deleted", written.id);
-                    (Some(written), message)
-                }
-                Deleted::Nothing => (
-                    None,
-                    format!("no {resource_type} matched; nothing to delete"),
-                ),
-            }
+                .map_err(|e| ctx.err(e))?;
+            let message = match &deleted {
+                Some(written) => format!("{resource_type}/{} deleted", written.id),
+                None => format!("no {resource_type} matched; nothing to delete"),
+            };
+            (deleted, message)
         }
     };
     Ok(deleted_response(req, &ctx, deleted.as_ref(), &message))
@@ -352,7 +345,7 @@ fn deleted_response(
     deleted: Option<&Written>,
     message: &str,
 ) -> HttpResponse {
-    if prefer_return(req) == Return::Minimal {
+    if prefer_return(req) == Some(Return::Minimal) {
         return HttpResponse::NoContent().finish();
     }
     let mut builder = HttpResponse::Ok();
