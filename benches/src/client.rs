@@ -167,7 +167,13 @@ pub fn closed_loop(
                                 latencies.borrow_mut().push(at.elapsed().as_micros() as u64);
                             }
                             Ok(Ok(_)) => errors.set(errors.get() + 1),
-                            _ => {
+                            failed => {
+                                if errors.get() == 0 {
+                                    match failed {
+                                        Ok(Err(e)) => eprintln!("first failure: {e}"),
+                                        _ => eprintln!("first failure: no answer within 10 s"),
+                                    }
+                                }
                                 errors.set(errors.get() + 1);
                                 connection = None;
                             }

@@ -1,5 +1,6 @@
 //! What Fjord's load drivers share: a lean HTTP client for closed-loop load with latency
-//! recording, and starting Fjord and writing results.
+//! recording, the resources they send, and starting Fjord and writing results.
 
 pub mod client;
+pub mod fixtures;
 pub mod server;

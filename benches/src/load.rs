@@ -18,9 +18,8 @@ use clap::Parser;
 use fjord_pg::{Binaries, Cluster, ClusterOptions, SUPERUSER};
 
 use fjord_benches::client::{closed_loop, Outcome};
+use fjord_benches::fixtures::BLOOD_PRESSURE;
 use fjord_benches::server::{start_fjord, write_section};
-
-const BLOOD_PRESSURE: &str = r#"{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"85354-9","display":"Blood pressure panel"}]},"subject":{"reference":"Patient/pasient-1"},"effectiveDateTime":"2026-11-01T08:00:00+01:00","device":{"reference":"Device/blodtrykksmaler-1"},"component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":128,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":82,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}}]}"#;
 
 #[derive(Parser)]
 #[command(about = "Load driver: Fjord against plain Postgres (pgbench) on the same machine")]

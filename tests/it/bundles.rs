@@ -249,7 +249,7 @@ fn a_batch_answers_every_entry_on_its_own() {
             { "request": { "method": "GET", "url": "Organization/missing" } },
             { "resource": organization("2"), "request": { "method": "PUT", "url": "Organization/x",
                                                           "ifMatch": "W/\"3\"" } },
-            { "request": { "method": "PATCH", "url": "Organization/x" } },
+            { "request": { "method": "HEAD", "url": "Organization/x" } },
             { "resource": organization("3"), "request": { "method": "POST", "url": "Organization" } },
         ],
     });

@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("fjord-definitions", &[]),
     ("fjord-fhirpath", &["fjord-definitions"]),
     ("fjord-search", &["fjord-definitions", "fjord-fhirpath"]),
+    ("fjord-patch", &["fjord-definitions", "fjord-fhirpath"]),
     ("fjord-pg", &[]),
     ("fjord-store", &["fjord-search"]),
     ("fjord-text", &["fjord-search"]),
@@ -20,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "fjord-definitions",
             "fjord-model",
+            "fjord-patch",
             "fjord-search",
             "fjord-store",
             "fjord-text",

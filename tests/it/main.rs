@@ -13,6 +13,7 @@ mod indexing;
 mod layers;
 mod modifiers;
 mod paging;
+mod patch;
 mod rest;
 mod search;
 mod search_scopes;

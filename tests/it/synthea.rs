@@ -1,12 +1,11 @@
-//! The search proof on real data: all 120 Synthea patients of `../shared/synthea` (92,114
-//! resources) loaded once, then searches whose answers the test computes itself from the raw
-//! files, walking every page and checking that no id repeats and none is missing.
-//!
-//! The bundles reference each other by `urn:uuid:` and by conditional references
-//! (`Practitioner?identifier=…`); until transactions exist the loader resolves both and PUTs each
-//! resource by its own id.
+//! The transaction and search proofs on real data: all 120 Synthea patients of
+//! `../shared/synthea` (92,114 resources) loaded through the REST API as the files are (two
+//! batch bundles of shared resources with conditional creates, then 120 transactions that refer
+//! to them by `urn:uuid:` and by condition), then searches whose answers the test computes
+//! itself from the raw files, walking every page and checking that no id repeats and none is
+//! missing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 
 use fjord_tests::{send, shared_dir};
@@ -22,8 +21,70 @@ const BODY_HEIGHT: &str = "8302-2";
 /// Prediabetes: a condition of some patients (39 of 120).
 const PREDIABETES: &str = "15777000";
 
-/// Every resource of the data set, references resolved to `Type/id`.
-fn synthea() -> Vec<Value> {
+/// The counts per type match the files; the stored references of three patients' resources are
+/// the ones the bundles meant (conditional references to what the batch files created); the
+/// batch files loaded again create nothing new where they are conditional.
+fn loaded_as_sent(base: &str, bundles: &[Value], resources: &[Value]) {
+    let count = |resource_type: &str| {
+        let reply = send(
+            "GET",
+            &format!("{base}/{resource_type}?_summary=count"),
+            &[],
+            None,
+        );
+        reply.json()["total"].as_u64().unwrap() as usize
+    };
+    let mut per_type: BTreeMap<&str, usize> = BTreeMap::new();
+    for resource in resources {
+        *per_type.entry(kind(resource)).or_default() += 1;
+    }
+    for (resource_type, expected) in &per_type {
+        assert_eq!(count(resource_type), *expected, "{resource_type}");
+    }
+
+    let shared: BTreeSet<String> = resources[..778]
+        .iter()
+        .map(|r| format!("{}/{}", kind(r), id(r)))
+        .collect();
+    let mut to_shared = 0;
+    for resource in &resources[778..][..3 * 700] {
+        let url = format!("{base}/{}/{}", kind(resource), id(resource));
+        let stored = send("GET", &url, &[], None).json();
+        let (mut found, mut expected) = (Vec::new(), Vec::new());
+        references(&stored, &mut found);
+        references(resource, &mut expected);
+        assert_eq!(found, expected, "{url}");
+        to_shared += found.iter().filter(|r| shared.contains(*r)).count();
+    }
+    assert!(
+        to_shared > 100,
+        "{to_shared} references to the batch files' resources"
+    );
+
+    for bundle in &bundles[..2] {
+        for (entry, response) in entries(bundle).iter().zip(post_bundle(base, bundle)) {
+            let status = &response["response"]["status"];
+            if entry["request"]["ifNoneExist"].is_string() {
+                assert_eq!(status, "200 OK", "{response}");
+            } else {
+                // A POST without a condition creates, as R4 says: the PractitionerRoles.
+                assert_eq!(status, "201 Created", "{response}");
+            }
+        }
+    }
+    for (resource_type, expected) in per_type {
+        let again = if resource_type == "PractitionerRole" {
+            2 * expected
+        } else {
+            expected
+        };
+        assert_eq!(count(resource_type), again, "{resource_type}");
+    }
+}
+
+/// The data set's bundles: the two batch files of organizations, locations and practitioners
+/// (`0-*`) first, then the 120 patient transactions.
+fn synthea_bundles() -> Vec<Value> {
     let dir = shared_dir().join("synthea/blaze-120-patients-bz2");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -32,37 +93,121 @@ fn synthea() -> Vec<Value> {
         .collect();
     files.sort();
     assert_eq!(files.len(), 122, "120 patients and two shared files");
-    let mut resources = Vec::new();
-    let mut by_reference: HashMap<String, String> = HashMap::new();
-    for path in files {
-        let mut text = String::new();
-        bzip2::read::BzDecoder::new(std::fs::File::open(&path).unwrap())
-            .read_to_string(&mut text)
-            .unwrap();
-        let bundle: Value = serde_json::from_str(&text).unwrap();
-        for entry in bundle["entry"].as_array().unwrap() {
-            let resource = entry["resource"].clone();
-            let local = format!("{}/{}", kind(&resource), id(&resource));
-            by_reference.insert(entry["fullUrl"].as_str().unwrap().to_owned(), local.clone());
-            // What the conditional references of the patient bundles name.
+    files
+        .iter()
+        .map(|path| {
+            let mut text = String::new();
+            bzip2::read::BzDecoder::new(std::fs::File::open(path).unwrap())
+                .read_to_string(&mut text)
+                .unwrap();
+            serde_json::from_str(&text).unwrap()
+        })
+        .collect()
+}
+
+fn entries(bundle: &Value) -> &[Value] {
+    bundle["entry"].as_array().unwrap()
+}
+
+/// POSTs a bundle; the response's entries.
+fn post_bundle(base: &str, bundle: &Value) -> Vec<Value> {
+    let reply = send(
+        "POST",
+        base,
+        &[("Content-Type", "application/fhir+json")],
+        Some(&bundle.to_string()),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let response = reply.json();
+    let entries = response["entry"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), bundle["entry"].as_array().unwrap().len());
+    entries
+}
+
+/// `Type/id` of a response entry's `location` (`Type/id/_history/v`).
+fn located(response: &Value) -> String {
+    let location = response["response"]["location"].as_str().unwrap();
+    let mut parts = location.split('/');
+    format!("{}/{}", parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// Loads the bundles through the REST API as they are: the batch files one after the other,
+/// then the transactions from four clients at once, each entry answered `201 Created`. Returns
+/// what each `fullUrl`, and each identifier condition the transactions refer by, became.
+fn load(base: &str, bundles: &[Value]) -> HashMap<String, String> {
+    let (batches, transactions) = bundles.split_at(2);
+    let mut located_at = HashMap::new();
+    for bundle in batches {
+        assert_eq!(bundle["type"], "batch");
+        for (entry, response) in entries(bundle).iter().zip(post_bundle(base, bundle)) {
+            assert_eq!(response["response"]["status"], "201 Created", "{response}");
+            let local = located(&response);
+            let resource = &entry["resource"];
             for identifier in resource["identifier"].as_array().into_iter().flatten() {
                 let (Some(system), Some(value)) =
                     (identifier["system"].as_str(), identifier["value"].as_str())
                 else {
                     continue;
                 };
-                by_reference.insert(
-                    format!("{}?identifier={system}|{value}", kind(&resource)),
+                located_at.insert(
+                    format!("{}?identifier={system}|{value}", kind(resource)),
                     local.clone(),
                 );
             }
-            resources.push(resource);
+            located_at.insert(entry["fullUrl"].as_str().unwrap().to_owned(), local);
         }
     }
-    for resource in &mut resources {
-        resolve(resource, &by_reference);
+    let located_at = std::sync::Mutex::new(located_at);
+    std::thread::scope(|scope| {
+        for chunk in transactions.chunks(transactions.len().div_ceil(4)) {
+            let located_at = &located_at;
+            scope.spawn(move || {
+                for bundle in chunk {
+                    assert_eq!(bundle["type"], "transaction");
+                    let responses = post_bundle(base, bundle);
+                    let mut located_at = located_at.lock().unwrap();
+                    for (entry, response) in entries(bundle).iter().zip(responses) {
+                        assert_eq!(response["response"]["status"], "201 Created");
+                        located_at.insert(
+                            entry["fullUrl"].as_str().unwrap().to_owned(),
+                            located(&response),
+                        );
+                    }
+                }
+            });
+        }
+    });
+    located_at.into_inner().unwrap()
+}
+
+/// Every resource of the bundles as the server should hold it: its id the one the server gave
+/// it, its references resolved to `Type/id`.
+fn as_loaded(bundles: &[Value], located_at: &HashMap<String, String>) -> Vec<Value> {
+    let mut resources = Vec::new();
+    for entry in bundles.iter().flat_map(entries) {
+        let mut resource = entry["resource"].clone();
+        let local = &located_at[entry["fullUrl"].as_str().unwrap()];
+        resource["id"] = Value::String(local.split_once('/').unwrap().1.to_owned());
+        resolve(&mut resource, located_at);
+        resources.push(resource);
     }
     resources
+}
+
+/// Every `reference` in `value`, in document order.
+fn references(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(object) => {
+            for (key, child) in object {
+                match child {
+                    Value::String(reference) if key == "reference" => found.push(reference.clone()),
+                    _ => references(child, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| references(item, found)),
+        _ => {}
+    }
 }
 
 fn resolve(value: &mut Value, by_reference: &HashMap<String, String>) {
@@ -96,26 +241,6 @@ fn kind(resource: &Value) -> &str {
 
 fn id(resource: &Value) -> &str {
     resource["id"].as_str().unwrap()
-}
-
-/// PUTs every resource, from four clients at once.
-fn load(base: &str, resources: &[Value]) {
-    std::thread::scope(|scope| {
-        for chunk in resources.chunks(resources.len().div_ceil(4)) {
-            scope.spawn(move || {
-                for resource in chunk {
-                    let url = format!("{base}/{}/{}", kind(resource), id(resource));
-                    let reply = send(
-                        "PUT",
-                        &url,
-                        &[("Content-Type", "application/fhir+json")],
-                        Some(&resource.to_string()),
-                    );
-                    assert!(matches!(reply.status, 200 | 201), "{url}: {}", reply.body);
-                }
-            });
-        }
-    });
 }
 
 fn codes(concept: &Value) -> impl Iterator<Item = (&str, &str)> {
@@ -203,11 +328,13 @@ fn walk(base: &str, query: &str) -> (Vec<String>, BTreeSet<String>) {
 }
 
 #[test]
-fn searches_over_synthea_match_the_raw_files() {
-    let resources = synthea();
-    assert_eq!(resources.len(), 92_114);
+fn synthea_loads_through_bundles_and_searches_match_the_raw_files() {
+    let bundles = synthea_bundles();
     let (_server, base) = server_with_tenant();
-    load(&base, &resources);
+    let located_at = load(&base, &bundles);
+    let resources = as_loaded(&bundles, &located_at);
+    assert_eq!(resources.len(), 92_114);
+    loaded_as_sent(&base, &bundles, &resources);
 
     let patients: Vec<&Value> = of_type(&resources, "Patient").collect();
     assert_eq!(patients.len(), 120);

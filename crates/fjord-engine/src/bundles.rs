@@ -1,10 +1,10 @@
 //! Batch and transaction bundles.
 //!
 //! A transaction runs in one unit of work in the order R4 prescribes: deletes, then creates,
-//! then updates, then reads. Before anything is written every entry gets its identity (a new id
-//! for a create, the match of a conditional one), and then every reference in the bundle to an
-//! entry's `fullUrl` (`urn:uuid:`, `urn:oid:` or a URL) or to a condition (`Patient?identifier=…`)
-//! is rewritten to `Type/id`. The first entry that fails rolls everything back and the error
+//! then updates and patches, then reads. Before anything is written every entry gets its
+//! identity (a new id for a create, the match of a conditional one), and then every reference
+//! in the bundle to an entry's `fullUrl` (`urn:uuid:`, `urn:oid:` or a URL) or to a condition
+//! (`Patient?identifier=…`) is rewritten to `Type/id`. The first entry that fails rolls everything back and the error
 //! names it. A batch runs each entry as a transaction of its own and reports each outcome.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::conditional::{finish, Condition};
 use crate::search::query_params;
-use crate::{version_of_etag, Engine, EngineError, Written};
+use crate::{version_of_etag, Engine, EngineError, Patch, Written};
 
 /// Entries a bundle may have at most, unless configured otherwise.
 pub const DEFAULT_MAX_BUNDLE_ENTRIES: usize = 10_000;
@@ -50,6 +50,7 @@ enum Method {
     Delete,
     Post,
     Put,
+    Patch,
     Get,
 }
 
@@ -240,22 +241,25 @@ impl Engine {
             local.insert(reference.reference, resolved);
         }
 
-        // Creates, then updates, each with its references rewritten.
+        // Creates, then updates and patches, each with its references rewritten.
         for entry in entries
             .iter_mut()
-            .filter(|e| matches!(e.method, Method::Post | Method::Put))
+            .filter(|e| matches!(e.method, Method::Post | Method::Put | Method::Patch))
         {
             if outcomes.contains_key(&entry.index) {
                 continue; // a conditional create that found its match
             }
             let index = entry.index;
-            let id = ids
-                .remove(&index)
-                .expect("every create and update has an id");
-            let outcome = self
-                .write_entry(work, tenant, entry, &id, &local)
-                .await
-                .map_err(|e| in_entry(index, e))?;
+            let outcome = match entry.method {
+                Method::Patch => self.patch_entry(work, tenant, entry, &local).await,
+                _ => {
+                    let id = ids
+                        .remove(&index)
+                        .expect("every create and update has an id");
+                    self.write_entry(work, tenant, entry, &id, &local).await
+                }
+            };
+            let outcome = outcome.map_err(|e| in_entry(index, e))?;
             outcomes.insert(index, EntryOutcome::Written(outcome));
         }
 
@@ -398,10 +402,12 @@ impl Engine {
                 )),
                 None => Ok((None, None)),
             },
-            (Method::Put | Method::Delete, Target::Query(resource_type, text)) => Ok((
-                Some(self.condition(tenant, resource_type, text).await?),
-                None,
-            )),
+            (Method::Put | Method::Patch | Method::Delete, Target::Query(resource_type, text)) => {
+                Ok((
+                    Some(self.condition(tenant, resource_type, text).await?),
+                    None,
+                ))
+            }
             (Method::Get, Target::Type(resource_type) | Target::Query(resource_type, _)) => {
                 let text = match &entry.target {
                     Target::Query(_, text) => text.as_str(),
@@ -465,6 +471,39 @@ impl Engine {
     }
 }
 
+impl Engine {
+    async fn patch_entry(
+        &self,
+        work: &mut Work<'_>,
+        tenant: &Tenant,
+        entry: &mut Entry,
+        local: &HashMap<String, String>,
+    ) -> Result<Written, EngineError> {
+        let Some(mut body) = entry.resource.take() else {
+            return Err(EngineError::BadRequest(
+                "a PATCH entry needs a resource: Parameters or a Binary JSON Patch".into(),
+            ));
+        };
+        rewrite_references(&mut body, local)?;
+        let patch = Patch::of_entry(body)?;
+        let (resource_type, id) = match &entry.target {
+            Target::Instance(resource_type, id) => (*resource_type, id.clone()),
+            Target::Query(resource_type, _) => {
+                let condition = entry.condition.as_ref().expect("prepared");
+                let id = self.patch_target(work, resource_type, condition).await?;
+                (*resource_type, id)
+            }
+            _ => {
+                return Err(EngineError::BadRequest(
+                    "PATCH takes Type/id or Type?criteria".into(),
+                ))
+            }
+        };
+        self.patch_in(work, tenant, resource_type, &id, &patch, entry.if_match)
+            .await
+    }
+}
+
 /// A read or search entry, as `work` sees the bundle's writes.
 async fn read_entry(work: &mut Work<'_>, entry: &Entry) -> Result<EntryOutcome, EngineError> {
     let gone_or_found = |version: Option<StoredVersion>, name: String| match version {
@@ -499,6 +538,7 @@ fn parse_entry(index: usize, entry: &Value) -> Result<Entry, EngineError> {
         Some("POST") => Method::Post,
         Some("PUT") => Method::Put,
         Some("DELETE") => Method::Delete,
+        Some("PATCH") => Method::Patch,
         Some(other) => {
             return Err(EngineError::NotSupported(format!(
                 "request.method {other} is not supported in bundles"

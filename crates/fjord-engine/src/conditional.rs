@@ -57,7 +57,7 @@ impl Engine {
     }
 
     /// Up to two matches of a condition, after taking the condition's lock in `work`.
-    async fn matches_in(
+    pub(crate) async fn matches_in(
         &self,
         work: &mut Work<'_>,
         condition: &Condition,
@@ -298,7 +298,7 @@ fn existing_version(existing: &StoredVersion) -> Written {
     }
 }
 
-fn several(resource_type: &str, condition: &Condition) -> EngineError {
+pub(crate) fn several(resource_type: &str, condition: &Condition) -> EngineError {
     EngineError::PreconditionFailed(format!(
         "more than one {resource_type} matches '{}'",
         condition.text

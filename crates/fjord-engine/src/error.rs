@@ -46,6 +46,9 @@ pub enum EngineError {
     /// An interaction this server does not offer.
     #[error("{0}")]
     NotSupported(String),
+    /// A PATCH is malformed or does not apply to the resource.
+    #[error(transparent)]
+    Patch(#[from] fjord_patch::PatchError),
     /// An entry of a bundle failed: its index and its error.
     #[error("bundle entry {0}: {1}")]
     InEntry(usize, Box<EngineError>),

@@ -37,6 +37,7 @@ async fn capability_statement(
         "read",
         "vread",
         "update",
+        "patch",
         "delete",
         "history-instance",
         "history-type",

@@ -18,7 +18,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use fjord_engine::EngineError;
+use fjord_engine::{EngineError, PatchError};
 use serde_json::json;
 
 use crate::negotiate::{self, Negotiated};
@@ -89,6 +89,10 @@ fn status_of(error: &EngineError) -> (StatusCode, &'static str) {
         EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         EngineError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-costly"),
         EngineError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not-supported"),
+        EngineError::Patch(PatchError::Malformed(_)) => (StatusCode::BAD_REQUEST, "invalid"),
+        EngineError::Patch(PatchError::NotApplicable(_)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "processing")
+        }
         EngineError::InEntry(_, inner) => status_of(inner),
         EngineError::Store(_) | EngineError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "exception")

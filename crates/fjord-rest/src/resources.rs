@@ -4,7 +4,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
-use fjord_engine::{version_of_etag, HistoryQuery, StoredVersion, Tenant, Written};
+use fjord_engine::{version_of_etag, HistoryQuery, PatchBody, StoredVersion, Tenant, Written};
 use futures_util::StreamExt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -291,6 +291,53 @@ pub(crate) async fn update(
                     condition,
                     &body,
                     format,
+                    expected,
+                )
+                .await
+        }
+    }
+    .map_err(|e| ctx.err(e))?;
+    Ok(written_response(req, &ctx, &written))
+}
+
+/// `PATCH /{type}/{id}`, or with no id `PATCH /{type}?criteria`: JSON Patch when the body is
+/// `application/json-patch+json`, otherwise FHIRPath Patch (a `Parameters` resource).
+pub(crate) async fn patch(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &str,
+    resource_type: &str,
+    id: Option<&str>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let ctx = Ctx::new(req, state, tenant).await?;
+    let body = read_body(req, payload, state.config.max_body_bytes).await?;
+    let is_json_patch = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().unwrap_or("").trim() == "application/json-patch+json");
+    let patch_body = if is_json_patch {
+        PatchBody::JsonPatch(&body)
+    } else {
+        PatchBody::FhirPath(&body, body_format(req, &body).map_err(|e| ctx.err(e))?)
+    };
+    let expected = if_match(req).map_err(|e| ctx.err(e))?;
+    let engine = &state.engine;
+    let patch = engine.parse_patch(patch_body).map_err(|e| ctx.err(e))?;
+    let written = match id {
+        Some(id) => {
+            engine
+                .patch(&ctx.tenant, resource_type, id, &patch, expected)
+                .await
+        }
+        None => {
+            engine
+                .conditional_patch(
+                    &ctx.tenant,
+                    resource_type,
+                    req.query_string(),
+                    &patch,
                     expected,
                 )
                 .await

@@ -27,6 +27,8 @@ enum Route<'a> {
     ConditionalUpdate(&'a str, &'a str),
     /// `DELETE /{type}?criteria`.
     ConditionalDelete(&'a str, &'a str),
+    /// `PATCH /{type}/{id}`, or without an id `PATCH /{type}?criteria`.
+    Patch(&'a str, &'a str, Option<&'a str>),
     /// `$reindex` of every type, or of one.
     Reindex(&'a str, Option<&'a str>),
     ReindexStatus(&'a str, &'a str),
@@ -35,8 +37,6 @@ enum Route<'a> {
     /// `scope` is a `Scope` without its borrowed parts, for matching in tests.
     Search(&'a str, SearchAt<'a>),
     SearchPost(&'a str, SearchAt<'a>),
-    /// A FHIR interaction Fjord does not serve yet (bundles, PATCH): 501.
-    NotSupported,
     /// A known path with a method it does not take: 405.
     MethodNotAllowed,
     /// No FHIR path: 404.
@@ -97,12 +97,13 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         ([t, ty, id], _) if get => Route::Read(t, ty, id),
         ([t, ty, id], &Method::PUT) => Route::Update(t, ty, id),
         ([t, ty, id], &Method::DELETE) => Route::Delete(t, ty, id),
-        ([_, _, _], &Method::PATCH) => Route::NotSupported,
+        ([t, ty, id], &Method::PATCH) => Route::Patch(t, ty, Some(id)),
         ([_, _, _], _) => Route::MethodNotAllowed,
         ([t, ty], &Method::POST) => Route::Create(t, ty),
         ([t, ty], &Method::GET) => Route::Search(t, SearchAt::Type(ty)),
         ([t, ty], &Method::PUT) => Route::ConditionalUpdate(t, ty),
         ([t, ty], &Method::DELETE) => Route::ConditionalDelete(t, ty),
+        ([t, ty], &Method::PATCH) => Route::Patch(t, ty, None),
         ([_, _], _) => Route::MethodNotAllowed,
         _ => Route::Unknown,
     }
@@ -132,6 +133,7 @@ pub(crate) async fn dispatch(
             resources::update(&req, &state, t, ty, None, payload).await
         }
         Route::ConditionalDelete(t, ty) => resources::delete(&req, &state, t, ty, None).await,
+        Route::Patch(t, ty, id) => resources::patch(&req, &state, t, ty, id, payload).await,
         Route::Reindex(t, ty) => reindex::start(&req, &state, t, ty).await,
         Route::ReindexStatus(t, job) => reindex::status(&req, &state, t, job).await,
         Route::Everything(t, id) => search::everything(&req, &state, t, id).await,
@@ -139,11 +141,6 @@ pub(crate) async fn dispatch(
         Route::SearchPost(t, at) => {
             search::search(&req, &state, t, at.scope(), Some(payload)).await
         }
-        Route::NotSupported => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not-supported",
-            format!("{} {} is not supported by this server", req.method(), path),
-        )),
         Route::MethodNotAllowed => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "not-supported",
@@ -238,7 +235,16 @@ mod tests {
             Route::ConditionalUpdate("t", "Patient"),
         );
         check(Method::POST, "/fhir/t", Route::Bundle("t"));
-        check(Method::PATCH, "/fhir/t/Patient/p", Route::NotSupported);
+        check(
+            Method::PATCH,
+            "/fhir/t/Patient/p",
+            Route::Patch("t", "Patient", Some("p")),
+        );
+        check(
+            Method::PATCH,
+            "/fhir/t/Patient",
+            Route::Patch("t", "Patient", None),
+        );
         check(Method::POST, "/fhir/t/Patient/p", Route::MethodNotAllowed);
         check(Method::DELETE, "/fhir/t/metadata", Route::MethodNotAllowed);
         check(

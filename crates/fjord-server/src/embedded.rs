@@ -36,6 +36,11 @@ impl Database {
                     "shared_buffers".into(),
                     format!("{}MB", settings.shared_buffers_mb),
                 ),
+                // Statistics within seconds of a bulk load, not a minute: without them a
+                // conditional create scans every resource of its type instead of the index.
+                ("autovacuum_naptime".into(), "10s".into()),
+                // Fewer checkpoints while bundles load; recovery replays at most this much.
+                ("max_wal_size".into(), "4GB".into()),
             ],
             fast_init: false,
         };
