@@ -4,6 +4,19 @@
 /// PHG app posts it.
 pub const BLOOD_PRESSURE: &str = r#"{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"85354-9","display":"Blood pressure panel"}]},"subject":{"reference":"Patient/pasient-1"},"effectiveDateTime":"2026-11-01T08:00:00+01:00","device":{"reference":"Device/blodtrykksmaler-1"},"component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":128,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}},{"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":82,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}}]}"#;
 
+/// What [`BLOOD_PRESSURE`] refers to, as (path under the tenant's base, body): references must
+/// resolve, so a driver stores these first.
+pub const REFERENCED: [(&str, &str); 2] = [
+    (
+        "Patient/pasient-1",
+        r#"{"resourceType":"Patient","id":"pasient-1","name":[{"family":"Nordmann","given":["Kari"]}]}"#,
+    ),
+    (
+        "Device/blodtrykksmaler-1",
+        r#"{"resourceType":"Device","id":"blodtrykksmaler-1","deviceName":[{"name":"Blodtrykksmåler","type":"user-friendly-name"}]}"#,
+    ),
+];
+
 /// The identifier system a PHG gives its measurements.
 pub const MEASUREMENT_SYSTEM: &str = "urn:oid:2.16.578.1.12.4.1.7.1";
 

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use fjord_benches::client::{closed_loop, Outcome, Reply};
-use fjord_benches::server::{start_fjord, write_section};
+use fjord_benches::server::{settle, start_fjord, write_section};
 
 #[derive(Parser)]
 #[command(about = "Search latency of Fjord on a large data set")]
@@ -83,8 +83,9 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let loaded = data_dir.join("postgres").exists();
-    let (mut fjord, origin) = start_fjord(&args.fjord, &data_dir)?;
-    let addr: SocketAddr = origin
+    let mut fjord = start_fjord(&args.fjord, &data_dir)?;
+    let addr: SocketAddr = fjord
+        .origin
         .trim_start_matches("http://")
         .parse()
         .context("fjord's listen address")?;
@@ -98,9 +99,7 @@ fn main() -> anyhow::Result<()> {
         seconds
     };
     let results = measure(&args, addr)?;
-    let pid = nix::unistd::Pid::from_raw(fjord.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-    fjord.wait()?;
+    fjord.stop()?;
     write_results(&args, load_seconds, &results)?;
     if !keep {
         let _ = std::fs::remove_dir_all(&data_dir);
@@ -135,31 +134,6 @@ fn load_all(args: &Args, addr: SocketAddr) -> anyhow::Result<f64> {
     let load_seconds = started.elapsed().as_secs_f64();
     eprintln!("loaded in {load_seconds:.0} s");
     Ok(load_seconds)
-}
-
-/// What autovacuum would do in time after a bulk load, done at once so that the measurement
-/// does not race it: `VACUUM (ANALYZE)` of Fjord's database, through the cluster's socket.
-fn settle(cluster_dir: &std::path::Path) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let psql = fjord_pg::Binaries::locate()?.tool("psql");
-    let ok = std::process::Command::new(psql)
-        .args(["-q", "-h"])
-        .arg(cluster_dir)
-        .args([
-            "-U",
-            fjord_pg::SUPERUSER,
-            "-d",
-            "fjord",
-            "-c",
-            "VACUUM (ANALYZE)",
-        ])
-        .status()?
-        .success();
-    if !ok {
-        bail!("VACUUM (ANALYZE) failed");
-    }
-    eprintln!("vacuumed in {:.0} s", started.elapsed().as_secs_f64());
-    Ok(())
 }
 
 /// Runs every query; the first is the baseline.

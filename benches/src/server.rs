@@ -9,8 +9,34 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-/// Starts `binary` on its embedded default under `data_dir`; returns it and its origin.
-pub fn start_fjord(binary: &Path, data_dir: &Path) -> anyhow::Result<(Child, String)> {
+/// A Fjord server started by a driver: stopped gracefully (its embedded cluster with it) by
+/// `stop`, or when dropped, so a driver that fails leaves no server behind.
+pub struct Fjord {
+    child: Child,
+    /// `http://host:port`.
+    pub origin: String,
+}
+
+impl Fjord {
+    /// Sends SIGTERM and waits for the server to exit.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_none() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+            self.child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Fjord {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Starts `binary` on its embedded default under `data_dir`.
+pub fn start_fjord(binary: &Path, data_dir: &Path) -> anyhow::Result<Fjord> {
     let mut child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -32,10 +58,15 @@ pub fn start_fjord(binary: &Path, data_dir: &Path) -> anyhow::Result<(Child, Str
             }
         }
     });
-    let origin = rx
+    // Held before waiting, so a server that does not come up is stopped too.
+    let mut fjord = Fjord {
+        child,
+        origin: String::new(),
+    };
+    fjord.origin = rx
         .recv_timeout(Duration::from_secs(120))
         .context("fjord did not start")?;
-    Ok((child, origin))
+    Ok(fjord)
 }
 
 /// Replaces the section `name` of the results file (between `<!-- begin name -->` and
@@ -55,5 +86,62 @@ pub fn write_section(path: &Path, name: &str, text: &str) -> anyhow::Result<()> 
     };
     std::fs::write(path, new)?;
     eprintln!("{text}");
+    Ok(())
+}
+
+/// PUTs each `(path, body)` under `base` (`/fhir/default`), one after another; fails unless
+/// each is created or updated.
+pub fn put_all(
+    addr: std::net::SocketAddr,
+    base: &str,
+    resources: &'static [(&'static str, &'static str)],
+) -> anyhow::Result<()> {
+    let base = base.to_owned();
+    let outcome = crate::client::closed_loop(
+        addr,
+        1,
+        Duration::from_secs(60),
+        move |n| {
+            let (path, body) = resources.get(n as usize)?;
+            Some(
+                format!(
+                    "PUT {base}/{path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/fhir+json\r\n\
+                     Prefer: return=minimal\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+            )
+        },
+        |reply| matches!(reply.status, 200 | 201),
+    )?;
+    anyhow::ensure!(
+        outcome.errors == 0,
+        "storing the referenced resources failed"
+    );
+    Ok(())
+}
+
+/// What autovacuum would do in time after a bulk load, done at once so that the measurement
+/// does not race it: `VACUUM (ANALYZE)` of Fjord's database, through the cluster's socket.
+pub fn settle(cluster_dir: &std::path::Path) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let psql = fjord_pg::Binaries::locate()?.tool("psql");
+    let ok = std::process::Command::new(psql)
+        .args(["-q", "-h"])
+        .arg(cluster_dir)
+        .args([
+            "-U",
+            fjord_pg::SUPERUSER,
+            "-d",
+            "fjord",
+            "-c",
+            "VACUUM (ANALYZE)",
+        ])
+        .status()?
+        .success();
+    if !ok {
+        anyhow::bail!("VACUUM (ANALYZE) failed");
+    }
+    eprintln!("vacuumed in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }

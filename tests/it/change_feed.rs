@@ -1,7 +1,7 @@
 //! The change log as consumers read it: positions committed out of order are still delivered,
 //! and a position whose writer rolled back stops holding the cursor back.
 
-use fjord_store::{ChangeCursor, Expected, NewVersion, Op, Store, TenantKey};
+use fjord_store::{ChangeCursor, Expected, NewVersion, Op, Store, TenantKey, WriteOutcome};
 use sqlx::Connection;
 use time::OffsetDateTime;
 
@@ -21,8 +21,12 @@ async fn create(store: &Store, tenant: TenantKey, id: &str) {
         op: Op::Create,
         body: Some("{}"),
         index: &NO_TERMS,
+        targets: &[],
     };
-    assert!(store.write_version(tenant, &new).await.unwrap());
+    assert_eq!(
+        store.write_version(tenant, &new).await.unwrap(),
+        WriteOutcome::Written
+    );
 }
 
 /// A writer that takes its position and keeps its transaction open, in the write statement's

@@ -7,7 +7,7 @@ use fjord_tests::{send, Reply};
 use serde_json::{json, Value};
 
 use crate::searching::ids;
-use crate::{add_tenant, all_at_once, server_with_tenant};
+use crate::{a_patient, add_tenant, all_at_once, server_with_tenant};
 
 const JSON: (&str, &str) = ("Content-Type", "application/fhir+json");
 const SYSTEM: &str = "urn:oid:2.16.578.1.12.4.1.4.1";
@@ -47,6 +47,7 @@ fn conditional_create(base: &str, value: &str) -> Reply {
 #[test]
 fn conditional_create_creates_once_returns_the_match_and_refuses_ambiguity() {
     let (server, base) = server_with_tenant();
+    a_patient(&base, "p1");
     let first = conditional_create(&base, "m1");
     assert_eq!(first.status, 201, "{}", first.body);
     let id = first.json()["id"].as_str().unwrap().to_owned();
@@ -92,13 +93,16 @@ fn conditional_create_creates_once_returns_the_match_and_refuses_ambiguity() {
     assert!(ids(&base, "Observation?identifier=urn:phg|m2").len() == 1);
 
     // Uniqueness is per tenant: the same condition creates in another one.
-    let other = conditional_create(&add_tenant(&server, "t2"), "m1");
+    let other = add_tenant(&server, "t2");
+    a_patient(&other, "p1");
+    let other = conditional_create(&other, "m1");
     assert_eq!(other.status, 201, "{}", other.body);
 }
 
 #[test]
 fn concurrent_conditional_creates_make_one_resource() {
     let (_server, base) = server_with_tenant();
+    a_patient(&base, "p1");
     const CLIENTS: usize = 32;
     for round in 0..4 {
         let value = format!("race-{round}");
@@ -178,6 +182,7 @@ fn conditional_update_creates_updates_and_refuses_ambiguity() {
 #[test]
 fn conditional_delete_deletes_the_one_match() {
     let (_server, base) = server_with_tenant();
+    a_patient(&base, "p1");
     for value in ["d1", "d2", "d2"] {
         let created = send(
             "POST",

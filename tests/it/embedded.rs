@@ -210,3 +210,101 @@ fn data_directory_closed_to_the_cluster_account() {
     }
     let _ = std::fs::remove_dir_all(&closed);
 }
+
+/// A transaction of many entries, with both Fjord and its Postgres killed (SIGKILL) while it
+/// runs, then restarted: its resources are all there or none are; all when it was acknowledged.
+#[test]
+fn a_transaction_killed_midway_is_all_or_nothing_after_restart() {
+    const ENTRIES: usize = 1500;
+    let dir = data_dir("crash-transaction");
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    let bundle = |round: usize| {
+        let entries: Vec<serde_json::Value> = (0..ENTRIES)
+            .map(|i| {
+                serde_json::json!({
+                    "resource": {
+                        "resourceType": "Observation",
+                        "meta": { "tag": [{ "system": "urn:crash", "code": format!("round-{round}") }] },
+                        "identifier": [{ "system": "urn:crash", "value": format!("{round}-{i}") }],
+                        "status": "final",
+                        "code": { "text": "puls" },
+                        "valueQuantity": { "value": 72, "unit": "/min" }
+                    },
+                    "request": { "method": "POST", "url": "Observation" }
+                })
+            })
+            .collect();
+        serde_json::json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
+            .to_string()
+    };
+    let stored = |base: &str, round: usize| -> usize {
+        let reply = send(
+            "GET",
+            &format!("{base}/Observation?_tag=urn:crash|round-{round}&_summary=count"),
+            &[],
+            None,
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()["total"].as_u64().expect("a total") as usize
+    };
+
+    // How long one such transaction takes here, to kill the next ones early, midway and late.
+    let mut server = Server::start(&["--data-dir", &dir_arg]);
+    let started = std::time::Instant::now();
+    let whole = send(
+        "POST",
+        &server.base("default"),
+        &[("Content-Type", "application/fhir+json")],
+        Some(&bundle(0)),
+    );
+    assert_eq!(whole.status, 200, "{}", whole.body);
+    let duration = started.elapsed();
+    assert_eq!(stored(&server.base("default"), 0), ENTRIES);
+
+    let mut interrupted = 0;
+    for (round, fraction) in [(1, 0.2), (2, 0.5), (3, 0.8)] {
+        let base = server.base("default");
+        let body = bundle(round);
+        let client = std::thread::spawn(move || {
+            ureq::post(&base)
+                .set("Content-Type", "application/fhir+json")
+                .send_string(&body)
+                .map(|reply| reply.status())
+                .ok()
+        });
+        std::thread::sleep(duration.mul_f64(fraction));
+        let pid_file = std::fs::read_to_string(dir.join("postgres/postmaster.pid")).unwrap();
+        let postmaster: i32 = pid_file.lines().next().unwrap().parse().unwrap();
+        server.kill();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(postmaster),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let acknowledged = client.join().unwrap() == Some(200);
+
+        server = Server::start(&["--data-dir", &dir_arg]);
+        let count = stored(&server.base("default"), round);
+        println!(
+            "round {round}: killed after {:?} of {duration:?}, acknowledged {acknowledged}, \
+             {count} of {ENTRIES} stored",
+            duration.mul_f64(fraction)
+        );
+        if acknowledged {
+            assert_eq!(count, ENTRIES, "round {round} was acknowledged");
+        } else {
+            interrupted += 1;
+            assert!(
+                count == 0 || count == ENTRIES,
+                "round {round}: {count} of {ENTRIES} entries survived the crash"
+            );
+        }
+        assert_eq!(stored(&server.base("default"), 0), ENTRIES);
+    }
+    // At least one kill hit a running transaction, or the test proved nothing.
+    assert!(
+        interrupted > 0,
+        "every transaction finished before its kill"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@ mod embedded;
 mod examples;
 mod fhirpath;
 mod indexing;
+mod integrity;
 mod layers;
 mod modifiers;
 mod paging;
@@ -32,6 +33,19 @@ fn server_with_tenant() -> (Server, String) {
     let server = Server::start(&["--database-url", &database.url]);
     let base = add_tenant(&server, "t1");
     (server, base)
+}
+
+/// Stores a minimal `Patient/{id}`: what the references of test resources point at, now that
+/// references must resolve.
+fn a_patient(base: &str, id: &str) {
+    let body = format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#);
+    let reply = send(
+        "PUT",
+        &format!("{base}/Patient/{id}"),
+        &[("Content-Type", "application/fhir+json")],
+        Some(&body),
+    );
+    assert!(matches!(reply.status, 200 | 201), "{}", reply.body);
 }
 
 /// Creates the tenant `id` on `server`; returns its base URL.

@@ -3,7 +3,7 @@
 use fjord_tests::{send, without_server_meta};
 use serde_json::{json, Value};
 
-use crate::server_with_tenant;
+use crate::{a_patient, server_with_tenant};
 
 const JSON: (&str, &str) = ("Content-Type", "application/fhir+json");
 const BP: &str = r#"{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2026-11-01T08:00:00+01:00","component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":120.0,"unit":"mmHg","system":"http://unitsofmeasure.org","code":"mm[Hg]"}}]}"#;
@@ -11,6 +11,7 @@ const BP: &str = r#"{"resourceType":"Observation","status":"final","category":[{
 #[test]
 fn create_read_vread_update_delete_history() {
     let (_server, base) = server_with_tenant();
+    a_patient(&base, "p1");
     let created = send("POST", &format!("{base}/Observation"), &[JSON], Some(BP));
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(created.header("etag"), Some("W/\"1\""));
@@ -306,6 +307,7 @@ fn bad_input_is_an_operation_outcome_and_stores_nothing() {
 #[test]
 fn conditional_reads_prefer_and_formats() {
     let (_server, base) = server_with_tenant();
+    a_patient(&base, "p1");
     let created = send(
         "POST",
         &format!("{base}/Observation"),

@@ -1,6 +1,6 @@
 //! The storage layer against a real Postgres: partitions, versions, the row-level security wall.
 
-use fjord_store::{Expected, HistoryScope, NewVersion, Op, StoreError};
+use fjord_store::{Expected, HistoryScope, NewVersion, Op, StoreError, WriteOutcome};
 use time::OffsetDateTime;
 
 static NO_TERMS: fjord_store::IndexTerms = fjord_store::IndexTerms {
@@ -23,6 +23,7 @@ fn version<'a>(id: &'a str, expected: Expected, body: &'a str) -> NewVersion<'a>
         },
         body: Some(body),
         index: &NO_TERMS,
+        targets: &[],
     }
 }
 
@@ -74,28 +75,36 @@ async fn ready_only_when_migrations_are_applied() {
 async fn versions_are_immutable_and_expectations_serialise_writers() {
     let db = fjord_testkit::database().await;
     let t = db.store.create_tenant("hf", "HF").await.unwrap().key;
-    assert!(db
-        .store
-        .write_version(t, &version("p", Expected::Absent, "{\"v\":1}"))
-        .await
-        .unwrap());
+    assert_eq!(
+        db.store
+            .write_version(t, &version("p", Expected::Absent, "{\"v\":1}"))
+            .await
+            .unwrap(),
+        WriteOutcome::Written
+    );
     // A second creator of the same id loses.
-    assert!(!db
-        .store
-        .write_version(t, &version("p", Expected::Absent, "{\"v\":9}"))
-        .await
-        .unwrap());
-    assert!(db
-        .store
-        .write_version(t, &version("p", Expected::Version(1), "{\"v\":2}"))
-        .await
-        .unwrap());
+    assert_eq!(
+        db.store
+            .write_version(t, &version("p", Expected::Absent, "{\"v\":9}"))
+            .await
+            .unwrap(),
+        WriteOutcome::NotExpected
+    );
+    assert_eq!(
+        db.store
+            .write_version(t, &version("p", Expected::Version(1), "{\"v\":2}"))
+            .await
+            .unwrap(),
+        WriteOutcome::Written
+    );
     // A writer that read version 1 loses against the one that wrote version 2.
-    assert!(!db
-        .store
-        .write_version(t, &version("p", Expected::Version(1), "{\"v\":3}"))
-        .await
-        .unwrap());
+    assert_eq!(
+        db.store
+            .write_version(t, &version("p", Expected::Version(1), "{\"v\":3}"))
+            .await
+            .unwrap(),
+        WriteOutcome::NotExpected
+    );
     assert_eq!(
         db.store
             .read_latest(t, "Patient", "p")
@@ -152,6 +161,7 @@ async fn concurrent_writers_of_one_version_produce_exactly_one() {
                         .write_version(t, &version("p", expected, &body))
                         .await
                         .unwrap()
+                        == WriteOutcome::Written
                 })
             })
             .collect();
@@ -322,14 +332,20 @@ async fn migrating_to_one_row_per_version_keeps_every_version_and_the_change_ord
         .collect();
     assert_eq!(order, [("p".into(), 2), ("o".into(), 1), ("p".into(), 1)]);
     // Writers continue where the old ones stopped, still serialised by the version they expect.
-    assert!(store
-        .write_version(t, &version("p", Expected::Version(2), "{\"v\":3}"))
-        .await
-        .unwrap());
-    assert!(!store
-        .write_version(t, &version("p", Expected::Version(2), "{\"v\":4}"))
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .write_version(t, &version("p", Expected::Version(2), "{\"v\":3}"))
+            .await
+            .unwrap(),
+        WriteOutcome::Written
+    );
+    assert_eq!(
+        store
+            .write_version(t, &version("p", Expected::Version(2), "{\"v\":4}"))
+            .await
+            .unwrap(),
+        WriteOutcome::NotExpected
+    );
     store.close().await;
 }
 
@@ -370,4 +386,48 @@ async fn raw_execute(url: &str, sql: &str) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await?;
     sqlx::raw_sql(sql).execute(&mut conn).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn a_write_with_targets_happens_only_when_they_are_current() {
+    let db = fjord_testkit::database().await;
+    let t = db.store.create_tenant("hf", "HF").await.unwrap().key;
+    let referring = |id, targets| NewVersion {
+        targets,
+        ..version(id, Expected::Absent, "{}")
+    };
+    let absent: &[(&str, &str)] = &[("Patient", "p"), ("Patient", "q")];
+    assert_eq!(
+        db.store
+            .write_version(t, &referring("r1", absent))
+            .await
+            .unwrap(),
+        WriteOutcome::MissingTarget
+    );
+    db.store
+        .write_version(t, &version("p", Expected::Absent, "{}"))
+        .await
+        .unwrap();
+    // One of two is not enough; nothing was written by the failed attempts.
+    assert_eq!(
+        db.store
+            .write_version(t, &referring("r1", absent))
+            .await
+            .unwrap(),
+        WriteOutcome::MissingTarget
+    );
+    assert!(db
+        .store
+        .read_latest(t, "Patient", "r1")
+        .await
+        .unwrap()
+        .is_none());
+    let present: &[(&str, &str)] = &[("Patient", "p")];
+    assert_eq!(
+        db.store
+            .write_version(t, &referring("r1", present))
+            .await
+            .unwrap(),
+        WriteOutcome::Written
+    );
 }

@@ -51,6 +51,7 @@ fn text_content_and_token_text() {
         &note("o2", "Vekt målt", "Body weight", "før frokost"),
     );
     let other = tenant(&server, "t2");
+    crate::a_patient(&other, "p1");
     put(
         &other,
         &note(
@@ -117,6 +118,7 @@ fn text_content_and_token_text() {
 #[test]
 fn a_search_sees_every_write_acknowledged_before_it() {
     let (_server, base) = crate::server_with_tenant();
+    crate::a_patient(&base, "p1");
     for n in 0..40 {
         let word = format!("ord{n}x");
         put(&base, &note(&format!("n{n}"), &word, "Pulse", "–"));
@@ -140,6 +142,7 @@ fn a_lost_text_index_is_rebuilt_from_the_change_log() {
     let args = ["--database-url", &database.url, "--text-dir", dir_arg];
     let server = Server::start(&args);
     let base = tenant(&server, "t1");
+    crate::a_patient(&base, "p1");
     for n in 0..30 {
         put(
             &base,

@@ -11,11 +11,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use fjord_model::{resource_type, Format, Resource};
 use fjord_search::{Scope, SearchQuery};
-use fjord_store::{Expected, Op, StoredVersion, Tenant, Work};
+use fjord_store::{Expected, Op, StoredVersion, Tenant};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::conditional::{finish, Condition};
+use crate::conditional::Condition;
+use crate::integrity::Unit;
 use crate::search::query_params;
 use crate::{version_of_etag, Engine, EngineError, Patch, Written};
 
@@ -141,11 +142,19 @@ impl Engine {
                     .map(|(index, entry)| entry.map_err(|e| in_entry(index, e)))
                     .collect::<Result<Vec<_>, _>>()?;
                 let (entries, references) = self.prepare_entries(tenant, entries).await?;
-                let mut work = self.store.begin(tenant.key).await?;
-                let result = self
+                let mut work = self.begin(tenant).await?;
+                let result = match self
                     .transaction_in(&mut work, tenant, entries, references)
-                    .await;
-                Ok((kind, finish(work, result).await?))
+                    .await
+                {
+                    // Checked here rather than by `finish`, to name the entry that broke it.
+                    Ok(outcomes) => match self.check_integrity(tenant, &mut work).await {
+                        Ok(()) => Ok(outcomes),
+                        Err(error) => Err(blame(error, &outcomes)),
+                    },
+                    Err(error) => Err(error),
+                };
+                Ok((kind, self.finish(tenant, work, result).await?))
             }
             BundleKind::Batch => {
                 let mut outcomes = Vec::with_capacity(raw.len());
@@ -169,11 +178,11 @@ impl Engine {
     ) -> Result<EntryOutcome, EngineError> {
         let outcomes = async {
             let (entries, references) = self.prepare_entries(tenant, vec![entry]).await?;
-            let mut work = self.store.begin(tenant.key).await?;
+            let mut work = self.begin(tenant).await?;
             let result = self
                 .transaction_in(&mut work, tenant, entries, references)
                 .await;
-            finish(work, result).await
+            self.finish(tenant, work, result).await
         };
         let mut outcomes = outcomes.await.map_err(|e| match e {
             EngineError::InEntry(_, inner) => *inner,
@@ -185,7 +194,7 @@ impl Engine {
     /// The entries of a transaction in `work`; outcomes in the order of the entries.
     async fn transaction_in(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         tenant: &Tenant,
         mut entries: Vec<Entry>,
         references: Vec<ConditionalReference>,
@@ -277,7 +286,7 @@ impl Engine {
 
     async fn delete_entry(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         tenant: &Tenant,
         entry: &Entry,
     ) -> Result<EntryOutcome, EngineError> {
@@ -288,16 +297,16 @@ impl Engine {
             )),
             Target::Query(resource_type, _) => {
                 let condition = entry.condition.as_ref().expect("prepared");
-                Ok(EntryOutcome::Deleted(
-                    self.conditional_delete_in(
-                        work,
-                        tenant,
-                        resource_type,
-                        condition,
-                        entry.if_match,
-                    )
-                    .await?,
-                ))
+                let mut deleted = self
+                    .conditional_delete_in(work, tenant, resource_type, condition, entry.if_match)
+                    .await?;
+                // Several deleted: no one location to answer with.
+                let one = if deleted.len() == 1 {
+                    deleted.pop()
+                } else {
+                    None
+                };
+                Ok(EntryOutcome::Deleted(one))
             }
             _ => Err(EngineError::BadRequest(
                 "DELETE takes Type/id or Type?criteria".into(),
@@ -309,7 +318,7 @@ impl Engine {
     /// match gets its outcome here.
     async fn identity(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         entry: &Entry,
         outcomes: &mut HashMap<usize, EntryOutcome>,
     ) -> Result<(&'static str, String), EngineError> {
@@ -425,7 +434,7 @@ impl Engine {
 
     async fn write_entry(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         tenant: &Tenant,
         entry: &mut Entry,
         id: &str,
@@ -474,7 +483,7 @@ impl Engine {
 impl Engine {
     async fn patch_entry(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         tenant: &Tenant,
         entry: &mut Entry,
         local: &HashMap<String, String>,
@@ -505,7 +514,7 @@ impl Engine {
 }
 
 /// A read or search entry, as `work` sees the bundle's writes.
-async fn read_entry(work: &mut Work<'_>, entry: &Entry) -> Result<EntryOutcome, EngineError> {
+async fn read_entry(work: &mut Unit<'_>, entry: &Entry) -> Result<EntryOutcome, EngineError> {
     let gone_or_found = |version: Option<StoredVersion>, name: String| match version {
         None => Err(EngineError::NotFound(name)),
         Some(v) if v.op == Op::Delete => Err(EngineError::Gone(name)),
@@ -524,6 +533,26 @@ async fn read_entry(work: &mut Work<'_>, entry: &Entry) -> Result<EntryOutcome, 
             let query = entry.search.as_ref().expect("prepared");
             Ok(EntryOutcome::Searched(work.find(query, query.count).await?))
         }
+    }
+}
+
+/// An integrity error of a transaction, as the error of the entry that wrote the referrer (or
+/// deleted the resource still referred to).
+fn blame(error: EngineError, outcomes: &[EntryOutcome]) -> EngineError {
+    let culprit = match &error {
+        EngineError::DanglingReference { referrer, .. } => referrer,
+        EngineError::StillReferenced { resource, .. } => resource,
+        _ => return error,
+    };
+    let index = outcomes.iter().position(|outcome| match outcome {
+        EntryOutcome::Written(w) | EntryOutcome::Deleted(Some(w)) => {
+            culprit.split_once('/') == Some((w.resource_type, w.id.as_str()))
+        }
+        _ => false,
+    });
+    match index {
+        Some(index) => in_entry(index, error),
+        None => error,
     }
 }
 
@@ -639,7 +668,7 @@ fn referrer(entries: &[Entry], reference: &str) -> usize {
 
 /// `Type/id` of the one resource a conditional reference names.
 async fn resolve(
-    work: &mut Work<'_>,
+    work: &mut Unit<'_>,
     reference: &ConditionalReference,
 ) -> Result<String, EngineError> {
     let name = &reference.reference;

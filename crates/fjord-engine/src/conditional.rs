@@ -7,12 +7,16 @@
 
 use fjord_model::{Format, Resource};
 use fjord_search::{Scope, SearchQuery};
-use fjord_store::{Expected, StoredVersion, Tenant, Work};
+use fjord_store::{Expected, StoredVersion, Tenant};
 use uuid::Uuid;
 
-use crate::interactions::{check_id, delete_expectation, update_expectation};
+use crate::integrity::Unit;
+use crate::interactions::{check_id, delete_expectation, require_if_match, update_expectation};
 use crate::search::query_params;
 use crate::{Engine, EngineError, Written};
+
+/// Resources a conditional delete deletes at most, where the tenant allows several.
+pub const MAX_CONDITIONAL_DELETES: usize = 100;
 
 /// A condition, parsed and answered (text, terminology) before any unit of work begins, so a
 /// work never waits for the text index while it holds its connection and locks.
@@ -59,7 +63,7 @@ impl Engine {
     /// Up to two matches of a condition, after taking the condition's lock in `work`.
     pub(crate) async fn matches_in(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         condition: &Condition,
     ) -> Result<Vec<StoredVersion>, EngineError> {
         work.lock(condition.query.key).await?;
@@ -80,13 +84,13 @@ impl Engine {
         let resource_type = self.resource_type(resource_type)?;
         let resource = self.parse_for(resource_type, body, format)?;
         let condition = self.condition(tenant, resource_type, condition).await?;
-        let mut work = self.store.begin(tenant.key).await?;
+        let mut work = self.begin(tenant).await?;
         let result = match self.create_match(&mut work, &condition).await {
             Ok(Some(existing)) => Ok(existing),
             Ok(None) => self.create_in(&mut work, tenant, resource).await,
             Err(e) => Err(e),
         };
-        finish(work, result).await
+        self.finish(tenant, work, result).await
     }
 
     /// `update` of `Type?condition`: the one match is updated; without a match the resource
@@ -104,7 +108,7 @@ impl Engine {
         let resource_type = self.resource_type(resource_type)?;
         let resource = self.parse_for(resource_type, body, format)?;
         let condition = self.condition(tenant, resource_type, condition).await?;
-        let mut work = self.store.begin(tenant.key).await?;
+        let mut work = self.begin(tenant).await?;
         let result = match self
             .update_target(&mut work, &condition, resource.id())
             .await
@@ -115,11 +119,12 @@ impl Engine {
             }
             Err(e) => Err(e),
         };
-        finish(work, result).await
+        self.finish(tenant, work, result).await
     }
 
     /// `delete` of `Type?condition`: the one match is deleted; none deletes nothing; more than
-    /// one is 412.
+    /// one is 412, unless the tenant allows deleting several (at most
+    /// [`MAX_CONDITIONAL_DELETES`]). Returns what was deleted.
     #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
     pub async fn conditional_delete(
         &self,
@@ -127,40 +132,61 @@ impl Engine {
         resource_type: &str,
         condition: &str,
         if_match: Option<i64>,
-    ) -> Result<Option<Written>, EngineError> {
+    ) -> Result<Vec<Written>, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
         let condition = self.condition(tenant, resource_type, condition).await?;
-        let mut work = self.store.begin(tenant.key).await?;
+        let mut work = self.begin(tenant).await?;
         let result = self
             .conditional_delete_in(&mut work, tenant, resource_type, &condition, if_match)
             .await;
-        finish(work, result).await
+        self.finish(tenant, work, result).await
     }
 
     /// [`Engine::conditional_delete`] in `work`.
     pub(crate) async fn conditional_delete_in(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         tenant: &Tenant,
         resource_type: &'static str,
         condition: &Condition,
         if_match: Option<i64>,
-    ) -> Result<Option<Written>, EngineError> {
-        match self.matches_in(work, condition).await?.as_slice() {
-            [] => Ok(None),
-            [one] => {
-                self.delete_in(work, tenant, resource_type, &one.id, if_match)
-                    .await
+    ) -> Result<Vec<Written>, EngineError> {
+        let matches = if tenant.settings.conditional_delete_multiple {
+            work.lock(condition.query.key).await?;
+            let found = work
+                .find(&condition.query, MAX_CONDITIONAL_DELETES + 1)
+                .await?;
+            if found.len() > MAX_CONDITIONAL_DELETES {
+                return Err(EngineError::PreconditionFailed(format!(
+                    "more than {MAX_CONDITIONAL_DELETES} {resource_type} match '{}'; \
+                     a conditional delete deletes at most that many",
+                    condition.text
+                )));
             }
-            _ => Err(several(resource_type, condition)),
+            found
+        } else {
+            let found = self.matches_in(work, condition).await?;
+            if found.len() > 1 {
+                return Err(several(resource_type, condition));
+            }
+            found
+        };
+        let mut deleted = Vec::with_capacity(matches.len());
+        for found in matches {
+            // With If-Match only one match can be meant.
+            deleted.extend(
+                self.delete_in(work, tenant, resource_type, &found.id, if_match)
+                    .await?,
+            );
         }
+        Ok(deleted)
     }
 
     /// The resource a conditional create finds instead of creating, if any; more than one
     /// match is 412. The condition stays locked until the work ends.
     pub(crate) async fn create_match(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         condition: &Condition,
     ) -> Result<Option<Written>, EngineError> {
         match self.matches_in(work, condition).await?.as_slice() {
@@ -175,7 +201,7 @@ impl Engine {
     /// condition stays locked until the work ends.
     pub(crate) async fn update_target(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         condition: &Condition,
         body_id: Option<&str>,
     ) -> Result<String, EngineError> {
@@ -194,7 +220,7 @@ impl Engine {
     /// Creates `resource` under a new id in `work`.
     pub(crate) async fn create_in(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         tenant: &Tenant,
         mut resource: Resource,
     ) -> Result<Written, EngineError> {
@@ -216,7 +242,7 @@ impl Engine {
     /// its current version stays locked until the work ends.
     pub(crate) async fn update_in(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         tenant: &Tenant,
         id: &str,
         mut resource: Resource,
@@ -226,6 +252,7 @@ impl Engine {
         check_id(id)?;
         resource.set_id(Some(id));
         let current = work.lock_current(resource_type, id).await?;
+        require_if_match(tenant, if_match, current.is_some_and(|c| !c.deleted))?;
         let expected = update_expectation(current.map(|c| c.version), if_match, resource_type, id)?;
         let recreated = current.is_some_and(|c| c.deleted);
         let mut written = self
@@ -245,7 +272,7 @@ impl Engine {
     /// Deletes the resource `id` in `work`; `None` when it does not exist or is deleted.
     pub(crate) async fn delete_in(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         tenant: &Tenant,
         resource_type: &'static str,
         id: &str,
@@ -264,24 +291,6 @@ impl Engine {
             self.write(tenant, Some(work), resource_type, id, None, expected)
                 .await?,
         ))
-    }
-}
-
-/// Ends `work`: committed when `result` is a success, rolled back otherwise.
-pub(crate) async fn finish<T>(
-    work: Work<'_>,
-    result: Result<T, EngineError>,
-) -> Result<T, EngineError> {
-    match result {
-        Ok(value) => {
-            work.commit().await?;
-            Ok(value)
-        }
-        Err(error) => {
-            // The error is what the client needs; a failed rollback closes the connection.
-            let _ = work.rollback().await;
-            Err(error)
-        }
     }
 }
 

@@ -46,6 +46,19 @@ pub enum EngineError {
     /// An interaction this server does not offer.
     #[error("{0}")]
     NotSupported(String),
+    /// Referential integrity: a written reference names no current resource.
+    #[error("{referrer}: {path} refers to {reference}, which does not exist")]
+    DanglingReference {
+        referrer: String,
+        path: String,
+        reference: String,
+    },
+    /// Referential integrity: the resource to delete is still referred to.
+    #[error("{resource} is referred to by {}", .referrers.join(", "))]
+    StillReferenced {
+        resource: String,
+        referrers: Vec<String>,
+    },
     /// A PATCH is malformed or does not apply to the resource.
     #[error(transparent)]
     Patch(#[from] fjord_patch::PatchError),

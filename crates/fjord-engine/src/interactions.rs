@@ -1,11 +1,13 @@
 use fjord_model::{resource_type, Format, Resource};
 use fjord_store::{
-    Expected, HistoryPage, HistoryScope, IndexTerms, NewVersion, Op, StoredVersion, Tenant, Work,
+    Expected, HistoryPage, HistoryScope, IndexTerms, NewVersion, Op, StoredVersion, Tenant,
+    WriteOutcome,
 };
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::integrity::{self, Unit};
 use crate::registries::SEARCH_PARAMETER;
 use crate::{Engine, EngineError};
 
@@ -35,6 +37,8 @@ pub(crate) struct Prepared {
     pub last_updated: OffsetDateTime,
     /// `None` for a delete.
     pub body: Option<String>,
+    /// The body as JSON, for the integrity checks.
+    pub value: Option<serde_json::Value>,
     pub index: IndexTerms,
 }
 
@@ -53,6 +57,7 @@ impl Prepared {
             op,
             body: self.body.as_deref(),
             index: &self.index,
+            targets: &[],
         }
     }
 }
@@ -63,6 +68,12 @@ pub struct HistoryQuery {
     pub since: Option<OffsetDateTime>,
     pub cursor: Option<i64>,
     pub count: i64,
+}
+
+fn changed_concurrently(resource_type: &str, id: &str) -> EngineError {
+    EngineError::Conflict(format!(
+        "{resource_type}/{id} changed concurrently; try again"
+    ))
 }
 
 /// Postgres keeps microseconds; the body's `meta.lastUpdated` must say exactly what is stored.
@@ -162,8 +173,9 @@ impl Engine {
                 .read_latest(tenant.key, resource_type, id)
                 .await?;
             let current = latest.as_ref().map(|l| l.version);
-            let expected = update_expectation(current, if_match, resource_type, id)?;
             let recreated = latest.as_ref().is_some_and(|l| l.op == Op::Delete);
+            require_if_match(tenant, if_match, current.is_some() && !recreated)?;
+            let expected = update_expectation(current, if_match, resource_type, id)?;
             match self
                 .write(
                     tenant,
@@ -191,7 +203,8 @@ impl Engine {
     }
 
     /// `delete`: writes a deletion version. Deleting what does not exist (or is deleted) succeeds
-    /// and changes nothing; it returns `None`.
+    /// and changes nothing; it returns `None`. With `cascade` (where the tenant allows it) what
+    /// refers to the resource is deleted too.
     #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
     pub async fn delete(
         &self,
@@ -199,9 +212,24 @@ impl Engine {
         resource_type: &str,
         id: &str,
         if_match: Option<i64>,
+        cascade: bool,
     ) -> Result<Option<Written>, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
         check_id(id)?;
+        if cascade {
+            if !tenant.settings.cascade_delete {
+                return Err(EngineError::BadRequest(format!(
+                    "tenant '{}' does not allow _cascade=delete",
+                    tenant.id
+                )));
+            }
+            let mut unit = self.begin(tenant).await?;
+            unit.cascade = true;
+            let result = self
+                .delete_in(&mut unit, tenant, resource_type, id, if_match)
+                .await;
+            return self.finish(tenant, unit, result).await;
+        }
         for _ in 0..WRITE_ATTEMPTS {
             let latest = self
                 .store
@@ -229,7 +257,7 @@ impl Engine {
     pub(crate) async fn write(
         &self,
         tenant: &Tenant,
-        work: Option<&mut Work<'_>>,
+        work: Option<&mut Unit<'_>>,
         resource_type: &'static str,
         id: &str,
         resource: Option<Resource>,
@@ -238,16 +266,54 @@ impl Engine {
         let prepared = self
             .prepare(tenant, resource_type, id, resource, expected)
             .await?;
-        let new = prepared.new_version();
-        let stored = match work {
-            Some(work) => work.write_version(&new).await?,
-            None => self.store.write_version(tenant.key, &new).await?,
-        };
-        if !stored {
-            // In a work, only a create can lose: an update holds the current version's lock.
-            return Err(EngineError::Conflict(format!(
-                "{resource_type}/{id} changed concurrently; try again"
-            )));
+        let integrity = tenant.settings.referential_integrity;
+        match work {
+            Some(unit) => self.write_prepared(tenant, unit, prepared).await,
+            // A delete owes a look for referrers with its resource locked: a unit of its own.
+            None if integrity && prepared.value.is_none() => {
+                let mut unit = self.begin(tenant).await?;
+                let result = self.write_prepared(tenant, &mut unit, prepared).await;
+                self.finish(tenant, unit, result).await
+            }
+            // A create or update checks its references in its own statement.
+            None => {
+                let targets = match (&prepared.value, integrity) {
+                    (Some(value), true) => integrity::targets_of(resource_type, id, value),
+                    _ => Vec::new(),
+                };
+                let targets: Vec<(&str, &str)> =
+                    targets.iter().map(|(t, i)| (*t, i.as_str())).collect();
+                let new = NewVersion {
+                    targets: &targets,
+                    ..prepared.new_version()
+                };
+                match self.store.write_version(tenant.key, &new).await? {
+                    WriteOutcome::Written => Ok(self.written(tenant, prepared)),
+                    WriteOutcome::NotExpected => Err(changed_concurrently(resource_type, id)),
+                    WriteOutcome::MissingTarget => {
+                        let value = prepared.value.as_ref().expect("a create or update");
+                        Err(self.dangling(tenant, resource_type, id, value).await)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a prepared version in `unit`, noting what its integrity checks need.
+    async fn write_prepared(
+        &self,
+        tenant: &Tenant,
+        unit: &mut Unit<'_>,
+        prepared: Prepared,
+    ) -> Result<Written, EngineError> {
+        // References are checked when the unit finishes (a later entry may create the target).
+        if unit.write_version(&prepared.new_version()).await? != WriteOutcome::Written {
+            // In a unit only a create can lose: an update holds the current version's lock.
+            return Err(changed_concurrently(prepared.resource_type, &prepared.id));
+        }
+        match &prepared.value {
+            Some(value) => unit.wrote(prepared.resource_type, &prepared.id, value),
+            None => unit.deleted(prepared.resource_type, &prepared.id),
         }
         Ok(self.written(tenant, prepared))
     }
@@ -264,7 +330,7 @@ impl Engine {
         let version = expected.next_version();
         let last_updated = now();
         let registry = self.registry(tenant).await?;
-        let (body, index) = match resource {
+        let (body, value, index) = match resource {
             Some(mut resource) => {
                 resource.set_version(&version.to_string(), &format_instant(last_updated));
                 let value = resource.to_value();
@@ -273,9 +339,9 @@ impl Engine {
                 }
                 let entries = fjord_search::extract(&registry, &value)?;
                 let index = fjord_search::index_terms(resource_type, &entries);
-                (Some(resource.to_json()), index)
+                (Some(resource.to_json()), Some(value), index)
             }
-            None => (None, IndexTerms::default()),
+            None => (None, None, IndexTerms::default()),
         };
         Ok(Prepared {
             resource_type,
@@ -284,6 +350,7 @@ impl Engine {
             version,
             last_updated,
             body,
+            value,
             index,
         })
     }
@@ -418,6 +485,24 @@ pub(crate) fn update_expectation(
         (Some(current), Some(v)) if v != current => Err(version_moved(resource_type, id)),
         (Some(current), _) => Ok(Expected::Version(current)),
     }
+}
+
+/// Refuses an update or patch of a live resource without `If-Match` where the tenant requires
+/// it. R4 answers that with 400 ("servers can require that clients provide an If-Match
+/// header by returning 400 Client Error").
+pub(crate) fn require_if_match(
+    tenant: &Tenant,
+    if_match: Option<i64>,
+    live: bool,
+) -> Result<(), EngineError> {
+    if tenant.settings.require_if_match && if_match.is_none() && live {
+        return Err(EngineError::BadRequest(format!(
+            "tenant '{}' requires If-Match on updates and patches: send the version you change \
+             (If-Match: W/\"n\")",
+            tenant.id
+        )));
+    }
+    Ok(())
 }
 
 /// What a delete of a resource whose live (not deleted) version is `live` expects; `None` when

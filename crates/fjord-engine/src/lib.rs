@@ -7,6 +7,7 @@
 mod bundles;
 mod conditional;
 mod error;
+mod integrity;
 mod interactions;
 mod patch;
 mod registries;
@@ -22,7 +23,9 @@ pub use error::EngineError;
 pub use fjord_model::{Format, ParseLimits, Resource};
 pub use fjord_patch::PatchError;
 pub use fjord_search::{Scope, SearchQuery, Summary};
-pub use fjord_store::{HistoryPage, Op, PreviousPage, SearchPage, StoredVersion, Tenant};
+pub use fjord_store::{
+    HistoryPage, Op, PreviousPage, SearchPage, StoredVersion, Tenant, TenantSettings,
+};
 pub use interactions::{format_instant, version_of_etag, HistoryQuery, Written};
 pub use patch::{Patch, PatchBody};
 pub use reindex::{JobState, ReindexJob};
@@ -39,7 +42,6 @@ use fjord_store::Store;
 #[derive(Debug)]
 pub struct Engine {
     store: Store,
-    tenants: tenants::TenantCache,
     limits: ParseLimits,
     /// R4's search parameters.
     search: Arc<Registry>,
@@ -54,6 +56,7 @@ pub struct Engine {
 /// State shared by the engines of all runtimes.
 #[derive(Debug, Default)]
 struct Shared {
+    tenants: tenants::TenantCache,
     registries: registries::TenantRegistries,
     jobs: reindex::Jobs,
 }
@@ -69,7 +72,6 @@ impl Engine {
             .clone();
         Engine {
             store,
-            tenants: Default::default(),
             limits,
             search,
             shared: Default::default(),

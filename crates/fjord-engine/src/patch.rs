@@ -3,11 +3,12 @@
 
 use base64::Engine as _;
 use fjord_model::{Format, Resource};
-use fjord_store::{Op, Tenant, Work};
+use fjord_store::{Op, Tenant};
 use serde_json::Value;
 
-use crate::conditional::{finish, several, Condition};
-use crate::interactions::{check_id, update_expectation};
+use crate::conditional::{several, Condition};
+use crate::integrity::Unit;
+use crate::interactions::{check_id, require_if_match, update_expectation};
 use crate::{Engine, EngineError, Written};
 
 /// A PATCH body, as its content type says.
@@ -95,11 +96,11 @@ impl Engine {
     ) -> Result<Written, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
         check_id(id)?;
-        let mut work = self.store.begin(tenant.key).await?;
+        let mut work = self.begin(tenant).await?;
         let result = self
             .patch_in(&mut work, tenant, resource_type, id, patch, if_match)
             .await;
-        finish(work, result).await
+        self.finish(tenant, work, result).await
     }
 
     /// `patch` of `Type?condition`: the one match is patched; none is 404, more than one 412.
@@ -114,7 +115,7 @@ impl Engine {
     ) -> Result<Written, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
         let condition: Condition = self.condition(tenant, resource_type, condition).await?;
-        let mut work = self.store.begin(tenant.key).await?;
+        let mut work = self.begin(tenant).await?;
         let result = match self
             .patch_target(&mut work, resource_type, &condition)
             .await
@@ -125,13 +126,13 @@ impl Engine {
             }
             Err(e) => Err(e),
         };
-        finish(work, result).await
+        self.finish(tenant, work, result).await
     }
 
     /// The id of the one match of a conditional patch; none is 404, more than one 412.
     pub(crate) async fn patch_target(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         resource_type: &str,
         condition: &Condition,
     ) -> Result<String, EngineError> {
@@ -148,7 +149,7 @@ impl Engine {
     /// [`Engine::patch`] in `work`.
     pub(crate) async fn patch_in(
         &self,
-        work: &mut Work<'_>,
+        work: &mut Unit<'_>,
         tenant: &Tenant,
         resource_type: &'static str,
         id: &str,
@@ -161,6 +162,7 @@ impl Engine {
             Some(current) if current.deleted => return Err(EngineError::Gone(name)),
             Some(current) => current.version,
         };
+        require_if_match(tenant, if_match, true)?;
         update_expectation(Some(current), if_match, resource_type, id)?;
         let stored = work
             .read_version(resource_type, id, current)

@@ -1,33 +1,52 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
-use fjord_store::{StoreError, Tenant};
+use fjord_store::{StoreError, Tenant, TenantSettings};
 
 use crate::{Engine, EngineError};
 
-/// Tenants seen so far. Tenants are never deleted, so a hit is always current; a miss asks the
-/// database, which sees tenants created by another process (the CLI) too.
+/// How long a tenant read from the database is used before it is read again: the settings a
+/// tenant changes through another process (another node, the CLI) apply within this time.
+const TENANT_FRESHNESS: Duration = Duration::from_secs(2);
+
+/// Tenants recently read, shared by the engines of a process. A change made through this
+/// process replaces its entry at once.
 #[derive(Debug, Default)]
 pub(crate) struct TenantCache {
-    by_id: RwLock<HashMap<String, Tenant>>,
+    by_id: RwLock<HashMap<String, (Tenant, Instant)>>,
+}
+
+impl TenantCache {
+    fn put(&self, tenant: &Tenant) {
+        self.by_id
+            .write()
+            .expect("tenant cache")
+            .insert(tenant.id.clone(), (tenant.clone(), Instant::now()));
+    }
 }
 
 impl Engine {
     /// The tenant with this id, or `UnknownTenant`.
     pub async fn tenant(&self, id: &str) -> Result<Tenant, EngineError> {
-        if let Some(tenant) = self.tenants.by_id.read().expect("tenant cache").get(id) {
-            return Ok(tenant.clone());
+        if let Some((tenant, read_at)) = self
+            .shared
+            .tenants
+            .by_id
+            .read()
+            .expect("tenant cache")
+            .get(id)
+        {
+            if read_at.elapsed() < TENANT_FRESHNESS {
+                return Ok(tenant.clone());
+            }
         }
         let tenant = self
             .store
             .tenant(id)
             .await?
             .ok_or_else(|| EngineError::UnknownTenant(id.to_owned()))?;
-        self.tenants
-            .by_id
-            .write()
-            .expect("tenant cache")
-            .insert(id.to_owned(), tenant.clone());
+        self.shared.tenants.put(&tenant);
         Ok(tenant)
     }
 
@@ -42,6 +61,21 @@ impl Engine {
             ))),
             other => Ok(other?),
         }
+    }
+
+    /// Replaces a tenant's settings; they apply to the next request.
+    pub async fn set_tenant_settings(
+        &self,
+        id: &str,
+        settings: &TenantSettings,
+    ) -> Result<Tenant, EngineError> {
+        let tenant = self
+            .store
+            .set_tenant_settings(id, settings)
+            .await?
+            .ok_or_else(|| EngineError::UnknownTenant(id.to_owned()))?;
+        self.shared.tenants.put(&tenant);
+        Ok(tenant)
     }
 
     /// All tenants.

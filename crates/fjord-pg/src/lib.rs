@@ -192,7 +192,11 @@ impl Cluster {
             init(binaries, &account, &data_dir, options)?;
         }
         if let Some(pid) = live_postmaster(&data_dir) {
-            if wait_ready(&data_dir, None, Duration::from_secs(30)).is_ok() {
+            // A postmaster killed a moment ago still shows in /proc, and its `postmaster.pid`
+            // still says ready, while the kernel tears it down: attach only if it answers.
+            if wait_ready(&data_dir, None, Duration::from_secs(30)).is_ok()
+                && accepts_connections(&data_dir)
+            {
                 tracing::info!(pid, dir = %data_dir.display(), "attached to running postgres");
                 return Ok(Cluster {
                     data_dir,
@@ -200,47 +204,32 @@ impl Cluster {
                     _guardian: None,
                 });
             }
+            wait_gone(pid, Duration::from_secs(30));
+            // Its lock files, if it is gone without removing them.
+            live_postmaster(&data_dir);
         }
         let log_path = data_dir.join("postgres.log");
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(io(format!("open {}", log_path.display())))?;
-        account.own(&log_path)?;
-        let mut command = account.command(&binaries.tool("postgres"));
-        command
-            .arg("-D")
-            .arg(&data_dir)
-            .arg("-k")
-            .arg(&data_dir)
-            .args(["-p", &SOCKET_PORT.to_string(), "-c", "listen_addresses="])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io("log file"))?)
-            .stderr(log);
-        for (name, value) in &options.settings {
-            command.arg("-c").arg(format!("{name}={value}"));
+        // Processes of a postmaster that was just killed may still hold its shared memory for a
+        // moment (a checkpoint in progress): the new postmaster refuses to start until they end.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log_start = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+            match start_postmaster(binaries, &account, &data_dir, &log_path, options) {
+                Ok(cluster) => return Ok(cluster),
+                Err(error) => {
+                    let log = fs::read(&log_path).unwrap_or_default();
+                    let since =
+                        String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or(&[]));
+                    if !since.contains("is still in use") || Instant::now() > deadline {
+                        return Err(error);
+                    }
+                    tracing::warn!(
+                        "an old postmaster's processes are still ending; starting again"
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
         }
-        #[allow(unsafe_code)] // reason: pre_exec is unsafe; prctl is async-signal-safe
-        unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)
-            });
-        }
-        let (child, guardian) = spawn_guarded(command)?;
-        let mut cluster = Cluster {
-            data_dir,
-            child: Some(child),
-            _guardian: Some(guardian),
-        };
-        wait_ready(
-            &cluster.data_dir,
-            cluster.child.as_mut(),
-            Duration::from_secs(60),
-        )
-        .map_err(|_| PgError::NotReady(Duration::from_secs(60), log_path))?;
-        tracing::info!(dir = %cluster.data_dir.display(), "postgres started");
-        Ok(cluster)
     }
 
     /// The directory of the Unix socket (the data directory).
@@ -367,6 +356,55 @@ fn init(
     Ok(())
 }
 
+/// Starts a postmaster on `data_dir` and waits until it is ready.
+fn start_postmaster(
+    binaries: &Binaries,
+    account: &Account,
+    data_dir: &Path,
+    log_path: &Path,
+    options: &ClusterOptions,
+) -> Result<Cluster, PgError> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(io(format!("open {}", log_path.display())))?;
+    account.own(log_path)?;
+    let mut command = account.command(&binaries.tool("postgres"));
+    command
+        .arg("-D")
+        .arg(data_dir)
+        .arg("-k")
+        .arg(data_dir)
+        .args(["-p", &SOCKET_PORT.to_string(), "-c", "listen_addresses="])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io("log file"))?)
+        .stderr(log);
+    for (name, value) in &options.settings {
+        command.arg("-c").arg(format!("{name}={value}"));
+    }
+    #[allow(unsafe_code)] // reason: pre_exec is unsafe; prctl is async-signal-safe
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)
+        });
+    }
+    let (child, guardian) = spawn_guarded(command)?;
+    let mut cluster = Cluster {
+        data_dir: data_dir.to_owned(),
+        child: Some(child),
+        _guardian: Some(guardian),
+    };
+    wait_ready(
+        &cluster.data_dir,
+        cluster.child.as_mut(),
+        Duration::from_secs(60),
+    )
+    .map_err(|_| PgError::NotReady(Duration::from_secs(60), log_path.to_owned()))?;
+    tracing::info!(dir = %cluster.data_dir.display(), "postgres started");
+    Ok(cluster)
+}
+
 /// The pid of a live postmaster serving `data_dir`. Lock files of a postmaster that died without
 /// cleaning up (`postmaster.pid`, the socket's lock) are removed, so the next start recovers.
 fn live_postmaster(data_dir: &Path) -> Option<i32> {
@@ -389,13 +427,39 @@ fn live_postmaster(data_dir: &Path) -> Option<i32> {
     live
 }
 
-/// `/proc/<pid>/stat` is "pid (comm) state …". A zombie (an orphan nobody reaped) or another
-/// program that reused the pid does not serve the cluster.
+/// Whether the postmaster of `data_dir` accepts connections on its socket.
+fn accepts_connections(data_dir: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(data_dir.join(format!(".s.PGSQL.{SOCKET_PORT}")))
+        .is_ok()
+}
+
+/// Waits until `pid` no longer is a live postgres, or time runs out.
+fn wait_gone(pid: i32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while is_live_postgres(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `/proc/<pid>/stat` is "pid (comm) state ppid … flags …". A zombie (an orphan nobody reaped),
+/// a process being torn down (`PF_EXITING`: killed, it keeps its pid, its socket and its
+/// `postmaster.pid` saying ready while the kernel unmaps its shared memory) or another program
+/// that reused the pid does not serve the cluster.
 fn is_live_postgres(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.split_once(" (")
+    let Some((comm, rest)) = stat
+        .split_once(" (")
         .and_then(|(_, rest)| rest.rsplit_once(") "))
-        .is_some_and(|(comm, rest)| comm == "postgres" && !rest.starts_with(['Z', 'X']))
+    else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let exiting = fields
+        .get(6)
+        .and_then(|flags| flags.parse::<u64>().ok())
+        .is_none_or(|flags| flags & PF_EXITING != 0);
+    comm == "postgres" && !fields[0].starts_with(['Z', 'X']) && !exiting
 }
 
 /// Waits until `postmaster.pid` reports `ready`, or the child exits, or time runs out.

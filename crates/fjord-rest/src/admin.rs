@@ -1,9 +1,11 @@
-//! Health probes and tenant administration (`/health/*`, `/admin/tenants`).
+//! Health probes and tenant administration (`/health/*`, `/admin/tenants`): list, create,
+//! show, and a tenant's settings (`/admin/tenants/{id}/settings`, replaced by `PUT`; absent
+//! keys take their defaults, unknown keys are refused).
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data};
 use actix_web::{HttpRequest, HttpResponse};
-use fjord_engine::Tenant;
+use fjord_engine::{Tenant, TenantSettings};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -26,7 +28,12 @@ pub(crate) async fn ready(state: Data<AppState>) -> HttpResponse {
 }
 
 fn tenant_json(tenant: &Tenant) -> serde_json::Value {
-    json!({ "id": tenant.id, "name": tenant.name, "createdAt": format_instant(tenant.created_at) })
+    json!({
+        "id": tenant.id,
+        "name": tenant.name,
+        "createdAt": format_instant(tenant.created_at),
+        "settings": tenant.settings,
+    })
 }
 
 pub(crate) async fn list_tenants(
@@ -70,4 +77,72 @@ pub(crate) async fn create_tenant(
         .await
         .map_err(|e| ApiError::from(e).in_format(format))?;
     Ok(HttpResponse::Created().json(tenant_json(&tenant)))
+}
+
+pub(crate) async fn show_tenant(
+    req: HttpRequest,
+    state: Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = known_tenant(&req, &state, &id).await?;
+    Ok(HttpResponse::Ok().json(tenant_json(&tenant)))
+}
+
+pub(crate) async fn show_settings(
+    req: HttpRequest,
+    state: Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = known_tenant(&req, &state, &id).await?;
+    Ok(HttpResponse::Ok().json(&tenant.settings))
+}
+
+/// The tenant `id`, for a caller allowed to administer it.
+async fn known_tenant(
+    req: &HttpRequest,
+    state: &AppState,
+    id: &str,
+) -> Result<fjord_engine::Tenant, ApiError> {
+    let format = lenient(req);
+    require_access(state).map_err(|e| e.in_format(format))?;
+    state
+        .engine
+        .tenant(id)
+        .await
+        .map_err(|e| ApiError::from(e).in_format(format))
+}
+
+pub(crate) async fn set_settings(
+    req: HttpRequest,
+    state: Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let format = lenient(&req);
+    require_access(&state).map_err(|e| e.in_format(format))?;
+    let settings = parse_settings(&body).map_err(|e| e.in_format(format))?;
+    let tenant = state
+        .engine
+        .set_tenant_settings(&id, &settings)
+        .await
+        .map_err(|e| ApiError::from(e).in_format(format))?;
+    Ok(HttpResponse::Ok().json(&tenant.settings))
+}
+
+/// A settings object: only known keys, each of the right type.
+fn parse_settings(body: &[u8]) -> Result<TenantSettings, ApiError> {
+    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "structure", message);
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("the settings are not JSON: {e}")))?;
+    let known = serde_json::to_value(TenantSettings::default()).expect("settings serialize");
+    let (Some(given), Some(known)) = (value.as_object(), known.as_object()) else {
+        return Err(invalid("the settings are a JSON object".into()));
+    };
+    if let Some(unknown) = given.keys().find(|key| !known.contains_key(*key)) {
+        let names: Vec<&String> = known.keys().collect();
+        return Err(invalid(format!(
+            "unknown setting '{unknown}'; the settings are {names:?}"
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| invalid(format!("invalid settings: {e}")))
 }

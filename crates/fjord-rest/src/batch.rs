@@ -22,9 +22,12 @@ pub(crate) async fn bundle(
     let ctx = Ctx::new(req, state, tenant).await?;
     let body = read_body(req, payload, state.config.max_body_bytes).await?;
     let format = body_format(req, &body).map_err(|e| ctx.err(e))?;
-    let bundle = state
-        .engine
-        .parse_bundle(&body, format)
+    // Parsing and checking a bundle of thousands of entries is long work for one thread: off
+    // the worker, whose other connections would otherwise wait (and time out) behind it.
+    let engine = state.engine.clone();
+    let bundle = web::block(move || engine.parse_bundle(&body, format))
+        .await
+        .map_err(|e| ctx.err(fjord_engine::EngineError::Internal(e.to_string())))?
         .map_err(|e| ctx.err(e))?;
     let (kind, outcomes) = state
         .engine

@@ -47,6 +47,17 @@ async fn capability_statement(
     .iter()
     .map(|code| json!({ "code": code }))
     .collect();
+    // What the tenant's settings make of conditional deletes and references.
+    let settings = &tenant.settings;
+    let conditional_delete = if settings.conditional_delete_multiple {
+        "multiple"
+    } else {
+        "single"
+    };
+    let mut reference_policy = vec!["literal", "logical", "local"];
+    if settings.referential_integrity {
+        reference_policy.push("enforced");
+    }
     let mut resources: Vec<Value> = Vec::new();
     let mut common: Option<Vec<(String, String, String)>> = None;
     for t in RESOURCE_TYPES {
@@ -85,8 +96,9 @@ async fn capability_statement(
                 "updateCreate": true,
                 "conditionalCreate": true,
                 "conditionalUpdate": true,
-                "conditionalDelete": "single",
+                "conditionalDelete": conditional_delete,
                 "conditionalRead": "full-support",
+                "referencePolicy": reference_policy,
                 "searchInclude": includes,
                 "searchRevInclude": revincludes,
                 "searchParam": search_params,

@@ -93,6 +93,8 @@ fn status_of(error: &EngineError) -> (StatusCode, &'static str) {
         EngineError::Patch(PatchError::NotApplicable(_)) => {
             (StatusCode::UNPROCESSABLE_ENTITY, "processing")
         }
+        EngineError::DanglingReference { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "not-found"),
+        EngineError::StillReferenced { .. } => (StatusCode::CONFLICT, "conflict"),
         EngineError::InEntry(_, inner) => status_of(inner),
         EngineError::Store(_) | EngineError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "exception")
@@ -119,6 +121,7 @@ impl From<EngineError> for ApiError {
             EngineError::Unprocessable(violations) => {
                 api.expression = violations.into_iter().find_map(|v| v.path);
             }
+            EngineError::DanglingReference { path, .. } => api.expression = Some(path),
             _ => {}
         }
         if let Some(index) = entry {

@@ -98,5 +98,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route(web::post().to(admin::create_tenant))
                 .default_service(fallback()),
         )
+        .service(
+            web::resource("/admin/tenants/{id}")
+                .route(web::get().to(admin::show_tenant))
+                .default_service(fallback()),
+        )
+        .service(
+            web::resource("/admin/tenants/{id}/settings")
+                .route(web::get().to(admin::show_settings))
+                .route(web::put().to(admin::set_settings))
+                .default_service(fallback()),
+        )
         .default_service(web::to(router::dispatch));
 }

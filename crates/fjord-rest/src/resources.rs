@@ -360,8 +360,9 @@ pub(crate) async fn delete(
     let engine = &state.engine;
     let (deleted, message) = match id {
         Some(id) => {
+            let cascade = cascade(req).map_err(|e| ctx.err(e))?;
             let deleted = engine
-                .delete(&ctx.tenant, resource_type, id, expected)
+                .delete(&ctx.tenant, resource_type, id, expected, cascade)
                 .await
                 .map_err(|e| ctx.err(e))?;
             let message = match &deleted {
@@ -376,14 +377,41 @@ pub(crate) async fn delete(
                 .conditional_delete(&ctx.tenant, resource_type, condition, expected)
                 .await
                 .map_err(|e| ctx.err(e))?;
-            let message = match &deleted {
-                Some(written) => format!("{resource_type}/{} deleted", written.id),
-                None => format!("no {resource_type} matched; nothing to delete"),
+            let message = match deleted.as_slice() {
+                [] => format!("no {resource_type} matched; nothing to delete"),
+                [written] => format!("{resource_type}/{} deleted", written.id),
+                several => format!("{} {resource_type} resources deleted", several.len()),
             };
-            (deleted, message)
+            // Several deleted: no one version to name.
+            let one = if deleted.len() == 1 {
+                deleted.into_iter().next()
+            } else {
+                None
+            };
+            (one, message)
         }
     };
     Ok(deleted_response(req, &ctx, deleted.as_ref(), &message))
+}
+
+/// Whether a delete asks to cascade (`_cascade=delete`).
+fn cascade(req: &HttpRequest) -> Result<bool, ApiError> {
+    let mut cascade = false;
+    for (name, value) in web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default()
+    {
+        match (name.as_str(), value.as_str()) {
+            ("_cascade", "delete") => cascade = true,
+            ("_cascade", other) => {
+                return Err(ApiError::bad_request(format!(
+                    "_cascade={other}: the only value is 'delete'"
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(cascade)
 }
 
 fn deleted_response(

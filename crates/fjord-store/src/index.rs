@@ -8,15 +8,24 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::QueryScalar;
 use sqlx::Postgres;
 
-/// The write statements, by (update, has dates, has strings): sqlx prepares each text once per
-/// connection, so they are built once.
-static STATEMENTS: LazyLock<[String; 8]> = LazyLock::new(|| {
-    std::array::from_fn(|shape| write_statement(shape & 4 != 0, shape & 2 != 0, shape & 1 != 0))
+/// The write statements, by (checks targets, update, has dates, has strings): sqlx prepares
+/// each text once per connection, so they are built once.
+static STATEMENTS: LazyLock<[String; 16]> = LazyLock::new(|| {
+    std::array::from_fn(|shape| {
+        write_statement(
+            shape & 8 != 0,
+            shape & 4 != 0,
+            shape & 2 != 0,
+            shape & 1 != 0,
+        )
+    })
 });
 
-/// The statement for a write of `terms`, an update (the pointer exists) or a create.
-pub(crate) fn statement(update: bool, terms: &IndexTerms) -> &'static str {
-    let shape = (update as usize) << 2
+/// The statement for a write of `terms`, an update (the pointer exists) or a create, that
+/// checks `targets` when it has any.
+pub(crate) fn statement(targets: bool, update: bool, terms: &IndexTerms) -> &'static str {
+    let shape = (targets as usize) << 3
+        | (update as usize) << 2
         | (!terms.dates.is_empty() as usize) << 1
         | !terms.strings.is_empty() as usize;
     &STATEMENTS[shape]
@@ -24,28 +33,59 @@ pub(crate) fn statement(update: bool, terms: &IndexTerms) -> &'static str {
 
 // Parameters: $1 tenant, $2 type, $3 id, $4 new version, $5 change sequence, $6 last updated,
 // $7 op, $8 body, $9 resource key, $10 keys, $11 values; then the date and string rows as one
-// array per column. A concurrent creator makes the pointer's insert a no-op; a concurrent updater
-// makes `version = $4 - 1` false once its commit is seen. Everything after the pointer happens
-// only when it moved. One statement: one implicit transaction and one round trip, and naming only
+// array per column; then, when the write checks targets, their types, their ids and their
+// count. A concurrent creator makes the pointer's insert a no-op; a concurrent updater makes
+// `version = $4 - 1` false once its commit is seen. Everything after the pointer happens only
+// when it moved. One statement: one implicit transaction and one round trip, and naming only
 // the tables that get rows spares Postgres the setup of the others.
-fn write_statement(update: bool, dates: bool, strings: bool) -> String {
-    let current = if update {
-        "UPDATE resource_current SET version = $4, last_updated = $6, deleted = ($7 = 'delete'), \
-           resource_key = $9, keys = $10, vals = $11::jsonb \
-         WHERE tenant = $1 AND type = $2 AND id = $3 AND version = $4 - 1 RETURNING 1"
+//
+// Targets are the current resources the version refers to (referential integrity), looked for
+// under their shared reference locks (migration 0007), so a concurrent delete of one is either
+// waited for and seen, or waits for this write and sees it. Missing any, nothing is written
+// and the statement answers 2.
+fn write_statement(targets: bool, update: bool, dates: bool, strings: bool) -> String {
+    let first_target = 12 + 3 * (dates as usize + strings as usize);
+    let (check, found_all) = if targets {
+        (
+            format!(
+                "targets AS (SELECT count(*) AS found \
+                 FROM fjord_current_targets($1, ${}::text[], ${}::text[])), ",
+                first_target,
+                first_target + 1
+            ),
+            format!("(SELECT found FROM targets) = ${}::int8", first_target + 2),
+        )
     } else {
-        "INSERT INTO resource_current \
-           (tenant, type, id, version, last_updated, deleted, resource_key, keys, vals) \
-         VALUES ($1, $2, $3, $4, $6, $7 = 'delete', $9, $10, $11::jsonb) \
-         ON CONFLICT DO NOTHING RETURNING 1"
+        (String::new(), "true".to_owned())
+    };
+    let current = if update {
+        format!(
+            "UPDATE resource_current SET version = $4, last_updated = $6, \
+               deleted = ($7 = 'delete'), resource_key = $9, keys = $10, vals = $11::jsonb \
+             WHERE tenant = $1 AND type = $2 AND id = $3 AND version = $4 - 1 AND {found_all} \
+             RETURNING 1"
+        )
+    } else {
+        format!(
+            "INSERT INTO resource_current \
+               (tenant, type, id, version, last_updated, deleted, resource_key, keys, vals) \
+             SELECT $1, $2, $3, $4, $6, $7 = 'delete', $9, $10, $11::jsonb WHERE {found_all} \
+             ON CONFLICT DO NOTHING RETURNING 1"
+        )
     };
     let mut sql = format!(
-        "WITH current AS ({current}), version AS ( \
+        "WITH {check}current AS ({current}), version AS ( \
            INSERT INTO resource_version (tenant, type, id, version, seq, last_updated, op, body) \
            SELECT $1, $2, $3, $4, nextval($5::regclass), $6, $7, $8 FROM current RETURNING 1)"
     );
     sql += &term_statements(update, dates, strings, "$9", 12);
-    sql + " SELECT count(*) FROM version"
+    if targets {
+        sql + &format!(
+            " SELECT CASE WHEN {found_all} THEN (SELECT count(*) FROM version) ELSE 2 END"
+        )
+    } else {
+        sql + " SELECT count(*) FROM version"
+    }
 }
 
 /// The statements that replace a resource's date and string rows once the CTE `version` has a

@@ -27,9 +27,11 @@ use sqlx::PgPool;
 pub use changes::{Change, ChangeBatch, ChangeCursor};
 pub use error::StoreError;
 pub use fjord_search::IndexTerms;
-pub use resources::{Expected, HistoryPage, HistoryScope, NewVersion, Op, StoredVersion};
+pub use resources::{
+    Expected, HistoryPage, HistoryScope, NewVersion, Op, StoredVersion, WriteOutcome,
+};
 pub use search::{PreviousPage, SearchPage, UnknownCursor};
-pub use tenants::{Tenant, TenantKey};
+pub use tenants::{Tenant, TenantKey, TenantSettings};
 pub use work::{Locked, Work};
 
 /// Handle on the database; cheap to clone.

@@ -77,6 +77,19 @@ pub struct NewVersion<'a> {
     /// The search index terms of this version (none for a deletion), which replace the
     /// resource's previous ones.
     pub index: &'a IndexTerms,
+    /// Resources (type, id, each once) that must be current for the version to be written: its
+    /// references, when the statement itself checks them.
+    pub targets: &'a [(&'a str, &'a str)],
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// `expected` did not hold: a concurrent writer came first.
+    NotExpected,
+    /// A target is not a current resource.
+    MissingTarget,
 }
 
 /// Which history to read.
@@ -132,7 +145,7 @@ impl Store {
         &self,
         tenant: TenantKey,
         new: &NewVersion<'_>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<WriteOutcome, StoreError> {
         let mut connection = self.tenant_connection(tenant).await?;
         let written = write_on(connection.connection(), tenant, new).await;
         connection.settle(written)
@@ -195,10 +208,11 @@ pub(crate) async fn write_on(
     connection: &mut sqlx::PgConnection,
     tenant: TenantKey,
     new: &NewVersion<'_>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<WriteOutcome, sqlx::Error> {
     let update = matches!(new.expected, Expected::Version(_));
     let change_sequence = tenant.change_sequence();
-    let query = sqlx::query_scalar::<_, i64>(statement(update, new.index))
+    let targets = !new.targets.is_empty();
+    let query = sqlx::query_scalar::<_, i64>(statement(targets, update, new.index))
         .bind(tenant.0)
         .bind(new.resource_type)
         .bind(new.id)
@@ -208,10 +222,16 @@ pub(crate) async fn write_on(
         .bind(new.op.as_str())
         .bind(new.body);
     let resource_key = fjord_search::keys::resource(new.resource_type, new.id);
-    Ok(bind_terms(query, resource_key, new.index)
-        .fetch_one(connection)
-        .await?
-        == 1)
+    let mut query = bind_terms(query, resource_key, new.index);
+    if targets {
+        let (types, ids): (Vec<&str>, Vec<&str>) = new.targets.iter().copied().unzip();
+        query = query.bind(types).bind(ids).bind(new.targets.len() as i64);
+    }
+    Ok(match query.fetch_one(connection).await? {
+        1 => WriteOutcome::Written,
+        2 => WriteOutcome::MissingTarget,
+        _ => WriteOutcome::NotExpected,
+    })
 }
 
 /// [`Store::read_latest`] on a connection.

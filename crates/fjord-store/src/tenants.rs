@@ -1,3 +1,4 @@
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use time::OffsetDateTime;
 
@@ -22,6 +23,34 @@ pub struct Tenant {
     pub key: TenantKey,
     pub name: String,
     pub created_at: OffsetDateTime,
+    pub settings: TenantSettings,
+}
+
+/// What a tenant has chosen. Stored as JSON; absent keys take these defaults, and keys this
+/// version does not know are ignored (the admin API refuses them before they are stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TenantSettings {
+    /// Updates and patches must name the version they change (`If-Match`); without it, 400.
+    pub require_if_match: bool,
+    /// A write whose local references name no current resource is refused (422), and so is a
+    /// delete of a resource that others still refer to (409).
+    pub referential_integrity: bool,
+    /// A delete with `_cascade=delete` also deletes what refers to the resource (and so on).
+    pub cascade_delete: bool,
+    /// A conditional delete deletes every match instead of refusing more than one (412).
+    pub conditional_delete_multiple: bool,
+}
+
+impl Default for TenantSettings {
+    fn default() -> TenantSettings {
+        TenantSettings {
+            require_if_match: false,
+            referential_integrity: true,
+            cascade_delete: false,
+            conditional_delete_multiple: false,
+        }
+    }
 }
 
 /// Whether `id` is acceptable as a tenant id (the same rule as the table's check).
@@ -51,7 +80,7 @@ impl Store {
         let mut tx = self.pool.begin().await.map_err(StoreError::database)?;
         let row = sqlx::query(
             "INSERT INTO tenant (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING \
-             RETURNING id, key, name, created_at",
+             RETURNING id, key, name, created_at, settings::text AS settings",
         )
         .bind(id)
         .bind(name)
@@ -91,30 +120,54 @@ impl Store {
 
     /// All tenants, by id.
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let rows = sqlx::query("SELECT id, key, name, created_at FROM tenant ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::database)?;
+        let rows = sqlx::query(
+            "SELECT id, key, name, created_at, settings::text AS settings FROM tenant ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::database)?;
         Ok(rows.iter().map(tenant_from_row).collect())
     }
 
     /// The tenant with this id, if any.
     pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
-        let row = sqlx::query("SELECT id, key, name, created_at FROM tenant WHERE id = $1")
+        let row = sqlx::query("SELECT id, key, name, created_at, settings::text AS settings FROM tenant WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::database)?;
         Ok(row.as_ref().map(tenant_from_row))
     }
+
+    /// Replaces a tenant's settings; the tenant as it is now, or `None` when there is none.
+    #[tracing::instrument(skip(self))]
+    pub async fn set_tenant_settings(
+        &self,
+        id: &str,
+        settings: &TenantSettings,
+    ) -> Result<Option<Tenant>, StoreError> {
+        let json = serde_json::to_string(settings).expect("settings serialize");
+        let row = sqlx::query(
+            "UPDATE tenant SET settings = $2::jsonb WHERE id = $1 \
+             RETURNING id, key, name, created_at, settings::text AS settings",
+        )
+        .bind(id)
+        .bind(json)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::database)?;
+        Ok(row.as_ref().map(tenant_from_row))
+    }
 }
 
 fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Tenant {
+    let settings: String = row.get("settings");
     Tenant {
         id: row.get("id"),
         key: TenantKey(row.get("key")),
         name: row.get("name"),
         created_at: row.get("created_at"),
+        settings: serde_json::from_str(&settings).unwrap_or_default(),
     }
 }
 

@@ -8,7 +8,9 @@
 use fjord_search::SearchQuery;
 
 use crate::pool::Lease;
-use crate::resources::{read_latest_on, read_version_on, write_on, NewVersion, StoredVersion};
+use crate::resources::{
+    read_latest_on, read_version_on, write_on, NewVersion, StoredVersion, WriteOutcome,
+};
 use crate::search::find_on;
 use crate::{Store, StoreError, TenantKey};
 
@@ -107,7 +109,10 @@ impl Work<'_> {
     }
 
     /// Writes a version (see [`Store::write_version`]); false when `expected` did not hold.
-    pub async fn write_version(&mut self, new: &NewVersion<'_>) -> Result<bool, StoreError> {
+    pub async fn write_version(
+        &mut self,
+        new: &NewVersion<'_>,
+    ) -> Result<WriteOutcome, StoreError> {
         write_on(self.lease.connection(), self.tenant, new)
             .await
             .map_err(classify)
@@ -126,6 +131,67 @@ impl Work<'_> {
             limit,
             &self.store.common_keys,
         )
+        .await
+        .map_err(classify)
+    }
+
+    /// Which of `targets` (type, id) are current resources, looked for under their shared
+    /// reference locks, held until the work ends: a delete of one waits for this work, and
+    /// one being deleted is waited for and then not found (migration 0007).
+    pub async fn existing(
+        &mut self,
+        targets: &[(&str, &str)],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let (types, ids): (Vec<&str>, Vec<&str>) = targets.iter().copied().unzip();
+        sqlx::query_as("SELECT type, id FROM fjord_current_targets($1, $2::text[], $3::text[])")
+            .bind(self.tenant.0)
+            .bind(types)
+            .bind(ids)
+            .fetch_all(self.lease.connection())
+            .await
+            .map_err(classify)
+    }
+
+    /// Takes, until the work ends, the exclusive reference lock of a resource about to be
+    /// deleted: writers that refer to it finish first, later ones wait and find it deleted.
+    pub async fn lock_references(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, fjord_reference_lock_key($2, $3))")
+            .bind(self.tenant.0)
+            .bind(resource_type)
+            .bind(id)
+            .execute(self.lease.connection())
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    /// Up to `limit` current resources (other than itself) that refer to `type/id` under one
+    /// of `links`: the link keys of reference search parameters that may target the type.
+    pub async fn referrers(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        links: &[i64],
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as(
+            "SELECT c.type, c.id FROM resource_current c \
+             WHERE c.tenant = $1 AND NOT c.deleted AND NOT (c.type = $2 AND c.id = $3) \
+               AND c.keys && ARRAY(SELECT t.resource_key # l FROM resource_current t, \
+                                   unnest($4::int8[]) AS l \
+                                   WHERE t.tenant = $1 AND t.type = $2 AND t.id = $3) \
+             ORDER BY c.type, c.id LIMIT $5",
+        )
+        .bind(self.tenant.0)
+        .bind(resource_type)
+        .bind(id)
+        .bind(links)
+        .bind(limit)
+        .fetch_all(self.lease.connection())
         .await
         .map_err(classify)
     }
