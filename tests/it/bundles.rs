@@ -280,12 +280,12 @@ fn a_batch_answers_every_entry_on_its_own() {
 }
 
 #[test]
-fn a_bundle_over_the_entry_limit_is_refused_before_any_work() {
+fn a_bundle_over_the_entry_or_size_limit_is_refused_before_any_work() {
     let database = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(fjord_testkit::database());
     let config = std::env::temp_dir().join(format!("fjord-bundles-{}.toml", std::process::id()));
-    std::fs::write(&config, "max_bundle_entries = 3\n").unwrap();
+    std::fs::write(&config, "max_bundle_entries = 3\nmax_body_bytes = 4096\n").unwrap();
     let server = Server::start(&[
         "--database-url",
         &database.url,
@@ -297,7 +297,17 @@ fn a_bundle_over_the_entry_limit_is_refused_before_any_work() {
     let reply = post_bundle(&base, &transaction(vec![entry.clone(); 4]));
     assert_eq!(reply.status, 413, "{}", reply.body);
     assert!(ids(&base, "Organization").is_empty());
-    assert_eq!(post_bundle(&base, &transaction(vec![entry; 3])).status, 200);
+    assert_eq!(
+        post_bundle(&base, &transaction(vec![entry.clone(); 3])).status,
+        200
+    );
+    // Within the entry count, over the body size: refused too, with an OperationOutcome.
+    let mut large = entry;
+    large["resource"]["name"] = json!("x".repeat(5000));
+    let reply = post_bundle(&base, &transaction(vec![large]));
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert_eq!(reply.json()["resourceType"], "OperationOutcome");
+    assert_eq!(ids(&base, "Organization").len(), 3);
     let _ = std::fs::remove_file(config);
 }
 
