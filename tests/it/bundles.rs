@@ -251,6 +251,11 @@ fn a_batch_answers_every_entry_on_its_own() {
                                                           "ifMatch": "W/\"3\"" } },
             { "request": { "method": "HEAD", "url": "Organization/x" } },
             { "resource": organization("3"), "request": { "method": "POST", "url": "Organization" } },
+            // An invalid resource, and an invalid FHIRPath Patch: refused, they alone.
+            { "resource": { "resourceType": "Organization", "nonsense": 1 },
+              "request": { "method": "POST", "url": "Organization" } },
+            { "resource": { "resourceType": "Parameters", "parameter": [{ "name": "operation", "bogus": true }] },
+              "request": { "method": "PATCH", "url": "Organization/x" } },
         ],
     });
     let reply = post_bundle(&base, &bundle);
@@ -263,9 +268,13 @@ fn a_batch_answers_every_entry_on_its_own() {
             "404 Not Found",
             "412 Precondition Failed",
             "501 Not Implemented",
-            "201 Created"
+            "201 Created",
+            "400 Bad Request",
+            "400 Bad Request",
         ]
     );
+    let invalid = &reply.json()["entry"][5]["response"]["outcome"];
+    assert!(invalid.to_string().contains("nonsense"), "{invalid}");
     assert_eq!(
         reply.json()["entry"][1]["response"]["outcome"]["resourceType"],
         "OperationOutcome"

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::conditional::Condition;
 use crate::integrity::Unit;
 use crate::search::query_params;
-use crate::{version_of_etag, Engine, EngineError, Patch, Written};
+use crate::{version_of_etag, Engine, EngineError, Patch, PatchBody, Written};
 
 /// Entries a bundle may have at most, unless configured otherwise.
 pub const DEFAULT_MAX_BUNDLE_ENTRIES: usize = 10_000;
@@ -92,8 +92,42 @@ struct ConditionalReference {
 }
 
 impl Engine {
-    /// Parses and checks a Bundle body (JSON or XML) as FHIR JSON.
+    /// Parses a Bundle body (JSON or XML) into FHIR JSON, its envelope checked. In JSON each
+    /// entry's resource is checked when its entry runs, as any resource written is: once, and
+    /// failing that entry alone (a batch's other entries still run).
     pub fn parse_bundle(&self, body: &[u8], format: Format) -> Result<Value, EngineError> {
+        let parsed = match format {
+            Format::Json => serde_json::from_slice::<Value>(body).ok(),
+            Format::Xml => None,
+        };
+        // XML, or JSON that does not parse: the model converts it, or says what is wrong where.
+        let Some(mut bundle) = parsed else {
+            return self.checked_bundle(body, format).map(|b| b.to_value());
+        };
+        let entries = bundle.get_mut("entry").and_then(Value::as_array_mut);
+        let resources: Vec<Option<Value>> = entries
+            .map(|entries| {
+                entries
+                    .iter_mut()
+                    .map(|e| e.as_object_mut().and_then(|e| e.remove("resource")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let envelope =
+            serde_json::to_vec(&bundle).map_err(|e| EngineError::Internal(e.to_string()))?;
+        self.checked_bundle(&envelope, format)?;
+        if let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) {
+            for (entry, resource) in entries.iter_mut().zip(resources) {
+                if let (Some(entry), Some(resource)) = (entry.as_object_mut(), resource) {
+                    entry.insert("resource".to_owned(), resource);
+                }
+            }
+        }
+        Ok(bundle)
+    }
+
+    /// A Bundle parsed by the model, strictly.
+    fn checked_bundle(&self, body: &[u8], format: Format) -> Result<Resource, EngineError> {
         let bundle = Resource::parse(body, format, &self.limits).map_err(EngineError::Invalid)?;
         if bundle.resource_type() != "Bundle" {
             return Err(EngineError::BadRequest(format!(
@@ -101,17 +135,17 @@ impl Engine {
                 bundle.resource_type()
             )));
         }
-        Ok(bundle.to_value())
+        Ok(bundle)
     }
 
-    /// Runs a `batch` or `transaction` Bundle (JSON, as parsed and checked by the model).
+    /// Runs a `batch` or `transaction` Bundle (JSON, as `parse_bundle` returns it).
     /// A transaction answers every entry or fails as a whole with the error of the first entry
     /// that failed (`EngineError::InEntry`); a batch answers every entry.
     #[tracing::instrument(skip_all, fields(tenant = %tenant.id))]
     pub async fn bundle(
         &self,
         tenant: &Tenant,
-        bundle: &Value,
+        mut bundle: Value,
     ) -> Result<(BundleKind, Vec<EntryOutcome>), EngineError> {
         let kind = match bundle["type"].as_str() {
             Some("transaction") => BundleKind::Transaction,
@@ -123,7 +157,10 @@ impl Engine {
                 )))
             }
         };
-        let raw = bundle["entry"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let raw = match bundle.get_mut("entry").map(Value::take) {
+            Some(Value::Array(entries)) => entries,
+            _ => Vec::new(),
+        };
         if raw.len() > self.max_bundle_entries {
             return Err(EngineError::TooLarge(format!(
                 "the bundle has {} entries; at most {} are accepted",
@@ -131,8 +168,9 @@ impl Engine {
                 self.max_bundle_entries
             )));
         }
+        let count = raw.len();
         let entries = raw
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(index, entry)| parse_entry(index, entry));
         match kind {
@@ -157,7 +195,7 @@ impl Engine {
                 Ok((kind, self.finish(tenant, work, result).await?))
             }
             BundleKind::Batch => {
-                let mut outcomes = Vec::with_capacity(raw.len());
+                let mut outcomes = Vec::with_capacity(count);
                 for entry in entries {
                     let outcome = match entry {
                         Ok(entry) => self.batch_entry(tenant, entry).await,
@@ -494,7 +532,15 @@ impl Engine {
             ));
         };
         rewrite_references(&mut body, local)?;
-        let patch = Patch::of_entry(body)?;
+        // A FHIRPath Patch is checked like any Parameters resource; a Binary by `of_entry`.
+        let patch = match body["resourceType"].as_str() {
+            Some("Parameters") => {
+                let bytes =
+                    serde_json::to_vec(&body).map_err(|e| EngineError::Internal(e.to_string()))?;
+                self.parse_patch(PatchBody::FhirPath(&bytes, Format::Json))?
+            }
+            _ => Patch::of_entry(body)?,
+        };
         let (resource_type, id) = match &entry.target {
             Target::Instance(resource_type, id) => (*resource_type, id.clone()),
             Target::Query(resource_type, _) => {
@@ -560,7 +606,7 @@ fn in_entry(index: usize, error: EngineError) -> EngineError {
     EngineError::InEntry(index, Box::new(error))
 }
 
-fn parse_entry(index: usize, entry: &Value) -> Result<Entry, EngineError> {
+fn parse_entry(index: usize, mut entry: Value) -> Result<Entry, EngineError> {
     let request = &entry["request"];
     let method = match request["method"].as_str() {
         Some("GET") => Method::Get,
@@ -597,7 +643,7 @@ fn parse_entry(index: usize, entry: &Value) -> Result<Entry, EngineError> {
             .as_str()
             .map(|c| c.split_once('?').map_or(c, |(_, q)| q).to_owned()),
         if_match,
-        resource: entry.get("resource").cloned(),
+        resource: entry.get_mut("resource").map(Value::take),
         condition: None,
         search: None,
     })
