@@ -13,6 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("fjord-fhirpath", &["fjord-definitions"]),
     ("fjord-search", &["fjord-definitions", "fjord-fhirpath"]),
     ("fjord-patch", &["fjord-definitions", "fjord-fhirpath"]),
+    ("fjord-validation", &[]),
     ("fjord-pg", &[]),
     ("fjord-store", &["fjord-search"]),
     ("fjord-text", &["fjord-search"]),
