@@ -81,12 +81,15 @@ fn settings_are_shown_replaced_checked_and_take_effect_at_once() {
             "referentialIntegrity": true,
             "cascadeDelete": false,
             "conditionalDeleteMultiple": false,
+            "validation": "off",
+            "allowTestData": false,
         })
     );
 
     for bad in [
         json!({ "referentialIntegrity": false, "typo": true }),
         json!({ "requireIfMatch": "yes" }),
+        json!({ "validation": "sometimes" }),
         json!(["requireIfMatch"]),
     ] {
         let refused = set_settings(&base, bad.clone());

@@ -26,6 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "fjord-search",
             "fjord-store",
             "fjord-text",
+            "fjord-validation",
         ],
     ),
     ("fjord-rest", &["fjord-engine", "fjord-model"]),

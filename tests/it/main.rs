@@ -22,6 +22,7 @@ mod searching;
 mod store;
 mod synthea;
 mod text_search;
+mod validation;
 
 use fjord_tests::{send, Server};
 

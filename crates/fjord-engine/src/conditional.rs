@@ -304,6 +304,7 @@ fn existing_version(existing: &StoredVersion) -> Written {
         last_updated: existing.last_updated,
         body: existing.body.clone(),
         created: false,
+        issues: Vec::new(),
     }
 }
 

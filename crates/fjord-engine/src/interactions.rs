@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::integrity::{self, Unit};
 use crate::registries::SEARCH_PARAMETER;
-use crate::{Engine, EngineError};
+use crate::{Engine, EngineError, ValidationIssue};
 
 /// Writers that lose a race retry this often before answering 409.
 const WRITE_ATTEMPTS: usize = 16;
@@ -25,6 +25,8 @@ pub struct Written {
     pub body: Option<String>,
     /// Whether the write brought the resource into existence (201 rather than 200).
     pub created: bool,
+    /// What the tenant's lenient validation found wrong with the stored resource.
+    pub issues: Vec<ValidationIssue>,
 }
 
 /// A version ready to be written.
@@ -40,6 +42,8 @@ pub(crate) struct Prepared {
     /// The body as JSON, for the integrity checks.
     pub value: Option<serde_json::Value>,
     pub index: IndexTerms,
+    /// Validation issues the tenant stores resources with (lenient mode).
+    pub issues: Vec<ValidationIssue>,
 }
 
 impl Prepared {
@@ -330,18 +334,19 @@ impl Engine {
         let version = expected.next_version();
         let last_updated = now();
         let registry = self.registry(tenant).await?;
-        let (body, value, index) = match resource {
+        let (body, value, index, issues) = match resource {
             Some(mut resource) => {
                 resource.set_version(&version.to_string(), &format_instant(last_updated));
                 let value = resource.to_value();
                 if resource_type == SEARCH_PARAMETER {
                     self.check_search_parameter(&value)?;
                 }
+                let issues = self.validate(tenant, &value)?;
                 let entries = fjord_search::extract(&registry, &value)?;
                 let index = fjord_search::index_terms(resource_type, &entries);
-                (Some(resource.to_json()), Some(value), index)
+                (Some(resource.to_json()), Some(value), index, issues)
             }
-            None => (None, None, IndexTerms::default()),
+            None => (None, None, IndexTerms::default(), Vec::new()),
         };
         Ok(Prepared {
             resource_type,
@@ -352,6 +357,7 @@ impl Engine {
             body,
             value,
             index,
+            issues,
         })
     }
 
@@ -367,6 +373,7 @@ impl Engine {
             last_updated: prepared.last_updated,
             body: prepared.body,
             created: prepared.expected == Expected::Absent,
+            issues: prepared.issues,
         }
     }
 

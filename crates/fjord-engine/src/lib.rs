@@ -17,6 +17,7 @@ mod subset;
 mod tenants;
 mod terminology;
 mod text;
+mod validation;
 
 pub use bundles::{BundleKind, EntryOutcome, DEFAULT_MAX_BUNDLE_ENTRIES};
 pub use error::EngineError;
@@ -25,7 +26,9 @@ pub use fjord_patch::PatchError;
 pub use fjord_search::{Scope, SearchQuery, Summary};
 pub use fjord_store::{
     HistoryPage, Op, PreviousPage, SearchPage, StoredVersion, Tenant, TenantSettings,
+    ValidationMode,
 };
+pub use fjord_validation::Issue as ValidationIssue;
 pub use interactions::{format_instant, version_of_etag, HistoryQuery, Written};
 pub use patch::{Patch, PatchBody};
 pub use reindex::{JobState, ReindexJob};

@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use fjord_engine::{format_instant, BundleKind, EntryOutcome, StoredVersion, Written};
 use serde_json::json;
 
+use crate::error::stored_with_issues;
 use crate::negotiate::{self, body_format};
 use crate::resources::{prefers_representation, read_body, Ctx};
 use crate::{ApiError, AppState};
@@ -98,7 +99,7 @@ fn entry(outcome: EntryOutcome, with_resource: bool) -> String {
 }
 
 fn written_entry(written: &Written, status: &str, resource: Option<&str>) -> String {
-    let response = json!({
+    let mut response = json!({
         "status": status,
         "location": format!(
             "{}/{}/_history/{}",
@@ -107,6 +108,10 @@ fn written_entry(written: &Written, status: &str, resource: Option<&str>) -> Str
         "etag": format!("W/\"{}\"", written.version),
         "lastModified": format_instant(written.last_updated),
     });
+    // Stored despite them (lenient validation): the entry tells its issues.
+    if !written.issues.is_empty() {
+        response["outcome"] = stored_with_issues("stored with validation issues", &written.issues);
+    }
     match resource {
         Some(body) => format!(
             r#"{{"fullUrl":{},"resource":{body},"response":{response}}}"#,

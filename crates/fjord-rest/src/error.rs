@@ -18,7 +18,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use fjord_engine::{EngineError, PatchError};
+use fjord_engine::{EngineError, PatchError, ValidationIssue};
 use serde_json::json;
 
 use crate::negotiate::{self, Negotiated};
@@ -31,6 +31,8 @@ pub struct ApiError {
     pub message: String,
     /// Expression path of the offending element, when known.
     pub expression: Option<String>,
+    /// Further issues of the same error (every rule a resource breaks), with their paths.
+    pub more: Vec<(String, Option<String>)>,
     /// Format the outcome is written in.
     pub format: Negotiated,
 }
@@ -42,18 +44,26 @@ impl ApiError {
             code,
             message: message.into(),
             expression: None,
+            more: Vec::new(),
             format: Negotiated::default(),
         }
     }
 
     /// The OperationOutcome that tells the client.
     pub fn outcome(&self) -> serde_json::Value {
-        let mut issue =
-            json!({ "severity": "error", "code": self.code, "diagnostics": self.message });
-        if let Some(expression) = &self.expression {
-            issue["expression"] = json!([expression]);
-        }
-        json!({ "resourceType": "OperationOutcome", "issue": [issue] })
+        let issue = |message: &str, expression: &Option<String>| {
+            let mut issue =
+                json!({ "severity": "error", "code": self.code, "diagnostics": message });
+            if let Some(expression) = expression {
+                issue["expression"] = json!([expression]);
+            }
+            issue
+        };
+        let issues: Vec<serde_json::Value> =
+            std::iter::once(issue(&self.message, &self.expression))
+                .chain(self.more.iter().map(|(m, e)| issue(m, e)))
+                .collect();
+        json!({ "resourceType": "OperationOutcome", "issue": issues })
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -118,21 +128,25 @@ impl From<EngineError> for ApiError {
                 api.message = format!("invalid resource: {}", parse.message);
                 api.expression = parse.path;
             }
+            // One issue per rule broken.
             EngineError::Unprocessable(violations) => {
-                api.expression = violations.into_iter().find_map(|v| v.path);
+                let mut violations = violations.into_iter();
+                if let Some(first) = violations.next() {
+                    api.message = first.message;
+                    api.expression = first.path;
+                }
+                api.more = violations.map(|v| (v.message, v.path)).collect();
             }
             EngineError::DanglingReference { path, .. } => api.expression = Some(path),
             _ => {}
         }
         if let Some(index) = entry {
             // The entry, and within it the resource's element when one is named.
-            api.expression = Some(match api.expression.take() {
-                Some(path) => match path.split_once('.') {
-                    Some((_, element)) => format!("Bundle.entry[{index}].resource.{element}"),
-                    None => format!("Bundle.entry[{index}].resource"),
-                },
-                None => format!("Bundle.entry[{index}]"),
-            });
+            api.expression = Some(in_entry(index, api.expression.take()));
+            for (message, expression) in &mut api.more {
+                *expression = Some(in_entry(index, expression.take()));
+                *message = format!("bundle entry {index}: {message}");
+            }
             if !api.message.starts_with("bundle entry") {
                 api.message = format!("bundle entry {index}: {}", api.message);
             }
@@ -156,6 +170,35 @@ impl ResponseError for ApiError {
 }
 
 /// An OperationOutcome of one information issue, for `Prefer: return=OperationOutcome` and deletes.
+/// A resource's path as the path within entry `index` of a bundle.
+fn in_entry(index: usize, path: Option<String>) -> String {
+    match path {
+        Some(path) => match path.split_once('.') {
+            Some((_, element)) => format!("Bundle.entry[{index}].resource.{element}"),
+            None => format!("Bundle.entry[{index}].resource"),
+        },
+        None => format!("Bundle.entry[{index}]"),
+    }
+}
+
+/// What a write stored despite its validation issues (the tenant validates leniently): one
+/// warning per issue, after `message`.
+pub(crate) fn stored_with_issues(message: &str, issues: &[ValidationIssue]) -> serde_json::Value {
+    let mut outcome = information(message);
+    for issue in issues {
+        outcome["issue"]
+            .as_array_mut()
+            .expect("an issue list")
+            .push(json!({
+                "severity": "warning",
+                "code": "value",
+                "diagnostics": issue.message,
+                "expression": [issue.expression],
+            }));
+    }
+    outcome
+}
+
 pub fn information(message: &str) -> serde_json::Value {
     json!({
         "resourceType": "OperationOutcome",

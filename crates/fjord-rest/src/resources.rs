@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::error::information;
+use crate::error::{information, stored_with_issues};
 use crate::negotiate::{self, body_format, negotiate, Negotiated};
 use crate::{bundle, ApiError, AppState};
 
@@ -209,7 +209,8 @@ fn written_response(req: &HttpRequest, ctx: &Ctx, written: &Written) -> HttpResp
                 "{}/{} {what} as version {}",
                 written.resource_type, written.id, written.version
             );
-            negotiate::respond_value(builder, &information(&message), ctx.negotiated)
+            let outcome = stored_with_issues(&message, &written.issues);
+            negotiate::respond_value(builder, &outcome, ctx.negotiated)
         }
         (Return::Representation, Some(body)) => {
             negotiate::respond_json_text(builder, body, ctx.negotiated)

@@ -40,6 +40,23 @@ pub struct TenantSettings {
     pub cascade_delete: bool,
     /// A conditional delete deletes every match instead of refusing more than one (412).
     pub conditional_delete_multiple: bool,
+    /// What a create or update does with the validation issues of its resource.
+    pub validation: ValidationMode,
+    /// Synthetic test identifiers (a fødselsnummer's month + 40 or + 80) are valid.
+    pub allow_test_data: bool,
+}
+
+/// What a write does with the validation issues of its resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationMode {
+    /// Refused (422) with every issue.
+    Strict,
+    /// Stored; the issues are told to a client that asks (`Prefer: return=OperationOutcome`).
+    Lenient,
+    /// Not validated beyond the structure every write has.
+    #[default]
+    Off,
 }
 
 impl Default for TenantSettings {
@@ -49,6 +66,8 @@ impl Default for TenantSettings {
             referential_integrity: true,
             cascade_delete: false,
             conditional_delete_multiple: false,
+            validation: ValidationMode::Off,
+            allow_test_data: false,
         }
     }
 }

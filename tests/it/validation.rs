@@ -1,0 +1,174 @@
+//! The tenant's validation mode over the REST API: strict refuses with every issue, lenient
+//! stores and tells, off stores; so far the checks are the Norwegian identifier rules.
+
+use fjord_tests::{send, Reply};
+use serde_json::{json, Value};
+
+use crate::searching::ids;
+use crate::server_with_tenant;
+
+const JSON: (&str, &str) = ("Content-Type", "application/fhir+json");
+const FNR: &str = "urn:oid:2.16.578.1.12.4.1.4.1";
+const ORGNR: &str = "urn:oid:2.16.578.1.12.4.1.4.101";
+
+fn set_settings(base: &str, settings: Value) {
+    let (origin, tenant) = base.rsplit_once("/fhir/").unwrap();
+    let reply = send(
+        "PUT",
+        &format!("{origin}/admin/tenants/{tenant}/settings"),
+        &[],
+        Some(&settings.to_string()),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+fn patient(fnr: &str, orgnr: &str) -> String {
+    json!({
+        "resourceType": "Patient",
+        "identifier": [{ "system": FNR, "value": fnr }],
+        "managingOrganization": { "identifier": { "system": ORGNR, "value": orgnr } },
+    })
+    .to_string()
+}
+
+fn post_patient(base: &str, body: &str, prefer: Option<&str>) -> Reply {
+    let mut headers = vec![JSON];
+    if let Some(prefer) = prefer {
+        headers.push(("Prefer", prefer));
+    }
+    send("POST", &format!("{base}/Patient"), &headers, Some(body))
+}
+
+/// (severity, expression) of each issue of an OperationOutcome.
+fn issues(outcome: &Value) -> Vec<(String, String)> {
+    outcome["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["severity"].as_str().unwrap().to_owned(),
+                i["expression"][0].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn strict_validation_refuses_every_broken_identifier_and_stores_nothing() {
+    let (_server, base) = server_with_tenant();
+    // Off (the default until profiles are validated): stored as sent.
+    let bad = patient("02016126008", "974760674");
+    assert_eq!(post_patient(&base, &bad, None).status, 201);
+
+    set_settings(&base, json!({ "validation": "strict" }));
+    let refused = post_patient(&base, &bad, None);
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let outcome = refused.json();
+    assert_eq!(
+        issues(&outcome),
+        [
+            ("error".into(), "Patient.identifier[0].value".into()),
+            (
+                "error".into(),
+                "Patient.managingOrganization.identifier.value".into()
+            ),
+        ]
+    );
+    assert!(outcome["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("fødselsnummer"));
+    assert_eq!(ids(&base, "Patient").len(), 1);
+    let good = patient("02016126007", "974760673");
+    assert_eq!(post_patient(&base, &good, None).status, 201);
+
+    // Synthetic test numbers only where the tenant allows test data.
+    let synthetic = patient("03432287806", "974760673");
+    assert_eq!(post_patient(&base, &synthetic, None).status, 422);
+    set_settings(
+        &base,
+        json!({ "validation": "strict", "allowTestData": true }),
+    );
+    assert_eq!(post_patient(&base, &synthetic, None).status, 201);
+
+    // An update, a patch and a transaction entry are validated alike.
+    let id = post_patient(&base, &good, None).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut update: Value = serde_json::from_str(&bad).unwrap();
+    update["id"] = json!(id);
+    let url = format!("{base}/Patient/{id}");
+    assert_eq!(
+        send("PUT", &url, &[JSON], Some(&update.to_string())).status,
+        422
+    );
+    let patch = json!([{ "op": "replace", "path": "/identifier/0/value", "value": "02016126008" }]);
+    let patched = send(
+        "PATCH",
+        &url,
+        &[("Content-Type", "application/json-patch+json")],
+        Some(&patch.to_string()),
+    );
+    assert_eq!(patched.status, 422, "{}", patched.body);
+    let transaction = json!({
+        "resourceType": "Bundle", "type": "transaction",
+        "entry": [{ "resource": serde_json::from_str::<Value>(&bad).unwrap(),
+                    "request": { "method": "POST", "url": "Patient" } }],
+    });
+    let refused = send("POST", &base, &[JSON], Some(&transaction.to_string()));
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert_eq!(
+        issues(&refused.json())[1].1,
+        "Bundle.entry[0].resource.managingOrganization.identifier.value"
+    );
+    assert_eq!(
+        send("GET", &url, &[], None).json()["meta"]["versionId"],
+        "1"
+    );
+}
+
+#[test]
+fn lenient_validation_stores_and_tells_the_client_that_asks() {
+    let (_server, base) = server_with_tenant();
+    set_settings(&base, json!({ "validation": "lenient" }));
+    let bad = patient("02016126008", "974760673");
+    let stored = post_patient(&base, &bad, Some("return=OperationOutcome"));
+    assert_eq!(stored.status, 201, "{}", stored.body);
+    assert_eq!(
+        issues(&stored.json()),
+        [
+            ("information".into(), String::new()),
+            ("warning".into(), "Patient.identifier[0].value".into()),
+        ]
+    );
+    // Without asking, the usual answer.
+    let plain = post_patient(&base, &bad, None);
+    assert_eq!(plain.status, 201);
+    assert_eq!(plain.json()["resourceType"], "Patient");
+
+    // A batch entry stored with issues says so in its response.
+    let batch = json!({
+        "resourceType": "Bundle", "type": "batch",
+        "entry": [
+            { "resource": serde_json::from_str::<Value>(&bad).unwrap(),
+              "request": { "method": "POST", "url": "Patient" } },
+            { "resource": serde_json::from_str::<Value>(&patient("02016126007", "974760673")).unwrap(),
+              "request": { "method": "POST", "url": "Patient" } },
+        ],
+    });
+    let reply = send("POST", &base, &[JSON], Some(&batch.to_string()));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let entries = reply.json()["entry"].clone();
+    assert_eq!(
+        issues(&entries[0]["response"]["outcome"])[1],
+        ("warning".into(), "Patient.identifier[0].value".into())
+    );
+    assert!(
+        entries[1]["response"].get("outcome").is_none(),
+        "{reply:?}",
+        reply = reply.body
+    );
+    assert_eq!(ids(&base, "Patient").len(), 4);
+}
