@@ -13,7 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("fjord-fhirpath", &["fjord-definitions"]),
     ("fjord-search", &["fjord-definitions", "fjord-fhirpath"]),
     ("fjord-patch", &["fjord-definitions", "fjord-fhirpath"]),
-    ("fjord-validation", &[]),
+    ("fjord-validation", &["fjord-model"]),
     ("fjord-pg", &[]),
     ("fjord-store", &["fjord-search"]),
     ("fjord-text", &["fjord-search"]),

@@ -4,8 +4,9 @@
 //! then updates and patches, then reads. Before anything is written every entry gets its
 //! identity (a new id for a create, the match of a conditional one), and then every reference
 //! in the bundle to an entry's `fullUrl` (`urn:uuid:`, `urn:oid:` or a URL) or to a condition
-//! (`Patient?identifier=…`) is rewritten to `Type/id`. The first entry that fails rolls everything back and the error
-//! names it. A batch runs each entry as a transaction of its own and reports each outcome.
+//! (`Patient?identifier=…`) is rewritten to `Type/id`. The first entry that fails rolls
+//! everything back and the error names it. A batch runs each entry as a transaction of its own
+//! and reports each outcome.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -18,7 +19,7 @@ use uuid::Uuid;
 use crate::conditional::Condition;
 use crate::integrity::Unit;
 use crate::search::query_params;
-use crate::{version_of_etag, Engine, EngineError, Patch, PatchBody, Written};
+use crate::{version_of_etag, Engine, EngineError, Written};
 
 /// Entries a bundle may have at most, unless configured otherwise.
 pub const DEFAULT_MAX_BUNDLE_ENTRIES: usize = 10_000;
@@ -516,9 +517,7 @@ impl Engine {
             }
         }
     }
-}
 
-impl Engine {
     async fn patch_entry(
         &self,
         work: &mut Unit<'_>,
@@ -532,15 +531,7 @@ impl Engine {
             ));
         };
         rewrite_references(&mut body, local)?;
-        // A FHIRPath Patch is checked like any Parameters resource; a Binary by `of_entry`.
-        let patch = match body["resourceType"].as_str() {
-            Some("Parameters") => {
-                let bytes =
-                    serde_json::to_vec(&body).map_err(|e| EngineError::Internal(e.to_string()))?;
-                self.parse_patch(PatchBody::FhirPath(&bytes, Format::Json))?
-            }
-            _ => Patch::of_entry(body)?,
-        };
+        let patch = self.patch_of_entry(body)?;
         let (resource_type, id) = match &entry.target {
             Target::Instance(resource_type, id) => (*resource_type, id.clone()),
             Target::Query(resource_type, _) => {

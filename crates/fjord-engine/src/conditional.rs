@@ -66,8 +66,18 @@ impl Engine {
         work: &mut Unit<'_>,
         condition: &Condition,
     ) -> Result<Vec<StoredVersion>, EngineError> {
+        self.matches_up_to(work, condition, 2).await
+    }
+
+    /// Up to `limit` matches of a condition, after taking the condition's lock in `work`.
+    async fn matches_up_to(
+        &self,
+        work: &mut Unit<'_>,
+        condition: &Condition,
+        limit: usize,
+    ) -> Result<Vec<StoredVersion>, EngineError> {
         work.lock(condition.query.key).await?;
-        Ok(work.find(&condition.query, 2).await?)
+        Ok(work.find(&condition.query, limit).await?)
     }
 
     /// `create` with `If-None-Exist`: no match creates (201), one match is returned as it is
@@ -152,9 +162,8 @@ impl Engine {
         if_match: Option<i64>,
     ) -> Result<Vec<Written>, EngineError> {
         let matches = if tenant.settings.conditional_delete_multiple {
-            work.lock(condition.query.key).await?;
-            let found = work
-                .find(&condition.query, MAX_CONDITIONAL_DELETES + 1)
+            let found = self
+                .matches_up_to(work, condition, MAX_CONDITIONAL_DELETES + 1)
                 .await?;
             if found.len() > MAX_CONDITIONAL_DELETES {
                 return Err(EngineError::PreconditionFailed(format!(

@@ -16,8 +16,7 @@
 use std::collections::BTreeSet;
 use std::ops::{Deref, DerefMut};
 
-use fjord_definitions::SearchParamType;
-use fjord_model::{is_valid_id, resource_type};
+use fjord_model::{for_each_object, is_valid_id, resource_type};
 use fjord_search::keys;
 use fjord_store::{Tenant, Work};
 use serde_json::Value;
@@ -31,6 +30,8 @@ pub const MAX_REFERRERS: usize = 100;
 /// A unit of work with the integrity checks it owes before it commits.
 pub(crate) struct Unit<'s> {
     work: Work<'s>,
+    /// The tenant checks referential integrity: the unit notes what the checks need.
+    checked: bool,
     references: Vec<Reference>,
     deleted: Vec<(&'static str, String)>,
     /// Deletes in this unit take their referrers with them (`_cascade=delete`).
@@ -68,14 +69,18 @@ impl Unit<'_> {
     /// Notes the local references of a version written in this unit.
     pub(crate) fn wrote(&mut self, resource_type: &str, id: &str, body: &Value) {
         self.note_type(resource_type);
-        self.references
-            .extend(references_of(resource_type, id, body));
+        if self.checked {
+            self.references
+                .extend(references_of(resource_type, id, body));
+        }
     }
 
     /// Notes a resource deleted in this unit.
     pub(crate) fn deleted(&mut self, resource_type: &'static str, id: &str) {
         self.note_type(resource_type);
-        self.deleted.push((resource_type, id.to_owned()));
+        if self.checked {
+            self.deleted.push((resource_type, id.to_owned()));
+        }
     }
 
     fn note_type(&mut self, resource_type: &str) {
@@ -87,70 +92,75 @@ impl Unit<'_> {
 fn references_of(resource_type: &str, id: &str, body: &Value) -> Vec<Reference> {
     let referrer = format!("{resource_type}/{id}");
     let mut references = Vec::new();
-    collect(
-        body,
-        &mut resource_type.to_owned(),
-        &mut |path, target_type, target_id| {
-            references.push(Reference {
-                referrer: referrer.clone(),
-                path: path.to_owned(),
-                target_type,
-                target_id: target_id.to_owned(),
-            })
-        },
-    );
+    collect(body, resource_type, &mut |path, target_type, target_id| {
+        references.push(Reference {
+            referrer: referrer.clone(),
+            path: path.to_owned(),
+            target_type,
+            target_id: target_id.to_owned(),
+        })
+    });
     references
 }
 
-/// What a version refers to, each once, without itself (a create may refer to its own id).
+/// The local references of a version to other resources: one to itself is to the version
+/// being written (a create may refer to its own id).
+fn references_to_others(resource_type: &str, id: &str, body: &Value) -> Vec<Reference> {
+    references_of(resource_type, id, body)
+        .into_iter()
+        .filter(|r| !(r.target_type == resource_type && r.target_id == id))
+        .collect()
+}
+
+/// What a version refers to, each once, without itself.
 pub(crate) fn targets_of(
     resource_type: &str,
     id: &str,
     body: &Value,
 ) -> Vec<(&'static str, String)> {
-    let mut targets: Vec<(&'static str, String)> = references_of(resource_type, id, body)
+    distinct_targets(&references_to_others(resource_type, id, body))
         .into_iter()
-        .filter(|r| !(r.target_type == resource_type && r.target_id == id))
-        .map(|r| (r.target_type, r.target_id))
+        .map(|(target_type, target_id)| (target_type, target_id.to_owned()))
+        .collect()
+}
+
+/// The resources `references` name, each once, in order.
+fn distinct_targets(references: &[Reference]) -> Vec<(&'static str, &str)> {
+    let targets: BTreeSet<(&'static str, &str)> = references
+        .iter()
+        .map(|r| (r.target_type, r.target_id.as_str()))
         .collect();
-    targets.sort();
-    targets.dedup();
-    targets
+    targets.into_iter().collect()
+}
+
+/// The error of the first of `references` whose target is not among `existing`.
+fn first_dangling(
+    references: Vec<Reference>,
+    existing: &[(String, String)],
+) -> Option<EngineError> {
+    let existing: BTreeSet<(&str, &str)> = existing
+        .iter()
+        .map(|(t, i)| (t.as_str(), i.as_str()))
+        .collect();
+    let missing = references
+        .into_iter()
+        .find(|r| !existing.contains(&(r.target_type, r.target_id.as_str())))?;
+    Some(EngineError::DanglingReference {
+        reference: format!("{}/{}", missing.target_type, missing.target_id),
+        referrer: missing.referrer,
+        path: missing.path,
+    })
 }
 
 /// Calls `found(path, type, id)` for every `reference` of `value` that is local and literal
-/// (`Patient/p1`, `Patient/p1/_history/2`). Absolute URLs, `#contained`, `urn:` and conditional
-/// references are not Fjord's to check.
-fn collect(value: &Value, path: &mut String, found: &mut impl FnMut(&str, &'static str, &str)) {
-    match value {
-        Value::Object(object) => {
-            for (key, child) in object {
-                let len = path.len();
-                path.push('.');
-                path.push_str(key);
-                match child {
-                    Value::String(reference) if key == "reference" => {
-                        if let Some((target_type, id)) = local_target(reference) {
-                            // The path names the Reference element, not its `reference`.
-                            found(&path[..len], target_type, id);
-                        }
-                    }
-                    Value::Array(items) => {
-                        for (index, item) in items.iter().enumerate() {
-                            let item_len = path.len();
-                            path.push_str(&format!("[{index}]"));
-                            collect(item, path, found);
-                            path.truncate(item_len);
-                        }
-                    }
-                    _ => collect(child, path, found),
-                }
-                path.truncate(len);
-            }
+/// (`Patient/p1`, `Patient/p1/_history/2`), with the path of its Reference element. Absolute
+/// URLs, `#contained`, `urn:` and conditional references are not Fjord's to check.
+fn collect(value: &Value, root: &str, found: &mut impl FnMut(&str, &'static str, &str)) {
+    for_each_object(value, root, &mut |element, path| {
+        if let Some((target_type, id)) = element["reference"].as_str().and_then(local_target) {
+            found(path, target_type, id);
         }
-        Value::Array(items) => items.iter().for_each(|item| collect(item, path, found)),
-        _ => {}
-    }
+    });
 }
 
 fn local_target(reference: &str) -> Option<(&'static str, &str)> {
@@ -170,6 +180,7 @@ impl Engine {
     pub(crate) async fn begin(&self, tenant: &Tenant) -> Result<Unit<'_>, EngineError> {
         Ok(Unit {
             work: self.store.begin(tenant.key).await?,
+            checked: tenant.settings.referential_integrity,
             references: Vec::new(),
             deleted: Vec::new(),
             cascade: false,
@@ -213,19 +224,14 @@ impl Engine {
         tenant: &Tenant,
         unit: &mut Unit<'_>,
     ) -> Result<(), EngineError> {
-        if !tenant.settings.referential_integrity {
-            unit.references.clear();
-            unit.deleted.clear();
-            return Ok(());
-        }
         let mut cascaded = 0;
         while let Some((resource_type, id)) = unit.deleted.pop() {
             // Writers that refer to it hold its reference lock shared until they commit: the
             // referrers below include them, and later ones wait for this commit.
             unit.lock_references(resource_type, &id).await?;
-            let links = self.links_to(tenant, resource_type).await?;
+            let keys = self.reference_keys(tenant, resource_type, &id).await?;
             let referrers = unit
-                .referrers(resource_type, &id, &links, MAX_REFERRERS as i64 + 1)
+                .referrers(resource_type, &id, &keys, MAX_REFERRERS as i64 + 1)
                 .await?;
             if referrers.is_empty() {
                 continue;
@@ -257,23 +263,10 @@ impl Engine {
         if references.is_empty() {
             return Ok(());
         }
-        let targets: BTreeSet<(&str, &str)> = references
-            .iter()
-            .map(|r| (r.target_type, r.target_id.as_str()))
-            .collect();
-        let targets: Vec<(&str, &str)> = targets.into_iter().collect();
-        let existing: BTreeSet<(String, String)> =
-            unit.existing(&targets).await?.into_iter().collect();
-        match references
-            .iter()
-            .find(|r| !existing.contains(&(r.target_type.to_owned(), r.target_id.clone())))
-        {
+        let existing = unit.existing(&distinct_targets(&references)).await?;
+        match first_dangling(references, &existing) {
             None => Ok(()),
-            Some(missing) => Err(EngineError::DanglingReference {
-                referrer: missing.referrer.clone(),
-                path: missing.path.clone(),
-                reference: format!("{}/{}", missing.target_type, missing.target_id),
-            }),
+            Some(error) => Err(error),
         }
     }
 
@@ -285,86 +278,37 @@ impl Engine {
         id: &str,
         body: &Value,
     ) -> EngineError {
-        let references = references_of(resource_type, id, body);
-        let targets: Vec<(&str, &str)> = references
-            .iter()
-            .map(|r| (r.target_type, r.target_id.as_str()))
-            .collect();
+        let references = references_to_others(resource_type, id, body);
         let existing = match self.begin(tenant).await {
             Ok(mut unit) => {
-                let found = unit.existing(&targets).await;
+                let found = unit.existing(&distinct_targets(&references)).await;
                 let _ = unit.work.rollback().await;
                 match found {
-                    Ok(found) => found.into_iter().collect::<BTreeSet<_>>(),
+                    Ok(found) => found,
                     Err(e) => return e.into(),
                 }
             }
             Err(e) => return e,
         };
-        // A reference to the resource itself is to the version being written.
-        let is_self = |r: &Reference| r.target_type == resource_type && r.target_id == id;
-        match references.into_iter().find(|r| {
-            !is_self(r) && !existing.contains(&(r.target_type.to_owned(), r.target_id.clone()))
-        }) {
-            Some(missing) => EngineError::DanglingReference {
-                referrer: missing.referrer,
-                path: missing.path,
-                reference: format!("{}/{}", missing.target_type, missing.target_id),
-            },
-            None => EngineError::Conflict(format!(
+        first_dangling(references, &existing).unwrap_or_else(|| {
+            EngineError::Conflict(format!(
                 "{resource_type}/{id}: what it refers to changed concurrently; try again"
-            )),
-        }
+            ))
+        })
     }
 
-    /// The link keys of every reference search parameter of the tenant that may point at a
-    /// resource of `target_type`.
-    async fn links_to(&self, tenant: &Tenant, target_type: &str) -> Result<Vec<i64>, EngineError> {
+    /// The index keys a reference to `target_type/id` has in its referrers: one per reference
+    /// search parameter of the tenant that may point at the type.
+    async fn reference_keys(
+        &self,
+        tenant: &Tenant,
+        target_type: &str,
+        id: &str,
+    ) -> Result<Vec<i64>, EngineError> {
         let registry = self.registry(tenant).await?;
-        let mut links = Vec::new();
-        for source in registry.resource_types() {
-            for param in registry.parameters_of(source) {
-                if param.kind == SearchParamType::Reference
-                    && param.is_searchable()
-                    && param.targets.allows(target_type)
-                {
-                    links.push(keys::link(source, &param.code));
-                }
-            }
-        }
-        Ok(links)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn local_references_are_found_with_their_paths() {
-        let observation = json!({
-            "resourceType": "Observation",
-            "subject": { "reference": "Patient/p1" },
-            "performer": [
-                { "reference": "https://other.example/fhir/Practitioner/x" },
-                { "reference": "Practitioner/pr1/_history/2" },
-            ],
-            "hasMember": [{ "reference": "#contained" }, { "reference": "urn:uuid:1" }],
-            "focus": [{ "reference": "Patient?identifier=a|b" }, { "reference": "Nothing/1" }],
-        });
-        let mut found = Vec::new();
-        collect(
-            &observation,
-            &mut "Observation".to_owned(),
-            &mut |path, t, id| found.push(format!("{path} → {t}/{id}")),
-        );
-        assert_eq!(
-            found,
-            [
-                "Observation.subject → Patient/p1",
-                "Observation.performer[1] → Practitioner/pr1"
-            ]
-        );
+        Ok(registry
+            .references_to(target_type)
+            .map(|(source, param)| keys::reference(source, &param.code, target_type, id))
+            .collect())
     }
 }

@@ -27,12 +27,17 @@ pub enum Patch {
     FhirPath(Value),
 }
 
-impl Patch {
-    /// The patch a bundle entry carries as its resource: a `Parameters` (FHIRPath Patch), or a
-    /// `Binary` whose content type is `application/json-patch+json` (JSON Patch).
-    pub(crate) fn of_entry(resource: Value) -> Result<Patch, EngineError> {
+impl Engine {
+    /// The patch a bundle entry carries as its resource: a `Parameters` (FHIRPath Patch,
+    /// checked like any Parameters resource), or a `Binary` whose content type is
+    /// `application/json-patch+json` (JSON Patch).
+    pub(crate) fn patch_of_entry(&self, resource: Value) -> Result<Patch, EngineError> {
         match resource["resourceType"].as_str() {
-            Some("Parameters") => Ok(Patch::FhirPath(resource)),
+            Some("Parameters") => {
+                let bytes = serde_json::to_vec(&resource)
+                    .map_err(|e| EngineError::Internal(e.to_string()))?;
+                self.parse_patch(PatchBody::FhirPath(&bytes, Format::Json))
+            }
             Some("Binary") if resource["contentType"] == "application/json-patch+json" => {
                 let data = resource["data"].as_str().unwrap_or_default();
                 let bytes = base64::engine::general_purpose::STANDARD
@@ -40,10 +45,7 @@ impl Patch {
                     .map_err(|e| {
                         EngineError::BadRequest(format!("Binary.data is not base64: {e}"))
                     })?;
-                let document: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                    EngineError::BadRequest(format!("the JSON Patch is not JSON: {e}"))
-                })?;
-                Ok(Patch::Json(document))
+                self.parse_patch(PatchBody::JsonPatch(&bytes))
             }
             _ => Err(EngineError::BadRequest(
                 "a PATCH entry carries a Parameters resource (FHIRPath Patch) or a Binary of \
@@ -52,9 +54,7 @@ impl Patch {
             )),
         }
     }
-}
 
-impl Engine {
     /// Parses a PATCH body: JSON Patch, or a `Parameters` resource checked like any resource.
     pub fn parse_patch(&self, body: PatchBody<'_>) -> Result<Patch, EngineError> {
         match body {

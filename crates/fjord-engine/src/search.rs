@@ -213,18 +213,8 @@ impl Engine {
     ) -> Result<Vec<String>, EngineError> {
         let registry = self.registry(tenant).await?;
         Ok(registry
-            .resource_types()
-            .flat_map(|source| {
-                registry
-                    .parameters_of(source)
-                    .iter()
-                    .filter(|p| {
-                        p.kind == fjord_search::SearchParamType::Reference
-                            && p.is_searchable()
-                            && p.targets.allows(resource_type)
-                    })
-                    .map(move |p| format!("{source}:{}", p.code))
-            })
+            .references_to(resource_type)
+            .map(|(source, p)| format!("{source}:{}", p.code))
             .collect())
     }
 

@@ -10,9 +10,11 @@ mod format;
 mod generated;
 mod locate;
 mod narrative;
+mod paths;
 mod resource;
 
 pub use error::ParseError;
 pub use format::Format;
 pub use generated::RESOURCE_TYPES;
+pub use paths::for_each_object;
 pub use resource::{is_valid_id, resource_type, ParseLimits, Resource};

@@ -398,10 +398,7 @@ pub(crate) async fn delete(
 /// Whether a delete asks to cascade (`_cascade=delete`).
 fn cascade(req: &HttpRequest) -> Result<bool, ApiError> {
     let mut cascade = false;
-    for (name, value) in web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .unwrap_or_default()
-    {
+    for (name, value) in negotiate::query_pairs(req) {
         match (name.as_str(), value.as_str()) {
             ("_cascade", "delete") => cascade = true,
             ("_cascade", other) => {

@@ -131,6 +131,25 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Every searchable reference parameter, of any type, that may point at `target_type`: as
+    /// (type it belongs to, parameter). What `_revinclude` takes, and where references to a
+    /// resource are indexed.
+    pub fn references_to<'r>(
+        &'r self,
+        target_type: &'r str,
+    ) -> impl Iterator<Item = (&'r str, &'r SearchParam)> + 'r {
+        self.resource_types().flat_map(move |source| {
+            self.parameters_of(source)
+                .iter()
+                .filter(move |p| {
+                    p.kind == SearchParamType::Reference
+                        && p.is_searchable()
+                        && p.targets.allows(target_type)
+                })
+                .map(move |p| (source, p))
+        })
+    }
+
     /// Every resource type with parameters, sorted.
     pub fn resource_types(&self) -> impl Iterator<Item = &str> {
         self.types.iter().map(String::as_str)

@@ -82,6 +82,9 @@ pub fn is_valid_tenant_id(id: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// The columns `tenant_from_row` reads.
+const TENANT_COLUMNS: &str = "id, key, name, created_at, settings::text AS settings";
+
 const TENANT_TABLES: [&str; 4] = [
     "resource_version",
     "resource_current",
@@ -97,10 +100,10 @@ impl Store {
             return Err(StoreError::InvalidTenantId(id.to_owned()));
         }
         let mut tx = self.pool.begin().await.map_err(StoreError::database)?;
-        let row = sqlx::query(
+        let row = sqlx::query(&format!(
             "INSERT INTO tenant (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING \
-             RETURNING id, key, name, created_at, settings::text AS settings",
-        )
+             RETURNING {TENANT_COLUMNS}"
+        ))
         .bind(id)
         .bind(name)
         .fetch_optional(&mut *tx)
@@ -139,22 +142,22 @@ impl Store {
 
     /// All tenants, by id.
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, key, name, created_at, settings::text AS settings FROM tenant ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::database)?;
+        let rows = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenant ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::database)?;
         Ok(rows.iter().map(tenant_from_row).collect())
     }
 
     /// The tenant with this id, if any.
     pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
-        let row = sqlx::query("SELECT id, key, name, created_at, settings::text AS settings FROM tenant WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::database)?;
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenant WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::database)?;
         Ok(row.as_ref().map(tenant_from_row))
     }
 
@@ -166,10 +169,9 @@ impl Store {
         settings: &TenantSettings,
     ) -> Result<Option<Tenant>, StoreError> {
         let json = serde_json::to_string(settings).expect("settings serialize");
-        let row = sqlx::query(
-            "UPDATE tenant SET settings = $2::jsonb WHERE id = $1 \
-             RETURNING id, key, name, created_at, settings::text AS settings",
-        )
+        let row = sqlx::query(&format!(
+            "UPDATE tenant SET settings = $2::jsonb WHERE id = $1 RETURNING {TENANT_COLUMNS}"
+        ))
         .bind(id)
         .bind(json)
         .fetch_optional(&self.pool)

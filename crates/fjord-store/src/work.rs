@@ -169,27 +169,25 @@ impl Work<'_> {
             .map_err(classify)
     }
 
-    /// Up to `limit` current resources (other than itself) that refer to `type/id` under one
-    /// of `links`: the link keys of reference search parameters that may target the type.
+    /// Up to `limit` current resources (other than itself) that refer to `type/id`: whose
+    /// index has one of `reference_keys`, the keys of such a reference.
     pub async fn referrers(
         &mut self,
         resource_type: &str,
         id: &str,
-        links: &[i64],
+        reference_keys: &[i64],
         limit: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
         sqlx::query_as(
-            "SELECT c.type, c.id FROM resource_current c \
-             WHERE c.tenant = $1 AND NOT c.deleted AND NOT (c.type = $2 AND c.id = $3) \
-               AND c.keys && ARRAY(SELECT t.resource_key # l FROM resource_current t, \
-                                   unnest($4::int8[]) AS l \
-                                   WHERE t.tenant = $1 AND t.type = $2 AND t.id = $3) \
-             ORDER BY c.type, c.id LIMIT $5",
+            "SELECT type, id FROM resource_current \
+             WHERE tenant = $1 AND NOT deleted AND NOT (type = $2 AND id = $3) \
+               AND keys && $4::int8[] \
+             ORDER BY type, id LIMIT $5",
         )
         .bind(self.tenant.0)
         .bind(resource_type)
         .bind(id)
-        .bind(links)
+        .bind(reference_keys)
         .bind(limit)
         .fetch_all(self.lease.connection())
         .await

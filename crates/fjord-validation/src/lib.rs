@@ -7,6 +7,7 @@
 
 pub mod norwegian;
 
+use fjord_model::for_each_object;
 use serde_json::Value;
 
 pub use norwegian::{check_identifier, IdentifierError, IdentifierKind, IdentifierRules};
@@ -23,11 +24,8 @@ pub struct Issue {
 /// wherever they are (`identifier`, a Reference's `identifier`, contained resources).
 pub fn check_resource(resource: &Value, rules: IdentifierRules) -> Vec<Issue> {
     let mut issues = Vec::new();
-    let mut path = resource["resourceType"]
-        .as_str()
-        .unwrap_or("Resource")
-        .to_owned();
-    walk(resource, &mut path, &mut |element, path| {
+    let root = resource["resourceType"].as_str().unwrap_or("Resource");
+    for_each_object(resource, root, &mut |element, path| {
         let (Some(system), Some(value)) = (element["system"].as_str(), element["value"].as_str())
         else {
             return;
@@ -43,31 +41,6 @@ pub fn check_resource(resource: &Value, rules: IdentifierRules) -> Vec<Issue> {
         }
     });
     issues
-}
-
-/// Calls `visit` with every JSON object under `value` and its path.
-fn walk(value: &Value, path: &mut String, visit: &mut impl FnMut(&Value, &str)) {
-    match value {
-        Value::Object(object) => {
-            visit(value, path);
-            for (key, child) in object {
-                let len = path.len();
-                path.push('.');
-                path.push_str(key);
-                walk(child, path, visit);
-                path.truncate(len);
-            }
-        }
-        Value::Array(items) => {
-            for (index, item) in items.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{index}]"));
-                walk(item, path, visit);
-                path.truncate(len);
-            }
-        }
-        _ => {}
-    }
 }
 
 #[cfg(test)]
