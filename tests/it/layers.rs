@@ -13,7 +13,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("fjord-fhirpath", &["fjord-definitions"]),
     ("fjord-search", &["fjord-definitions", "fjord-fhirpath"]),
     ("fjord-patch", &["fjord-definitions", "fjord-fhirpath"]),
-    ("fjord-validation", &["fjord-model"]),
+    (
+        "fjord-validation",
+        &["fjord-definitions", "fjord-fhirpath", "fjord-model"],
+    ),
     ("fjord-pg", &[]),
     ("fjord-store", &["fjord-search"]),
     ("fjord-text", &["fjord-search"]),

@@ -23,6 +23,7 @@ mod store;
 mod synthea;
 mod text_search;
 mod validation;
+mod validation_r4;
 
 use fjord_tests::{send, Server};
 

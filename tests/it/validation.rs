@@ -1,5 +1,5 @@
 //! The tenant's validation mode over the REST API: strict refuses with every issue, lenient
-//! stores and tells, off stores; so far the checks are the Norwegian identifier rules.
+//! stores and tells, off stores; the checks are base R4 and the Norwegian identifier rules.
 
 use fjord_tests::{send, Reply};
 use serde_json::{json, Value};
@@ -171,4 +171,70 @@ fn lenient_validation_stores_and_tells_the_client_that_asks() {
         reply = reply.body
     );
     assert_eq!(ids(&base, "Patient").len(), 4);
+}
+
+#[test]
+fn strict_validation_checks_base_r4_cardinality_formats_bindings_and_invariants() {
+    let (_server, base) = server_with_tenant();
+    set_settings(&base, json!({ "validation": "strict" }));
+    let observation = json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": { "text": "pulse" },
+        "effectiveDateTime": "2026-02-30T08:00:00+01:00",
+        "valueQuantity": { "value": 72, "comparator": "about" },
+        "dataAbsentReason": { "text": "device off" },
+    });
+    let url = format!("{base}/Observation");
+    let refused = send("POST", &url, &[JSON], Some(&observation.to_string()));
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let outcome = refused.json();
+    let found: Vec<(String, String)> = outcome["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let code = i["code"].as_str().unwrap().to_owned();
+            (code, i["expression"][0].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let expected = [
+        ("value", "Observation.effective.ofType(dateTime)"),
+        (
+            "code-invalid",
+            "Observation.value.ofType(Quantity).comparator",
+        ),
+        ("invariant", "Observation"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(c, e)| (c.to_string(), e.to_string()))
+        .collect();
+    assert_eq!(found, expected, "{outcome}");
+    assert_eq!(ids(&base, "Observation").len(), 0);
+    // A missing 1..1 element is a parse error (400, `fjord-model`); a missing 1..* list is
+    // validation's.
+    let appointment = json!({ "resourceType": "Appointment", "status": "proposed" });
+    let refused = send(
+        "POST",
+        &format!("{base}/Appointment"),
+        &[JSON],
+        Some(&appointment.to_string()),
+    );
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let issue = &refused.json()["issue"][0];
+    assert_eq!(issue["code"], "required");
+    assert_eq!(issue["expression"][0], "Appointment.participant");
+
+    // Lenient: stored, and the client that asks hears every issue as a warning.
+    set_settings(&base, json!({ "validation": "lenient" }));
+    let stored = send(
+        "POST",
+        &url,
+        &[JSON, ("Prefer", "return=OperationOutcome")],
+        Some(&observation.to_string()),
+    );
+    assert_eq!(stored.status, 201, "{}", stored.body);
+    let severities: Vec<String> = issues(&stored.json()).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(severities, ["information", "warning", "warning", "warning"]);
 }

@@ -23,6 +23,47 @@ pub struct TypeDef {
     /// The type it specialises (`code` → `string`, `Patient` → `DomainResource`).
     pub base: Option<&'static str>,
     pub is_abstract: bool,
+    /// The regular expression every value of a primitive type matches, whole.
+    pub regex: Option<&'static str>,
+    /// Invariants of every value of the type that its base types do not already have (`ele-1`,
+    /// which every element has, is left to validation to check natively).
+    pub constraints: &'static [Constraint],
+}
+
+/// An invariant: a FHIRPath expression that must be true of every value of an element or type.
+#[derive(Debug)]
+pub struct Constraint {
+    /// `obs-6`, `dom-3`
+    pub key: &'static str,
+    pub severity: Severity,
+    pub expression: &'static str,
+    /// The rule in one line, as the specification states it.
+    pub human: &'static str,
+    /// A recommendation rather than a rule (`dom-6`: a resource should have a narrative).
+    pub best_practice: bool,
+}
+
+/// How serious breaking an invariant is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// How strongly an element's codes are bound to a value set (`example` bindings are left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingStrength {
+    Required,
+    Extensible,
+    Preferred,
+}
+
+/// The value set an element's codes are bound to.
+#[derive(Debug)]
+pub struct Binding {
+    pub strength: BindingStrength,
+    /// Canonical URL, without version.
+    pub value_set: &'static str,
 }
 
 /// An element introduced by a type (inherited elements belong to the type that introduced them).
@@ -42,6 +83,9 @@ pub struct ElementDef {
     /// For an element defined as another's structure (`Questionnaire.item.item` →
     /// `Questionnaire.item`).
     pub content_reference: Option<&'static str>,
+    pub binding: Option<Binding>,
+    /// The element's own invariants; those of its type are on the type.
+    pub constraints: &'static [Constraint],
 }
 
 impl ElementDef {
@@ -111,6 +155,28 @@ pub fn child_element(structure: &str, name: &str) -> Option<&'static ElementDef>
         };
     }
     None
+}
+
+/// Every element a value of `structure` (a type name or an inline structure's path) can have:
+/// its own, then those of its base types.
+pub fn elements_of(structure: &str) -> impl Iterator<Item = &'static ElementDef> + '_ {
+    let children = children_by_structure();
+    let mut current = Some(structure);
+    std::iter::from_fn(move || {
+        let owner = current?;
+        current = if owner.contains('.') {
+            Some("BackboneElement")
+        } else {
+            type_def(owner).and_then(|t| t.base)
+        };
+        Some(
+            children
+                .get(owner)
+                .into_iter()
+                .flat_map(|c| c.values().copied()),
+        )
+    })
+    .flatten()
 }
 
 type Children = HashMap<&'static str, HashMap<&'static str, &'static ElementDef>>;

@@ -22,6 +22,10 @@ pub enum EngineError {
     /// The resource is well-formed but breaks a rule of FHIR or of this server.
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Unprocessable(Vec<ParseError>),
+    /// The tenant validates strictly and the resource does not conform: every issue found,
+    /// errors first.
+    #[error("{}", .0.iter().map(|i| format!("{}: {}", i.expression, i.message)).collect::<Vec<_>>().join("; "))]
+    NotConformant(Vec<fjord_validation::Issue>),
     /// The resource breaks a rule of this server (a SearchParameter it cannot use).
     #[error("{0}")]
     Rejected(String),

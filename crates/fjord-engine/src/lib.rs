@@ -28,7 +28,7 @@ pub use fjord_store::{
     HistoryPage, Op, PreviousPage, SearchPage, StoredVersion, Tenant, TenantSettings,
     ValidationMode,
 };
-pub use fjord_validation::Issue as ValidationIssue;
+pub use fjord_validation::{Issue as ValidationIssue, Severity as ValidationSeverity};
 pub use interactions::{format_instant, version_of_etag, HistoryQuery, Written};
 pub use patch::{Patch, PatchBody};
 pub use reindex::{JobState, ReindexJob};

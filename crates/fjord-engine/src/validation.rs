@@ -1,15 +1,15 @@
 //! The tenant's validation of what it stores (`TenantSettings::validation`): the checks of
-//! `fjord-validation` on every resource a create, update, patch or bundle entry writes.
+//! `fjord-validation` (base R4 and the Norwegian identifier rules) on every resource a create,
+//! update, patch or bundle entry writes.
 
-use fjord_model::ParseError;
-use fjord_validation::{check_resource, IdentifierRules};
+use fjord_validation::{validate, IdentifierRules};
 use serde_json::Value;
 
 use crate::{Engine, EngineError, Tenant, ValidationIssue, ValidationMode};
 
 impl Engine {
-    /// The issues of `resource` under the tenant's rules: none when validation is off; an
-    /// error naming every issue when it is strict; kept for the client when it is lenient.
+    /// The issues of `resource` under the tenant's rules: none when validation is off; when it is
+    /// strict, an error naming every issue if one is an error; otherwise kept for the client.
     pub(crate) fn validate(
         &self,
         tenant: &Tenant,
@@ -22,18 +22,11 @@ impl Engine {
         let rules = IdentifierRules {
             allow_test_data: settings.allow_test_data,
         };
-        let issues = check_resource(resource, rules);
-        if settings.validation == ValidationMode::Strict && !issues.is_empty() {
-            return Err(EngineError::Unprocessable(
-                issues
-                    .into_iter()
-                    .map(|issue| ParseError {
-                        message: issue.message,
-                        path: Some(issue.expression),
-                    })
-                    .collect(),
-            ));
+        let mut report = validate(resource, rules);
+        report.issues.sort_by_key(|issue| issue.severity);
+        if settings.validation == ValidationMode::Strict && report.has_errors() {
+            return Err(EngineError::NotConformant(report.issues));
         }
-        Ok(issues)
+        Ok(report.issues)
     }
 }

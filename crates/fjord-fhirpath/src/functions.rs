@@ -168,9 +168,21 @@ impl<'a> Evaluator<'_, 'a> {
             "ofType" => {
                 let type_name = type_argument(lambda(0)?)?;
                 let mut out = Vec::new();
-                for item in input {
-                    if is_type(&item, &type_name, true)? {
-                        out.push(item);
+                for item in &input {
+                    if is_type(item, &type_name, true, self.env.lenient)? {
+                        out.push(item.clone());
+                    }
+                }
+                out
+            }
+            // The specification's own invariants apply `as()` to collections
+            // (`descendants().as(canonical)`), which its reference implementation filters.
+            "as" if self.env.lenient => {
+                let type_name = type_argument(lambda(0)?)?;
+                let mut out = Vec::new();
+                for item in &input {
+                    if is_type(item, &type_name, true, self.env.lenient)? {
+                        out.push(item.clone());
                     }
                 }
                 out
@@ -179,8 +191,10 @@ impl<'a> Evaluator<'_, 'a> {
                 let type_name = type_argument(lambda(0)?)?;
                 match one()? {
                     None => Vec::new(),
-                    Some(item) if name == "is" => boolean(is_type(&item, &type_name, false)?),
-                    Some(item) => is_type(&item, &type_name, true)?
+                    Some(item) if name == "is" => {
+                        boolean(is_type(&item, &type_name, false, self.env.lenient)?)
+                    }
+                    Some(item) => is_type(&item, &type_name, true, self.env.lenient)?
                         .then_some(item)
                         .into_iter()
                         .collect(),

@@ -60,8 +60,13 @@ pub trait Host {
 #[derive(Default)]
 pub struct Environment<'a> {
     pub resource: Option<&'a Json>,
+    /// The resource that contains `resource` (`%rootResource`), when that is a contained one.
+    pub root_resource: Option<&'a Json>,
     pub variables: Vec<(String, Vec<Value<'a>>)>,
     pub host: Option<&'a dyn Host>,
+    /// Evaluate as the specification's reference implementation does its own invariants: a name
+    /// no element has is empty rather than an error, `as()` filters a collection.
+    pub lenient: bool,
 }
 
 /// Evaluates `expr` on `input` (a resource, or any element given as JSON with its FHIR type).

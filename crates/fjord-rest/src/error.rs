@@ -13,12 +13,13 @@
 //! | body or bundle too large    | 413    | `too-costly`    |
 //! | unsupported `Content-Type`  | 415    | `not-supported` |
 //! | FHIR invariant violated     | 422    | `invariant`     |
+//! | not conformant (strict)     | 422    | per issue       |
 //! | interaction not implemented | 501    | `not-supported` |
 //! | storage failure             | 500    | `exception`     |
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use fjord_engine::{EngineError, PatchError, ValidationIssue};
+use fjord_engine::{EngineError, PatchError, ValidationIssue, ValidationSeverity as Severity};
 use serde_json::json;
 
 use crate::negotiate::{self, Negotiated};
@@ -31,10 +32,30 @@ pub struct ApiError {
     pub message: String,
     /// Expression path of the offending element, when known.
     pub expression: Option<String>,
-    /// Further issues of the same error (every rule a resource breaks), with their paths.
-    pub more: Vec<(String, Option<String>)>,
+    /// Further issues of the same error (every rule a resource breaks).
+    pub more: Vec<Detail>,
     /// Format the outcome is written in.
     pub format: Negotiated,
+}
+
+/// One more issue of an error: its own severity, code, message and path.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    pub severity: &'static str,
+    pub code: &'static str,
+    pub message: String,
+    pub expression: Option<String>,
+}
+
+impl Detail {
+    fn of(issue: ValidationIssue) -> Detail {
+        Detail {
+            severity: issue.severity.as_str(),
+            code: issue.code.as_str(),
+            message: issue.message,
+            expression: Some(issue.expression),
+        }
+    }
 }
 
 impl ApiError {
@@ -51,17 +72,20 @@ impl ApiError {
 
     /// The OperationOutcome that tells the client.
     pub fn outcome(&self) -> serde_json::Value {
-        let issue = |message: &str, expression: &Option<String>| {
-            let mut issue =
-                json!({ "severity": "error", "code": self.code, "diagnostics": message });
+        let issue = |severity: &str, code: &str, message: &str, expression: &Option<String>| {
+            let mut issue = json!({ "severity": severity, "code": code, "diagnostics": message });
             if let Some(expression) = expression {
                 issue["expression"] = json!([expression]);
             }
             issue
         };
         let issues: Vec<serde_json::Value> =
-            std::iter::once(issue(&self.message, &self.expression))
-                .chain(self.more.iter().map(|(m, e)| issue(m, e)))
+            std::iter::once(issue("error", self.code, &self.message, &self.expression))
+                .chain(
+                    self.more
+                        .iter()
+                        .map(|d| issue(d.severity, d.code, &d.message, &d.expression)),
+                )
                 .collect();
         json!({ "resourceType": "OperationOutcome", "issue": issues })
     }
@@ -93,6 +117,10 @@ fn status_of(error: &EngineError) -> (StatusCode, &'static str) {
         EngineError::Invalid(_) => (StatusCode::BAD_REQUEST, "structure"),
         EngineError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid"),
         EngineError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invariant"),
+        EngineError::NotConformant(issues) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            issues.first().map_or("invalid", |i| i.code.as_str()),
+        ),
         EngineError::Search(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing"),
         EngineError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "business-rule"),
         EngineError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict"),
@@ -135,7 +163,23 @@ impl From<EngineError> for ApiError {
                     api.message = first.message;
                     api.expression = first.path;
                 }
-                api.more = violations.map(|v| (v.message, v.path)).collect();
+                api.more = violations
+                    .map(|v| Detail {
+                        severity: "error",
+                        code: "invariant",
+                        message: v.message,
+                        expression: v.path,
+                    })
+                    .collect();
+            }
+            // Every issue validation found, errors first (the first is the error's own).
+            EngineError::NotConformant(issues) => {
+                let mut issues = issues.into_iter();
+                if let Some(first) = issues.next() {
+                    api.message = first.message;
+                    api.expression = Some(first.expression);
+                }
+                api.more = issues.map(Detail::of).collect();
             }
             EngineError::DanglingReference { path, .. } => api.expression = Some(path),
             _ => {}
@@ -143,9 +187,9 @@ impl From<EngineError> for ApiError {
         if let Some(index) = entry {
             // The entry, and within it the resource's element when one is named.
             api.expression = Some(in_entry(index, api.expression.take()));
-            for (message, expression) in &mut api.more {
-                *expression = Some(in_entry(index, expression.take()));
-                *message = format!("bundle entry {index}: {message}");
+            for detail in &mut api.more {
+                detail.expression = Some(in_entry(index, detail.expression.take()));
+                detail.message = format!("bundle entry {index}: {}", detail.message);
             }
             if !api.message.starts_with("bundle entry") {
                 api.message = format!("bundle entry {index}: {}", api.message);
@@ -181,8 +225,8 @@ fn in_entry(index: usize, path: Option<String>) -> String {
     }
 }
 
-/// What a write stored despite its validation issues (the tenant validates leniently): one
-/// warning per issue, after `message`.
+/// What a write stored despite its validation issues (the tenant validates leniently, or
+/// strictly and only warnings were found): one issue per issue, after `message`.
 pub(crate) fn stored_with_issues(message: &str, issues: &[ValidationIssue]) -> serde_json::Value {
     let mut outcome = information(message);
     for issue in issues {
@@ -190,8 +234,9 @@ pub(crate) fn stored_with_issues(message: &str, issues: &[ValidationIssue]) -> s
             .as_array_mut()
             .expect("an issue list")
             .push(json!({
-                "severity": "warning",
-                "code": "value",
+                // Stored all the same: what would have been an error is a warning here.
+                "severity": issue.severity.max(Severity::Warning).as_str(),
+                "code": issue.code.as_str(),
                 "diagnostics": issue.message,
                 "expression": [issue.expression],
             }));

@@ -1,11 +1,16 @@
 //! Validation of FHIR resources for Fjord.
 //!
-//! So far the Norwegian identifier rules (`norwegian`): which values are valid for the
-//! national identifier systems (fødselsnummer, D-nummer, felles hjelpenummer, HPR-nummer,
-//! organisasjonsnummer, RESH-id), check digits included, applied to every identifier of a
-//! resource by `check_resource`. Pure; profiles, bindings and terminology come on top of it.
+//! [`validate`] checks a resource (FHIR JSON that `fjord-model` has parsed) against base R4
+//! (`structure`: cardinalities, primitive formats, `ele-1`, required bindings the specification
+//! enumerates, and the invariants of every element and type, evaluated with `fjord-fhirpath`)
+//! and the Norwegian identifier rules (`norwegian`: which values are valid for the national
+//! identifier systems, fødselsnummer, D-nummer, felles hjelpenummer, HPR-nummer,
+//! organisasjonsnummer and RESH-id, check digits included). Pure: no I/O.
 
+mod invariants;
 pub mod norwegian;
+mod primitives;
+mod structure;
 
 use fjord_model::for_each_object;
 use serde_json::Value;
@@ -15,14 +20,92 @@ pub use norwegian::{check_identifier, IdentifierError, IdentifierKind, Identifie
 /// A rule a resource breaks, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issue {
+    pub severity: Severity,
+    pub code: IssueType,
     /// FHIRPath of the offending element, from the resource type (`Patient.identifier[0].value`).
     pub expression: String,
     pub message: String,
 }
 
-/// What this crate can check of `resource` (FHIR JSON): the values of its national identifiers,
-/// wherever they are (`identifier`, a Reference's `identifier`, contained resources).
-pub fn check_resource(resource: &Value, rules: IdentifierRules) -> Vec<Issue> {
+/// How serious an issue is (OperationOutcome's `issue.severity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+    Information,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Information => "information",
+        }
+    }
+}
+
+/// What kind of rule an issue breaks (OperationOutcome's `issue.code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueType {
+    /// Unknown or misplaced element, wrong JSON shape.
+    Structure,
+    /// A required element is missing.
+    Required,
+    /// A value has the wrong format.
+    Value,
+    /// A code is not in the value set it is bound to.
+    CodeInvalid,
+    /// An invariant is false.
+    Invariant,
+}
+
+impl IssueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssueType::Structure => "structure",
+            IssueType::Required => "required",
+            IssueType::Value => "value",
+            IssueType::CodeInvalid => "code-invalid",
+            IssueType::Invariant => "invariant",
+        }
+    }
+}
+
+/// What validation found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub issues: Vec<Issue>,
+    /// Keys of invariants `fjord-fhirpath` could not evaluate (so neither passed nor failed).
+    pub unevaluated: Vec<String>,
+}
+
+impl Report {
+    pub fn errors(&self) -> impl Iterator<Item = &Issue> {
+        self.issues.iter().filter(|i| i.severity == Severity::Error)
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.errors().next().is_some()
+    }
+}
+
+/// Validates `resource` (FHIR JSON) against base R4 and the Norwegian identifier rules.
+pub fn validate(resource: &Value, rules: IdentifierRules) -> Report {
+    let root = resource["resourceType"].as_str().unwrap_or("Resource");
+    let mut walker = structure::Walker::new(resource);
+    walker.resource(resource, root, None);
+    let mut report = Report {
+        issues: walker.issues,
+        unevaluated: walker.unevaluated,
+    };
+    report.issues.extend(check_identifiers(resource, rules));
+    report
+}
+
+/// The values of the national identifiers of `resource` (FHIR JSON), wherever they are
+/// (`identifier`, a Reference's `identifier`, contained resources).
+pub fn check_identifiers(resource: &Value, rules: IdentifierRules) -> Vec<Issue> {
     let mut issues = Vec::new();
     let root = resource["resourceType"].as_str().unwrap_or("Resource");
     for_each_object(resource, root, &mut |element, path| {
@@ -35,6 +118,8 @@ pub fn check_resource(resource: &Value, rules: IdentifierRules) -> Vec<Issue> {
         };
         if let Err(error) = check_identifier(kind, value, rules) {
             issues.push(Issue {
+                severity: Severity::Error,
+                code: IssueType::Value,
                 expression: format!("{path}.value"),
                 message: error.to_string(),
             });
@@ -65,7 +150,7 @@ mod tests {
             // Not Identifiers: a ContactPoint's system is no OID, a Quantity's value no string.
             "valueQuantity": { "system": "http://unitsofmeasure.org", "value": 120 },
         });
-        let issues = check_resource(&observation, IdentifierRules::default());
+        let issues = check_identifiers(&observation, IdentifierRules::default());
         let expressions: Vec<&str> = issues.iter().map(|i| i.expression.as_str()).collect();
         assert_eq!(
             expressions,

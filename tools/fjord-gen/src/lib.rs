@@ -1,9 +1,10 @@
 //! Generates the Rust sources Fjord compiles its FHIR R4 facts from.
 //!
 //! Reads the specification's files (the `fhir-r4` directory of the shared data) and produces:
-//! the resource type lists of `fjord-model`, and the search parameters and compartment
-//! definitions of `fjord-definitions`. Facts only: names, types, expressions, targets; never
-//! descriptions. The output goes through `rustfmt`, so it is stable and passes `cargo fmt`.
+//! the resource type lists of `fjord-model`, and the search parameters, compartment
+//! definitions, structures (elements, bindings, invariants) and required value sets of
+//! `fjord-definitions`. Facts only: names, types, expressions, targets, and an invariant's
+//! one-line statement (its error message); never descriptions. The output goes through `rustfmt`, so it is stable and passes `cargo fmt`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 mod structures;
+mod value_sets;
 
 /// A generated file: its path in the workspace and its text.
 pub struct Generated {
@@ -27,6 +29,7 @@ pub fn generate(fhir_r4: &Path) -> anyhow::Result<Vec<Generated>> {
     let types = ResourceTypes::from_bundle(&resources);
     let data_types = read_json(&official.join("profiles-types.json"))?;
     let parameters = read_json(&official.join("search-parameters.json"))?;
+    let valuesets = read_json(&official.join("valuesets.json"))?;
     let package = fhir_r4.join("hl7.fhir.r4.core-4.0.1/package");
     let compartments = [
         "patient",
@@ -54,6 +57,13 @@ pub fn generate(fhir_r4: &Path) -> anyhow::Result<Vec<Generated>> {
         Generated {
             path: "crates/fjord-definitions/src/generated/structures.rs".into(),
             text: rustfmt(&structures::structures_source(&[&data_types, &resources])?)?,
+        },
+        Generated {
+            path: "crates/fjord-definitions/src/generated/value_sets.rs".into(),
+            text: rustfmt(&value_sets::value_sets_source(
+                &valuesets,
+                &[&data_types, &resources],
+            ))?,
         },
     ])
 }
