@@ -29,8 +29,12 @@ pub fn shared_dir() -> PathBuf {
 
 /// The JSON files of the official R4 examples package, sorted.
 pub fn r4_example_files() -> Vec<PathBuf> {
-    let dir = shared_dir().join("fhir-r4/hl7.fhir.r4.examples-4.0.1/package");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    json_files(&shared_dir().join("fhir-r4/hl7.fhir.r4.examples-4.0.1/package"))
+}
+
+/// The `.json` files directly in a directory, sorted.
+pub fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
         .map(|e| e.path())

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use fjord_tests::{fjord_binary, send, Server};
 
 /// A data directory the unprivileged cluster account can reach (not under /root).
-fn data_dir(name: &str) -> PathBuf {
+pub(crate) fn data_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(format!("/tmp/fjord-it-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
-fn fjord(args: &[&str]) -> String {
+pub(crate) fn fjord(args: &[&str]) -> String {
     let output = Command::new(fjord_binary())
         .args(args)
         .env("FJORD_LOG", "warn")

@@ -83,6 +83,8 @@ fn settings_are_shown_replaced_checked_and_take_effect_at_once() {
             "conditionalDeleteMultiple": false,
             "validation": "off",
             "allowTestData": false,
+            "requiredProfiles": {},
+            "unknownProfile": "warning",
         })
     );
 

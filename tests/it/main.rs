@@ -23,7 +23,9 @@ mod store;
 mod synthea;
 mod text_search;
 mod validation;
+mod validation_profiles;
 mod validation_r4;
+mod validator_suite;
 
 use fjord_tests::{send, Server};
 

@@ -238,3 +238,74 @@ fn strict_validation_checks_base_r4_cardinality_formats_bindings_and_invariants(
     let severities: Vec<String> = issues(&stored.json()).into_iter().map(|(s, _)| s).collect();
     assert_eq!(severities, ["information", "warning", "warning", "warning"]);
 }
+
+/// `fjord package install` stores no-basis in a tenant, where it is readable and validates
+/// what the tenant requires; a definition changed through the API takes effect without a
+/// restart.
+#[test]
+fn an_installed_package_validates_and_changes_without_a_restart() {
+    let dir = crate::embedded::data_dir("package");
+    let dir_arg = dir.to_str().unwrap();
+    let package = fjord_tests::shared_dir().join("no-basis/hl7.fhir.no.basis-2.2.0-snapshots.tgz");
+    let installed = crate::embedded::fjord(&[
+        "package",
+        "install",
+        package.to_str().unwrap(),
+        "--data-dir",
+        dir_arg,
+    ]);
+    assert!(installed.contains("53 stored, 0 unchanged"), "{installed}");
+    // Again: nothing changes.
+    let again = crate::embedded::fjord(&[
+        "package",
+        "install",
+        package.to_str().unwrap(),
+        "--data-dir",
+        dir_arg,
+    ]);
+    assert!(again.contains("0 stored, 53 unchanged"), "{again}");
+
+    let server = fjord_tests::Server::start(&["--data-dir", dir_arg]);
+    let base = server.base("default");
+    let profile = "http://hl7.no/fhir/StructureDefinition/no-basis-Patient";
+    let human_name = format!("{base}/StructureDefinition/no-basis-HumanName");
+    let stored = send("GET", &human_name, &[], None);
+    assert_eq!(stored.status, 200);
+    let found = send(
+        "GET",
+        &format!("{base}/StructureDefinition?url={profile}"),
+        &[],
+        None,
+    );
+    assert_eq!(found.json()["entry"].as_array().map(Vec::len), Some(1));
+
+    set_settings(
+        &base,
+        json!({ "validation": "strict", "requiredProfiles": { "Patient": [profile] } }),
+    );
+    // no-basis-HumanName's middlename extension is a string.
+    let patient = json!({
+        "resourceType": "Patient",
+        "name": [{
+            "family": "Nordmann",
+            "extension": [{ "url": "http://hl7.no/fhir/StructureDefinition/no-basis-middlename", "valueInteger": 3 }],
+        }],
+    })
+    .to_string();
+    let post = || post_patient(&base, &patient, None);
+    let refused = post();
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert_eq!(
+        refused.json()["issue"][0]["expression"][0],
+        "Patient.name[0].extension[0].value.ofType(integer)"
+    );
+    // The HumanName profile deleted: the name is no longer checked, at once.
+    assert_eq!(send("DELETE", &human_name, &[], None).status, 200);
+    assert_eq!(post().status, 201);
+    // And back.
+    let body = stored.body.clone();
+    assert_eq!(send("PUT", &human_name, &[JSON], Some(&body)).status, 201);
+    assert_eq!(post().status, 422);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

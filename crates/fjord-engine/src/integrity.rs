@@ -21,7 +21,6 @@ use fjord_search::keys;
 use fjord_store::{Tenant, Work};
 use serde_json::Value;
 
-use crate::registries::SEARCH_PARAMETER;
 use crate::{Engine, EngineError};
 
 /// Referrers named in a 409, and resources a cascade deletes, at most.
@@ -36,9 +35,10 @@ pub(crate) struct Unit<'s> {
     deleted: Vec<(&'static str, String)>,
     /// Deletes in this unit take their referrers with them (`_cascade=delete`).
     pub(crate) cascade: bool,
-    /// A SearchParameter was written: the tenant's registry is rebuilt after the commit (one
-    /// built before it, by the checks, would miss the change).
-    search_parameters_changed: bool,
+    /// A definition (SearchParameter, profile, value set, code system) was written: what
+    /// depends on it is rebuilt after the commit (one built before it, by the checks, would
+    /// miss the change).
+    definitions_changed: bool,
 }
 
 /// A local reference written in a unit.
@@ -84,7 +84,7 @@ impl Unit<'_> {
     }
 
     fn note_type(&mut self, resource_type: &str) {
-        self.search_parameters_changed |= resource_type == SEARCH_PARAMETER;
+        self.definitions_changed |= crate::conformance::is_definition(resource_type);
     }
 }
 
@@ -184,7 +184,7 @@ impl Engine {
             references: Vec::new(),
             deleted: Vec::new(),
             cascade: false,
-            search_parameters_changed: false,
+            definitions_changed: false,
         })
     }
 
@@ -202,7 +202,7 @@ impl Engine {
                 .map(|()| value),
             Err(error) => Err(error),
         };
-        let changed = unit.search_parameters_changed;
+        let changed = unit.definitions_changed;
         let result = match result {
             Ok(value) => unit.work.commit().await.map(|()| value).map_err(Into::into),
             Err(error) => {
@@ -212,7 +212,7 @@ impl Engine {
             }
         };
         if changed {
-            self.forget_registry(tenant);
+            self.forget_definitions(tenant);
         }
         result
     }

@@ -341,7 +341,7 @@ impl Engine {
                 if resource_type == SEARCH_PARAMETER {
                     self.check_search_parameter(&value)?;
                 }
-                let issues = self.validate(tenant, &value)?;
+                let issues = self.validate(tenant, &value).await?;
                 let entries = fjord_search::extract(&registry, &value)?;
                 let index = fjord_search::index_terms(resource_type, &entries);
                 (Some(resource.to_json()), Some(value), index, issues)
@@ -361,10 +361,11 @@ impl Engine {
         })
     }
 
-    /// What a stored version tells its writer; a new search parameter takes effect.
+    /// What a stored version tells its writer; a new definition (search parameter, profile)
+    /// takes effect.
     pub(crate) fn written(&self, tenant: &Tenant, prepared: Prepared) -> Written {
-        if prepared.resource_type == SEARCH_PARAMETER {
-            self.forget_registry(tenant);
+        if crate::conformance::is_definition(prepared.resource_type) {
+            self.forget_definitions(tenant);
         }
         Written {
             resource_type: prepared.resource_type,

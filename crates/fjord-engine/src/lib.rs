@@ -6,9 +6,11 @@
 
 mod bundles;
 mod conditional;
+mod conformance;
 mod error;
 mod integrity;
 mod interactions;
+mod packages;
 mod patch;
 mod registries;
 mod reindex;
@@ -26,10 +28,11 @@ pub use fjord_patch::PatchError;
 pub use fjord_search::{Scope, SearchQuery, Summary};
 pub use fjord_store::{
     HistoryPage, Op, PreviousPage, SearchPage, StoredVersion, Tenant, TenantSettings,
-    ValidationMode,
+    UnknownProfile, ValidationMode,
 };
 pub use fjord_validation::{Issue as ValidationIssue, Severity as ValidationSeverity};
 pub use interactions::{format_instant, version_of_etag, HistoryQuery, Written};
+pub use packages::{Installed, PACKAGE_TYPES};
 pub use patch::{Patch, PatchBody};
 pub use reindex::{JobState, ReindexJob};
 pub use search::{SearchRequest, SearchResult, MAX_INCLUDED};
@@ -61,6 +64,7 @@ pub struct Engine {
 struct Shared {
     tenants: tenants::TenantCache,
     registries: registries::TenantRegistries,
+    conformance: conformance::TenantConformance,
     jobs: reindex::Jobs,
 }
 

@@ -29,31 +29,15 @@ impl Engine {
             return Ok(registry);
         }
         let mut parameters = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .current_page(tenant.key, SEARCH_PARAMETER, after.as_deref(), 500)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            for version in &page {
-                let Some(definition) = version
-                    .body
-                    .as_deref()
-                    .and_then(|b| serde_json::from_str(b).ok())
-                else {
-                    continue;
-                };
-                if !fjord_search::activates(&definition) {
-                    continue;
-                }
-                // Checked when written; one that no longer passes must not stop the tenant.
-                match self.search.custom(&definition) {
-                    Ok(compiled) => parameters.extend(compiled),
-                    Err(e) => {
-                        tracing::warn!(tenant = %tenant.id, "SearchParameter/{} left out: {e}", version.id)
-                    }
+        for (id, definition) in self.current_definitions(tenant, SEARCH_PARAMETER).await? {
+            if !fjord_search::activates(&definition) {
+                continue;
+            }
+            // Checked when written; one that no longer passes must not stop the tenant.
+            match self.search.custom(&definition) {
+                Ok(compiled) => parameters.extend(compiled),
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.id, "SearchParameter/{id} left out: {e}")
                 }
             }
         }
@@ -69,6 +53,29 @@ impl Engine {
             .expect("registries")
             .insert(tenant.key, registry.clone());
         Ok(registry)
+    }
+
+    /// Every current resource of a definition type in the tenant, as (id, JSON).
+    pub(crate) async fn current_definitions(
+        &self,
+        tenant: &Tenant,
+        resource_type: &str,
+    ) -> Result<Vec<(String, serde_json::Value)>, EngineError> {
+        let mut definitions = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .current_page(tenant.key, resource_type, after.as_deref(), 500)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            definitions.extend(page.iter().filter_map(|version| {
+                let body = version.body.as_deref()?;
+                Some((version.id.clone(), serde_json::from_str(body).ok()?))
+            }));
+        }
+        Ok(definitions)
     }
 
     /// A SearchParameter about to be stored must be one Fjord can use, when it activates.

@@ -636,6 +636,12 @@ fn all_children<'a>(item: &Value<'a>, out: &mut Vec<Value<'a>>) {
     let Value::Node(node) = item else {
         return;
     };
+    if node.is_primitive() {
+        // A primitive's children are its `id` and extensions, kept in its `_name` companion.
+        children(item, "id", out);
+        children(item, "extension", out);
+        return;
+    }
     let Some(Json::Object(object)) = node.json else {
         return;
     };

@@ -78,6 +78,26 @@ macro_rules! dispatch_domain {
 }
 for_each_domain_resource_type!(dispatch_domain);
 
+/// The text with its XML declaration's encoding spelt `UTF-8`: encoding names are
+/// case-insensitive (`utf-8` is common), fhirbolt accepts only the upper-case spelling, and a
+/// body is UTF-8 once it has been read as a `str`.
+fn utf8_declaration(text: &str) -> std::borrow::Cow<'_, str> {
+    let start = text.trim_start_matches('\u{feff}').trim_start();
+    let Some(end) = start.strip_prefix("<?xml").and_then(|_| start.find("?>")) else {
+        return text.into();
+    };
+    let declaration = &start[..end];
+    let lower = declaration.to_ascii_lowercase();
+    if !lower.contains("utf-8") || declaration.contains("UTF-8") {
+        return text.into();
+    }
+    let at = lower.find("utf-8").unwrap_or_default();
+    let offset = text.len() - start.len();
+    let mut fixed = text.to_owned();
+    fixed.replace_range(offset + at..offset + at + 5, "UTF-8");
+    fixed.into()
+}
+
 impl Resource {
     /// Parses a body in `format`, rejecting unknown elements, wrong primitive types and nesting
     /// deeper than the limits allow.
@@ -105,7 +125,8 @@ impl Resource {
     pub fn from_xml(body: &[u8], limits: &ParseLimits) -> Result<Resource, ParseError> {
         let text = std::str::from_utf8(body)
             .map_err(|e| ParseError::new(format!("body is not UTF-8: {e}")))?;
-        let (text, divs) = narrative::extract_xml_divs(text, limits.max_depth)?;
+        let text = utf8_declaration(text);
+        let (text, divs) = narrative::extract_xml_divs(&text, limits.max_depth)?;
         let inner = guarded(|| fhirbolt::serde::xml::from_str::<R4Resource>(&text, Some(STRICT)))
             .map_err(|e| ParseError::new(format!("invalid FHIR XML: {e}")))?;
         if divs.is_empty() {
@@ -372,6 +393,13 @@ mod tests {
             .unwrap()
             .invariant_violations()
             .is_empty());
+    }
+
+    #[test]
+    fn an_xml_declaration_may_spell_utf_8_in_lower_case() {
+        let xml = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Patient xmlns=\"http://hl7.org/fhir\"><id value=\"p1\"/></Patient>";
+        let patient = Resource::from_xml(xml.as_bytes(), &ParseLimits::default()).unwrap();
+        assert_eq!(patient.id(), Some("p1"));
     }
 
     #[test]

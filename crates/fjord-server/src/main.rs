@@ -1,6 +1,7 @@
 //! The `fjord` binary: configuration, the embedded Postgres default, the CLI and the HTTP server.
 
 mod embedded;
+mod package;
 mod settings;
 
 use std::sync::Arc;
@@ -38,12 +39,32 @@ enum Command {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
+    /// Install FHIR packages (profiles, value sets, code systems, search parameters).
+    Package {
+        #[command(subcommand)]
+        command: PackageCommand,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
     /// Administer tenants (one per hospital trust).
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
         #[command(flatten)]
         connection: ConnectionArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PackageCommand {
+    /// Store a package's conformance resources in a tenant: an npm-format `.tgz`, or a
+    /// directory (its `package/` folder, or the resources themselves).
+    Install {
+        /// The package file or directory.
+        path: std::path::PathBuf,
+        /// The tenant to install it into.
+        #[arg(long, default_value = "default")]
+        tenant: String,
     },
 }
 
@@ -115,6 +136,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database.store.migrate().await?;
             println!("migrations applied");
             Ok(())
+        }
+        Command::Package {
+            command: PackageCommand::Install { path, tenant },
+            connection,
+        } => {
+            let resources = package::read_package(&path)?;
+            let settings = Settings::load(&connection, None)?;
+            let database = embedded::Database::open(&settings).await?;
+            database.store.migrate().await?;
+            if database.is_embedded() {
+                database
+                    .store
+                    .ensure_tenant("default", "Default tenant")
+                    .await?;
+            }
+            let engine = Engine::new(database.store.clone(), ParseLimits::default());
+            let tenant = engine.tenant(&tenant).await?;
+            let installed = engine.install_package(&tenant, resources).await?;
+            for failure in &installed.failed {
+                eprintln!("not installed: {failure}");
+            }
+            println!(
+                "{}: {} stored, {} unchanged, {} not conformance resources, {} failed",
+                path.display(),
+                installed.stored.len(),
+                installed.unchanged,
+                installed.skipped,
+                installed.failed.len()
+            );
+            database.close().await;
+            if installed.failed.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} resources were not installed", installed.failed.len())
+            }
         }
         Command::Tenant {
             command,

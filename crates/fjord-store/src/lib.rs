@@ -31,7 +31,7 @@ pub use resources::{
     Expected, HistoryPage, HistoryScope, NewVersion, Op, StoredVersion, WriteOutcome,
 };
 pub use search::{PreviousPage, SearchPage, UnknownCursor};
-pub use tenants::{Tenant, TenantKey, TenantSettings, ValidationMode};
+pub use tenants::{Tenant, TenantKey, TenantSettings, UnknownProfile, ValidationMode};
 pub use work::{Locked, Work};
 
 /// Handle on the database; cheap to clone.

@@ -44,6 +44,21 @@ pub struct TenantSettings {
     pub validation: ValidationMode,
     /// Synthetic test identifiers (a fødselsnummer's month + 40 or + 80) are valid.
     pub allow_test_data: bool,
+    /// Profiles (canonical URLs) every resource of a type must conform to, by type.
+    pub required_profiles: std::collections::BTreeMap<String, Vec<String>>,
+    /// How a profile in `meta.profile` that the tenant has not installed is reported.
+    pub unknown_profile: UnknownProfile,
+}
+
+/// How validation reports a `meta.profile` it does not know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownProfile {
+    /// A warning: the resource is not checked against it.
+    #[default]
+    Warning,
+    /// An error: under strict validation the write is refused.
+    Error,
 }
 
 /// What a write does with the validation issues of its resource.
@@ -68,6 +83,8 @@ impl Default for TenantSettings {
             conditional_delete_multiple: false,
             validation: ValidationMode::Off,
             allow_test_data: false,
+            required_profiles: Default::default(),
+            unknown_profile: UnknownProfile::Warning,
         }
     }
 }

@@ -36,17 +36,18 @@ impl Constraints {
     }
 }
 
-type Compiled = HashMap<&'static str, Option<Arc<Expr>>>;
+type Compiled = HashMap<String, Option<Arc<Expr>>>;
 
-/// The parsed expression of an invariant; `None` when `fjord-fhirpath` cannot parse it.
-fn compiled(expression: &'static str) -> Option<Arc<Expr>> {
+/// The parsed expression of an invariant; `None` when `fjord-fhirpath` cannot parse it. Base
+/// R4's and installed profiles' expressions are few: they are kept for the process's life.
+fn compiled(expression: &str) -> Option<Arc<Expr>> {
     static CACHE: LazyLock<RwLock<Compiled>> = LazyLock::new(RwLock::default);
     if let Some(found) = CACHE.read().ok().and_then(|c| c.get(expression).cloned()) {
         return found;
     }
     let parsed = fjord_fhirpath::parse(expression).ok().map(Arc::new);
     if let Ok(mut cache) = CACHE.write() {
-        cache.insert(expression, parsed.clone());
+        cache.insert(expression.to_owned(), parsed.clone());
     }
     parsed
 }
@@ -61,11 +62,28 @@ pub(crate) fn holds(
     container: &Value,
     root: &Value,
 ) -> Result<bool, EvalError> {
-    let Some(expr) = compiled(constraint.expression) else {
-        return Err(EvalError::Semantic(format!(
-            "{}: the expression does not parse",
-            constraint.key
-        )));
+    evaluate(constraint.expression, node, resource, container, root)
+        .map_err(|e| EvalError::Semantic(format!("{}: {e}", constraint.key)))
+}
+
+/// Whether a profile's invariant holds of `node` in `resource`.
+pub(crate) fn holds_expression(
+    expression: &str,
+    node: Node<'_>,
+    resource: &Value,
+) -> Result<bool, EvalError> {
+    evaluate(expression, node, resource, resource, resource)
+}
+
+fn evaluate(
+    expression: &str,
+    node: Node<'_>,
+    resource: &Value,
+    container: &Value,
+    root: &Value,
+) -> Result<bool, EvalError> {
+    let Some(expr) = compiled(expression) else {
+        return Err(EvalError::Semantic("the expression does not parse".into()));
     };
     let host = Resolver { root, resource };
     let env = fjord_fhirpath::Environment {
@@ -79,8 +97,7 @@ pub(crate) fn holds(
         // Some of the specification's invariants name elements their type lacks (`cid-0`).
         lenient: true,
     };
-    let result = fjord_fhirpath::evaluate(&expr, vec![Item::Node(node)], &env)
-        .map_err(|e| EvalError::Semantic(format!("{}: {e}", constraint.key)))?;
+    let result = fjord_fhirpath::evaluate(&expr, vec![Item::Node(node)], &env)?;
     Ok(match result.as_slice() {
         [single] => single.as_bool().unwrap_or(true),
         _ => true,

@@ -5,12 +5,21 @@
 //! enumerates, and the invariants of every element and type, evaluated with `fjord-fhirpath`)
 //! and the Norwegian identifier rules (`norwegian`: which values are valid for the national
 //! identifier systems, fødselsnummer, D-nummer, felles hjelpenummer, HPR-nummer,
-//! organisasjonsnummer and RESH-id, check digits included). Pure: no I/O.
+//! organisasjonsnummer and RESH-id, check digits included). [`validate_with`] adds profiles
+//! (`profile`: StructureDefinition snapshots compiled; `profile_check`: cardinality, types,
+//! fixed and pattern values, slicing, bindings, type and target profiles, invariants) from a
+//! [`Conformance`] set with the value sets it can expand (`conformance`). Pure: no I/O.
 
+mod conformance;
 mod invariants;
 pub mod norwegian;
 mod primitives;
+mod profile;
+mod profile_check;
 mod structure;
+
+pub use conformance::{Conformance, ConformanceError, Expansion};
+pub use profile::Profile;
 
 use fjord_model::for_each_object;
 use serde_json::Value;
@@ -25,6 +34,17 @@ pub struct Issue {
     /// FHIRPath of the offending element, from the resource type (`Patient.identifier[0].value`).
     pub expression: String,
     pub message: String,
+}
+
+impl Issue {
+    pub(crate) fn new(severity: Severity, code: IssueType, path: &str, message: String) -> Issue {
+        Issue {
+            severity,
+            code,
+            expression: path.to_owned(),
+            message,
+        }
+    }
 }
 
 /// How serious an issue is (OperationOutcome's `issue.severity`).
@@ -58,6 +78,8 @@ pub enum IssueType {
     CodeInvalid,
     /// An invariant is false.
     Invariant,
+    /// A profile the resource claims or the tenant requires is not known here.
+    UnknownProfile,
 }
 
 impl IssueType {
@@ -68,6 +90,7 @@ impl IssueType {
             IssueType::Value => "value",
             IssueType::CodeInvalid => "code-invalid",
             IssueType::Invariant => "invariant",
+            IssueType::UnknownProfile => "not-supported",
         }
     }
 }
@@ -90,8 +113,44 @@ impl Report {
     }
 }
 
+/// What to validate a resource against besides base R4.
+#[derive(Clone, Copy)]
+pub struct Options<'c> {
+    pub identifiers: IdentifierRules,
+    /// Installed profiles and terminology; the profiles of `meta.profile` are looked up here.
+    pub conformance: Option<&'c Conformance>,
+    /// Profiles every resource of its type must conform to (the tenant's), by canonical URL;
+    /// those of another type than the resource's are skipped.
+    pub required_profiles: &'c [String],
+    /// How a `meta.profile` that `conformance` does not know is reported.
+    pub unknown_profile: Severity,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            identifiers: IdentifierRules::default(),
+            conformance: None,
+            required_profiles: &[],
+            unknown_profile: Severity::Warning,
+        }
+    }
+}
+
 /// Validates `resource` (FHIR JSON) against base R4 and the Norwegian identifier rules.
 pub fn validate(resource: &Value, rules: IdentifierRules) -> Report {
+    validate_with(
+        resource,
+        &Options {
+            identifiers: rules,
+            ..Options::default()
+        },
+    )
+}
+
+/// Validates `resource` against base R4, the Norwegian identifier rules, the profiles its
+/// `meta.profile` names and those `options` require.
+pub fn validate_with(resource: &Value, options: &Options) -> Report {
     let root = resource["resourceType"].as_str().unwrap_or("Resource");
     let mut walker = structure::Walker::new(resource);
     walker.resource(resource, root, None);
@@ -99,7 +158,59 @@ pub fn validate(resource: &Value, rules: IdentifierRules) -> Report {
         issues: walker.issues,
         unevaluated: walker.unevaluated,
     };
-    report.issues.extend(check_identifiers(resource, rules));
+    report
+        .issues
+        .extend(check_identifiers(resource, options.identifiers));
+    let claimed = resource["meta"]["profile"].as_array().into_iter().flatten();
+    let mut urls: Vec<(&str, bool)> = claimed.filter_map(|p| Some((p.as_str()?, true))).collect();
+    urls.extend(
+        options
+            .required_profiles
+            .iter()
+            .map(|p| (p.as_str(), false)),
+    );
+    let mut checked: Vec<&str> = Vec::new();
+    for (url, claimed) in urls {
+        if checked.contains(&url) {
+            continue;
+        }
+        checked.push(url);
+        let profile = options.conformance.and_then(|c| Some((c, c.profile(url)?)));
+        match profile {
+            Some((conformance, profile)) if profile.type_name == root => {
+                let mut check = profile_check::ProfileCheck::new(conformance);
+                check.check(profile, resource, root, root, resource);
+                report.unevaluated.extend(check.unevaluated);
+                for issue in check.issues {
+                    // What base R4 already reported at the same place is not said twice.
+                    let repeated = report
+                        .issues
+                        .iter()
+                        .any(|i| i.expression == issue.expression && i.code == issue.code);
+                    if !repeated {
+                        report.issues.push(issue);
+                    }
+                }
+            }
+            Some((_, profile)) if claimed => report.issues.push(Issue {
+                severity: Severity::Error,
+                code: IssueType::Structure,
+                expression: format!("{root}.meta.profile"),
+                message: format!("{url} is a profile of {}, not of {root}", profile.type_name),
+            }),
+            Some(_) => {}
+            None => report.issues.push(Issue {
+                severity: if claimed {
+                    options.unknown_profile
+                } else {
+                    Severity::Warning
+                },
+                code: IssueType::UnknownProfile,
+                expression: format!("{root}.meta.profile"),
+                message: format!("the profile {url} is not known here, so not checked"),
+            }),
+        }
+    }
     report
 }
 

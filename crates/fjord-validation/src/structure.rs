@@ -46,12 +46,7 @@ impl<'r> Walker<'r> {
     }
 
     fn issue(&mut self, severity: Severity, code: IssueType, path: &str, message: String) {
-        self.issues.push(Issue {
-            severity,
-            code,
-            expression: path.to_owned(),
-            message,
-        });
+        self.issues.push(Issue::new(severity, code, path, message));
     }
 
     /// A resource: its elements, then the invariants of its type. `container` is the resource
@@ -83,7 +78,10 @@ impl<'r> Walker<'r> {
             return self.issue(Severity::Error, IssueType::Structure, path, message);
         };
         let is_resource = slot.element.is_none() && map.contains_key("resourceType");
-        if !is_resource && !map.keys().any(|k| k != "id" && k != "fhir_comments") {
+        // A primitive's `_name` companion: `ele-1` is the primitive's, checked with its value.
+        let is_companion = slot.element.is_none() && slot.type_code == "Element";
+        let empty = !map.keys().any(|k| k != "id" && k != "fhir_comments");
+        if !is_resource && !is_companion && empty {
             let message = "ele-1: All FHIR elements must have a @value or children".to_owned();
             self.issue(Severity::Error, IssueType::Invariant, path, message);
         }

@@ -1,0 +1,237 @@
+//! Profiles: the Norwegian basis profiles (`hl7.fhir.no.basis` 2.2.0 with snapshots, from the
+//! shared data) against their own examples, and mutated copies that must fail where expected.
+
+use fjord_tests::{json_files, shared_dir};
+use fjord_validation::{validate_with, Conformance, IdentifierRules, Options, Report, Severity};
+use serde_json::Value;
+
+fn read_dir_json(dir: &std::path::Path) -> Vec<(String, Value)> {
+    json_files(dir)
+        .into_iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            let value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
+            Some((name, value))
+        })
+        .collect()
+}
+
+fn no_basis_dir() -> std::path::PathBuf {
+    shared_dir().join("no-basis/package-2.2.0-snapshots-official/package")
+}
+
+/// The no-basis package loaded as a tenant would install it.
+pub(crate) fn no_basis() -> Conformance {
+    let mut conformance = Conformance::default();
+    for (name, resource) in read_dir_json(&no_basis_dir()) {
+        if name == "package.json" {
+            continue;
+        }
+        conformance
+            .add(resource)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    conformance
+}
+
+/// The no-basis profile of a resource's type, which the examples are validated against.
+fn profile_of(resource: &Value) -> Vec<String> {
+    vec![format!(
+        "http://hl7.no/fhir/StructureDefinition/no-basis-{}",
+        resource["resourceType"].as_str().unwrap()
+    )]
+}
+
+fn check(conformance: &Conformance, resource: &Value) -> Report {
+    let required = profile_of(resource);
+    validate_with(
+        resource,
+        &Options {
+            identifiers: IdentifierRules {
+                allow_test_data: true,
+            },
+            conformance: Some(conformance),
+            required_profiles: &required,
+            unknown_profile: Severity::Error,
+        },
+    )
+}
+
+/// Examples of the package that are not valid as published, with the reason: placeholders
+/// where a national identifier belongs (the Norwegian identifier rules refuse them).
+const INVALID_EXAMPLES: &[(&str, &str)] = &[
+    (
+        "no-basis-HealthcareService-example.json",
+        "HealthcareService.providedBy.identifier.value a organisasjonsnummer is 9 digits, not 'test'",
+    ),
+    (
+        "no-basis-Patient-Espen-Eksempel.json",
+        "Patient.identifier[0].value a fødselsnummer is 11 digits, not '210377xxxxx'",
+    ),
+];
+
+#[test]
+fn the_no_basis_examples_conform_to_their_profiles() {
+    let conformance = no_basis();
+    assert_eq!(conformance.profiles().count(), 33);
+    let mut failures = Vec::new();
+    for (name, example) in read_dir_json(&no_basis_dir().join("examples")) {
+        let report = check(&conformance, &example);
+        assert!(
+            report.unevaluated.is_empty(),
+            "{name}: {:?}",
+            report.unevaluated
+        );
+        let errors: Vec<String> = report
+            .errors()
+            .map(|i| format!("{} {}", i.expression, i.message))
+            .collect();
+        let known = INVALID_EXAMPLES
+            .iter()
+            .any(|(file, error)| *file == name && errors == [*error]);
+        if !errors.is_empty() && !known {
+            failures.push((name, errors));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+fn example(name: &str) -> Value {
+    let path = no_basis_dir().join("examples").join(name);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// (expression, message) of every error.
+fn errors(conformance: &Conformance, resource: &Value) -> Vec<(String, String)> {
+    let report = check(conformance, resource);
+    assert!(report.unevaluated.is_empty(), "{:?}", report.unevaluated);
+    report
+        .errors()
+        .map(|i| (i.expression.clone(), i.message.clone()))
+        .collect()
+}
+
+fn only_error_at(conformance: &Conformance, resource: &Value, expression: &str, says: &str) {
+    let found = errors(conformance, resource);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].0, expression, "{found:#?}");
+    assert!(found[0].1.contains(says), "{found:#?}");
+}
+
+#[test]
+fn mutated_examples_fail_with_the_expected_issue_and_expression() {
+    let conformance = no_basis();
+    let jannice = example("no-basis-Patient-Jannice-Søreng.json");
+    assert_eq!(errors(&conformance, &jannice), []);
+
+    // A fødselsnummer whose check digit is wrong.
+    let mut bad = jannice.clone();
+    bad["identifier"][0]["value"] = "21030550232".into();
+    only_error_at(
+        &conformance,
+        &bad,
+        "Patient.identifier[0].value",
+        "fødselsnummer",
+    );
+
+    // An extension value of a type its definition does not allow, two profiles down:
+    // Patient.contact.name is a no-basis-HumanName, whose middlename extension is a string.
+    let mut bad = jannice.clone();
+    let middlename = &mut bad["contact"][0]["name"]["extension"][0];
+    middlename.as_object_mut().unwrap().remove("valueString");
+    middlename["valueInteger"] = 3.into();
+    only_error_at(
+        &conformance,
+        &bad,
+        "Patient.contact[0].name.extension[0].value.ofType(integer)",
+        "type integer is not allowed",
+    );
+
+    // A reference to a type the profile does not allow.
+    let mut bad = jannice.clone();
+    bad["managingOrganization"] = serde_json::json!({ "reference": "Patient/p2" });
+    only_error_at(
+        &conformance,
+        &bad,
+        "Patient.managingOrganization",
+        "a reference to Patient is not allowed",
+    );
+
+    // A required binding: the marital-status slice (chosen by its coding's system) takes only
+    // the codes of no-basis-marital-status.
+    let mut related = example("no-basis-RelatedPerson-Ærlend-Sørgård.json");
+    assert_eq!(errors(&conformance, &related), []);
+    related["relationship"][0]["coding"][0]["code"] = "forlovet".into();
+    only_error_at(
+        &conformance,
+        &related,
+        "RelatedPerson.relationship[0]",
+        "no-basis-marital-status",
+    );
+
+    // A required slice: a no-basis Medication needs a FEST coding.
+    let mut medication = serde_json::json!({
+        "resourceType": "Medication",
+        "code": { "coding": [
+            { "system": "http://ehelse.no/fhir/CodeSystem/FEST", "code": "ID_1", "display": "Ramipril 5 mg" },
+            { "system": "http://www.whocc.no/atc", "code": "C09AA05", "display": "ramipril" },
+        ] },
+        "form": { "coding": [{ "system": "urn:oid:2.16.578.1.12.4.1.1.7448", "code": "53", "display": "Tablett" }] },
+    });
+    assert_eq!(errors(&conformance, &medication), []);
+    medication["code"]["coding"]
+        .as_array_mut()
+        .unwrap()
+        .remove(0);
+    only_error_at(
+        &conformance,
+        &medication,
+        "Medication.code.coding",
+        "FEST-Medication: minimum required = 1",
+    );
+}
+
+#[test]
+fn unknown_profiles_are_reported_as_the_tenant_chooses() {
+    let conformance = no_basis();
+    let mut patient = example("no-basis-Patient-Jannice-Søreng.json");
+    patient["meta"]["profile"] =
+        serde_json::json!(["http://example.org/StructureDefinition/unknown"]);
+    for severity in [Severity::Warning, Severity::Error] {
+        let report = validate_with(
+            &patient,
+            &Options {
+                conformance: Some(&conformance),
+                unknown_profile: severity,
+                ..Options::default()
+            },
+        );
+        let issues: Vec<_> = report
+            .issues
+            .iter()
+            .map(|i| (i.severity, i.expression.as_str()))
+            .collect();
+        assert_eq!(issues, [(severity, "Patient.meta.profile")]);
+    }
+}
+
+/// Deliberate handling of a defect of the published package: no-basis-AppointmentResponse's
+/// `inv-1` says `and` where it means `implies`; it is checked as a warning.
+#[test]
+fn a_known_defect_of_the_package_is_a_warning() {
+    let conformance = no_basis();
+    let mut response = example("no-basis-AppointmentResponse-example.json");
+    response.as_object_mut().unwrap().remove("extension");
+    let report = check(&conformance, &response);
+    assert!(!report.has_errors(), "{:?}", report.issues);
+    let warning = report
+        .issues
+        .iter()
+        .find(|i| i.message.starts_with("inv-1"));
+    assert_eq!(
+        warning.map(|w| w.severity),
+        Some(Severity::Warning),
+        "{:?}",
+        report.issues
+    );
+}
