@@ -5,7 +5,7 @@ use fjord_tests::{send, Reply};
 use serde_json::{json, Value};
 
 use crate::searching::ids;
-use crate::server_with_tenant;
+use crate::{a_patient, server_with_tenant};
 
 const JSON: (&str, &str) = ("Content-Type", "application/fhir+json");
 const FNR: &str = "urn:oid:2.16.578.1.12.4.1.4.1";
@@ -308,4 +308,247 @@ fn an_installed_package_validates_and_changes_without_a_restart() {
     assert_eq!(post().status, 422);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `$validate` answers 200 with every issue, whatever the tenant's mode, at type and instance
+/// level, with `mode` and `profile` as query or `Parameters`.
+#[test]
+fn validate_operation_reports_without_storing() {
+    let (_server, base) = server_with_tenant();
+    let bad = json!({ "resourceType": "Observation", "status": "done", "code": { "text": "x" } });
+    let url = format!("{base}/Observation/$validate");
+    let reply = send("POST", &url, &[JSON], Some(&bad.to_string()));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let outcome = reply.json();
+    assert_eq!(outcome["issue"][0]["severity"], "error");
+    assert_eq!(outcome["issue"][0]["code"], "code-invalid");
+    assert_eq!(outcome["issue"][0]["expression"][0], "Observation.status");
+    assert_eq!(ids(&base, "Observation").len(), 0);
+
+    // A valid one: one informational issue. As Parameters, with a profile Fjord does not have.
+    let good = json!({ "resourceType": "Observation", "status": "final", "code": { "text": "x" } });
+    let reply = send("POST", &url, &[JSON], Some(&good.to_string()));
+    assert_eq!(
+        reply.json()["issue"][0]["severity"],
+        "information",
+        "{}",
+        reply.body
+    );
+    let parameters = json!({ "resourceType": "Parameters", "parameter": [
+        { "name": "resource", "resource": good },
+        { "name": "profile", "valueUri": "http://example.org/StructureDefinition/none" },
+    ] });
+    let reply = send("POST", &url, &[JSON], Some(&parameters.to_string()));
+    assert_eq!(
+        reply.json()["issue"][0]["code"],
+        "not-supported",
+        "{}",
+        reply.body
+    );
+
+    // A body that does not parse is an issue, not a failure.
+    let reply = send(
+        "POST",
+        &url,
+        &[JSON],
+        Some(r#"{"resourceType":"Observation","bogus":1}"#),
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["issue"][0]["code"], "structure");
+
+    // Instance level: the stored resource; mode=update needs the URL's id in the body; and
+    // mode=delete tells what still refers to it.
+    a_patient(&base, "p1");
+    let observation = json!({ "resourceType": "Observation", "status": "final", "code": { "text": "x" }, "subject": { "reference": "Patient/p1" } });
+    let created = send(
+        "POST",
+        &format!("{base}/Observation"),
+        &[JSON],
+        Some(&observation.to_string()),
+    );
+    assert_eq!(created.status, 201);
+    let reply = send("GET", &format!("{base}/Patient/p1/$validate"), &[], None);
+    assert_eq!(
+        reply.json()["issue"][0]["severity"],
+        "information",
+        "{}",
+        reply.body
+    );
+    let other = json!({ "resourceType": "Patient", "id": "p2" });
+    let reply = send(
+        "POST",
+        &format!("{base}/Patient/p1/$validate?mode=update"),
+        &[JSON],
+        Some(&other.to_string()),
+    );
+    assert!(reply.json()["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("needs that id"));
+    let reply = send(
+        "POST",
+        &format!("{base}/Patient/p1/$validate?mode=delete"),
+        &[],
+        None,
+    );
+    let outcome = reply.json();
+    assert_eq!(outcome["issue"][0]["severity"], "error", "{outcome}");
+    assert!(outcome["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("is referred to by Observation/"));
+    assert_eq!(
+        send("GET", &format!("{base}/Patient/p1"), &[], None).status,
+        200
+    );
+    let reply = send(
+        "POST",
+        &format!("{base}/Patient/p1/$validate?mode=remove"),
+        &[],
+        None,
+    );
+    assert_eq!(reply.status, 400);
+}
+
+/// `$expand`, `$lookup` and `$validate-code` over the tenant's code systems and value sets (here
+/// no-basis's marital status, stored through the API) and base R4's required value sets.
+#[test]
+fn terminology_operations_answer_from_the_tenants_definitions() {
+    let (_server, base) = server_with_tenant();
+    let package =
+        fjord_tests::shared_dir().join("no-basis/package-2.2.0-snapshots-official/package");
+    for file in [
+        "no-basis-marital-status.codesystem.json",
+        "no-basis-maritalstatus.valueset.json",
+    ] {
+        let resource: Value =
+            serde_json::from_slice(&std::fs::read(package.join(file)).unwrap()).unwrap();
+        let url = format!(
+            "{base}/{}/{}",
+            resource["resourceType"].as_str().unwrap(),
+            resource["id"].as_str().unwrap()
+        );
+        let stored = send("PUT", &url, &[JSON], Some(&resource.to_string()));
+        assert_eq!(stored.status, 201, "{}", stored.body);
+    }
+    let value_set = "http://hl7.no/fhir/ValueSet/no-basis-marital-status";
+    let system = "http://hl7.no/fhir/CodeSystem/no-basis-marital-status";
+
+    let expanded = send(
+        "GET",
+        &format!("{base}/ValueSet/$expand?url={value_set}"),
+        &[],
+        None,
+    );
+    assert_eq!(expanded.status, 200, "{}", expanded.body);
+    let expansion = &expanded.json()["expansion"];
+    let codes: Vec<&str> = expansion["contains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["code"].as_str().unwrap())
+        .collect();
+    assert!(
+        codes.contains(&"gift") && codes.contains(&"skilt"),
+        "{codes:?}"
+    );
+    assert_eq!(expansion["total"], codes.len());
+    let gift = expansion["contains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == "gift")
+        .unwrap();
+    assert_eq!(gift["display"], "Gift");
+    // Instance level, and a base R4 required value set.
+    let by_id = send(
+        "GET",
+        &format!("{base}/ValueSet/no-basis-marital-status.valueset/$expand"),
+        &[],
+        None,
+    );
+    assert_eq!(by_id.json()["expansion"]["total"], codes.len());
+    let status = send(
+        "GET",
+        &format!("{base}/ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/observation-status"),
+        &[],
+        None,
+    );
+    assert_eq!(status.json()["expansion"]["total"], 8, "{}", status.body);
+    assert_eq!(
+        send(
+            "GET",
+            &format!("{base}/ValueSet/$expand?url=urn:none"),
+            &[],
+            None
+        )
+        .status,
+        404
+    );
+
+    let lookup = send(
+        "GET",
+        &format!("{base}/CodeSystem/$lookup?system={system}&code=skilt"),
+        &[],
+        None,
+    );
+    assert_eq!(lookup.status, 200, "{}", lookup.body);
+    let parameters = lookup.json();
+    let display = parameters["parameter"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "display")
+        .unwrap();
+    assert_eq!(display["valueString"], "Skilt");
+    assert_eq!(
+        send(
+            "GET",
+            &format!("{base}/CodeSystem/$lookup?system={system}&code=nope"),
+            &[],
+            None
+        )
+        .status,
+        404
+    );
+
+    let result = |reply: Reply| {
+        let parameters = reply.json();
+        parameters["parameter"][0]["valueBoolean"].as_bool()
+    };
+    let check = |query: &str| {
+        send(
+            "GET",
+            &format!("{base}/ValueSet/$validate-code?url={value_set}&{query}"),
+            &[],
+            None,
+        )
+    };
+    assert_eq!(
+        result(check(&format!("system={system}&code=gift"))),
+        Some(true)
+    );
+    assert_eq!(
+        result(check(&format!("system={system}&code=forlovet"))),
+        Some(false)
+    );
+    // As Parameters with a Coding, POSTed.
+    let parameters = json!({ "resourceType": "Parameters", "parameter": [
+        { "name": "url", "valueUri": value_set },
+        { "name": "coding", "valueCoding": { "system": system, "code": "ugift" } },
+    ] });
+    let posted = send(
+        "POST",
+        &format!("{base}/ValueSet/$validate-code"),
+        &[JSON],
+        Some(&parameters.to_string()),
+    );
+    assert_eq!(result(posted), Some(true));
+    let in_system = send(
+        "GET",
+        &format!("{base}/CodeSystem/$validate-code?url={system}&code=skilt"),
+        &[],
+        None,
+    );
+    assert_eq!(result(in_system), Some(true));
 }

@@ -297,6 +297,27 @@ impl Engine {
         })
     }
 
+    /// Up to [`MAX_REFERRERS`] current resources that refer to `Type/id` (what a delete would
+    /// be refused for), as `Type/id`.
+    pub(crate) async fn referrers_of(
+        &self,
+        tenant: &Tenant,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let keys = self.reference_keys(tenant, resource_type, id).await?;
+        let mut unit = self.begin(tenant).await?;
+        let found = unit
+            .referrers(resource_type, id, &keys, MAX_REFERRERS as i64)
+            .await;
+        // Read only: nothing to keep.
+        let _ = unit.work.rollback().await;
+        Ok(found?
+            .into_iter()
+            .map(|(t, i)| format!("{t}/{i}"))
+            .collect())
+    }
+
     /// The index keys a reference to `target_type/id` has in its referrers: one per reference
     /// search parameter of the tenant that may point at the type.
     async fn reference_keys(

@@ -81,7 +81,7 @@ fn changed_concurrently(resource_type: &str, id: &str) -> EngineError {
 }
 
 /// Postgres keeps microseconds; the body's `meta.lastUpdated` must say exactly what is stored.
-fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
         .expect("truncated nanoseconds are valid")

@@ -18,6 +18,7 @@ mod search;
 mod subset;
 mod tenants;
 mod terminology;
+mod terminology_ops;
 mod text;
 mod validation;
 
@@ -37,7 +38,9 @@ pub use patch::{Patch, PatchBody};
 pub use reindex::{JobState, ReindexJob};
 pub use search::{SearchRequest, SearchResult, MAX_INCLUDED};
 pub use subset::subset;
+pub use terminology_ops::CodeQuestion;
 pub use text::MAX_TEXT_MATCHES;
+pub use validation::{ValidateMode, ValidateRequest};
 
 use std::sync::{Arc, OnceLock};
 

@@ -49,3 +49,160 @@ impl Engine {
         Ok(report.issues)
     }
 }
+
+/// What `$validate` checks a resource for (its `mode` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidateMode {
+    /// Whether the resource is valid (no mode given).
+    General,
+    /// Whether it could be created.
+    Create,
+    /// Whether it could replace the resource of the instance URL.
+    Update,
+    /// Whether the resource of the instance URL could be deleted.
+    Delete,
+}
+
+impl ValidateMode {
+    pub fn parse(mode: &str) -> Option<ValidateMode> {
+        match mode {
+            "create" => Some(ValidateMode::Create),
+            "update" => Some(ValidateMode::Update),
+            "delete" => Some(ValidateMode::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// A `$validate` request.
+#[derive(Debug)]
+pub struct ValidateRequest<'a> {
+    pub resource_type: &'a str,
+    /// The instance, for `[type]/[id]/$validate`.
+    pub id: Option<&'a str>,
+    /// The resource sent; without one, the instance's current version is validated.
+    pub body: Option<(&'a [u8], fjord_model::Format)>,
+    pub mode: ValidateMode,
+    /// A profile to check against besides those the resource claims and the tenant requires.
+    pub profile: Option<&'a str>,
+}
+
+impl Engine {
+    /// `$validate`: every issue of a resource under base R4, the Norwegian rules, its claimed
+    /// profiles, the tenant's required ones and the one asked for, whatever the tenant's mode;
+    /// errors first. A body that does not parse is an issue of its own, not a failure.
+    pub async fn validate_operation(
+        &self,
+        tenant: &Tenant,
+        request: ValidateRequest<'_>,
+    ) -> Result<Vec<ValidationIssue>, EngineError> {
+        let resource_type = self.resource_type(request.resource_type)?;
+        let issue = |code, message: String| ValidationIssue {
+            severity: Severity::Error,
+            code,
+            expression: resource_type.to_owned(),
+            message,
+        };
+        if request.mode == ValidateMode::Delete {
+            let id = request.id.ok_or_else(|| {
+                EngineError::BadRequest(
+                    "mode=delete validates an instance: [type]/[id]/$validate".into(),
+                )
+            })?;
+            return self.validate_delete(tenant, resource_type, id).await;
+        }
+        let value: Value = match request.body {
+            Some((body, format)) => match self.parse_for(resource_type, body, format) {
+                Ok(resource) => resource.to_value(),
+                Err(EngineError::Invalid(error)) => {
+                    let mut found = issue(fjord_validation::IssueType::Structure, error.message);
+                    found.expression = error.path.unwrap_or(found.expression);
+                    return Ok(vec![found]);
+                }
+                Err(other) => return Err(other),
+            },
+            None => {
+                let id = request
+                    .id
+                    .ok_or_else(|| EngineError::BadRequest("$validate needs a resource".into()))?;
+                let stored = self.read(tenant, resource_type, id).await?;
+                let body = stored.body.as_deref().unwrap_or("{}");
+                serde_json::from_str(body).map_err(|e| {
+                    EngineError::Internal(format!("stored {resource_type}/{id}: {e}"))
+                })?
+            }
+        };
+        let mut issues = Vec::new();
+        if request.mode == ValidateMode::Update {
+            let body_id = value["id"].as_str();
+            match (request.id, body_id) {
+                (Some(url_id), Some(body_id)) if url_id == body_id => {}
+                (Some(url_id), _) => issues.push(issue(
+                    fjord_validation::IssueType::Value,
+                    format!("an update of {resource_type}/{url_id} needs that id in the body"),
+                )),
+                (None, _) => {
+                    return Err(EngineError::BadRequest(
+                        "mode=update validates an instance: [type]/[id]/$validate".into(),
+                    ))
+                }
+            }
+        }
+        let conformance = self.conformance(tenant).await?;
+        let settings = &tenant.settings;
+        let mut profiles: Vec<String> = settings
+            .required_profiles
+            .get(resource_type)
+            .cloned()
+            .unwrap_or_default();
+        profiles.extend(request.profile.map(str::to_owned));
+        if let Some(profile) = request.profile {
+            if conformance.profile(profile).is_none() {
+                issues.push(issue(
+                    fjord_validation::IssueType::UnknownProfile,
+                    format!("the profile {profile} is not installed in this tenant"),
+                ));
+            }
+        }
+        let options = Options {
+            identifiers: IdentifierRules {
+                allow_test_data: settings.allow_test_data,
+            },
+            conformance: Some(&conformance),
+            required_profiles: &profiles,
+            unknown_profile: match settings.unknown_profile {
+                UnknownProfile::Warning => Severity::Warning,
+                UnknownProfile::Error => Severity::Error,
+            },
+        };
+        issues.extend(validate_with(&value, &options).issues);
+        issues.sort_by_key(|issue| issue.severity);
+        Ok(issues)
+    }
+
+    /// Whether deleting `Type/id` would be refused: what still refers to it, under the tenant's
+    /// referential integrity.
+    async fn validate_delete(
+        &self,
+        tenant: &Tenant,
+        resource_type: &'static str,
+        id: &str,
+    ) -> Result<Vec<ValidationIssue>, EngineError> {
+        self.read(tenant, resource_type, id).await?;
+        if !tenant.settings.referential_integrity {
+            return Ok(Vec::new());
+        }
+        let referrers = self.referrers_of(tenant, resource_type, id).await?;
+        Ok(referrers
+            .into_iter()
+            .map(|referrer| ValidationIssue {
+                severity: Severity::Error,
+                code: fjord_validation::IssueType::Structure,
+                expression: resource_type.to_owned(),
+                message: format!(
+                    "{resource_type}/{id} is referred to by {referrer}, so a delete is refused"
+                ),
+            })
+            .collect())
+    }
+}

@@ -77,14 +77,37 @@ async fn capability_statement(
                     .filter(|(_, _, kind)| kind == "reference")
                     .map(|(name, ..)| format!("{t}:{name}")),
             );
-            let mut operations = vec![json!({
-                "name": "reindex",
-                "definition": REINDEX_DEFINITION,
-            })];
+            let mut operations = vec![
+                json!({
+                    "name": "validate",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+                }),
+                json!({
+                    "name": "reindex",
+                    "definition": REINDEX_DEFINITION,
+                }),
+            ];
             if *t == "Patient" {
                 operations.push(json!({
                     "name": "everything",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                }));
+            }
+            let terminology: &[(&str, &str)] = match *t {
+                "ValueSet" => &[
+                    ("expand", "ValueSet-expand"),
+                    ("validate-code", "ValueSet-validate-code"),
+                ],
+                "CodeSystem" => &[
+                    ("lookup", "CodeSystem-lookup"),
+                    ("validate-code", "CodeSystem-validate-code"),
+                ],
+                _ => &[],
+            };
+            for (name, definition) in terminology {
+                operations.push(json!({
+                    "name": name,
+                    "definition": format!("http://hl7.org/fhir/OperationDefinition/{definition}"),
                 }));
             }
             json!({

@@ -15,6 +15,8 @@ mod reindex;
 mod resources;
 mod router;
 mod search;
+mod terminology;
+mod validate;
 
 use std::sync::Arc;
 

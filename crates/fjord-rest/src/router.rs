@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::negotiate::lenient;
-use crate::{batch, capability, reindex, resources, search, AppState};
+use crate::{batch, capability, reindex, resources, search, terminology, validate, AppState};
 use fjord_engine::Scope;
 
 /// The FHIR interaction a request names, with its path parameters.
@@ -34,6 +34,10 @@ enum Route<'a> {
     ReindexStatus(&'a str, &'a str),
     /// `Patient/{id}/$everything`.
     Everything(&'a str, &'a str),
+    /// A terminology operation on ValueSet or CodeSystem, at type or instance level.
+    Terminology(&'a str, &'a str, Option<&'a str>, terminology::Operation),
+    /// `{type}/$validate` or `{type}/{id}/$validate`.
+    Validate(&'a str, &'a str, Option<&'a str>),
     /// `scope` is a `Scope` without its borrowed parts, for matching in tests.
     Search(&'a str, SearchAt<'a>),
     SearchPost(&'a str, SearchAt<'a>),
@@ -72,11 +76,28 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     };
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let get = method == Method::GET;
+    let get_or_post = get || method == Method::POST;
     match (segments.as_slice(), method) {
         ([t], _) if get => Route::Search(t, SearchAt::System),
         ([t, "$reindex"], &Method::POST) => Route::Reindex(t, None),
         ([t, "$reindex", job], _) if get => Route::ReindexStatus(t, job),
         ([t, ty, "$reindex"], &Method::POST) => Route::Reindex(t, Some(ty)),
+        ([t, ty @ "ValueSet", op @ ("$expand" | "$validate-code")], _) if get_or_post => {
+            Route::Terminology(t, ty, None, terminology_operation(op))
+        }
+        ([t, ty @ "ValueSet", id, op @ ("$expand" | "$validate-code")], _) if get_or_post => {
+            Route::Terminology(t, ty, Some(id), terminology_operation(op))
+        }
+        ([t, ty @ "CodeSystem", op @ ("$lookup" | "$validate-code")], _) if get_or_post => {
+            Route::Terminology(t, ty, None, terminology_operation(op))
+        }
+        ([t, ty @ "CodeSystem", id, "$validate-code"], _) if get_or_post => {
+            Route::Terminology(t, ty, Some(id), terminology::Operation::ValidateCode)
+        }
+        ([t, ty, "$validate"], &Method::POST) => Route::Validate(t, ty, None),
+        ([t, ty, id, "$validate"], &Method::POST) => Route::Validate(t, ty, Some(id)),
+        ([t, ty, id, "$validate"], _) if get => Route::Validate(t, ty, Some(id)),
+        ([_, _, "$validate"] | [_, _, _, "$validate"], _) => Route::MethodNotAllowed,
         ([t, "_search"], &Method::POST) => Route::SearchPost(t, SearchAt::System),
         ([t, "metadata"], _) if get => Route::Metadata(t),
         ([t, "_history"], _) if get => Route::SystemHistory(t),
@@ -109,6 +130,14 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     }
 }
 
+fn terminology_operation(name: &str) -> terminology::Operation {
+    match name {
+        "$expand" => terminology::Operation::Expand,
+        "$lookup" => terminology::Operation::Lookup,
+        _ => terminology::Operation::ValidateCode,
+    }
+}
+
 /// Serves every request that no static route took.
 pub(crate) async fn dispatch(
     req: HttpRequest,
@@ -137,6 +166,10 @@ pub(crate) async fn dispatch(
         Route::Reindex(t, ty) => reindex::start(&req, &state, t, ty).await,
         Route::ReindexStatus(t, job) => reindex::status(&req, &state, t, job).await,
         Route::Everything(t, id) => search::everything(&req, &state, t, id).await,
+        Route::Validate(t, ty, id) => validate::validate(&req, &state, t, ty, id, payload).await,
+        Route::Terminology(t, ty, id, op) => {
+            terminology::operation(&req, &state, t, ty, id, op, payload).await
+        }
         Route::Search(t, at) => search::search(&req, &state, t, at.scope(), None).await,
         Route::SearchPost(t, at) => {
             search::search(&req, &state, t, at.scope(), Some(payload)).await

@@ -26,7 +26,31 @@ pub struct Expansion {
     codes: HashSet<(String, String)>,
 }
 
+/// A code as `$lookup` tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConceptInfo {
+    pub system: String,
+    pub code: String,
+    pub display: Option<String>,
+    /// The code system's name and version.
+    pub name: Option<String>,
+    pub version: Option<String>,
+    /// Codes directly above it in the hierarchy of nested concepts.
+    pub parents: Vec<String>,
+}
+
 impl Expansion {
+    /// Every (system, code), sorted.
+    pub fn codes(&self) -> Vec<(&str, &str)> {
+        let mut codes: Vec<(&str, &str)> = self
+            .codes
+            .iter()
+            .map(|(s, c)| (s.as_str(), c.as_str()))
+            .collect();
+        codes.sort_unstable();
+        codes
+    }
+
     pub fn contains(&self, system: &str, code: &str) -> bool {
         self.codes.contains(&(system.to_owned(), code.to_owned()))
     }
@@ -97,6 +121,55 @@ impl Conformance {
         self.profiles.values()
     }
 
+    /// The installed value set with this canonical URL.
+    pub fn value_set(&self, url: &str) -> Option<&Value> {
+        self.value_sets.get(unversioned(url))
+    }
+
+    /// The installed code system with this canonical URL.
+    pub fn code_system(&self, url: &str) -> Option<&Value> {
+        self.code_systems.get(unversioned(url))
+    }
+
+    /// What an installed code system says of one of its codes: display, name, parents.
+    pub fn lookup(&self, system: &str, code: &str) -> Option<ConceptInfo> {
+        let code_system = self.code_systems.get(unversioned(system))?;
+        let mut concepts = Vec::new();
+        flatten(&code_system["concept"], &[], &mut concepts);
+        let concept = concepts.iter().find(|c| c.code == code)?;
+        let text = |v: &Value| v.as_str().map(str::to_owned);
+        Some(ConceptInfo {
+            system: unversioned(system).to_owned(),
+            code: code.to_owned(),
+            display: concept.display.map(str::to_owned),
+            name: text(&code_system["name"]).or_else(|| text(&code_system["title"])),
+            version: text(&code_system["version"]),
+            parents: concept
+                .ancestors
+                .last()
+                .map(|p| (*p).to_owned())
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    /// The display of a code: from its installed code system, or from a value set's compose.
+    pub fn display(&self, system: &str, code: &str) -> Option<String> {
+        if let Some(info) = self.lookup(system, code) {
+            return info.display;
+        }
+        self.value_sets.values().find_map(|value_set| {
+            value_set["compose"]["include"]
+                .as_array()?
+                .iter()
+                .filter(|i| i["system"].as_str() == Some(system))
+                .flat_map(|i| i["concept"].as_array().into_iter().flatten())
+                .find(|c| c["code"].as_str() == Some(code))?["display"]
+                .as_str()
+                .map(str::to_owned)
+        })
+    }
+
     /// The codes of a value set, when Fjord can enumerate them: base R4's required value sets,
     /// and installed ones whose parts are concept lists, whole installed code systems (complete
     /// content), `is-a`/`descendent-of`, `=` and `regex` filters on installed code systems,
@@ -129,7 +202,13 @@ impl Conformance {
         };
         let compose = &value_set["compose"];
         let mut codes = HashSet::new();
-        for include in compose["include"].as_array()? {
+        let Some(includes) = compose["include"].as_array() else {
+            // No compose: an expansion the value set carries, if any.
+            let mut codes = HashSet::new();
+            expansion_codes(value_set["expansion"]["contains"].as_array()?, &mut codes);
+            return Some(Expansion { codes });
+        };
+        for include in includes {
             codes.extend(self.part(include, depth)?);
         }
         for exclude in compose["exclude"].as_array().into_iter().flatten() {
@@ -211,8 +290,20 @@ impl Conformance {
 /// A concept of a code system, with the codes above it and its properties as text.
 struct Concept<'a> {
     code: &'a str,
+    display: Option<&'a str>,
     ancestors: Vec<&'a str>,
     properties: Vec<(&'a str, String)>,
+}
+
+fn expansion_codes(contains: &[Value], out: &mut HashSet<(String, String)>) {
+    for entry in contains {
+        if let (Some(system), Some(code)) = (entry["system"].as_str(), entry["code"].as_str()) {
+            out.insert((system.to_owned(), code.to_owned()));
+        }
+        if let Some(nested) = entry["contains"].as_array() {
+            expansion_codes(nested, out);
+        }
+    }
 }
 
 fn flatten<'a>(concepts: &'a Value, ancestors: &[&'a str], out: &mut Vec<Concept<'a>>) {
@@ -235,6 +326,7 @@ fn flatten<'a>(concepts: &'a Value, ancestors: &[&'a str], out: &mut Vec<Concept
             .collect();
         out.push(Concept {
             code,
+            display: concept["display"].as_str(),
             ancestors: ancestors.to_vec(),
             properties,
         });

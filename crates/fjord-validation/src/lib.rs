@@ -18,7 +18,7 @@ mod profile;
 mod profile_check;
 mod structure;
 
-pub use conformance::{Conformance, ConformanceError, Expansion};
+pub use conformance::{ConceptInfo, Conformance, ConformanceError, Expansion};
 pub use profile::Profile;
 
 use fjord_model::for_each_object;
