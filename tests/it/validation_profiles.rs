@@ -235,3 +235,174 @@ fn a_known_defect_of_the_package_is_a_warning() {
         report.issues
     );
 }
+
+/// A change that should make a resource fail.
+type Mutation = Box<dyn Fn(&mut Value)>;
+
+/// Fjord's DHO profiles (`profiles/`, differentials on core types) with generated snapshots.
+fn dho() -> Conformance {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+    let mut conformance = Conformance::default();
+    let resources: Vec<Value> = read_dir_json(&dir)
+        .into_iter()
+        .filter(|(name, _)| name != "package.json")
+        .map(|(_, resource)| resource)
+        .collect();
+    assert_eq!(resources.len(), 4);
+    let failed = conformance.add_all(resources);
+    assert!(failed.is_empty(), "{failed:?}");
+    conformance
+}
+
+fn dho_example(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../profiles/examples")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Errors of a resource against the profiles it claims, with Fjord's DHO profiles installed.
+fn dho_errors(conformance: &Conformance, resource: &Value) -> Vec<(String, String)> {
+    let report = validate_with(
+        resource,
+        &Options {
+            conformance: Some(conformance),
+            unknown_profile: Severity::Error,
+            ..Options::default()
+        },
+    );
+    assert!(report.unevaluated.is_empty(), "{:?}", report.unevaluated);
+    report
+        .errors()
+        .map(|i| (i.expression.clone(), i.message.clone()))
+        .collect()
+}
+
+#[test]
+fn the_dho_profiles_get_snapshots_and_their_examples_conform() {
+    let conformance = dho();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/examples");
+    let examples = read_dir_json(&dir);
+    assert_eq!(examples.len(), 5);
+    for (name, example) in &examples {
+        assert_eq!(dho_errors(&conformance, example), [], "{name}");
+    }
+}
+
+#[test]
+fn dho_profiles_refuse_what_they_should() {
+    let conformance = dho();
+    let observation = dho_example("Observation-dho-body-weight.json");
+    let cases: Vec<(&str, Mutation, &str, &str)> = vec![
+        (
+            "no vital-signs category",
+            Box::new(|o| o["category"] = serde_json::json!([{ "text": "other" }])),
+            "Observation.category",
+            "category:vitalSigns: minimum required = 1",
+        ),
+        (
+            "a local code",
+            Box::new(|o| {
+                o["code"] =
+                    serde_json::json!({ "coding": [{ "system": "urn:local", "code": "w" }] })
+            }),
+            "Observation.code",
+            "dho-obs-3",
+        ),
+        (
+            "the patient without fødselsnummer",
+            Box::new(|o| o["subject"]["identifier"]["system"] = "urn:local".into()),
+            "Observation.subject.identifier",
+            "dho-obs-4",
+        ),
+        (
+            "no device",
+            Box::new(|o| {
+                o.as_object_mut().unwrap().remove("device");
+            }),
+            "Observation.device",
+            "minimum required = 1",
+        ),
+        (
+            "a quantity without UCUM",
+            Box::new(|o| o["valueQuantity"]["system"] = "urn:local".into()),
+            "Observation",
+            "dho-obs-1",
+        ),
+        (
+            "a string value",
+            Box::new(|o| {
+                o.as_object_mut().unwrap().remove("valueQuantity");
+                o["valueString"] = "81 kg".into();
+            }),
+            "Observation.value.ofType(string)",
+            "type string is not allowed",
+        ),
+    ];
+    for (what, mutate, expression, says) in cases {
+        let mut bad = observation.clone();
+        mutate(&mut bad);
+        let found = dho_errors(&conformance, &bad);
+        assert!(
+            found
+                .iter()
+                .any(|(e, m)| e == expression && m.contains(says)),
+            "{what}: {found:#?}"
+        );
+    }
+    let mut plan = dho_example("CarePlan-dho-selftreatment.json");
+    plan["intent"] = "proposal".into();
+    let found = dho_errors(&conformance, &plan);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].0, "CarePlan.intent");
+    let mut appointment = dho_example("Appointment-dho-control.json");
+    appointment["participant"].as_array_mut().unwrap().remove(0);
+    let found = dho_errors(&conformance, &appointment);
+    assert!(
+        found.iter().any(|(_, m)| m.starts_with("dho-app-1")),
+        "{found:#?}"
+    );
+}
+
+/// A differential on a profile with a snapshot (no-basis-Patient): the snapshot is the base's
+/// with the changes merged, slices included.
+#[test]
+fn a_differential_on_a_national_profile_gets_its_snapshot() {
+    let mut conformance = no_basis();
+    let url = "https://fjord.example/fhir/StructureDefinition/test-patient-with-fnr";
+    let failed = conformance.add_all(vec![serde_json::json!({
+        "resourceType": "StructureDefinition",
+        "url": url,
+        "type": "Patient",
+        "kind": "resource",
+        "derivation": "constraint",
+        "baseDefinition": "http://hl7.no/fhir/StructureDefinition/no-basis-Patient",
+        "differential": { "element": [
+            { "id": "Patient.identifier:FNR", "path": "Patient.identifier", "min": 1 },
+            { "id": "Patient.birthDate", "path": "Patient.birthDate", "min": 1 },
+        ] },
+    })]);
+    assert!(failed.is_empty(), "{failed:?}");
+    let mut patient = example("no-basis-Patient-Jannice-Søreng.json");
+    patient["meta"]["profile"] = serde_json::json!([url]);
+    patient["birthDate"] = "2005-03-21".into();
+    assert_eq!(errors(&conformance, &patient), []);
+    patient["identifier"].as_array_mut().unwrap().remove(0);
+    patient.as_object_mut().unwrap().remove("birthDate");
+    let found = errors(&conformance, &patient);
+    let messages: Vec<&str> = found.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        messages[0].contains("identifier:FNR: minimum required = 1"),
+        "{found:#?}"
+    );
+    assert!(
+        messages[1].contains("Patient.birthDate: minimum required = 1"),
+        "{found:#?}"
+    );
+    // Its base's rules still hold: the middlename of a contact is still a string.
+    patient["contact"][0]["name"]["extension"][0] = serde_json::json!({
+        "url": "http://hl7.no/fhir/StructureDefinition/no-basis-middlename", "valueBoolean": true,
+    });
+    assert_eq!(errors(&conformance, &patient).len(), 3);
+}

@@ -1,5 +1,5 @@
-//! Each tenant's conformance resources for validation: its StructureDefinitions (with
-//! snapshots), ValueSets and CodeSystems, stored as any resource is (installed by `fjord package
+//! Each tenant's conformance resources for validation: its StructureDefinitions (snapshots
+//! generated for those written as differentials), ValueSets and CodeSystems, stored as any resource is (installed by `fjord package
 //! install` or written through the API), compiled on first use and again after one of them is
 //! written. Shared by every runtime's engine of the process.
 
@@ -40,13 +40,15 @@ impl Engine {
             return Ok(conformance);
         }
         let mut conformance = Conformance::default();
+        let mut resources = Vec::new();
         for resource_type in CONFORMANCE_TYPES {
-            for (id, resource) in self.current_definitions(tenant, resource_type).await? {
-                // A definition without a snapshot is stored, but cannot be validated against.
-                if let Err(e) = conformance.add(resource) {
-                    tracing::debug!(tenant = %tenant.id, "{resource_type}/{id} not used for validation: {e}");
-                }
-            }
+            let stored = self.current_definitions(tenant, resource_type).await?;
+            resources.extend(stored.into_iter().map(|(_, resource)| resource));
+        }
+        // One that cannot be used (no snapshot and no known base) is stored all the same.
+        for (resource, e) in conformance.add_all(resources) {
+            let name = resource["url"].as_str().unwrap_or_default().to_owned();
+            tracing::debug!(tenant = %tenant.id, "{name} not used for validation: {e}");
         }
         let conformance = Arc::new(conformance);
         self.shared

@@ -18,6 +18,8 @@ pub enum ConformanceError {
     NoSnapshot(String),
     #[error("StructureDefinition {url}: {message}")]
     BadProfile { url: String, message: String },
+    #[error("StructureDefinition {url} has no snapshot and its base {base} is not known")]
+    UnknownBase { url: String, base: String },
 }
 
 /// The codes of a value set: (system, code) pairs.
@@ -73,6 +75,9 @@ impl Expansion {
 #[derive(Default)]
 pub struct Conformance {
     profiles: HashMap<String, Arc<Profile>>,
+    /// The profiles as given (with their snapshots, generated where they had none): the base of
+    /// a profile written as a differential.
+    definitions: HashMap<String, Value>,
     value_sets: HashMap<String, Value>,
     code_systems: HashMap<String, Value>,
     /// Expansions computed so far (`None`: cannot be computed here). Belongs to this set, so a
@@ -93,8 +98,10 @@ impl Conformance {
         match kind {
             "StructureDefinition" => {
                 let url = url.ok_or(ConformanceError::NoUrl("StructureDefinition"))?;
+                let resource = self.with_snapshot(resource, &url)?;
                 let profile = Profile::compile(&resource)?;
-                self.profiles.insert(url, Arc::new(profile));
+                self.profiles.insert(url.clone(), Arc::new(profile));
+                self.definitions.insert(url, resource);
             }
             "ValueSet" => {
                 let url = url.ok_or(ConformanceError::NoUrl("ValueSet"))?;
@@ -110,6 +117,49 @@ impl Conformance {
             expansions.clear();
         }
         Ok(())
+    }
+
+    /// Takes in several conformance resources, profiles after the bases they are written on
+    /// (in any order); returns those that could not be taken in, with why.
+    pub fn add_all(&mut self, resources: Vec<Value>) -> Vec<(Value, ConformanceError)> {
+        let mut pending = resources;
+        loop {
+            let mut failed = Vec::new();
+            let before = pending.len();
+            for resource in pending {
+                if let Err(error) = self.add(resource.clone()) {
+                    failed.push((resource, error));
+                }
+            }
+            let waiting_for_base = failed
+                .iter()
+                .any(|(_, e)| matches!(e, ConformanceError::UnknownBase { .. }));
+            if failed.len() == before || !waiting_for_base {
+                return failed;
+            }
+            pending = failed.into_iter().map(|(resource, _)| resource).collect();
+        }
+    }
+
+    /// A StructureDefinition with its snapshot: as given, or generated from its differential.
+    fn with_snapshot(&self, definition: Value, url: &str) -> Result<Value, ConformanceError> {
+        let has_snapshot = definition["snapshot"]["element"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty());
+        if has_snapshot {
+            return Ok(definition);
+        }
+        let base = definition["baseDefinition"].as_str().unwrap_or_default();
+        if crate::snapshot::is_core(base) {
+            return crate::snapshot::generate(&definition, None);
+        }
+        match self.definitions.get(unversioned(base)) {
+            Some(base) => crate::snapshot::generate(&definition, Some(base)),
+            None => Err(ConformanceError::UnknownBase {
+                url: url.to_owned(),
+                base: base.to_owned(),
+            }),
+        }
     }
 
     /// The profile with this canonical URL.

@@ -16,6 +16,7 @@ pub mod norwegian;
 mod primitives;
 mod profile;
 mod profile_check;
+mod snapshot;
 mod structure;
 
 pub use conformance::{ConceptInfo, Conformance, ConformanceError, Expansion};
