@@ -552,3 +552,81 @@ fn terminology_operations_answer_from_the_tenants_definitions() {
     );
     assert_eq!(result(in_system), Some(true));
 }
+
+/// A QuestionnaireResponse is checked against the tenant's Questionnaire it names.
+#[test]
+fn questionnaire_responses_are_checked_against_their_questionnaire() {
+    let (_server, base) = server_with_tenant();
+    let questionnaire = json!({
+        "resourceType": "Questionnaire", "id": "kols", "url": "https://fjord.example/fhir/Questionnaire/kols",
+        "status": "active",
+        "item": [
+            { "linkId": "breath", "text": "Mer tungpust enn vanlig?", "type": "boolean", "required": true },
+            { "linkId": "colour", "type": "choice", "answerOption": [
+                { "valueCoding": { "system": "urn:colour", "code": "white" } },
+                { "valueCoding": { "system": "urn:colour", "code": "green" } },
+            ] },
+        ],
+    });
+    let stored = send(
+        "PUT",
+        &format!("{base}/Questionnaire/kols"),
+        &[JSON],
+        Some(&questionnaire.to_string()),
+    );
+    assert_eq!(stored.status, 201, "{}", stored.body);
+    set_settings(&base, json!({ "validation": "strict" }));
+    let response = |answers: Value| {
+        json!({
+            "resourceType": "QuestionnaireResponse", "status": "completed",
+            "questionnaire": "https://fjord.example/fhir/Questionnaire/kols",
+            "item": answers,
+        })
+        .to_string()
+    };
+    let url = format!("{base}/QuestionnaireResponse");
+    let good = response(json!([
+        { "linkId": "breath", "answer": [{ "valueBoolean": true }] },
+        { "linkId": "colour", "answer": [{ "valueCoding": { "system": "urn:colour", "code": "white" } }] },
+    ]));
+    let created = send("POST", &url, &[JSON], Some(&good));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let bad = response(json!([
+        { "linkId": "colour", "answer": [{ "valueCoding": { "system": "urn:colour", "code": "red" } }] },
+    ]));
+    let refused = send("POST", &url, &[JSON], Some(&bad));
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let outcome = refused.json();
+    let expressions: Vec<&str> = outcome["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["expression"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        expressions,
+        [
+            "QuestionnaireResponse.item[0].answer[0]",
+            "QuestionnaireResponse"
+        ],
+        "{outcome}"
+    );
+    // A Questionnaire the tenant does not have: stored, with a warning that says so.
+    let elsewhere = good.replace("Questionnaire/kols", "Questionnaire/other");
+    let reply = send(
+        "POST",
+        &format!("{url}/$validate"),
+        &[JSON],
+        Some(&elsewhere),
+    );
+    assert_eq!(
+        reply.json()["issue"][0]["severity"],
+        "warning",
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        reply.json()["issue"][0]["expression"][0],
+        "QuestionnaireResponse.questionnaire"
+    );
+}

@@ -53,6 +53,7 @@ fn check(conformance: &Conformance, resource: &Value) -> Report {
             conformance: Some(conformance),
             required_profiles: &required,
             unknown_profile: Severity::Error,
+            questionnaire: None,
         },
     )
 }

@@ -180,7 +180,7 @@ impl Engine {
     }
 
     /// The current resource of `resource_type` with the canonical `url` (`url|version`).
-    async fn canonical(
+    pub(crate) async fn canonical(
         &self,
         tenant: &Tenant,
         resource_type: &str,

@@ -27,6 +27,7 @@ impl Engine {
             .get(resource_type)
             .map(Vec::as_slice)
             .unwrap_or_default();
+        let (questionnaire, unknown) = self.questionnaire_of(tenant, resource).await?;
         let options = Options {
             identifiers: IdentifierRules {
                 allow_test_data: settings.allow_test_data,
@@ -37,8 +38,10 @@ impl Engine {
                 UnknownProfile::Warning => Severity::Warning,
                 UnknownProfile::Error => Severity::Error,
             },
+            questionnaire: questionnaire.as_ref(),
         };
         let mut report = validate_with(resource, &options);
+        report.issues.extend(unknown);
         for unevaluated in &report.unevaluated {
             tracing::debug!(tenant = %tenant.id, "invariant not evaluated: {unevaluated}");
         }
@@ -164,6 +167,8 @@ impl Engine {
                 ));
             }
         }
+        let (questionnaire, unknown) = self.questionnaire_of(tenant, &value).await?;
+        issues.extend(unknown);
         let options = Options {
             identifiers: IdentifierRules {
                 allow_test_data: settings.allow_test_data,
@@ -174,10 +179,44 @@ impl Engine {
                 UnknownProfile::Warning => Severity::Warning,
                 UnknownProfile::Error => Severity::Error,
             },
+            questionnaire: questionnaire.as_ref(),
         };
         issues.extend(validate_with(&value, &options).issues);
         issues.sort_by_key(|issue| issue.severity);
         Ok(issues)
+    }
+
+    /// The Questionnaire a QuestionnaireResponse answers: contained (`#id`) or the tenant's by
+    /// canonical URL; when it cannot be found, a warning that the answers were not checked.
+    async fn questionnaire_of(
+        &self,
+        tenant: &Tenant,
+        resource: &Value,
+    ) -> Result<(Option<Value>, Option<ValidationIssue>), EngineError> {
+        if resource["resourceType"] != "QuestionnaireResponse" {
+            return Ok((None, None));
+        }
+        let Some(canonical) = resource["questionnaire"].as_str() else {
+            return Ok((None, None));
+        };
+        let found = match canonical.strip_prefix('#') {
+            Some(id) => resource["contained"]
+                .as_array()
+                .and_then(|c| c.iter().find(|r| r["id"] == id))
+                .cloned(),
+            None => match self.canonical(tenant, "Questionnaire", canonical).await {
+                Ok(questionnaire) => Some(questionnaire),
+                Err(EngineError::BadRequest(_)) => None,
+                Err(other) => return Err(other),
+            },
+        };
+        let warning = found.is_none().then(|| ValidationIssue {
+            severity: Severity::Warning,
+            code: fjord_validation::IssueType::UnknownProfile,
+            expression: "QuestionnaireResponse.questionnaire".into(),
+            message: format!("the Questionnaire {canonical} is not known here, so the answers are not checked against it"),
+        });
+        Ok((found, warning))
     }
 
     /// Whether deleting `Type/id` would be refused: what still refers to it, under the tenant's

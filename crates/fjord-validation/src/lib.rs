@@ -16,6 +16,7 @@ pub mod norwegian;
 mod primitives;
 mod profile;
 mod profile_check;
+pub mod questionnaire;
 mod snapshot;
 mod structure;
 
@@ -125,6 +126,9 @@ pub struct Options<'c> {
     pub required_profiles: &'c [String],
     /// How a `meta.profile` that `conformance` does not know is reported.
     pub unknown_profile: Severity,
+    /// For a QuestionnaireResponse, the Questionnaire it answers (its answers are checked
+    /// against the items).
+    pub questionnaire: Option<&'c Value>,
 }
 
 impl Default for Options<'_> {
@@ -134,6 +138,7 @@ impl Default for Options<'_> {
             conformance: None,
             required_profiles: &[],
             unknown_profile: Severity::Warning,
+            questionnaire: None,
         }
     }
 }
@@ -162,6 +167,13 @@ pub fn validate_with(resource: &Value, options: &Options) -> Report {
     report
         .issues
         .extend(check_identifiers(resource, options.identifiers));
+    if let (Some(questionnaire), "QuestionnaireResponse") = (options.questionnaire, root) {
+        report.issues.extend(questionnaire::check_response(
+            resource,
+            questionnaire,
+            options.conformance,
+        ));
+    }
     let claimed = resource["meta"]["profile"].as_array().into_iter().flatten();
     let mut urls: Vec<(&str, bool)> = claimed.filter_map(|p| Some((p.as_str()?, true))).collect();
     urls.extend(
