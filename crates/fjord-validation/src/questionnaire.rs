@@ -126,15 +126,7 @@ impl Check<'_> {
             "time" => &["valueTime"],
             "string" | "text" => &["valueString"],
             "url" => &["valueUri"],
-            "choice" => &[
-                "valueCoding",
-                "valueString",
-                "valueInteger",
-                "valueDate",
-                "valueTime",
-                "valueReference",
-            ],
-            "open-choice" => &[
+            "choice" | "open-choice" => &[
                 "valueCoding",
                 "valueString",
                 "valueInteger",
