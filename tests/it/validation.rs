@@ -551,6 +551,24 @@ fn terminology_operations_answer_from_the_tenants_definitions() {
         None,
     );
     assert_eq!(result(in_system), Some(true));
+
+    // The search modifiers `:in`/`:not-in` use the same expansions.
+    let coded = json!({ "resourceType": "Observation", "status": "final",
+        "code": { "coding": [{ "system": system, "code": "gift" }] } });
+    let created = send(
+        "POST",
+        &format!("{base}/Observation"),
+        &[JSON],
+        Some(&coded.to_string()),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let count = |query: &str| {
+        let found = send("GET", &format!("{base}/Observation?{query}"), &[], None);
+        assert_eq!(found.status, 200, "{query}: {}", found.body);
+        found.json()["entry"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(count(&format!("code:in={value_set}")), 1);
+    assert_eq!(count(&format!("code:not-in={value_set}")), 0);
 }
 
 /// A QuestionnaireResponse is checked against the tenant's Questionnaire it names.

@@ -4,9 +4,13 @@
 //! excluded codes); a code system's hierarchy as nested `concept`s. The codes found become
 //! token keys in the query before it runs.
 //!
+//! A value set is expanded as validation expands it (the tenant's `Conformance`, cached, with
+//! base R4's required value sets); this module's own expansion answers the rest: a whole code
+//! system the tenant does not have, matched by its system.
+//!
 //! What this cannot decide (a value set or code system the tenant does not have, filters other
 //! than the two, hierarchies given only by `parent` properties) is a 400 naming it, never a
-//! silently empty answer. Shipped terminology comes with validation.
+//! silently empty answer.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,7 +54,28 @@ impl Engine {
 
     async fn concepts(&self, tenant: &Tenant, set: &ConceptSet) -> Result<Concepts, EngineError> {
         match set {
-            ConceptSet::ValueSet(url) => self.expand(tenant, url, 0).await,
+            ConceptSet::ValueSet(url) => {
+                // The expansion validation uses, cached per tenant, where it can be had; a
+                // value set that takes in a whole system Fjord does not have is answered below
+                // by that system.
+                match self.conformance(tenant).await?.expand(url) {
+                    Some(expansion) => {
+                        let codes = expansion
+                            .codes()
+                            .into_iter()
+                            .map(|(s, c)| (s.to_owned(), c.to_owned()))
+                            .collect();
+                        check_size(
+                            Concepts {
+                                codes,
+                                systems: Vec::new(),
+                            },
+                            url,
+                        )
+                    }
+                    None => self.expand(tenant, url, 0).await,
+                }
+            }
             ConceptSet::Below { system, code } | ConceptSet::Above { system, code } => {
                 let code_system = self.code_system(tenant, system).await?;
                 let roots = concepts_of(&code_system, system)?;
