@@ -407,3 +407,34 @@ fn a_differential_on_a_national_profile_gets_its_snapshot() {
     });
     assert_eq!(errors(&conformance, &patient).len(), 3);
 }
+
+/// An extension whose definition is installed is checked wherever it is, whether or not a
+/// profile of the resource names it.
+#[test]
+fn known_extensions_are_checked_anywhere() {
+    let conformance = no_basis();
+    let mut patient = serde_json::json!({
+        "resourceType": "Patient",
+        "address": [{ "city": "Oslo", "extension": [{
+            "url": "http://hl7.no/fhir/StructureDefinition/no-basis-address-official",
+            "valueBoolean": true,
+        }] }],
+    });
+    let options = Options {
+        conformance: Some(&conformance),
+        ..Options::default()
+    };
+    assert!(!validate_with(&patient, &options).has_errors());
+    patient["address"][0]["extension"][0] = serde_json::json!({
+        "url": "http://hl7.no/fhir/StructureDefinition/no-basis-address-official",
+        "valueString": "ja",
+    });
+    let report = validate_with(&patient, &options);
+    let errors: Vec<&str> = report.errors().map(|i| i.expression.as_str()).collect();
+    assert_eq!(
+        errors,
+        ["Patient.address[0].extension[0].value.ofType(string)"],
+        "{:?}",
+        report.issues
+    );
+}

@@ -174,6 +174,10 @@ pub fn validate_with(resource: &Value, options: &Options) -> Report {
             options.conformance,
         ));
     }
+    if let Some(conformance) = options.conformance {
+        let issues = check_known_extensions(resource, conformance);
+        merge_issues(&mut report, issues);
+    }
     let claimed = resource["meta"]["profile"].as_array().into_iter().flatten();
     let mut urls: Vec<(&str, bool)> = claimed.filter_map(|p| Some((p.as_str()?, true))).collect();
     urls.extend(
@@ -194,16 +198,7 @@ pub fn validate_with(resource: &Value, options: &Options) -> Report {
                 let mut check = profile_check::ProfileCheck::new(conformance);
                 check.check(profile, resource, root, root, resource);
                 report.unevaluated.extend(check.unevaluated);
-                for issue in check.issues {
-                    // What base R4 already reported at the same place is not said twice.
-                    let repeated = report
-                        .issues
-                        .iter()
-                        .any(|i| i.expression == issue.expression && i.code == issue.code);
-                    if !repeated {
-                        report.issues.push(issue);
-                    }
-                }
+                merge_issues(&mut report, check.issues);
             }
             Some((_, profile)) if claimed => report.issues.push(Issue {
                 severity: Severity::Error,
@@ -225,6 +220,45 @@ pub fn validate_with(resource: &Value, options: &Options) -> Report {
         }
     }
     report
+}
+
+/// Issues added to a report, but those already reported at the same place with the same code
+/// (base R4's and a profile's, or two profiles', saying the same).
+fn merge_issues(report: &mut Report, issues: Vec<Issue>) {
+    for issue in issues {
+        let repeated = report
+            .issues
+            .iter()
+            .any(|i| i.expression == issue.expression && i.code == issue.code);
+        if !repeated {
+            report.issues.push(issue);
+        }
+    }
+}
+
+/// Every extension whose definition is installed, wherever it is, against that definition
+/// (a profile's slices check the extensions it names; this checks the others).
+fn check_known_extensions(resource: &Value, conformance: &Conformance) -> Vec<Issue> {
+    let root = resource["resourceType"].as_str().unwrap_or("Resource");
+    let mut issues = Vec::new();
+    for_each_object(resource, root, &mut |element, path| {
+        let in_extension_list = path.rsplit_once('.').is_some_and(|(_, last)| {
+            last.starts_with("extension[") || last.starts_with("modifierExtension[")
+        });
+        let Some(url) = element["url"].as_str().filter(|_| in_extension_list) else {
+            return;
+        };
+        let Some(profile) = conformance
+            .profile(url)
+            .filter(|p| p.type_name == "Extension")
+        else {
+            return;
+        };
+        let mut check = profile_check::ProfileCheck::new(conformance);
+        check.check(profile, element, "Extension", path, resource);
+        issues.extend(check.issues);
+    });
+    issues
 }
 
 /// The values of the national identifiers of `resource` (FHIR JSON), wherever they are
