@@ -268,8 +268,8 @@ fn an_installed_package_validates_and_changes_without_a_restart() {
     let server = fjord_tests::Server::start(&["--data-dir", dir_arg]);
     let base = server.base("default");
     let profile = "http://hl7.no/fhir/StructureDefinition/no-basis-Patient";
-    let human_name = format!("{base}/StructureDefinition/no-basis-HumanName");
-    let stored = send("GET", &human_name, &[], None);
+    let middlename = format!("{base}/StructureDefinition/no-basis-middlename");
+    let stored = send("GET", &middlename, &[], None);
     assert_eq!(stored.status, 200);
     let found = send(
         "GET",
@@ -299,12 +299,12 @@ fn an_installed_package_validates_and_changes_without_a_restart() {
         refused.json()["issue"][0]["expression"][0],
         "Patient.name[0].extension[0].value.ofType(integer)"
     );
-    // The HumanName profile deleted: the name is no longer checked, at once.
-    assert_eq!(send("DELETE", &human_name, &[], None).status, 200);
+    // The extension's definition deleted: the extension is no longer checked, at once.
+    assert_eq!(send("DELETE", &middlename, &[], None).status, 200);
     assert_eq!(post().status, 201);
     // And back.
     let body = stored.body.clone();
-    assert_eq!(send("PUT", &human_name, &[JSON], Some(&body)).status, 201);
+    assert_eq!(send("PUT", &middlename, &[JSON], Some(&body)).status, 201);
     assert_eq!(post().status, 422);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

@@ -254,11 +254,61 @@ fn check_known_extensions(resource: &Value, conformance: &Conformance) -> Vec<Is
         else {
             return;
         };
+        if let Some(contexts) = &profile.contexts {
+            let holder = path.rsplit_once('.').map_or(path, |(holder, _)| holder);
+            if !contexts.iter().any(|c| holder_matches(holder, c)) {
+                issues.push(Issue::new(
+                    Severity::Error,
+                    IssueType::Structure,
+                    path,
+                    format!(
+                        "the extension {url} is not allowed here (its contexts: {})",
+                        contexts.join(", ")
+                    ),
+                ));
+            }
+        }
         let mut check = profile_check::ProfileCheck::new(conformance);
         check.check(profile, element, "Extension", path, resource);
         issues.extend(check.issues);
     });
     issues
+}
+
+/// Whether the element at `holder` (`Patient.address[0]._district`) is one an extension's
+/// context names: by its type or a base of it (`Address`, `Element`), its definition's path
+/// (`Address.district`), or its path from the resource (`Patient.address.district`).
+fn holder_matches(holder: &str, context: &str) -> bool {
+    let mut segments = holder.split('.');
+    let Some(root) = segments.next() else {
+        return false;
+    };
+    let mut structure = root.to_owned();
+    let mut type_code = root.to_owned();
+    let mut definition_path = root.to_owned();
+    let mut plain_path = root.to_owned();
+    for segment in segments {
+        let name = segment
+            .split('[')
+            .next()
+            .unwrap_or(segment)
+            .trim_start_matches('_');
+        let Some((element, member_type)) = structure::member(&structure, name) else {
+            return false;
+        };
+        if member_type == "Resource" {
+            // Inside a contained or entry resource: its type is not the definitions' to tell.
+            return true;
+        }
+        type_code = member_type.to_owned();
+        definition_path = element.path.trim_end_matches("[x]").to_owned();
+        plain_path = format!("{plain_path}.{}", element.name());
+        structure = element.structure_of(member_type).to_owned();
+    }
+    context == definition_path
+        || context == plain_path
+        || fjord_definitions::is_subtype(&type_code, context)
+        || (context == "Element" && !fjord_definitions::is_subtype(&type_code, "Resource"))
 }
 
 /// The values of the national identifiers of `resource` (FHIR JSON), wherever they are

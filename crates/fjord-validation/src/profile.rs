@@ -20,6 +20,9 @@ pub struct Profile {
     pub type_name: String,
     pub(crate) rules: Vec<Rule>,
     pub(crate) by_id: HashMap<String, usize>,
+    /// For an extension: the elements it may be used on (`Address`, `Address.district`,
+    /// `Patient`); `None` when it states other kinds of context, which are not checked.
+    pub(crate) contexts: Option<Vec<String>>,
 }
 
 /// One element of the snapshot.
@@ -135,7 +138,18 @@ impl Profile {
                 }
             }
         }
+        let contexts = definition["context"].as_array().and_then(|contexts| {
+            contexts
+                .iter()
+                .map(|c| {
+                    (c["type"] == "element")
+                        .then(|| c["expression"].as_str().map(str::to_owned))
+                        .flatten()
+                })
+                .collect::<Option<Vec<String>>>()
+        });
         Ok(Profile {
+            contexts,
             type_name: definition["type"].as_str().unwrap_or_default().to_owned(),
             url,
             rules,

@@ -335,7 +335,7 @@ impl<'r> Walker<'r> {
 
 /// The element a JSON member names, and the type its value has: `valueQuantity` is
 /// `Observation.value[x]` as a `Quantity`.
-fn member(structure: &str, key: &str) -> Option<(&'static ElementDef, &'static str)> {
+pub(crate) fn member(structure: &str, key: &str) -> Option<(&'static ElementDef, &'static str)> {
     if let Some(element) = child_element(structure, key) {
         if !element.is_choice() {
             let type_code = match element.types.first() {
