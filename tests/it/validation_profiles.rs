@@ -240,16 +240,17 @@ fn a_known_defect_of_the_package_is_a_warning() {
 /// A change that should make a resource fail.
 type Mutation = Box<dyn Fn(&mut Value)>;
 
-/// Fjord's DHO profiles (`profiles/`, differentials on core types) with generated snapshots.
+/// Fjord's DHO profiles (`profiles/`, differentials on core types and on the national
+/// vital-signs profiles) with generated snapshots, installed with what they build on.
 fn dho() -> Conformance {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
-    let mut conformance = Conformance::default();
+    let mut conformance = vital_signs();
     let resources: Vec<Value> = read_dir_json(&dir)
         .into_iter()
         .filter(|(name, _)| name != "package.json")
         .map(|(_, resource)| resource)
         .collect();
-    assert_eq!(resources.len(), 4);
+    assert_eq!(resources.len(), 9);
     let failed = conformance.add_all(resources);
     assert!(failed.is_empty(), "{failed:?}");
     conformance
@@ -284,7 +285,7 @@ fn the_dho_profiles_get_snapshots_and_their_examples_conform() {
     let conformance = dho();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/examples");
     let examples = read_dir_json(&dir);
-    assert_eq!(examples.len(), 5);
+    assert_eq!(examples.len(), 6);
     for (name, example) in &examples {
         assert_eq!(dho_errors(&conformance, example), [], "{name}");
     }
@@ -293,7 +294,8 @@ fn the_dho_profiles_get_snapshots_and_their_examples_conform() {
 #[test]
 fn dho_profiles_refuse_what_they_should() {
     let conformance = dho();
-    let observation = dho_example("Observation-dho-body-weight.json");
+    // The generic home measurement (glucose has no national profile).
+    let observation = dho_example("Observation-dho-glucose.json");
     let cases: Vec<(&str, Mutation, &str, &str)> = vec![
         (
             "no vital-signs category",
@@ -351,6 +353,29 @@ fn dho_profiles_refuse_what_they_should() {
             "{what}: {found:#?}"
         );
     }
+    // On the national body-weight profile: its LOINC code, and Fjord's own rules on top.
+    let weight = dho_example("Observation-dho-body-weight.json");
+    let mut bad = weight.clone();
+    bad["code"] =
+        serde_json::json!({ "coding": [{ "system": "http://loinc.org", "code": "3141-9" }] });
+    let found = dho_errors(&conformance, &bad);
+    assert!(
+        found
+            .iter()
+            .any(|(_, m)| m.contains("coding:BodyWeightCode: minimum required = 1")),
+        "{found:#?}"
+    );
+    let mut bad = weight.clone();
+    bad["subject"]["identifier"]["system"] = "urn:local".into();
+    bad.as_object_mut().unwrap().remove("device");
+    let found = dho_errors(&conformance, &bad);
+    let at: Vec<&str> = found.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        at,
+        ["Observation.subject.identifier", "Observation.device"],
+        "{found:#?}"
+    );
+
     let mut plan = dho_example("CarePlan-dho-selftreatment.json");
     plan["intent"] = "proposal".into();
     let found = dho_errors(&conformance, &plan);
@@ -437,4 +462,54 @@ fn known_extensions_are_checked_anywhere() {
         "{:?}",
         report.issues
     );
+}
+
+/// The national vital-signs profiles (`hl7.fhir.no.domain.vitalsigns` 0.9.74, on no-basis)
+/// with no-basis installed.
+fn vital_signs() -> Conformance {
+    let dir = shared_dir().join("no-profiles/hl7.fhir.no.domain.vitalsigns-0.9.74/package");
+    let mut conformance = no_basis();
+    let resources: Vec<Value> = read_dir_json(&dir)
+        .into_iter()
+        .filter(|(name, _)| name != "package.json")
+        .map(|(_, resource)| resource)
+        .collect();
+    let failed = conformance.add_all(resources);
+    assert!(failed.is_empty(), "{failed:?}");
+    conformance
+}
+
+/// The vital-signs examples conform to the national profiles they claim (component slices by
+/// LOINC and SNOMED CT codes reached through re-sliced codings, UCUM units, target types), but
+/// for what is wrong in them: placeholder national identifiers (`1000808`), and a blood pressure
+/// measured on a finger coded 7569003 where the profile's value set has Finger as 125685002.
+#[test]
+fn the_national_vital_signs_examples_conform_but_for_their_own_errors() {
+    let conformance = vital_signs();
+    let dir = shared_dir().join("no-profiles/hl7.fhir.no.domain.vitalsigns-0.9.74/package/example");
+    let mut checked = 0;
+    for (name, example) in read_dir_json(&dir) {
+        let report = validate_with(
+            &example,
+            &Options {
+                conformance: Some(&conformance),
+                unknown_profile: Severity::Error,
+                ..Options::default()
+            },
+        );
+        assert!(
+            report.unevaluated.is_empty(),
+            "{name}: {:?}",
+            report.unevaluated
+        );
+        let unexpected: Vec<String> = report
+            .errors()
+            .filter(|i| !i.message.contains("is 11 digits, not '10"))
+            .filter(|i| !(name.contains("blood-pressure") && i.message.contains("sct|7569003")))
+            .map(|i| format!("{} {}", i.expression, i.message))
+            .collect();
+        assert!(unexpected.is_empty(), "{name}: {unexpected:#?}");
+        checked += 1;
+    }
+    assert_eq!(checked, 13);
 }

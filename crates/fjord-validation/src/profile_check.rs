@@ -390,6 +390,7 @@ impl<'c> ProfileCheck<'c> {
         let allowed: Vec<String> = targets
             .iter()
             .filter_map(|url| {
+                let url = url.split('|').next().unwrap_or(url);
                 url.strip_prefix("http://hl7.org/fhir/StructureDefinition/")
                     .map(str::to_owned)
                     .or_else(|| self.conformance.profile(url).map(|p| p.type_name.clone()))
@@ -581,15 +582,23 @@ fn sub_rule(profile: &Profile, slice: usize, path: &str) -> Option<usize> {
     if path == "$this" {
         return Some(slice);
     }
-    let base = &profile.rules[slice].id;
-    let mut id = base.clone();
+    let mut id = profile.rules[slice].id.clone();
     for segment in path.split('.') {
-        let plain = format!("{id}.{segment}");
-        id = if profile.rule(&plain).is_some() {
-            plain
-        } else {
-            format!("{id}.{segment}[x]")
-        };
+        let candidates = [format!("{id}.{segment}"), format!("{id}.{segment}[x]")];
+        if let Some(found) = candidates.into_iter().find(|c| profile.rule(c).is_some()) {
+            id = found;
+            continue;
+        }
+        // Through a sliced element (`code.coding.code` where only `coding:SBPCode.code` is
+        // unrolled): the first required slice that has the element.
+        let current = profile.rule(&id)?;
+        id = profile.rules[current]
+            .slices
+            .iter()
+            .map(|&s| &profile.rules[s])
+            .filter(|s| s.min >= 1)
+            .map(|s| format!("{}.{segment}", s.id))
+            .find(|c| profile.rule(c).is_some())?;
     }
     profile.rule(&id)
 }
