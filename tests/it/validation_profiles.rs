@@ -513,3 +513,48 @@ fn the_national_vital_signs_examples_conform_but_for_their_own_errors() {
     }
     assert_eq!(checked, 13);
 }
+
+/// The resources of a bundle's entries and contained resources are checked against the
+/// profiles they claim.
+#[test]
+fn nested_resources_are_checked_against_the_profiles_they_claim() {
+    let conformance = no_basis();
+    let medication = serde_json::json!({
+        "resourceType": "Medication",
+        "id": "m1",
+        "meta": { "profile": ["http://hl7.no/fhir/StructureDefinition/no-basis-Medication"] },
+        "code": { "coding": [{ "system": "http://www.whocc.no/atc", "code": "C09AA05", "display": "ramipril" }] },
+        "form": { "coding": [{ "system": "urn:oid:2.16.578.1.12.4.1.1.7448", "code": "53", "display": "Tablett" }] },
+    });
+    let bundle = serde_json::json!({
+        "resourceType": "Bundle", "type": "collection",
+        "entry": [{ "fullUrl": "urn:uuid:8d2e2f5e-0b8c-4a67-9d61-2f1b6f0e7a10", "resource": medication.clone() }],
+    });
+    let options = Options {
+        conformance: Some(&conformance),
+        ..Options::default()
+    };
+    let report = validate_with(&bundle, &options);
+    let errors: Vec<&str> = report.errors().map(|i| i.expression.as_str()).collect();
+    assert_eq!(
+        errors,
+        ["Bundle.entry[0].resource.code.coding"],
+        "{:?}",
+        report.issues
+    );
+    let statement = serde_json::json!({
+        "resourceType": "MedicationStatement",
+        "status": "active",
+        "contained": [medication],
+        "medicationReference": { "reference": "#m1" },
+        "subject": { "reference": "Patient/p1" },
+    });
+    let report = validate_with(&statement, &options);
+    let errors: Vec<&str> = report.errors().map(|i| i.expression.as_str()).collect();
+    assert_eq!(
+        errors,
+        ["MedicationStatement.contained[0].code.coding"],
+        "{:?}",
+        report.issues
+    );
+}

@@ -178,14 +178,49 @@ pub fn validate_with(resource: &Value, options: &Options) -> Report {
         let issues = check_known_extensions(resource, conformance);
         merge_issues(&mut report, issues);
     }
+    check_profiles(
+        &mut report,
+        resource,
+        root,
+        options.required_profiles,
+        options,
+    );
+    // Contained resources and the resources of a bundle's entries, against the profiles they
+    // claim themselves.
+    let nested = resource["contained"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| (r, format!("{root}.contained[{i}]")));
+    let entries = resource["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|_| root == "Bundle")
+        .map(|(i, e)| (&e["resource"], format!("Bundle.entry[{i}].resource")));
+    for (inner, path) in nested.chain(entries) {
+        if inner["meta"]["profile"].is_array() {
+            check_profiles(&mut report, inner, &path, &[], options);
+        }
+    }
+    report
+}
+
+/// `resource` (at `path`) against the profiles it claims and `required`: each one known is
+/// checked; an unknown one is reported as the options say.
+fn check_profiles(
+    report: &mut Report,
+    resource: &Value,
+    path: &str,
+    required: &[String],
+    options: &Options,
+) {
+    let root = resource["resourceType"].as_str().unwrap_or("Resource");
     let claimed = resource["meta"]["profile"].as_array().into_iter().flatten();
     let mut urls: Vec<(&str, bool)> = claimed.filter_map(|p| Some((p.as_str()?, true))).collect();
-    urls.extend(
-        options
-            .required_profiles
-            .iter()
-            .map(|p| (p.as_str(), false)),
-    );
+    urls.extend(required.iter().map(|p| (p.as_str(), false)));
     let mut checked: Vec<&str> = Vec::new();
     for (url, claimed) in urls {
         if checked.contains(&url) {
@@ -196,14 +231,14 @@ pub fn validate_with(resource: &Value, options: &Options) -> Report {
         match profile {
             Some((conformance, profile)) if profile.type_name == root => {
                 let mut check = profile_check::ProfileCheck::new(conformance);
-                check.check(profile, resource, root, root, resource);
+                check.check(profile, resource, root, path, resource);
                 report.unevaluated.extend(check.unevaluated);
-                merge_issues(&mut report, check.issues);
+                merge_issues(report, check.issues);
             }
             Some((_, profile)) if claimed => report.issues.push(Issue {
                 severity: Severity::Error,
                 code: IssueType::Structure,
-                expression: format!("{root}.meta.profile"),
+                expression: format!("{path}.meta.profile"),
                 message: format!("{url} is a profile of {}, not of {root}", profile.type_name),
             }),
             Some(_) => {}
@@ -214,12 +249,11 @@ pub fn validate_with(resource: &Value, options: &Options) -> Report {
                     Severity::Warning
                 },
                 code: IssueType::UnknownProfile,
-                expression: format!("{root}.meta.profile"),
+                expression: format!("{path}.meta.profile"),
                 message: format!("the profile {url} is not known here, so not checked"),
             }),
         }
     }
-    report
 }
 
 /// Issues added to a report, but those already reported at the same place with the same code

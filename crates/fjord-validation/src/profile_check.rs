@@ -225,7 +225,8 @@ impl<'c> ProfileCheck<'c> {
         path: &str,
         found: &Found,
     ) -> bool {
-        let actual = evaluate_path(found, path);
+        let structure = structure_of(&profile.rules[slice], &found.type_code);
+        let actual = evaluate_path(found, &structure, path);
         match kind {
             Discriminator::Value | Discriminator::Pattern => {
                 let Some(expected) = expected_value(profile, slice, path) else {
@@ -252,7 +253,7 @@ impl<'c> ProfileCheck<'c> {
                 let actual_type = if path == "$this" {
                     Some(found.type_code.clone())
                 } else {
-                    typed_path(found, path)
+                    typed_path(found, &structure, path)
                 };
                 actual_type.is_some_and(|t| types.iter().any(|r| r.code == t))
             }
@@ -260,18 +261,22 @@ impl<'c> ProfileCheck<'c> {
                 let Some(sub) = sub_rule(profile, slice, path) else {
                     return false;
                 };
-                let Some(json) = found.json else { return false };
-                profile.rules[sub]
-                    .types
-                    .iter()
-                    .flat_map(|t| &t.profiles)
-                    .filter_map(|url| self.conformance.profile(url))
-                    .any(|candidate| {
-                        let mut probe = ProfileCheck::new(self.conformance);
-                        probe.depth = self.depth + 1;
-                        probe.check(candidate, json, &found.type_code, &found.path, json);
-                        !probe.issues.iter().any(|i| i.severity == Severity::Error)
-                    })
+                // What the path selects conforms to one of the profiles of the sub-element's
+                // type (`value` of a component to a Quantity profile).
+                profile.rules[sub].types.iter().any(|type_ref| {
+                    type_ref
+                        .profiles
+                        .iter()
+                        .filter_map(|url| self.conformance.profile(url))
+                        .any(|candidate| {
+                            actual.iter().any(|value| {
+                                let mut probe = ProfileCheck::new(self.conformance);
+                                probe.depth = self.depth + 1;
+                                probe.check(candidate, value, &type_ref.code, &found.path, value);
+                                !probe.issues.iter().any(|i| i.severity == Severity::Error)
+                            })
+                        })
+                })
             }
         }
     }
@@ -525,7 +530,7 @@ fn choice_type(suffix: &str) -> Option<String> {
 
 /// The JSON values a discriminator path selects from a value (`$this`, `url`, `coding.system`,
 /// `extension('…').value`), through FHIRPath.
-fn evaluate_path(found: &Found, path: &str) -> Vec<Value> {
+fn evaluate_path(found: &Found, structure: &str, path: &str) -> Vec<Value> {
     let Some(json) = found.json else {
         return Vec::new();
     };
@@ -535,12 +540,11 @@ fn evaluate_path(found: &Found, path: &str) -> Vec<Value> {
     let Ok(expr) = fjord_fhirpath::parse(path) else {
         return Vec::new();
     };
-    let structure = found.type_code.clone();
     let node = Node {
         json: Some(json),
         companion: found.companion,
         type_code: &found.type_code,
-        structure: &structure,
+        structure,
     };
     let env = fjord_fhirpath::Environment {
         lenient: true,
@@ -557,14 +561,14 @@ fn evaluate_path(found: &Found, path: &str) -> Vec<Value> {
 }
 
 /// The FHIR type of what a path selects (for `type` discriminators).
-fn typed_path(found: &Found, path: &str) -> Option<String> {
+fn typed_path(found: &Found, structure: &str, path: &str) -> Option<String> {
     let json = found.json?;
     let expr = fjord_fhirpath::parse(path).ok()?;
     let node = Node {
         json: Some(json),
         companion: found.companion,
         type_code: &found.type_code,
-        structure: &found.type_code,
+        structure,
     };
     let env = fjord_fhirpath::Environment {
         lenient: true,
@@ -781,6 +785,49 @@ mod tests {
         with_value["valueQuantity"] =
             json!({ "value": 1, "system": "http://unitsofmeasure.org", "code": "1" });
         assert_eq!(errors(&with_value), []);
+    }
+
+    #[test]
+    fn slicing_by_profile_checks_what_the_path_selects() {
+        let kilograms = json!({
+            "resourceType": "StructureDefinition", "url": "urn:test:kilograms", "type": "Quantity",
+            "snapshot": { "element": [
+                { "id": "Quantity", "path": "Quantity", "min": 0, "max": "*" },
+                { "id": "Quantity.code", "path": "Quantity.code", "min": 1, "max": "1", "type": [{ "code": "code" }], "fixedCode": "kg" },
+            ] },
+        });
+        let weighed = json!({
+            "resourceType": "StructureDefinition", "url": "urn:test:weighed", "type": "Observation",
+            "snapshot": { "element": [
+                { "id": "Observation", "path": "Observation", "min": 0, "max": "*" },
+                { "id": "Observation.component", "path": "Observation.component", "min": 0, "max": "*",
+                  "type": [{ "code": "BackboneElement" }],
+                  "slicing": { "discriminator": [{ "type": "profile", "path": "value" }], "rules": "closed" } },
+                { "id": "Observation.component:weight", "path": "Observation.component", "sliceName": "weight", "min": 1, "max": "1" },
+                { "id": "Observation.component:weight.value[x]", "path": "Observation.component.value[x]", "min": 1, "max": "1",
+                  "type": [{ "code": "Quantity", "profile": ["urn:test:kilograms"] }] },
+            ] },
+        });
+        let mut conformance = Conformance::default();
+        assert!(conformance.add_all(vec![weighed, kilograms]).is_empty());
+        let required = ["urn:test:weighed".to_owned()];
+        let options = Options {
+            conformance: Some(&conformance),
+            required_profiles: &required,
+            ..Options::default()
+        };
+        let component = |unit: &str| json!({ "code": { "text": "weight" }, "valueQuantity": { "value": 80, "code": unit, "system": "http://unitsofmeasure.org" } });
+        let mut resource = observation();
+        resource["component"] = json!([component("kg")]);
+        let report = validate_with(&resource, &options);
+        assert!(!report.has_errors(), "{:?}", report.issues);
+        // In pounds: no slice takes it (closed), and the required slice is empty.
+        resource["component"] = json!([component("[lb_av]")]);
+        let report = validate_with(&resource, &options);
+        let messages: Vec<&str> = report.errors().map(|i| i.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(messages[0].contains("matches none of the slices"));
+        assert!(messages[1].contains("component:weight: minimum required = 1"));
     }
 
     #[test]
