@@ -281,16 +281,15 @@ impl<'c> ProfileCheck<'c> {
         }
     }
 
-    /// A binding the profile adds: required → error, extensible → warning, when Fjord can
-    /// enumerate the value set.
+    /// A binding the profile adds: required → error, extensible or preferred → warning, when
+    /// Fjord can enumerate the value set.
     fn binding(&mut self, rule: &Rule, found: &Found) {
         let Some((strength, url)) = &rule.binding else {
             return;
         };
         let severity = match strength {
             BindingStrength::Required => Severity::Error,
-            BindingStrength::Extensible => Severity::Warning,
-            BindingStrength::Preferred => return,
+            BindingStrength::Extensible | BindingStrength::Preferred => Severity::Warning,
         };
         let Some(json) = found.json else { return };
         let Some(expansion) = self.conformance.expand(url) else {
@@ -690,7 +689,7 @@ fn referenced_type(reference: &str) -> Option<&str> {
 mod tests {
     use serde_json::{json, Value};
 
-    use crate::{validate_with, Conformance, Options};
+    use crate::{validate_with, Conformance, Options, Severity};
 
     /// A home-measurement Observation profile written as a snapshot: a closed, ordered slicing
     /// of `category` by pattern, `component` sliced by `code` (pattern) with one required
@@ -785,6 +784,56 @@ mod tests {
         with_value["valueQuantity"] =
             json!({ "value": 1, "system": "http://unitsofmeasure.org", "code": "1" });
         assert_eq!(errors(&with_value), []);
+    }
+
+    #[test]
+    fn bindings_by_strength() {
+        let mut conformance = Conformance::default();
+        let value_set = json!({ "resourceType": "ValueSet", "url": "urn:vs:methods",
+            "compose": { "include": [{ "system": "urn:methods", "concept": [{ "code": "cuff" }] }] } });
+        let binding = |strength: &str| {
+            json!({
+                "resourceType": "StructureDefinition", "url": format!("urn:test:{strength}"), "type": "Observation",
+                "snapshot": { "element": [
+                    { "id": "Observation", "path": "Observation", "min": 0, "max": "*" },
+                    { "id": "Observation.method", "path": "Observation.method", "min": 0, "max": "1",
+                      "type": [{ "code": "CodeableConcept" }],
+                      "binding": { "strength": strength, "valueSet": "urn:vs:methods" } },
+                ] },
+            })
+        };
+        let failed = conformance.add_all(vec![
+            value_set,
+            binding("required"),
+            binding("extensible"),
+            binding("preferred"),
+            binding("example"),
+        ]);
+        assert!(failed.is_empty());
+        let mut resource = observation();
+        resource["method"] = json!({ "coding": [{ "system": "urn:methods", "code": "finger" }] });
+        for (strength, expected) in [
+            ("required", Some(Severity::Error)),
+            ("extensible", Some(Severity::Warning)),
+            ("preferred", Some(Severity::Warning)),
+            ("example", None),
+        ] {
+            let required = [format!("urn:test:{strength}")];
+            let report = validate_with(
+                &resource,
+                &Options {
+                    conformance: Some(&conformance),
+                    required_profiles: &required,
+                    ..Options::default()
+                },
+            );
+            let found = report
+                .issues
+                .iter()
+                .find(|i| i.expression == "Observation.method")
+                .map(|i| i.severity);
+            assert_eq!(found, expected, "{strength}: {:?}", report.issues);
+        }
     }
 
     #[test]
