@@ -558,3 +558,43 @@ fn nested_resources_are_checked_against_the_profiles_they_claim() {
         report.issues
     );
 }
+
+/// A reference to a contained resource: the target must conform to one of the target profiles
+/// (no-basis-MedicationStatement refers to a no-basis-Medication).
+#[test]
+fn a_contained_target_must_conform_to_a_target_profile() {
+    let conformance = no_basis();
+    let mut statement = serde_json::json!({
+        "resourceType": "MedicationStatement",
+        "meta": { "profile": ["http://hl7.no/fhir/StructureDefinition/no-basis-MedicationStatement"] },
+        "status": "active",
+        "contained": [{
+            "resourceType": "Medication", "id": "m1",
+            "code": { "coding": [
+                { "system": "http://ehelse.no/fhir/CodeSystem/FEST", "code": "ID_1", "display": "Ramipril 5 mg" },
+            ] },
+            "form": { "coding": [{ "system": "urn:oid:2.16.578.1.12.4.1.1.7448", "code": "53", "display": "Tablett" }] },
+        }],
+        "medicationReference": { "reference": "#m1" },
+        "subject": { "reference": "Patient/p1" },
+    });
+    let options = Options {
+        conformance: Some(&conformance),
+        ..Options::default()
+    };
+    let report = validate_with(&statement, &options);
+    assert!(!report.has_errors(), "{:?}", report.issues);
+    // Without its FEST coding the medication is no no-basis-Medication.
+    statement["contained"][0]["code"]["coding"][0]["system"] = "urn:local".into();
+    let report = validate_with(&statement, &options);
+    let errors: Vec<(&str, &str)> = report
+        .errors()
+        .map(|i| (i.expression.as_str(), i.message.as_str()))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        errors[0].0,
+        "MedicationStatement.medication.ofType(Reference)"
+    );
+    assert!(errors[0].1.contains("conforms to none of"), "{errors:#?}");
+}

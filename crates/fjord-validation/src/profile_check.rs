@@ -90,7 +90,7 @@ impl<'c> ProfileCheck<'c> {
             }
             self.binding(rule, found);
             self.type_profiles(rule, found, resource);
-            self.references(rule, found);
+            self.references(rule, found, resource);
         }
         self.invariants(profile, rule, found, resource);
         let Some(Value::Object(_)) = found.json else {
@@ -371,15 +371,13 @@ impl<'c> ProfileCheck<'c> {
         }
     }
 
-    /// A literal reference's type against the target profiles.
-    fn references(&mut self, rule: &Rule, found: &Found) {
+    /// A literal reference against the target profiles: a contained target must conform to
+    /// one of them; any other target's type must be one of theirs.
+    fn references(&mut self, rule: &Rule, found: &Found, resource: &Value) {
         if found.type_code != "Reference" {
             return;
         }
         let Some(reference) = found.json.and_then(|j| j["reference"].as_str()) else {
-            return;
-        };
-        let Some(target_type) = referenced_type(reference) else {
             return;
         };
         let targets: Vec<&String> = rule
@@ -391,6 +389,18 @@ impl<'c> ProfileCheck<'c> {
         if targets.is_empty() {
             return;
         }
+        if let Some(id) = reference.strip_prefix('#') {
+            let contained = resource["contained"]
+                .as_array()
+                .and_then(|c| c.iter().find(|r| r["id"].as_str() == Some(id)));
+            if let Some(target) = contained {
+                self.target_conforms(rule, found, target, &targets);
+            }
+            return;
+        }
+        let Some(target_type) = referenced_type(reference) else {
+            return;
+        };
         let allowed: Vec<String> = targets
             .iter()
             .filter_map(|url| {
@@ -407,6 +417,55 @@ impl<'c> ProfileCheck<'c> {
                 rule.id,
                 allowed.join(", ")
             );
+            self.issue(Severity::Error, IssueType::Structure, &found.path, message);
+        }
+    }
+
+    /// Whether a target Fjord can see (a contained resource) is of a core type the targets
+    /// name, or conforms to one of their profiles of its type; targets Fjord does not know are
+    /// given the benefit of the doubt.
+    fn target_conforms(&mut self, rule: &Rule, found: &Found, target: &Value, targets: &[&String]) {
+        let target_type = target["resourceType"].as_str().unwrap_or_default();
+        let mut profiles_of_its_type = Vec::new();
+        for url in targets {
+            let url = url.split('|').next().unwrap_or(url);
+            if let Some(core) = url.strip_prefix("http://hl7.org/fhir/StructureDefinition/") {
+                if core == target_type || core == "Resource" {
+                    return;
+                }
+                continue;
+            }
+            match self.conformance.profile(url) {
+                Some(candidate) if candidate.type_name == target_type => {
+                    profiles_of_its_type.push(candidate.clone());
+                }
+                Some(_) => {}
+                None => return,
+            }
+        }
+        let conforms = profiles_of_its_type.iter().any(|candidate| {
+            let mut probe = ProfileCheck::new(self.conformance);
+            probe.depth = self.depth + 1;
+            probe.check(candidate, target, target_type, &found.path, target);
+            !probe.issues.iter().any(|i| i.severity == Severity::Error)
+        });
+        if !conforms {
+            let message = if profiles_of_its_type.is_empty() {
+                format!(
+                    "{}: a reference to {target_type} is not allowed here",
+                    rule.id
+                )
+            } else {
+                let urls: Vec<&str> = profiles_of_its_type
+                    .iter()
+                    .map(|p| p.url.as_str())
+                    .collect();
+                format!(
+                    "{}: the {target_type} referred to conforms to none of {}",
+                    rule.id,
+                    urls.join(", ")
+                )
+            };
             self.issue(Severity::Error, IssueType::Structure, &found.path, message);
         }
     }
