@@ -28,18 +28,7 @@ impl Engine {
             .map(Vec::as_slice)
             .unwrap_or_default();
         let (questionnaire, unknown) = self.questionnaire_of(tenant, resource).await?;
-        let options = Options {
-            identifiers: IdentifierRules {
-                allow_test_data: settings.allow_test_data,
-            },
-            conformance: Some(&conformance),
-            required_profiles: required,
-            unknown_profile: match settings.unknown_profile {
-                UnknownProfile::Warning => Severity::Warning,
-                UnknownProfile::Error => Severity::Error,
-            },
-            questionnaire: questionnaire.as_ref(),
-        };
+        let options = options(tenant, &conformance, required, questionnaire.as_ref());
         let mut report = validate_with(resource, &options);
         report.issues.extend(unknown);
         for unevaluated in &report.unevaluated {
@@ -50,6 +39,28 @@ impl Engine {
             return Err(EngineError::NotConformant(report.issues));
         }
         Ok(report.issues)
+    }
+}
+
+/// What validation checks for the tenant: its identifier rules and unknown-profile choice, its
+/// conformance resources, the profiles required here and a QuestionnaireResponse's Questionnaire.
+fn options<'c>(
+    tenant: &Tenant,
+    conformance: &'c fjord_validation::Conformance,
+    required_profiles: &'c [String],
+    questionnaire: Option<&'c Value>,
+) -> Options<'c> {
+    Options {
+        identifiers: IdentifierRules {
+            allow_test_data: tenant.settings.allow_test_data,
+        },
+        conformance: Some(conformance),
+        required_profiles,
+        unknown_profile: match tenant.settings.unknown_profile {
+            UnknownProfile::Warning => Severity::Warning,
+            UnknownProfile::Error => Severity::Error,
+        },
+        questionnaire,
     }
 }
 
@@ -169,18 +180,7 @@ impl Engine {
         }
         let (questionnaire, unknown) = self.questionnaire_of(tenant, &value).await?;
         issues.extend(unknown);
-        let options = Options {
-            identifiers: IdentifierRules {
-                allow_test_data: settings.allow_test_data,
-            },
-            conformance: Some(&conformance),
-            required_profiles: &profiles,
-            unknown_profile: match settings.unknown_profile {
-                UnknownProfile::Warning => Severity::Warning,
-                UnknownProfile::Error => Severity::Error,
-            },
-            questionnaire: questionnaire.as_ref(),
-        };
+        let options = options(tenant, &conformance, &profiles, questionnaire.as_ref());
         issues.extend(validate_with(&value, &options).issues);
         issues.sort_by_key(|issue| issue.severity);
         Ok(issues)

@@ -71,6 +71,22 @@ impl<'c> ProfileCheck<'c> {
         self.depth -= 1;
     }
 
+    /// Whether `value` conforms to `candidate`, errors only counting (a slice's profile, one of
+    /// several type or target profiles); the issues of the probe are not kept.
+    fn conforms(
+        &self,
+        candidate: &Profile,
+        value: &Value,
+        type_code: &str,
+        path: &str,
+        resource: &Value,
+    ) -> bool {
+        let mut probe = ProfileCheck::new(self.conformance);
+        probe.depth = self.depth + 1;
+        probe.check(candidate, value, type_code, path, resource);
+        !probe.issues.iter().any(|i| i.severity == Severity::Error)
+    }
+
     /// One value against one rule.
     fn value(&mut self, profile: &Profile, index: usize, found: &Found, resource: &Value) {
         let rule = &profile.rules[index];
@@ -270,10 +286,7 @@ impl<'c> ProfileCheck<'c> {
                         .filter_map(|url| self.conformance.profile(url))
                         .any(|candidate| {
                             actual.iter().any(|value| {
-                                let mut probe = ProfileCheck::new(self.conformance);
-                                probe.depth = self.depth + 1;
-                                probe.check(candidate, value, &type_ref.code, &found.path, value);
-                                !probe.issues.iter().any(|i| i.severity == Severity::Error)
+                                self.conforms(candidate, value, &type_ref.code, &found.path, value)
                             })
                         })
                 })
@@ -358,10 +371,7 @@ impl<'c> ProfileCheck<'c> {
             [only] => self.check(only, json, &found.type_code, &found.path, resource),
             several => {
                 let conforms = several.iter().any(|candidate| {
-                    let mut probe = ProfileCheck::new(self.conformance);
-                    probe.depth = self.depth + 1;
-                    probe.check(candidate, json, &found.type_code, &found.path, resource);
-                    !probe.issues.iter().any(|i| i.severity == Severity::Error)
+                    self.conforms(candidate, json, &found.type_code, &found.path, resource)
                 });
                 if !conforms {
                     let message = format!("{}: conforms to none of its type's profiles", rule.id);
@@ -443,12 +453,9 @@ impl<'c> ProfileCheck<'c> {
                 None => return,
             }
         }
-        let conforms = profiles_of_its_type.iter().any(|candidate| {
-            let mut probe = ProfileCheck::new(self.conformance);
-            probe.depth = self.depth + 1;
-            probe.check(candidate, target, target_type, &found.path, target);
-            !probe.issues.iter().any(|i| i.severity == Severity::Error)
-        });
+        let conforms = profiles_of_its_type
+            .iter()
+            .any(|candidate| self.conforms(candidate, target, target_type, &found.path, target));
         if !conforms {
             let message = if profiles_of_its_type.is_empty() {
                 format!(
@@ -586,40 +593,14 @@ fn choice_type(suffix: &str) -> Option<String> {
     }
 }
 
-/// The JSON values a discriminator path selects from a value (`$this`, `url`, `coding.system`,
-/// `extension('…').value`), through FHIRPath.
-fn evaluate_path(found: &Found, structure: &str, path: &str) -> Vec<Value> {
-    let Some(json) = found.json else {
-        return Vec::new();
-    };
-    if path == "$this" {
-        return vec![json.clone()];
-    }
-    let Ok(expr) = fjord_fhirpath::parse(path) else {
-        return Vec::new();
-    };
-    let node = Node {
-        json: Some(json),
-        companion: found.companion,
-        type_code: &found.type_code,
-        structure,
-    };
-    let env = fjord_fhirpath::Environment {
-        lenient: true,
-        ..Default::default()
-    };
-    fjord_fhirpath::evaluate(&expr, vec![Item::Node(node)], &env)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|item| match item {
-            Item::Node(node) => node.json.cloned(),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The FHIR type of what a path selects (for `type` discriminators).
-fn typed_path(found: &Found, structure: &str, path: &str) -> Option<String> {
+/// What `path` selects from a value, typed by `structure` and evaluated leniently, handed to
+/// `then` (the items borrow the node); `None` when the path does not parse or evaluate.
+fn with_selected<T>(
+    found: &Found,
+    structure: &str,
+    path: &str,
+    then: impl FnOnce(Vec<Item<'_>>) -> T,
+) -> Option<T> {
     let json = found.json?;
     let expr = fjord_fhirpath::parse(path).ok()?;
     let node = Node {
@@ -632,11 +613,35 @@ fn typed_path(found: &Found, structure: &str, path: &str) -> Option<String> {
         lenient: true,
         ..Default::default()
     };
-    let result = fjord_fhirpath::evaluate(&expr, vec![Item::Node(node)], &env).ok()?;
-    match result.first()? {
+    let items = fjord_fhirpath::evaluate(&expr, vec![Item::Node(node)], &env).ok()?;
+    Some(then(items))
+}
+
+/// The JSON values a discriminator path selects from a value (`$this`, `url`, `coding.system`,
+/// `extension('…').value`), through FHIRPath.
+fn evaluate_path(found: &Found, structure: &str, path: &str) -> Vec<Value> {
+    if path == "$this" {
+        return found.json.cloned().into_iter().collect();
+    }
+    with_selected(found, structure, path, |items| {
+        items
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Node(node) => node.json.cloned(),
+                _ => None,
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The FHIR type of what a path selects (for `type` discriminators).
+fn typed_path(found: &Found, structure: &str, path: &str) -> Option<String> {
+    with_selected(found, structure, path, |items| match items.first()? {
         Item::Node(node) => Some(node.type_code.to_owned()),
         _ => None,
-    }
+    })
+    .flatten()
 }
 
 /// The rule a discriminator path names within a slice (`Patient.identifier:FNR.system`).
