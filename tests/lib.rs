@@ -72,6 +72,12 @@ impl Server {
             });
         let mut command = Command::new(fjord_binary());
         command.args(["serve", "--listen", listen]).args(args);
+        // Most tests of an external database are about FHIR, not tokens: they ask for no
+        // authentication, as a developer would (the embedded default on loopback has none);
+        // the tests of authentication say `--auth required`.
+        if args.contains(&"--database-url") && !args.contains(&"--auth") {
+            command.args(["--auth", "off"]);
+        }
         if let Some(dir) = &text_dir {
             command.arg("--text-dir").arg(dir);
         }

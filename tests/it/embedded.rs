@@ -146,7 +146,7 @@ fn cli_administers_tenants_and_migrates_on_the_embedded_cluster() {
 }
 
 #[test]
-fn unauthenticated_access_only_on_loopback() {
+fn authentication_is_off_only_for_the_embedded_default_on_loopback() {
     let dir = data_dir("bind");
     let server = Server::start_on("0.0.0.0:0", &["--data-dir", dir.to_str().unwrap()]);
     let reply = send(
@@ -157,6 +157,10 @@ fn unauthenticated_access_only_on_loopback() {
     );
     assert_eq!(reply.status, 401);
     assert_eq!(reply.json()["issue"][0]["code"], "login");
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some("Bearer realm=\"fjord\"")
+    );
     assert_eq!(
         send("GET", &format!("{}/health/live", server.origin), &[], None).status,
         200

@@ -38,10 +38,12 @@ async fn official_examples_round_trip() {
         referential_integrity: false,
         ..TenantSettings::default()
     };
-    let tenant = engine
-        .set_tenant_settings(&tenant.id, &lenient)
-        .await
-        .unwrap();
+    let tenant = fjord_engine::Caller::trusted(
+        engine
+            .set_tenant_settings(&tenant.id, &lenient)
+            .await
+            .unwrap(),
+    );
     // Examples that share a type and id must not race: shard by (type, id).
     let shards = 8;
     let mut work: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); shards];
@@ -116,7 +118,7 @@ async fn official_examples_round_trip() {
 
 async fn round_trip(
     engine: &Engine,
-    tenant: &fjord_engine::Tenant,
+    tenant: &fjord_engine::Caller,
     bytes: &[u8],
 ) -> Result<(), String> {
     let original: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;

@@ -49,7 +49,8 @@ async fn index_rows_follow_the_current_version() {
         referential_integrity: false,
         ..TenantSettings::default()
     };
-    let tenant_a = engine.set_tenant_settings("hf-a", &lenient).await.unwrap();
+    let tenant_a =
+        fjord_engine::Caller::trusted(engine.set_tenant_settings("hf-a", &lenient).await.unwrap());
     engine
         .update(
             &tenant_a,

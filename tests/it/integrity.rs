@@ -85,6 +85,7 @@ fn settings_are_shown_replaced_checked_and_take_effect_at_once() {
             "allowTestData": false,
             "requiredProfiles": {},
             "unknownProfile": "warning",
+            "trustedIssuers": [],
         })
     );
 

@@ -17,8 +17,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "fjord-validation",
         &["fjord-definitions", "fjord-fhirpath", "fjord-model"],
     ),
+    ("fjord-smart", &["fjord-search"]),
     ("fjord-pg", &[]),
-    ("fjord-store", &["fjord-search"]),
+    ("fjord-store", &["fjord-search", "fjord-smart"]),
     ("fjord-text", &["fjord-search"]),
     (
         "fjord-engine",
@@ -27,18 +28,23 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "fjord-model",
             "fjord-patch",
             "fjord-search",
+            "fjord-smart",
             "fjord-store",
             "fjord-text",
             "fjord-validation",
         ],
     ),
-    ("fjord-rest", &["fjord-engine", "fjord-model"]),
+    (
+        "fjord-rest",
+        &["fjord-engine", "fjord-model", "fjord-smart"],
+    ),
     (
         "fjord-server",
         &[
             "fjord-engine",
             "fjord-pg",
             "fjord-rest",
+            "fjord-smart",
             "fjord-store",
             "fjord-text",
         ],
@@ -53,6 +59,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("sqlx", "fjord-store"),
     ("actix-web", "fjord-rest"),
     ("tantivy", "fjord-text"),
+    ("jsonwebtoken", "fjord-smart"),
 ];
 
 #[test]

@@ -19,6 +19,7 @@ mod rest;
 mod search;
 mod search_scopes;
 mod searching;
+mod smart;
 mod store;
 mod synthea;
 mod text_search;

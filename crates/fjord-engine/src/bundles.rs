@@ -12,14 +12,14 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use fjord_model::{resource_type, Format, Resource};
 use fjord_search::{Scope, SearchQuery};
-use fjord_store::{Expected, Op, StoredVersion, Tenant};
+use fjord_store::{Expected, Op, StoredVersion};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::conditional::Condition;
 use crate::integrity::Unit;
 use crate::search::query_params;
-use crate::{version_of_etag, Engine, EngineError, Written};
+use crate::{version_of_etag, Caller, Engine, EngineError, Written};
 
 /// Entries a bundle may have at most, unless configured otherwise.
 pub const DEFAULT_MAX_BUNDLE_ENTRIES: usize = 10_000;
@@ -142,10 +142,10 @@ impl Engine {
     /// Runs a `batch` or `transaction` Bundle (JSON, as `parse_bundle` returns it).
     /// A transaction answers every entry or fails as a whole with the error of the first entry
     /// that failed (`EngineError::InEntry`); a batch answers every entry.
-    #[tracing::instrument(skip_all, fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id))]
     pub async fn bundle(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         mut bundle: Value,
     ) -> Result<(BundleKind, Vec<EntryOutcome>), EngineError> {
         let kind = match bundle["type"].as_str() {
@@ -180,26 +180,26 @@ impl Engine {
                     .enumerate()
                     .map(|(index, entry)| entry.map_err(|e| in_entry(index, e)))
                     .collect::<Result<Vec<_>, _>>()?;
-                let (entries, references) = self.prepare_entries(tenant, entries).await?;
-                let mut work = self.begin(tenant).await?;
+                let (entries, references) = self.prepare_entries(caller, entries).await?;
+                let mut work = self.begin(caller).await?;
                 let result = match self
-                    .transaction_in(&mut work, tenant, entries, references)
+                    .transaction_in(&mut work, caller, entries, references)
                     .await
                 {
                     // Checked here rather than by `finish`, to name the entry that broke it.
-                    Ok(outcomes) => match self.check_integrity(tenant, &mut work).await {
+                    Ok(outcomes) => match self.check_integrity(caller, &mut work).await {
                         Ok(()) => Ok(outcomes),
                         Err(error) => Err(blame(error, &outcomes)),
                     },
                     Err(error) => Err(error),
                 };
-                Ok((kind, self.finish(tenant, work, result).await?))
+                Ok((kind, self.finish(caller, work, result).await?))
             }
             BundleKind::Batch => {
                 let mut outcomes = Vec::with_capacity(count);
                 for entry in entries {
                     let outcome = match entry {
-                        Ok(entry) => self.batch_entry(tenant, entry).await,
+                        Ok(entry) => self.batch_entry(caller, entry).await,
                         Err(e) => Err(e),
                     };
                     outcomes.push(outcome.unwrap_or_else(EntryOutcome::Failed));
@@ -212,16 +212,16 @@ impl Engine {
     /// One batch entry, in a unit of work of its own.
     async fn batch_entry(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         entry: Entry,
     ) -> Result<EntryOutcome, EngineError> {
         let outcomes = async {
-            let (entries, references) = self.prepare_entries(tenant, vec![entry]).await?;
-            let mut work = self.begin(tenant).await?;
+            let (entries, references) = self.prepare_entries(caller, vec![entry]).await?;
+            let mut work = self.begin(caller).await?;
             let result = self
-                .transaction_in(&mut work, tenant, entries, references)
+                .transaction_in(&mut work, caller, entries, references)
                 .await;
-            self.finish(tenant, work, result).await
+            self.finish(caller, work, result).await
         };
         let mut outcomes = outcomes.await.map_err(|e| match e {
             EngineError::InEntry(_, inner) => *inner,
@@ -234,7 +234,7 @@ impl Engine {
     async fn transaction_in(
         &self,
         work: &mut Unit<'_>,
-        tenant: &Tenant,
+        caller: &Caller,
         mut entries: Vec<Entry>,
         references: Vec<ConditionalReference>,
     ) -> Result<Vec<EntryOutcome>, EngineError> {
@@ -257,7 +257,7 @@ impl Engine {
         // Deletes first: what the conditions of later entries find is after them.
         for entry in entries.iter().filter(|e| e.method == Method::Delete) {
             let outcome = self
-                .delete_entry(work, tenant, entry)
+                .delete_entry(work, caller, entry)
                 .await
                 .map_err(|e| in_entry(entry.index, e))?;
             outcomes.insert(entry.index, outcome);
@@ -299,12 +299,12 @@ impl Engine {
             }
             let index = entry.index;
             let outcome = match entry.method {
-                Method::Patch => self.patch_entry(work, tenant, entry, &local).await,
+                Method::Patch => self.patch_entry(work, caller, entry, &local).await,
                 _ => {
                     let id = ids
                         .remove(&index)
                         .expect("every create and update has an id");
-                    self.write_entry(work, tenant, entry, &id, &local).await
+                    self.write_entry(work, caller, entry, &id, &local).await
                 }
             };
             let outcome = outcome.map_err(|e| in_entry(index, e))?;
@@ -312,7 +312,8 @@ impl Engine {
         }
 
         for entry in entries.iter().filter(|e| e.method == Method::Get) {
-            let outcome = read_entry(work, entry)
+            let outcome = self
+                .read_entry(work, caller, entry)
                 .await
                 .map_err(|e| in_entry(entry.index, e))?;
             outcomes.insert(entry.index, outcome);
@@ -326,18 +327,18 @@ impl Engine {
     async fn delete_entry(
         &self,
         work: &mut Unit<'_>,
-        tenant: &Tenant,
+        caller: &Caller,
         entry: &Entry,
     ) -> Result<EntryOutcome, EngineError> {
         match &entry.target {
             Target::Instance(resource_type, id) => Ok(EntryOutcome::Deleted(
-                self.delete_in(work, tenant, resource_type, id, entry.if_match)
+                self.delete_in(work, caller, resource_type, id, entry.if_match)
                     .await?,
             )),
             Target::Query(resource_type, _) => {
                 let condition = entry.condition.as_ref().expect("prepared");
                 let mut deleted = self
-                    .conditional_delete_in(work, tenant, resource_type, condition, entry.if_match)
+                    .conditional_delete_in(work, caller, resource_type, condition, entry.if_match)
                     .await?;
                 // Several deleted: no one location to answer with.
                 let one = if deleted.len() == 1 {
@@ -401,12 +402,12 @@ impl Engine {
     /// that the work does not wait for them (they may wait for the text index).
     async fn prepare_entries(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         mut entries: Vec<Entry>,
     ) -> Result<(Vec<Entry>, Vec<ConditionalReference>), EngineError> {
         for entry in &mut entries {
             let (condition, search) = self
-                .entry_queries(tenant, entry)
+                .entry_queries(caller, entry)
                 .await
                 .map_err(|e| in_entry(entry.index, e))?;
             entry.condition = condition;
@@ -421,7 +422,7 @@ impl Engine {
             let prepared = async {
                 let (type_name, text) = reference.split_once('?').expect("collected with a '?'");
                 let resource_type = self.resource_type(type_name)?;
-                let condition = self.condition(tenant, resource_type, text).await?;
+                let condition = self.condition(caller, resource_type, text).await?;
                 Ok((resource_type, condition))
             };
             let (resource_type, condition) = prepared
@@ -439,20 +440,20 @@ impl Engine {
     /// The condition and the search query an entry has, if any.
     async fn entry_queries(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         entry: &Entry,
     ) -> Result<(Option<Condition>, Option<SearchQuery>), EngineError> {
         match (entry.method, &entry.target) {
             (Method::Post, Target::Type(resource_type)) => match &entry.if_none_exist {
                 Some(text) => Ok((
-                    Some(self.condition(tenant, resource_type, text).await?),
+                    Some(self.condition(caller, resource_type, text).await?),
                     None,
                 )),
                 None => Ok((None, None)),
             },
             (Method::Put | Method::Patch | Method::Delete, Target::Query(resource_type, text)) => {
                 Ok((
-                    Some(self.condition(tenant, resource_type, text).await?),
+                    Some(self.condition(caller, resource_type, text).await?),
                     None,
                 ))
             }
@@ -463,7 +464,7 @@ impl Engine {
                 };
                 let scope = Scope::Type(resource_type);
                 let (_, query) = self
-                    .prepare_query(tenant, scope, &query_params(text), false)
+                    .prepare_query(caller, scope, &query_params(text), false)
                     .await?;
                 Ok((None, Some(query)))
             }
@@ -474,7 +475,7 @@ impl Engine {
     async fn write_entry(
         &self,
         work: &mut Unit<'_>,
-        tenant: &Tenant,
+        caller: &Caller,
         entry: &mut Entry,
         id: &str,
         local: &HashMap<String, String>,
@@ -502,7 +503,7 @@ impl Engine {
         match entry.method {
             Method::Post => {
                 self.write(
-                    tenant,
+                    caller,
                     Some(work),
                     resource_type,
                     id,
@@ -512,7 +513,7 @@ impl Engine {
                 .await
             }
             _ => {
-                self.update_in(work, tenant, id, resource, entry.if_match)
+                self.update_in(work, caller, id, resource, entry.if_match)
                     .await
             }
         }
@@ -521,7 +522,7 @@ impl Engine {
     async fn patch_entry(
         &self,
         work: &mut Unit<'_>,
-        tenant: &Tenant,
+        caller: &Caller,
         entry: &mut Entry,
         local: &HashMap<String, String>,
     ) -> Result<Written, EngineError> {
@@ -545,30 +546,41 @@ impl Engine {
                 ))
             }
         };
-        self.patch_in(work, tenant, resource_type, &id, &patch, entry.if_match)
+        self.patch_in(work, caller, resource_type, &id, &patch, entry.if_match)
             .await
     }
 }
 
-/// A read or search entry, as `work` sees the bundle's writes.
-async fn read_entry(work: &mut Unit<'_>, entry: &Entry) -> Result<EntryOutcome, EngineError> {
-    let gone_or_found = |version: Option<StoredVersion>, name: String| match version {
-        None => Err(EngineError::NotFound(name)),
-        Some(v) if v.op == Op::Delete => Err(EngineError::Gone(name)),
-        Some(v) => Ok(EntryOutcome::Read(v)),
-    };
-    match &entry.target {
-        Target::Instance(resource_type, id) => gone_or_found(
-            work.read_latest(resource_type, id).await?,
-            format!("{resource_type}/{id}"),
-        ),
-        Target::Version(resource_type, id, version) => gone_or_found(
-            work.read_version(resource_type, id, *version).await?,
-            format!("{resource_type}/{id}/_history/{version}"),
-        ),
-        Target::Type(_) | Target::Query(..) => {
-            let query = entry.search.as_ref().expect("prepared");
-            Ok(EntryOutcome::Searched(work.find(query, query.count).await?))
+impl Engine {
+    /// A read or search entry, as `work` sees the bundle's writes. A search was confined to
+    /// the caller's grant when it was prepared; a read is judged by the version it finds.
+    async fn read_entry(
+        &self,
+        work: &mut Unit<'_>,
+        caller: &Caller,
+        entry: &Entry,
+    ) -> Result<EntryOutcome, EngineError> {
+        let (version, name) = match &entry.target {
+            Target::Instance(resource_type, id) => (
+                work.read_latest(resource_type, id).await?,
+                format!("{resource_type}/{id}"),
+            ),
+            Target::Version(resource_type, id, version) => (
+                work.read_version(resource_type, id, *version).await?,
+                format!("{resource_type}/{id}/_history/{version}"),
+            ),
+            Target::Type(_) | Target::Query(..) => {
+                let query = entry.search.as_ref().expect("prepared");
+                return Ok(EntryOutcome::Searched(work.find(query, query.count).await?));
+            }
+        };
+        match version {
+            None => Err(EngineError::NotFound(name)),
+            Some(v) if !self.version_readable(caller, &*self.registry(caller).await?, &v)? => {
+                Err(EngineError::NotFound(name))
+            }
+            Some(v) if v.op == Op::Delete => Err(EngineError::Gone(name)),
+            Some(v) => Ok(EntryOutcome::Read(v)),
         }
     }
 }

@@ -7,13 +7,13 @@
 
 use fjord_model::{Format, Resource};
 use fjord_search::{Scope, SearchQuery};
-use fjord_store::{Expected, StoredVersion, Tenant};
+use fjord_store::{Expected, StoredVersion};
 use uuid::Uuid;
 
 use crate::integrity::Unit;
 use crate::interactions::{check_id, delete_expectation, require_if_match, update_expectation};
 use crate::search::query_params;
-use crate::{Engine, EngineError, Written};
+use crate::{Caller, Engine, EngineError, Written};
 
 /// Resources a conditional delete deletes at most, where the tenant allows several.
 pub const MAX_CONDITIONAL_DELETES: usize = 100;
@@ -33,7 +33,7 @@ impl Engine {
     /// one would match more than its client meant.
     pub(crate) async fn condition(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         text: &str,
     ) -> Result<Condition, EngineError> {
@@ -46,7 +46,7 @@ impl Engine {
             )));
         }
         let (_, query) = self
-            .prepare_query(tenant, Scope::Type(resource_type), &params, true)
+            .prepare_query(caller, Scope::Type(resource_type), &params, true)
             .await
             .map_err(|e| match e {
                 EngineError::BadRequest(message) => {
@@ -82,10 +82,10 @@ impl Engine {
 
     /// `create` with `If-None-Exist`: no match creates (201), one match is returned as it is
     /// (200), more than one is 412.
-    #[tracing::instrument(skip(self, body), fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip(self, body), fields(tenant = %caller.id))]
     pub async fn conditional_create(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         body: &[u8],
         format: Format,
@@ -93,22 +93,22 @@ impl Engine {
     ) -> Result<Written, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
         let resource = self.parse_for(resource_type, body, format)?;
-        let condition = self.condition(tenant, resource_type, condition).await?;
-        let mut work = self.begin(tenant).await?;
+        let condition = self.condition(caller, resource_type, condition).await?;
+        let mut work = self.begin(caller).await?;
         let result = match self.create_match(&mut work, &condition).await {
             Ok(Some(existing)) => Ok(existing),
-            Ok(None) => self.create_in(&mut work, tenant, resource).await,
+            Ok(None) => self.create_in(&mut work, caller, resource).await,
             Err(e) => Err(e),
         };
-        self.finish(tenant, work, result).await
+        self.finish(caller, work, result).await
     }
 
     /// `update` of `Type?condition`: the one match is updated; without a match the resource
     /// is created (with the body's id, if it has one); more than one match is 412.
-    #[tracing::instrument(skip(self, body), fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip(self, body), fields(tenant = %caller.id))]
     pub async fn conditional_update(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         condition: &str,
         body: &[u8],
@@ -117,51 +117,51 @@ impl Engine {
     ) -> Result<Written, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
         let resource = self.parse_for(resource_type, body, format)?;
-        let condition = self.condition(tenant, resource_type, condition).await?;
-        let mut work = self.begin(tenant).await?;
+        let condition = self.condition(caller, resource_type, condition).await?;
+        let mut work = self.begin(caller).await?;
         let result = match self
             .update_target(&mut work, &condition, resource.id())
             .await
         {
             Ok(id) => {
-                self.update_in(&mut work, tenant, &id, resource, if_match)
+                self.update_in(&mut work, caller, &id, resource, if_match)
                     .await
             }
             Err(e) => Err(e),
         };
-        self.finish(tenant, work, result).await
+        self.finish(caller, work, result).await
     }
 
     /// `delete` of `Type?condition`: the one match is deleted; none deletes nothing; more than
     /// one is 412, unless the tenant allows deleting several (at most
     /// [`MAX_CONDITIONAL_DELETES`]). Returns what was deleted.
-    #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip(self), fields(tenant = %caller.id))]
     pub async fn conditional_delete(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         condition: &str,
         if_match: Option<i64>,
     ) -> Result<Vec<Written>, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
-        let condition = self.condition(tenant, resource_type, condition).await?;
-        let mut work = self.begin(tenant).await?;
+        let condition = self.condition(caller, resource_type, condition).await?;
+        let mut work = self.begin(caller).await?;
         let result = self
-            .conditional_delete_in(&mut work, tenant, resource_type, &condition, if_match)
+            .conditional_delete_in(&mut work, caller, resource_type, &condition, if_match)
             .await;
-        self.finish(tenant, work, result).await
+        self.finish(caller, work, result).await
     }
 
     /// [`Engine::conditional_delete`] in `work`.
     pub(crate) async fn conditional_delete_in(
         &self,
         work: &mut Unit<'_>,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &'static str,
         condition: &Condition,
         if_match: Option<i64>,
     ) -> Result<Vec<Written>, EngineError> {
-        let matches = if tenant.settings.conditional_delete_multiple {
+        let matches = if caller.settings.conditional_delete_multiple {
             let found = self
                 .matches_up_to(work, condition, MAX_CONDITIONAL_DELETES + 1)
                 .await?;
@@ -184,7 +184,7 @@ impl Engine {
         for found in matches {
             // With If-Match only one match can be meant.
             deleted.extend(
-                self.delete_in(work, tenant, resource_type, &found.id, if_match)
+                self.delete_in(work, caller, resource_type, &found.id, if_match)
                     .await?,
             );
         }
@@ -230,14 +230,14 @@ impl Engine {
     pub(crate) async fn create_in(
         &self,
         work: &mut Unit<'_>,
-        tenant: &Tenant,
+        caller: &Caller,
         mut resource: Resource,
     ) -> Result<Written, EngineError> {
         let resource_type = self.resource_type(resource.resource_type())?;
         let id = Uuid::new_v4().to_string();
         resource.set_id(Some(&id));
         self.write(
-            tenant,
+            caller,
             Some(work),
             resource_type,
             &id,
@@ -252,7 +252,7 @@ impl Engine {
     pub(crate) async fn update_in(
         &self,
         work: &mut Unit<'_>,
-        tenant: &Tenant,
+        caller: &Caller,
         id: &str,
         mut resource: Resource,
         if_match: Option<i64>,
@@ -261,12 +261,12 @@ impl Engine {
         check_id(id)?;
         resource.set_id(Some(id));
         let current = work.lock_current(resource_type, id).await?;
-        require_if_match(tenant, if_match, current.is_some_and(|c| !c.deleted))?;
+        require_if_match(caller, if_match, current.is_some_and(|c| !c.deleted))?;
         let expected = update_expectation(current.map(|c| c.version), if_match, resource_type, id)?;
         let recreated = current.is_some_and(|c| c.deleted);
         let mut written = self
             .write(
-                tenant,
+                caller,
                 Some(work),
                 resource_type,
                 id,
@@ -282,7 +282,7 @@ impl Engine {
     pub(crate) async fn delete_in(
         &self,
         work: &mut Unit<'_>,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &'static str,
         id: &str,
         if_match: Option<i64>,
@@ -297,7 +297,7 @@ impl Engine {
             return Ok(None);
         };
         Ok(Some(
-            self.write(tenant, Some(work), resource_type, id, None, expected)
+            self.write(caller, Some(work), resource_type, id, None, expected)
                 .await?,
         ))
     }

@@ -18,10 +18,10 @@ use std::ops::{Deref, DerefMut};
 
 use fjord_model::{for_each_object, is_valid_id, resource_type};
 use fjord_search::keys;
-use fjord_store::{Tenant, Work};
+use fjord_store::Work;
 use serde_json::Value;
 
-use crate::{Engine, EngineError};
+use crate::{Caller, Engine, EngineError};
 
 /// Referrers named in a 409, and resources a cascade deletes, at most.
 pub const MAX_REFERRERS: usize = 100;
@@ -176,11 +176,11 @@ fn local_target(reference: &str) -> Option<(&'static str, &str)> {
 }
 
 impl Engine {
-    /// Begins a unit of work for the tenant.
-    pub(crate) async fn begin(&self, tenant: &Tenant) -> Result<Unit<'_>, EngineError> {
+    /// Begins a unit of work for the caller.
+    pub(crate) async fn begin(&self, caller: &Caller) -> Result<Unit<'_>, EngineError> {
         Ok(Unit {
-            work: self.store.begin(tenant.key).await?,
-            checked: tenant.settings.referential_integrity,
+            work: self.store.begin(caller.key).await?,
+            checked: caller.settings.referential_integrity,
             references: Vec::new(),
             deleted: Vec::new(),
             cascade: false,
@@ -191,13 +191,13 @@ impl Engine {
     /// Ends a unit: commits what succeeded once its integrity checks pass, rolls back the rest.
     pub(crate) async fn finish<T>(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         mut unit: Unit<'_>,
         result: Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let result = match result {
             Ok(value) => self
-                .check_integrity(tenant, &mut unit)
+                .check_integrity(caller, &mut unit)
                 .await
                 .map(|()| value),
             Err(error) => Err(error),
@@ -212,7 +212,7 @@ impl Engine {
             }
         };
         if changed {
-            self.forget_definitions(tenant);
+            self.forget_definitions(caller);
         }
         result
     }
@@ -221,7 +221,7 @@ impl Engine {
     /// referrers are deleted too), and every reference written names a current resource.
     pub(crate) async fn check_integrity(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         unit: &mut Unit<'_>,
     ) -> Result<(), EngineError> {
         let mut cascaded = 0;
@@ -229,7 +229,7 @@ impl Engine {
             // Writers that refer to it hold its reference lock shared until they commit: the
             // referrers below include them, and later ones wait for this commit.
             unit.lock_references(resource_type, &id).await?;
-            let keys = self.reference_keys(tenant, resource_type, &id).await?;
+            let keys = self.reference_keys(caller, resource_type, &id).await?;
             let referrers = unit
                 .referrers(resource_type, &id, &keys, MAX_REFERRERS as i64 + 1)
                 .await?;
@@ -256,7 +256,7 @@ impl Engine {
                 }
                 let referrer_type = self.resource_type(&referrer_type)?;
                 // Boxed: a delete may finish a unit of its own, which may cascade.
-                Box::pin(self.delete_in(unit, tenant, referrer_type, &referrer_id, None)).await?;
+                Box::pin(self.delete_in(unit, caller, referrer_type, &referrer_id, None)).await?;
             }
         }
         let references = std::mem::take(&mut unit.references);
@@ -273,13 +273,13 @@ impl Engine {
     /// The error of a write whose statement found a target missing: which reference it was.
     pub(crate) async fn dangling(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         id: &str,
         body: &Value,
     ) -> EngineError {
         let references = references_to_others(resource_type, id, body);
-        let existing = match self.begin(tenant).await {
+        let existing = match self.begin(caller).await {
             Ok(mut unit) => {
                 let found = unit.existing(&distinct_targets(&references)).await;
                 let _ = unit.work.rollback().await;
@@ -301,12 +301,12 @@ impl Engine {
     /// be refused for), as `Type/id`.
     pub(crate) async fn referrers_of(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         id: &str,
     ) -> Result<Vec<String>, EngineError> {
-        let keys = self.reference_keys(tenant, resource_type, id).await?;
-        let mut unit = self.begin(tenant).await?;
+        let keys = self.reference_keys(caller, resource_type, id).await?;
+        let mut unit = self.begin(caller).await?;
         let found = unit
             .referrers(resource_type, id, &keys, MAX_REFERRERS as i64)
             .await;
@@ -322,11 +322,11 @@ impl Engine {
     /// search parameter of the tenant that may point at the type.
     async fn reference_keys(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         target_type: &str,
         id: &str,
     ) -> Result<Vec<i64>, EngineError> {
-        let registry = self.registry(tenant).await?;
+        let registry = self.registry(caller).await?;
         Ok(registry
             .references_to(target_type)
             .map(|(source, param)| keys::reference(source, &param.code, target_type, id))

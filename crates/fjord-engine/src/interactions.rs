@@ -1,7 +1,6 @@
 use fjord_model::{resource_type, Format, Resource};
 use fjord_store::{
-    Expected, HistoryPage, HistoryScope, IndexTerms, NewVersion, Op, StoredVersion, Tenant,
-    WriteOutcome,
+    Expected, HistoryPage, HistoryScope, IndexTerms, NewVersion, Op, StoredVersion, WriteOutcome,
 };
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -9,7 +8,7 @@ use uuid::Uuid;
 
 use crate::integrity::{self, Unit};
 use crate::registries::SEARCH_PARAMETER;
-use crate::{Engine, EngineError, ValidationIssue};
+use crate::{Caller, Engine, EngineError, Permission, ValidationIssue};
 
 /// Writers that lose a race retry this often before answering 409.
 const WRITE_ATTEMPTS: usize = 16;
@@ -120,10 +119,10 @@ impl Engine {
     }
 
     /// `create`: stores the body under a new server-assigned id (an id in the body is ignored).
-    #[tracing::instrument(skip(self, body), fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip(self, body), fields(tenant = %caller.id))]
     pub async fn create(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         body: &[u8],
         format: Format,
@@ -133,7 +132,7 @@ impl Engine {
         let id = Uuid::new_v4().to_string();
         resource.set_id(Some(&id));
         self.write(
-            tenant,
+            caller,
             None,
             resource_type,
             &id,
@@ -145,10 +144,10 @@ impl Engine {
 
     /// `update`, including update-as-create with a client-chosen id. `if_match` is the version the
     /// client expects to replace.
-    #[tracing::instrument(skip(self, body), fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip(self, body), fields(tenant = %caller.id))]
     pub async fn update(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         id: &str,
         body: &[u8],
@@ -174,15 +173,15 @@ impl Engine {
         for _ in 0..WRITE_ATTEMPTS {
             let latest = self
                 .store
-                .read_latest(tenant.key, resource_type, id)
+                .read_latest(caller.key, resource_type, id)
                 .await?;
             let current = latest.as_ref().map(|l| l.version);
             let recreated = latest.as_ref().is_some_and(|l| l.op == Op::Delete);
-            require_if_match(tenant, if_match, current.is_some() && !recreated)?;
+            require_if_match(caller, if_match, current.is_some() && !recreated)?;
             let expected = update_expectation(current, if_match, resource_type, id)?;
             match self
                 .write(
-                    tenant,
+                    caller,
                     None,
                     resource_type,
                     id,
@@ -209,10 +208,10 @@ impl Engine {
     /// `delete`: writes a deletion version. Deleting what does not exist (or is deleted) succeeds
     /// and changes nothing; it returns `None`. With `cascade` (where the tenant allows it) what
     /// refers to the resource is deleted too.
-    #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip(self), fields(tenant = %caller.id))]
     pub async fn delete(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         id: &str,
         if_match: Option<i64>,
@@ -221,30 +220,30 @@ impl Engine {
         let resource_type = self.resource_type(resource_type)?;
         check_id(id)?;
         if cascade {
-            if !tenant.settings.cascade_delete {
+            if !caller.settings.cascade_delete {
                 return Err(EngineError::BadRequest(format!(
                     "tenant '{}' does not allow _cascade=delete",
-                    tenant.id
+                    caller.id
                 )));
             }
-            let mut unit = self.begin(tenant).await?;
+            let mut unit = self.begin(caller).await?;
             unit.cascade = true;
             let result = self
-                .delete_in(&mut unit, tenant, resource_type, id, if_match)
+                .delete_in(&mut unit, caller, resource_type, id, if_match)
                 .await;
-            return self.finish(tenant, unit, result).await;
+            return self.finish(caller, unit, result).await;
         }
         for _ in 0..WRITE_ATTEMPTS {
             let latest = self
                 .store
-                .read_latest(tenant.key, resource_type, id)
+                .read_latest(caller.key, resource_type, id)
                 .await?;
             let live = latest.filter(|l| l.op != Op::Delete).map(|l| l.version);
             let Some(expected) = delete_expectation(live, if_match, resource_type, id)? else {
                 return Ok(None);
             };
             match self
-                .write(tenant, None, resource_type, id, None, expected)
+                .write(caller, None, resource_type, id, None, expected)
                 .await
             {
                 Err(EngineError::Conflict(_)) if if_match.is_none() => continue,
@@ -260,7 +259,7 @@ impl Engine {
     /// Writes a version, alone or as part of `work`.
     pub(crate) async fn write(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         work: Option<&mut Unit<'_>>,
         resource_type: &'static str,
         id: &str,
@@ -268,16 +267,16 @@ impl Engine {
         expected: Expected,
     ) -> Result<Written, EngineError> {
         let prepared = self
-            .prepare(tenant, resource_type, id, resource, expected)
+            .prepare(caller, resource_type, id, resource, expected)
             .await?;
-        let integrity = tenant.settings.referential_integrity;
+        let integrity = caller.settings.referential_integrity;
         match work {
-            Some(unit) => self.write_prepared(tenant, unit, prepared).await,
+            Some(unit) => self.write_prepared(caller, unit, prepared).await,
             // A delete owes a look for referrers with its resource locked: a unit of its own.
             None if integrity && prepared.value.is_none() => {
-                let mut unit = self.begin(tenant).await?;
-                let result = self.write_prepared(tenant, &mut unit, prepared).await;
-                self.finish(tenant, unit, result).await
+                let mut unit = self.begin(caller).await?;
+                let result = self.write_prepared(caller, &mut unit, prepared).await;
+                self.finish(caller, unit, result).await
             }
             // A create or update checks its references in its own statement.
             None => {
@@ -291,12 +290,12 @@ impl Engine {
                     targets: &targets,
                     ..prepared.new_version()
                 };
-                match self.store.write_version(tenant.key, &new).await? {
-                    WriteOutcome::Written => Ok(self.written(tenant, prepared)),
+                match self.store.write_version(caller.key, &new).await? {
+                    WriteOutcome::Written => Ok(self.written(caller, prepared)),
                     WriteOutcome::NotExpected => Err(changed_concurrently(resource_type, id)),
                     WriteOutcome::MissingTarget => {
                         let value = prepared.value.as_ref().expect("a create or update");
-                        Err(self.dangling(tenant, resource_type, id, value).await)
+                        Err(self.dangling(caller, resource_type, id, value).await)
                     }
                 }
             }
@@ -306,7 +305,7 @@ impl Engine {
     /// Writes a prepared version in `unit`, noting what its integrity checks need.
     async fn write_prepared(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         unit: &mut Unit<'_>,
         prepared: Prepared,
     ) -> Result<Written, EngineError> {
@@ -319,13 +318,13 @@ impl Engine {
             Some(value) => unit.wrote(prepared.resource_type, &prepared.id, value),
             None => unit.deleted(prepared.resource_type, &prepared.id),
         }
-        Ok(self.written(tenant, prepared))
+        Ok(self.written(caller, prepared))
     }
 
     /// The version a write adds: its number, time, body with `meta`, and index terms.
     pub(crate) async fn prepare(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &'static str,
         id: &str,
         resource: Option<Resource>,
@@ -333,7 +332,7 @@ impl Engine {
     ) -> Result<Prepared, EngineError> {
         let version = expected.next_version();
         let last_updated = now();
-        let registry = self.registry(tenant).await?;
+        let registry = self.registry(caller).await?;
         let (body, value, index, issues) = match resource {
             Some(mut resource) => {
                 resource.set_version(&version.to_string(), &format_instant(last_updated));
@@ -341,12 +340,18 @@ impl Engine {
                 if resource_type == SEARCH_PARAMETER {
                     self.check_search_parameter(&value)?;
                 }
-                let issues = self.validate(tenant, &value).await?;
+                let issues = self.validate(caller, &value).await?;
                 let entries = fjord_search::extract(&registry, &value)?;
                 let index = fjord_search::index_terms(resource_type, &entries);
+                self.authorize_write(caller, &registry, resource_type, id, expected, Some(&index))
+                    .await?;
                 (Some(resource.to_json()), Some(value), index, issues)
             }
-            None => (None, None, IndexTerms::default(), Vec::new()),
+            None => {
+                self.authorize_write(caller, &registry, resource_type, id, expected, None)
+                    .await?;
+                (None, None, IndexTerms::default(), Vec::new())
+            }
         };
         Ok(Prepared {
             resource_type,
@@ -363,9 +368,9 @@ impl Engine {
 
     /// What a stored version tells its writer; a new definition (search parameter, profile)
     /// takes effect.
-    pub(crate) fn written(&self, tenant: &Tenant, prepared: Prepared) -> Written {
+    pub(crate) fn written(&self, caller: &Caller, prepared: Prepared) -> Written {
         if crate::conformance::is_definition(prepared.resource_type) {
-            self.forget_definitions(tenant);
+            self.forget_definitions(caller);
         }
         Written {
             resource_type: prepared.resource_type,
@@ -379,10 +384,10 @@ impl Engine {
     }
 
     /// `read`: the current version; `Gone` when deleted.
-    #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip(self), fields(tenant = %caller.id))]
     pub async fn read(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         id: &str,
     ) -> Result<StoredVersion, EngineError> {
@@ -391,9 +396,11 @@ impl Engine {
         if !fjord_model::is_valid_id(id) {
             return Err(EngineError::NotFound(name));
         }
+        self.authorize_current(caller, Permission::Read, resource_type, id)
+            .await?;
         match self
             .store
-            .read_latest(tenant.key, resource_type, id)
+            .read_latest(caller.key, resource_type, id)
             .await?
         {
             None => Err(EngineError::NotFound(name)),
@@ -403,10 +410,10 @@ impl Engine {
     }
 
     /// `vread`: one version; `Gone` when that version is a deletion.
-    #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip(self), fields(tenant = %caller.id))]
     pub async fn vread(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         id: &str,
         version: &str,
@@ -420,22 +427,27 @@ impl Engine {
         else {
             return Err(EngineError::NotFound(name));
         };
+        self.authorize_current(caller, Permission::Read, resource_type, id)
+            .await?;
         match self
             .store
-            .read_version(tenant.key, resource_type, id, number)
+            .read_version(caller.key, resource_type, id, number)
             .await?
         {
             None => Err(EngineError::NotFound(name)),
+            Some(v) if !self.version_readable(caller, &*self.registry(caller).await?, &v)? => {
+                Err(EngineError::NotFound(name))
+            }
             Some(v) if v.op == Op::Delete => Err(EngineError::Gone(name)),
             Some(v) => Ok(v),
         }
     }
 
     /// `history` at instance (`Some(type), Some(id)`), type or system level.
-    #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip(self), fields(tenant = %caller.id))]
     pub async fn history(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: Option<&str>,
         id: Option<&str>,
         query: HistoryQuery,
@@ -444,15 +456,32 @@ impl Engine {
         let scope = match (resource_type, id) {
             (Some(t), Some(id)) => {
                 check_id(id)?;
+                self.authorize_current(caller, Permission::Read, t, id)
+                    .await?;
                 HistoryScope::Instance(t, id)
             }
             (Some(t), None) => HistoryScope::Type(t),
             _ => HistoryScope::System,
         };
-        let page = self
+        if !matches!(scope, HistoryScope::Instance(..)) {
+            self.authorize_history(caller, resource_type).await?;
+        }
+        let mut page = self
             .store
-            .history(tenant.key, scope, query.since, query.cursor, query.count)
+            .history(caller.key, scope, query.since, query.cursor, query.count)
             .await?;
+        if let HistoryScope::Instance(..) = scope {
+            // Versions from before the resource came into the caller's grant (a measurement
+            // moved from another patient) are not the caller's to see.
+            let registry = self.registry(caller).await?;
+            let mut readable = Vec::with_capacity(page.versions.len());
+            for version in page.versions {
+                if self.version_readable(caller, &registry, &version)? {
+                    readable.push(version);
+                }
+            }
+            page.versions = readable;
+        }
         if let (HistoryScope::Instance(t, id), true, None) =
             (scope, page.versions.is_empty(), query.cursor)
         {
@@ -499,15 +528,15 @@ pub(crate) fn update_expectation(
 /// it. R4 answers that with 400 ("servers can require that clients provide an If-Match
 /// header by returning 400 Client Error").
 pub(crate) fn require_if_match(
-    tenant: &Tenant,
+    caller: &Caller,
     if_match: Option<i64>,
     live: bool,
 ) -> Result<(), EngineError> {
-    if tenant.settings.require_if_match && if_match.is_none() && live {
+    if caller.settings.require_if_match && if_match.is_none() && live {
         return Err(EngineError::BadRequest(format!(
             "tenant '{}' requires If-Match on updates and patches: send the version you change \
              (If-Match: W/\"n\")",
-            tenant.id
+            caller.id
         )));
     }
     Ok(())

@@ -1,9 +1,11 @@
-//! The FHIR interactions as plain functions of (tenant, request) → outcome.
+//! The FHIR interactions as plain functions of (caller, request) → outcome, where a [`Caller`]
+//! is a tenant and what the caller's token grants there.
 //!
 //! REST, the CLI and (later) subscription delivery all call this crate, so each pipeline exists
 //! once: parse and check the resource, assign the server-owned parts, write through `fjord-store`.
 //! Nothing here knows HTTP.
 
+mod authorize;
 mod bundles;
 mod conditional;
 mod conformance;
@@ -27,6 +29,7 @@ pub use error::EngineError;
 pub use fjord_model::{Format, ParseLimits, Resource};
 pub use fjord_patch::PatchError;
 pub use fjord_search::{Scope, SearchQuery, Summary};
+pub use fjord_smart::{Access, AuthError, Permission};
 pub use fjord_store::{
     HistoryPage, Op, PreviousPage, SearchPage, StoredVersion, Tenant, TenantSettings,
     UnknownProfile, ValidationMode,
@@ -42,10 +45,39 @@ pub use terminology_ops::CodeQuestion;
 pub use text::MAX_TEXT_MATCHES;
 pub use validation::{ValidateMode, ValidateRequest};
 
+use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
 use fjord_search::Registry;
 use fjord_store::Store;
+
+/// Who asks, and in which tenant: every interaction takes one, and does only what `access`
+/// grants.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: Tenant,
+    pub access: Access,
+}
+
+impl Caller {
+    pub fn new(tenant: Tenant, access: Access) -> Caller {
+        Caller { tenant, access }
+    }
+
+    /// Fjord's own work (indexing, jobs, the CLI), and requests while authentication is off.
+    pub fn trusted(tenant: Tenant) -> Caller {
+        Caller::new(tenant, Access::unrestricted())
+    }
+}
+
+/// A caller acts within its tenant: the tenant's id, key and settings read through it.
+impl Deref for Caller {
+    type Target = Tenant;
+
+    fn deref(&self) -> &Tenant {
+        &self.tenant
+    }
+}
 
 /// The interactions over one store.
 #[derive(Debug)]

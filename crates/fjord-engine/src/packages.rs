@@ -6,7 +6,7 @@
 use fjord_model::Format;
 use serde_json::Value;
 
-use crate::{Engine, EngineError, Tenant};
+use crate::{Caller, Engine, EngineError};
 
 /// The resource types a package install takes; the others (examples, ImplementationGuide) are
 /// left out.
@@ -32,11 +32,11 @@ pub struct Installed {
 }
 
 impl Engine {
-    /// Stores a package's conformance resources (FHIR JSON) in the tenant.
-    #[tracing::instrument(skip(self, resources), fields(tenant = %tenant.id))]
+    /// Stores a package's conformance resources (FHIR JSON) in the caller.
+    #[tracing::instrument(skip(self, resources), fields(tenant = %caller.id))]
     pub async fn install_package(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resources: Vec<Value>,
     ) -> Result<Installed, EngineError> {
         let mut installed = Installed::default();
@@ -52,7 +52,7 @@ impl Engine {
             }
             let name = format!("{resource_type}/{id}");
             if self
-                .is_stored_as(tenant, resource_type, id, &resource)
+                .is_stored_as(caller, resource_type, id, &resource)
                 .await?
             {
                 installed.unchanged += 1;
@@ -60,7 +60,7 @@ impl Engine {
             }
             let body = serde_json::to_vec(&resource).unwrap_or_default();
             match self
-                .update(tenant, resource_type, id, &body, Format::Json, None)
+                .update(caller, resource_type, id, &body, Format::Json, None)
                 .await
             {
                 Ok(_) => installed.stored.push(name),
@@ -73,14 +73,14 @@ impl Engine {
     /// Whether the current version of `Type/id` is `resource` (server-owned `meta` aside).
     async fn is_stored_as(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         id: &str,
         resource: &Value,
     ) -> Result<bool, EngineError> {
         let Some(latest) = self
             .store
-            .read_latest(tenant.key, resource_type, id)
+            .read_latest(caller.key, resource_type, id)
             .await?
         else {
             return Ok(false);

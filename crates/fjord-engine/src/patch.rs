@@ -3,13 +3,13 @@
 
 use base64::Engine as _;
 use fjord_model::{Format, Resource};
-use fjord_store::{Op, Tenant};
+use fjord_store::Op;
 use serde_json::Value;
 
 use crate::conditional::{several, Condition};
 use crate::integrity::Unit;
 use crate::interactions::{check_id, require_if_match, update_expectation};
-use crate::{Engine, EngineError, Written};
+use crate::{Caller, Engine, EngineError, Written};
 
 /// A PATCH body, as its content type says.
 #[derive(Debug, Clone, Copy)]
@@ -85,10 +85,10 @@ impl Engine {
 
     /// `patch`: applies `patch` to the current version of `Type/id` and stores the result as
     /// an update of it, validated like one. `If-Match` must name the current version.
-    #[tracing::instrument(skip(self, patch), fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip(self, patch), fields(tenant = %caller.id))]
     pub async fn patch(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         id: &str,
         patch: &Patch,
@@ -96,37 +96,37 @@ impl Engine {
     ) -> Result<Written, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
         check_id(id)?;
-        let mut work = self.begin(tenant).await?;
+        let mut work = self.begin(caller).await?;
         let result = self
-            .patch_in(&mut work, tenant, resource_type, id, patch, if_match)
+            .patch_in(&mut work, caller, resource_type, id, patch, if_match)
             .await;
-        self.finish(tenant, work, result).await
+        self.finish(caller, work, result).await
     }
 
     /// `patch` of `Type?condition`: the one match is patched; none is 404, more than one 412.
-    #[tracing::instrument(skip(self, patch), fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip(self, patch), fields(tenant = %caller.id))]
     pub async fn conditional_patch(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         condition: &str,
         patch: &Patch,
         if_match: Option<i64>,
     ) -> Result<Written, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
-        let condition: Condition = self.condition(tenant, resource_type, condition).await?;
-        let mut work = self.begin(tenant).await?;
+        let condition: Condition = self.condition(caller, resource_type, condition).await?;
+        let mut work = self.begin(caller).await?;
         let result = match self
             .patch_target(&mut work, resource_type, &condition)
             .await
         {
             Ok(id) => {
-                self.patch_in(&mut work, tenant, resource_type, &id, patch, if_match)
+                self.patch_in(&mut work, caller, resource_type, &id, patch, if_match)
                     .await
             }
             Err(e) => Err(e),
         };
-        self.finish(tenant, work, result).await
+        self.finish(caller, work, result).await
     }
 
     /// The id of the one match of a conditional patch; none is 404, more than one 412.
@@ -150,7 +150,7 @@ impl Engine {
     pub(crate) async fn patch_in(
         &self,
         work: &mut Unit<'_>,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &'static str,
         id: &str,
         patch: &Patch,
@@ -162,7 +162,7 @@ impl Engine {
             Some(current) if current.deleted => return Err(EngineError::Gone(name)),
             Some(current) => current.version,
         };
-        require_if_match(tenant, if_match, true)?;
+        require_if_match(caller, if_match, true)?;
         update_expectation(Some(current), if_match, resource_type, id)?;
         let stored = work
             .read_version(resource_type, id, current)
@@ -187,7 +187,7 @@ impl Engine {
         }
         let body = serde_json::to_vec(&value).map_err(|e| EngineError::Internal(e.to_string()))?;
         let resource = self.parse_for(resource_type, &body, Format::Json)?;
-        self.update_in(work, tenant, id, resource, Some(current))
+        self.update_in(work, caller, id, resource, Some(current))
             .await
     }
 }

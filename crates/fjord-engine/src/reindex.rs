@@ -5,10 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use fjord_store::Tenant;
 use uuid::Uuid;
 
-use crate::{Engine, EngineError};
+use crate::{Caller, Engine, EngineError};
 
 /// Resources read and reindexed per step.
 const PAGE: usize = 200;
@@ -41,20 +40,21 @@ pub(crate) struct Jobs {
 
 impl Engine {
     /// Starts reindexing `resource_type` (every type when `None`) on this runtime.
-    #[tracing::instrument(skip(self), fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip(self), fields(tenant = %caller.id))]
     pub async fn start_reindex(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: Option<&str>,
     ) -> Result<ReindexJob, EngineError> {
+        self.authorize_maintenance(caller)?;
         let types: Vec<String> = match resource_type {
             Some(t) => vec![self.resource_type(t)?.to_owned()],
             None => self.search.resource_types().map(str::to_owned).collect(),
         };
         let job = ReindexJob {
             id: Uuid::new_v4().simple().to_string(),
-            tenant: tenant.id.clone(),
-            total: self.store.count_current(tenant.key, &types).await?,
+            tenant: caller.id.clone(),
+            total: self.store.count_current(caller.key, &types).await?,
             types,
             done: 0,
             state: JobState::Running,
@@ -63,9 +63,9 @@ impl Engine {
             .expect("jobs")
             .insert(job.id.clone(), job.clone());
         let engine = self.for_runtime();
-        let (tenant, id, types) = (tenant.clone(), job.id.clone(), job.types.clone());
+        let (caller, id, types) = (caller.clone(), job.id.clone(), job.types.clone());
         tokio::task::spawn_local(async move {
-            let state = match engine.reindex(&tenant, &id, &types).await {
+            let state = match engine.reindex(&caller, &id, &types).await {
                 Ok(()) => JobState::Completed,
                 Err(e) => {
                     tracing::error!(job = %id, "reindex failed: {e}");
@@ -77,10 +77,15 @@ impl Engine {
         Ok(job)
     }
 
-    /// A job of this tenant.
-    pub fn reindex_job(&self, tenant: &Tenant, id: &str) -> Option<ReindexJob> {
+    /// A job of this caller.
+    pub fn reindex_job(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Option<ReindexJob>, EngineError> {
+        self.authorize_maintenance(caller)?;
         let jobs = self.shared.jobs.by_id.lock().expect("jobs");
-        jobs.get(id).filter(|j| j.tenant == tenant.id).cloned()
+        Ok(jobs.get(id).filter(|j| j.tenant == caller.id).cloned())
     }
 
     fn update_job(&self, id: &str, change: impl FnOnce(&mut ReindexJob)) {
@@ -91,17 +96,17 @@ impl Engine {
 
     async fn reindex(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         id: &str,
         types: &[String],
     ) -> Result<(), EngineError> {
-        let registry = self.registry(tenant).await?;
+        let registry = self.registry(caller).await?;
         for resource_type in types {
             let mut after: Option<String> = None;
             loop {
                 let page = self
                     .store
-                    .current_page(tenant.key, resource_type, after.as_deref(), PAGE)
+                    .current_page(caller.key, resource_type, after.as_deref(), PAGE)
                     .await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.id.clone());
@@ -115,7 +120,7 @@ impl Engine {
                     let terms = fjord_search::index_terms(resource_type, &entries);
                     self.store
                         .replace_terms(
-                            tenant.key,
+                            caller.key,
                             resource_type,
                             &version.id,
                             version.version,

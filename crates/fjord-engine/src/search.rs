@@ -1,13 +1,13 @@
 //! Searches at type, system and compartment level: the query parsed against the registry, the
 //! page read from the store, and the resources `_include` and `_revinclude` add to it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use fjord_search::{keys, Include, IndexValue, Registry, Scope, SearchQuery};
+use fjord_search::{keys, Filter, Include, IndexValue, Registry, Scope, SearchQuery};
 use fjord_store::{SearchPage, StoredVersion, Tenant};
 
-use crate::{Engine, EngineError};
+use crate::{Caller, Engine, EngineError, Permission};
 
 /// How many resources includes add to one page at most; beyond it the page says so.
 pub const MAX_INCLUDED: usize = 1000;
@@ -38,10 +38,10 @@ pub struct SearchResult {
 
 impl Engine {
     /// Searches in `scope`; the query comes back too, for the Bundle's links.
-    #[tracing::instrument(skip_all, fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id))]
     pub async fn search(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         scope: Scope<'_>,
         request: &SearchRequest,
     ) -> Result<SearchResult, EngineError> {
@@ -62,15 +62,15 @@ impl Engine {
             }
         }
         let (registry, query) = self
-            .prepare_query(tenant, scope, &request.params, request.strict)
+            .prepare_query(caller, scope, &request.params, request.strict)
             .await?;
         let page = self
             .store
-            .search(tenant.key, &query, request.cursor.as_deref())
+            .search(caller.key, &query, request.cursor.as_deref())
             .await?
             .map_err(|e| EngineError::BadRequest(e.to_string()))?;
         let (included, included_truncated) =
-            self.included(tenant, &registry, &query, &page).await?;
+            self.included(caller, &registry, &query, &page).await?;
         Ok(SearchResult {
             query,
             page,
@@ -83,31 +83,32 @@ impl Engine {
     /// and text filters answered; with the registry it was parsed against.
     pub(crate) async fn prepare_query(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         scope: Scope<'_>,
         params: &[(String, String)],
         strict: bool,
     ) -> Result<(Arc<Registry>, SearchQuery), EngineError> {
-        let registry = self.registry(tenant).await?;
+        let registry = self.registry(caller).await?;
         let mut query = registry
             .parse_query(scope, params, strict)
             .map_err(|e| EngineError::BadRequest(e.to_string()))?;
-        self.answer_terminology(tenant, &registry, &mut query)
+        self.answer_terminology(caller, &registry, &mut query)
             .await?;
-        self.answer_text(tenant, &mut query).await?;
+        self.answer_text(caller, &mut query).await?;
+        self.confine(caller, &registry, &mut query)?;
         Ok((registry, query))
     }
 
     /// `Patient/[id]/$everything`: the patient's compartment, paged, with the resources its
     /// members refer to. `_since` (changed since), `_type` and `_count` narrow it.
-    #[tracing::instrument(skip_all, fields(tenant = %tenant.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id))]
     pub async fn everything(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         patient_id: &str,
         request: &SearchRequest,
     ) -> Result<SearchResult, EngineError> {
-        self.read(tenant, "Patient", patient_id).await?;
+        self.read(caller, "Patient", patient_id).await?;
         let mut params = Vec::new();
         for (name, value) in &request.params {
             match name.as_str() {
@@ -136,14 +137,14 @@ impl Engine {
             strict: request.strict,
             cursor: request.cursor.clone(),
         };
-        self.search(tenant, scope, &request).await
+        self.search(caller, scope, &request).await
     }
 
     /// The includes of a page: first from the matches, then (`:iterate` ones) from what was
     /// included, until nothing new turns up.
     async fn included(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         registry: &Registry,
         query: &SearchQuery,
         page: &SearchPage,
@@ -168,14 +169,12 @@ impl Engine {
                 break;
             }
             let mut found = self
-                .store
-                .read_current(tenant.key, &targets(registry, &rules, &from, &seen)?)
+                .targets_readable(caller, registry, targets(registry, &rules, &from, &seen)?)
                 .await?;
             for rule in rules.iter().filter(|r| r.reverse) {
                 let keys = referrer_keys(registry, rule, &from);
                 found.extend(
-                    self.store
-                        .referrers(tenant.key, &rule.source_type, &keys, MAX_INCLUDED + 1)
+                    self.referrers_readable(caller, registry, rule, keys)
                         .await?,
                 );
             }
@@ -188,6 +187,67 @@ impl Engine {
             from = found;
         }
         Ok((included, false))
+    }
+
+    /// The current versions of these `_include` targets the caller may read: each type looked
+    /// up under the caller's grant to read it; types it may not read are left out.
+    async fn targets_readable(
+        &self,
+        caller: &Caller,
+        registry: &Registry,
+        targets: Vec<(String, String)>,
+    ) -> Result<Vec<StoredVersion>, EngineError> {
+        if caller.access.is_unrestricted() {
+            return Ok(self.store.read_current(caller.key, &targets).await?);
+        }
+        let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (resource_type, id) in targets {
+            by_type.entry(resource_type).or_default().push(id);
+        }
+        let mut found = Vec::new();
+        for (resource_type, ids) in by_type {
+            let Ok(access) = caller
+                .access
+                .filter(registry, Permission::Read, &resource_type)
+            else {
+                continue;
+            };
+            let count = ids.len();
+            let among = Filter::Among {
+                resource_type: resource_type.clone(),
+                ids,
+            };
+            let filters = [among].into_iter().chain(access).collect();
+            found.extend(
+                self.found_under(caller, &resource_type, filters, count)
+                    .await?,
+            );
+        }
+        Ok(found)
+    }
+
+    /// What refers to the matches by `rule` (`_revinclude`) and the caller may read.
+    async fn referrers_readable(
+        &self,
+        caller: &Caller,
+        registry: &Registry,
+        rule: &Include,
+        keys: Vec<i64>,
+    ) -> Result<Vec<StoredVersion>, EngineError> {
+        let source = &rule.source_type;
+        match caller.access.filter(registry, Permission::Read, source) {
+            Err(_) => Ok(Vec::new()),
+            Ok(None) => Ok(self
+                .store
+                .referrers(caller.key, source, &keys, MAX_INCLUDED + 1)
+                .await?),
+            Ok(Some(_)) if keys.is_empty() => Ok(Vec::new()),
+            Ok(Some(access)) => {
+                let referring = Filter::Any(keys.into_iter().map(Filter::Key).collect());
+                self.found_under(caller, source, vec![referring, access], MAX_INCLUDED + 1)
+                    .await
+            }
+        }
     }
 
     /// The canonical URLs of the compartment definitions searches honour.

@@ -17,10 +17,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use fjord_search::{ConceptSet, Concepts, Filter, Registry, Scope, SearchQuery};
-use fjord_store::Tenant;
 use serde_json::Value as Json;
 
-use crate::{Engine, EngineError};
+use crate::{Caller, Engine, EngineError};
 
 /// How deep value sets may import each other.
 const MAX_IMPORT_DEPTH: usize = 4;
@@ -33,7 +32,7 @@ impl Engine {
     /// Puts the codes each [`Filter::Concepts`] of the query asks for in its place.
     pub(crate) async fn answer_terminology(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         registry: &Registry,
         query: &mut SearchQuery,
     ) -> Result<(), EngineError> {
@@ -42,7 +41,7 @@ impl Engine {
         let mut answers: HashMap<ConceptSet, Concepts> = HashMap::new();
         for (_, _, set) in asked {
             if let std::collections::hash_map::Entry::Vacant(entry) = answers.entry(set) {
-                let concepts = self.concepts(tenant, entry.key()).await?;
+                let concepts = self.concepts(caller, entry.key()).await?;
                 entry.insert(concepts);
             }
         }
@@ -52,13 +51,13 @@ impl Engine {
         Ok(())
     }
 
-    async fn concepts(&self, tenant: &Tenant, set: &ConceptSet) -> Result<Concepts, EngineError> {
+    async fn concepts(&self, caller: &Caller, set: &ConceptSet) -> Result<Concepts, EngineError> {
         match set {
             ConceptSet::ValueSet(url) => {
-                // The expansion validation uses, cached per tenant, where it can be had; a
+                // The expansion validation uses, cached per caller, where it can be had; a
                 // value set that takes in a whole system Fjord does not have is answered below
                 // by that system.
-                match self.conformance(tenant).await?.expand(url) {
+                match self.conformance(caller).await?.expand(url) {
                     Some(expansion) => {
                         let codes = expansion
                             .codes()
@@ -73,11 +72,11 @@ impl Engine {
                             url,
                         )
                     }
-                    None => self.expand(tenant, url, 0).await,
+                    None => self.expand(caller, url, 0).await,
                 }
             }
             ConceptSet::Below { system, code } | ConceptSet::Above { system, code } => {
-                let code_system = self.code_system(tenant, system).await?;
+                let code_system = self.code_system(caller, system).await?;
                 let roots = concepts_of(&code_system, system)?;
                 let path = path_to(roots, code).ok_or_else(|| {
                     EngineError::BadRequest(format!("the code system {system} has no code {code}"))
@@ -99,10 +98,10 @@ impl Engine {
         }
     }
 
-    /// The codes of a value set of the tenant.
+    /// The codes of a value set of the caller.
     fn expand<'a>(
         &'a self,
-        tenant: &'a Tenant,
+        caller: &'a Caller,
         url: &'a str,
         depth: usize,
     ) -> Pin<Box<dyn Future<Output = Result<Concepts, EngineError>> + 'a>> {
@@ -112,7 +111,7 @@ impl Engine {
                     "the value set {url} imports value sets more than {MAX_IMPORT_DEPTH} deep"
                 )));
             }
-            let value_set = self.canonical(tenant, "ValueSet", url).await?;
+            let value_set = self.canonical(caller, "ValueSet", url).await?;
             let unsupported = |what: &str| {
                 Err(EngineError::BadRequest(format!(
                     "the value set {url} uses {what}, which Fjord cannot expand yet"
@@ -130,7 +129,7 @@ impl Engine {
                     .collect();
                 match (include["system"].as_str(), imports.as_slice()) {
                     (None, [import]) => {
-                        let imported = self.expand(tenant, import, depth + 1).await?;
+                        let imported = self.expand(caller, import, depth + 1).await?;
                         found.codes.extend(imported.codes);
                         found.systems.extend(imported.systems);
                     }
@@ -153,7 +152,7 @@ impl Engine {
                             let mut below =
                                 match (filter["property"].as_str(), filter["op"].as_str()) {
                                     (Some("concept"), Some("is-a" | "descendent-of")) => {
-                                        self.concepts(tenant, &set).await?.codes
+                                        self.concepts(caller, &set).await?.codes
                                     }
                                     _ => {
                                         return unsupported(
@@ -181,7 +180,7 @@ impl Engine {
                 };
                 if found.systems.iter().any(|s| s == system) {
                     // A system taken whole loses codes: list its codes instead.
-                    let code_system = self.code_system(tenant, system).await?;
+                    let code_system = self.code_system(caller, system).await?;
                     let mut codes = Vec::new();
                     collect_codes(concepts_of(&code_system, system)?, &mut codes);
                     found.systems.retain(|s| s != system);
@@ -200,14 +199,14 @@ impl Engine {
         })
     }
 
-    async fn code_system(&self, tenant: &Tenant, url: &str) -> Result<Json, EngineError> {
-        self.canonical(tenant, "CodeSystem", url).await
+    async fn code_system(&self, caller: &Caller, url: &str) -> Result<Json, EngineError> {
+        self.canonical(caller, "CodeSystem", url).await
     }
 
     /// The current resource of `resource_type` with the canonical `url` (`url|version`).
     pub(crate) async fn canonical(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         canonical: &str,
     ) -> Result<Json, EngineError> {
@@ -219,13 +218,13 @@ impl Engine {
         if let Some(version) = version {
             params.push(("version".to_owned(), version.to_owned()));
         }
-        let registry = self.registry(tenant).await?;
+        let registry = self.registry(caller).await?;
         let query = registry
             .parse_query(Scope::Type(resource_type), &params, false)
             .map_err(|e| EngineError::BadRequest(e.to_string()))?;
         let page = self
             .store
-            .search(tenant.key, &query, None)
+            .search(caller.key, &query, None)
             .await?
             .map_err(|e| EngineError::BadRequest(e.to_string()))?;
         let body = match page.resources.as_slice() {

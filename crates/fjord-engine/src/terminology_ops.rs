@@ -1,15 +1,14 @@
 //! The terminology operations over a tenant's conformance resources and base R4's required
 //! value sets: `ValueSet/$expand`, `CodeSystem/$lookup`, `ValueSet/$validate-code` and
 //! `CodeSystem/$validate-code`. The expansions are the ones validation uses (and caches per
-//! tenant); what Fjord cannot enumerate (a system it does not have, an unsupported filter) is
+//! caller); what Fjord cannot enumerate (a system it does not have, an unsupported filter) is
 //! refused, never answered empty.
 
-use fjord_store::Tenant;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::interactions::{format_instant, now};
-use crate::{Engine, EngineError};
+use crate::{Caller, Engine, EngineError, Permission};
 
 /// What `$validate-code` is asked.
 #[derive(Debug, Default)]
@@ -27,16 +26,21 @@ impl Engine {
     /// The canonical URL of `url`, or of the `resource_type` instance `id`.
     async fn canonical_of(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &str,
         url: Option<&str>,
         id: Option<&str>,
     ) -> Result<String, EngineError> {
+        self.authorize_any(
+            caller,
+            resource_type,
+            &[Permission::Read, Permission::Search],
+        )?;
         if let Some(url) = url {
             return Ok(url.to_owned());
         }
         let id = id.ok_or_else(|| EngineError::BadRequest("a url parameter is needed".into()))?;
-        let stored = self.read(tenant, resource_type, id).await?;
+        let stored = self.read(caller, resource_type, id).await?;
         let body: Value = serde_json::from_str(stored.body.as_deref().unwrap_or("{}"))
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         body["url"]
@@ -48,12 +52,12 @@ impl Engine {
     /// `$expand`: the value set with an `expansion` of every code (and display, where known).
     pub async fn expand_value_set(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         url: Option<&str>,
         id: Option<&str>,
     ) -> Result<Value, EngineError> {
-        let url = self.canonical_of(tenant, "ValueSet", url, id).await?;
-        let conformance = self.conformance(tenant).await?;
+        let url = self.canonical_of(caller, "ValueSet", url, id).await?;
+        let conformance = self.conformance(caller).await?;
         let known = conformance.value_set(&url).is_some()
             || fjord_definitions::required_value_set(&url).is_some();
         if !known {
@@ -96,11 +100,16 @@ impl Engine {
     /// `$lookup`: what an installed code system says of a code, as `Parameters`.
     pub async fn lookup_code(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         system: &str,
         code: &str,
     ) -> Result<Value, EngineError> {
-        let conformance = self.conformance(tenant).await?;
+        self.authorize_any(
+            caller,
+            "CodeSystem",
+            &[Permission::Read, Permission::Search],
+        )?;
+        let conformance = self.conformance(caller).await?;
         let info = conformance
             .lookup(system, code)
             .ok_or_else(|| EngineError::NotFound(format!("code {code} in {system}")))?;
@@ -126,7 +135,7 @@ impl Engine {
     /// `message` when false, `display` where known.
     pub async fn validate_code(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         in_value_set: bool,
         question: CodeQuestion<'_>,
     ) -> Result<Value, EngineError> {
@@ -136,9 +145,9 @@ impl Engine {
             "CodeSystem"
         };
         let url = self
-            .canonical_of(tenant, resource_type, question.url, question.id)
+            .canonical_of(caller, resource_type, question.url, question.id)
             .await?;
-        let conformance = self.conformance(tenant).await?;
+        let conformance = self.conformance(caller).await?;
         let code = question.code;
         let (result, display, message) = if in_value_set {
             let expansion = conformance.expand(&url).ok_or_else(|| {

@@ -9,7 +9,7 @@ use fjord_search::{Filter, Registry, SearchQuery, TextField};
 use fjord_store::{Change, ChangeCursor, Tenant};
 use fjord_text::{TextError, TextIndex, TextUpdate};
 
-use crate::{Engine, EngineError};
+use crate::{Caller, Engine, EngineError};
 
 /// Changes read from the log per round (and per index commit).
 const FEED_BATCH: usize = 2000;
@@ -92,7 +92,7 @@ impl Engine {
     /// feeding the index what was written before.
     pub(crate) async fn answer_text(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         query: &mut SearchQuery,
     ) -> Result<(), EngineError> {
         let mut asked: HashSet<TextAsk> = HashSet::new();
@@ -107,9 +107,9 @@ impl Engine {
                 "full-text search (_text, _content, :text) is not served here".into(),
             ));
         };
-        self.catch_up_text(tenant).await?;
+        self.catch_up_text(caller).await?;
         let index = feed.index.clone();
-        let key = i64::from(tenant.key.0);
+        let key = i64::from(caller.key.0);
         let answers = tokio::task::spawn_blocking(move || {
             let mut answers = HashMap::new();
             for (resource_type, field, text) in asked {

@@ -6,33 +6,35 @@
 use fjord_validation::{validate_with, IdentifierRules, Options, Severity};
 use serde_json::Value;
 
-use crate::{Engine, EngineError, Tenant, UnknownProfile, ValidationIssue, ValidationMode};
+use crate::{
+    Caller, Engine, EngineError, Permission, UnknownProfile, ValidationIssue, ValidationMode,
+};
 
 impl Engine {
     /// The issues of `resource` under the tenant's rules: none when validation is off; when it is
     /// strict, an error naming every issue if one is an error; otherwise kept for the client.
     pub(crate) async fn validate(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource: &Value,
     ) -> Result<Vec<ValidationIssue>, EngineError> {
-        let settings = &tenant.settings;
+        let settings = &caller.settings;
         if settings.validation == ValidationMode::Off {
             return Ok(Vec::new());
         }
-        let conformance = self.conformance(tenant).await?;
+        let conformance = self.conformance(caller).await?;
         let resource_type = resource["resourceType"].as_str().unwrap_or_default();
         let required = settings
             .required_profiles
             .get(resource_type)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let (questionnaire, unknown) = self.questionnaire_of(tenant, resource).await?;
-        let options = options(tenant, &conformance, required, questionnaire.as_ref());
+        let (questionnaire, unknown) = self.questionnaire_of(caller, resource).await?;
+        let options = options(caller, &conformance, required, questionnaire.as_ref());
         let mut report = validate_with(resource, &options);
         report.issues.extend(unknown);
         for unevaluated in &report.unevaluated {
-            tracing::debug!(tenant = %tenant.id, "invariant not evaluated: {unevaluated}");
+            tracing::debug!(tenant = %caller.id, "invariant not evaluated: {unevaluated}");
         }
         report.issues.sort_by_key(|issue| issue.severity);
         if settings.validation == ValidationMode::Strict && report.has_errors() {
@@ -45,18 +47,18 @@ impl Engine {
 /// What validation checks for the tenant: its identifier rules and unknown-profile choice, its
 /// conformance resources, the profiles required here and a QuestionnaireResponse's Questionnaire.
 fn options<'c>(
-    tenant: &Tenant,
+    caller: &Caller,
     conformance: &'c fjord_validation::Conformance,
     required_profiles: &'c [String],
     questionnaire: Option<&'c Value>,
 ) -> Options<'c> {
     Options {
         identifiers: IdentifierRules {
-            allow_test_data: tenant.settings.allow_test_data,
+            allow_test_data: caller.settings.allow_test_data,
         },
         conformance: Some(conformance),
         required_profiles,
-        unknown_profile: match tenant.settings.unknown_profile {
+        unknown_profile: match caller.settings.unknown_profile {
             UnknownProfile::Warning => Severity::Warning,
             UnknownProfile::Error => Severity::Error,
         },
@@ -107,10 +109,15 @@ impl Engine {
     /// errors first. A body that does not parse is an issue of its own, not a failure.
     pub async fn validate_operation(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         request: ValidateRequest<'_>,
     ) -> Result<Vec<ValidationIssue>, EngineError> {
         let resource_type = self.resource_type(request.resource_type)?;
+        self.authorize_any(
+            caller,
+            resource_type,
+            &[Permission::Create, Permission::Update, Permission::Read],
+        )?;
         let issue = |code, message: String| ValidationIssue {
             severity: Severity::Error,
             code,
@@ -123,7 +130,7 @@ impl Engine {
                     "mode=delete validates an instance: [type]/[id]/$validate".into(),
                 )
             })?;
-            return self.validate_delete(tenant, resource_type, id).await;
+            return self.validate_delete(caller, resource_type, id).await;
         }
         let value: Value = match request.body {
             Some((body, format)) => match self.parse_for(resource_type, body, format) {
@@ -139,7 +146,7 @@ impl Engine {
                 let id = request
                     .id
                     .ok_or_else(|| EngineError::BadRequest("$validate needs a resource".into()))?;
-                let stored = self.read(tenant, resource_type, id).await?;
+                let stored = self.read(caller, resource_type, id).await?;
                 let body = stored.body.as_deref().unwrap_or("{}");
                 serde_json::from_str(body).map_err(|e| {
                     EngineError::Internal(format!("stored {resource_type}/{id}: {e}"))
@@ -162,8 +169,8 @@ impl Engine {
                 }
             }
         }
-        let conformance = self.conformance(tenant).await?;
-        let settings = &tenant.settings;
+        let conformance = self.conformance(caller).await?;
+        let settings = &caller.settings;
         let mut profiles: Vec<String> = settings
             .required_profiles
             .get(resource_type)
@@ -178,9 +185,9 @@ impl Engine {
                 ));
             }
         }
-        let (questionnaire, unknown) = self.questionnaire_of(tenant, &value).await?;
+        let (questionnaire, unknown) = self.questionnaire_of(caller, &value).await?;
         issues.extend(unknown);
-        let options = options(tenant, &conformance, &profiles, questionnaire.as_ref());
+        let options = options(caller, &conformance, &profiles, questionnaire.as_ref());
         issues.extend(validate_with(&value, &options).issues);
         issues.sort_by_key(|issue| issue.severity);
         Ok(issues)
@@ -190,7 +197,7 @@ impl Engine {
     /// canonical URL; when it cannot be found, a warning that the answers were not checked.
     async fn questionnaire_of(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource: &Value,
     ) -> Result<(Option<Value>, Option<ValidationIssue>), EngineError> {
         if resource["resourceType"] != "QuestionnaireResponse" {
@@ -204,7 +211,7 @@ impl Engine {
                 .as_array()
                 .and_then(|c| c.iter().find(|r| r["id"] == id))
                 .cloned(),
-            None => match self.canonical(tenant, "Questionnaire", canonical).await {
+            None => match self.canonical(caller, "Questionnaire", canonical).await {
                 Ok(questionnaire) => Some(questionnaire),
                 Err(EngineError::BadRequest(_)) => None,
                 Err(other) => return Err(other),
@@ -223,15 +230,17 @@ impl Engine {
     /// referential integrity.
     async fn validate_delete(
         &self,
-        tenant: &Tenant,
+        caller: &Caller,
         resource_type: &'static str,
         id: &str,
     ) -> Result<Vec<ValidationIssue>, EngineError> {
-        self.read(tenant, resource_type, id).await?;
-        if !tenant.settings.referential_integrity {
+        self.read(caller, resource_type, id).await?;
+        self.authorize_current(caller, Permission::Delete, resource_type, id)
+            .await?;
+        if !caller.settings.referential_integrity {
             return Ok(Vec::new());
         }
-        let referrers = self.referrers_of(tenant, resource_type, id).await?;
+        let referrers = self.referrers_of(caller, resource_type, id).await?;
         Ok(referrers
             .into_iter()
             .map(|referrer| ValidationIssue {

@@ -9,8 +9,7 @@ use fjord_engine::{Tenant, TenantSettings};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::negotiate::lenient;
-use crate::resources::require_access;
+use crate::negotiate::{lenient, Negotiated};
 use crate::{ApiError, AppState};
 use fjord_engine::format_instant;
 
@@ -27,6 +26,18 @@ pub(crate) async fn ready(state: Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Refuses a request without administration rights; the format its errors are written in.
+async fn admin_only(req: &HttpRequest, state: &AppState) -> Result<Negotiated, ApiError> {
+    let format = lenient(req);
+    state
+        .config
+        .auth
+        .require_admin(req)
+        .await
+        .map_err(|e| e.in_format(format))?;
+    Ok(format)
+}
+
 fn tenant_json(tenant: &Tenant) -> serde_json::Value {
     json!({
         "id": tenant.id,
@@ -40,7 +51,7 @@ pub(crate) async fn list_tenants(
     req: HttpRequest,
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_access(&state).map_err(|e| e.in_format(lenient(&req)))?;
+    admin_only(&req, &state).await?;
     let tenants = state
         .engine
         .list_tenants()
@@ -61,8 +72,7 @@ pub(crate) async fn create_tenant(
     state: Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let format = lenient(&req);
-    require_access(&state).map_err(|e| e.in_format(format))?;
+    let format = admin_only(&req, &state).await?;
     let new: NewTenant = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -103,8 +113,7 @@ async fn known_tenant(
     state: &AppState,
     id: &str,
 ) -> Result<fjord_engine::Tenant, ApiError> {
-    let format = lenient(req);
-    require_access(state).map_err(|e| e.in_format(format))?;
+    let format = admin_only(req, state).await?;
     state
         .engine
         .tenant(id)
@@ -118,8 +127,7 @@ pub(crate) async fn set_settings(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let format = lenient(&req);
-    require_access(&state).map_err(|e| e.in_format(format))?;
+    let format = admin_only(&req, &state).await?;
     let settings = parse_settings(&body).map_err(|e| e.in_format(format))?;
     let tenant = state
         .engine

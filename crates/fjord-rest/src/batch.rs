@@ -32,7 +32,7 @@ pub(crate) async fn bundle(
         .map_err(|e| ctx.err(e))?;
     let (kind, outcomes) = state
         .engine
-        .bundle(&ctx.tenant, bundle)
+        .bundle(&ctx.caller, bundle)
         .await
         .map_err(|e| ctx.err(e))?;
     let with_resources = prefers_representation(req);

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::negotiate;
 use crate::resources::Ctx;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, AuthMode};
 use fjord_engine::{format_instant, EngineError, Tenant};
 
 /// `$reindex` has no definition in R4; this names Fjord's (asynchronous, type or system level).
@@ -17,8 +17,8 @@ pub(crate) async fn metadata(
     state: &AppState,
     tenant: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let ctx = Ctx::new(req, state, tenant).await?;
-    let statement = capability_statement(&ctx.base(req), state, &ctx.tenant)
+    let ctx = Ctx::public(req, state, tenant).await?;
+    let statement = capability_statement(&ctx.base(req), state, &ctx.caller)
         .await
         .map_err(|e| ctx.err(e))?;
     Ok(negotiate::respond_value(
@@ -26,6 +26,30 @@ pub(crate) async fn metadata(
         &statement,
         ctx.negotiated,
     ))
+}
+
+/// `GET /fhir/{tenant}/.well-known/smart-configuration`: always JSON, readable from any
+/// origin (a browser app reads it before it has a token).
+pub(crate) async fn smart_configuration(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &str,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = state
+        .engine
+        .tenant(tenant)
+        .await
+        .map_err(|e| ApiError::from(e).in_format(negotiate::lenient(req)))?;
+    let document = tenant
+        .settings
+        .authorization_server
+        .clone()
+        .unwrap_or_default()
+        .smart_configuration();
+    Ok(HttpResponse::Ok()
+        .insert_header(("Access-Control-Allow-Origin", "*"))
+        .content_type("application/json")
+        .body(document.to_string()))
 }
 
 async fn capability_statement(
@@ -129,6 +153,26 @@ async fn capability_statement(
         });
     }
     let compartments = state.engine.compartment_definitions();
+    let mut rest = json!({
+        "mode": "server",
+        "resource": resources,
+        "interaction": [
+            { "code": "transaction" },
+            { "code": "batch" },
+            { "code": "history-system" },
+            { "code": "search-system" },
+        ],
+        "searchParam": parameter_list(common.unwrap_or_default()),
+        "compartment": compartments,
+        "operation": [{ "name": "reindex", "definition": REINDEX_DEFINITION }],
+    });
+    if state.config.auth.mode == AuthMode::Required {
+        rest["security"] = settings
+            .authorization_server
+            .clone()
+            .unwrap_or_default()
+            .capability_security();
+    }
     Ok(json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -138,19 +182,7 @@ async fn capability_statement(
         "implementation": { "description": "Fjord FHIR R4 server", "url": base },
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/fhir+xml"],
-        "rest": [{
-            "mode": "server",
-            "resource": resources,
-            "interaction": [
-                { "code": "transaction" },
-                { "code": "batch" },
-                { "code": "history-system" },
-                { "code": "search-system" },
-            ],
-            "searchParam": parameter_list(common.unwrap_or_default()),
-            "compartment": compartments,
-            "operation": [{ "name": "reindex", "definition": REINDEX_DEFINITION }],
-        }],
+        "rest": [rest],
     }))
 }
 

@@ -3,7 +3,8 @@
 //! | error kind                  | status | `issue.code`    |
 //! |-----------------------------|--------|-----------------|
 //! | invalid body / bad request  | 400    | `structure` / `invalid` |
-//! | authentication required     | 401    | `login`         |
+//! | token missing or bad        | 401    | `login` (with `WWW-Authenticate`) |
+//! | scopes do not grant it      | 403    | `forbidden` (with `WWW-Authenticate`) |
 //! | unknown tenant, type, id    | 404    | `not-found`     |
 //! | method not allowed          | 405    | `not-supported` |
 //! | unacceptable `Accept`       | 406    | `not-supported` |
@@ -16,6 +17,7 @@
 //! | not conformant (strict)     | 422    | per issue       |
 //! | interaction not implemented | 501    | `not-supported` |
 //! | storage failure             | 500    | `exception`     |
+//! | issuer's keys unreachable   | 503    | `transient`     |
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
@@ -36,6 +38,8 @@ pub struct ApiError {
     pub more: Vec<Detail>,
     /// Format the outcome is written in.
     pub format: Negotiated,
+    /// `WWW-Authenticate` (RFC 6750) of a 401 or 403.
+    pub challenge: Option<String>,
 }
 
 /// One more issue of an error: its own severity, code, message and path.
@@ -67,6 +71,7 @@ impl ApiError {
             expression: None,
             more: Vec::new(),
             format: Negotiated::default(),
+            challenge: None,
         }
     }
 
@@ -134,6 +139,10 @@ fn status_of(error: &EngineError) -> (StatusCode, &'static str) {
         EngineError::DanglingReference { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "not-found"),
         EngineError::StillReferenced { .. } => (StatusCode::CONFLICT, "conflict"),
         EngineError::InEntry(_, inner) => status_of(inner),
+        EngineError::Auth(auth) => {
+            let api = crate::auth::auth_error(auth.clone());
+            (api.status, api.code)
+        }
         EngineError::Store(_) | EngineError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "exception")
         }
@@ -182,6 +191,10 @@ impl From<EngineError> for ApiError {
                 api.more = issues.map(Detail::of).collect();
             }
             EngineError::DanglingReference { path, .. } => api.expression = Some(path),
+            // The challenge belongs to the request; an entry of a bundle only has its status.
+            EngineError::Auth(auth) if entry.is_none() => {
+                api.challenge = crate::auth::auth_error(auth).challenge
+            }
             _ => {}
         }
         if let Some(index) = entry {
@@ -205,11 +218,14 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        negotiate::respond_value(
-            HttpResponse::build(self.status),
-            &self.outcome(),
-            self.format,
-        )
+        let mut response = HttpResponse::build(self.status);
+        if let Some(challenge) = &self.challenge {
+            response.insert_header((
+                actix_web::http::header::WWW_AUTHENTICATE,
+                challenge.as_str(),
+            ));
+        }
+        negotiate::respond_value(response, &self.outcome(), self.format)
     }
 }
 

@@ -6,6 +6,7 @@
 //! `fjord-engine`.
 
 mod admin;
+mod auth;
 mod batch;
 mod bundle;
 mod capability;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use actix_web::web;
 use fjord_engine::Engine;
 
+pub use auth::{AuthConfig, AuthMode, ADMIN_SCOPE};
 pub use error::ApiError;
 
 /// Settings of the HTTP layer.
@@ -30,8 +32,8 @@ pub use error::ApiError;
 pub struct RestConfig {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
-    /// Whether unauthenticated requests may read and write (only on loopback until SMART exists).
-    pub allow_unauthenticated: bool,
+    /// How requests are authenticated.
+    pub auth: AuthConfig,
 }
 
 /// Shared state of all handlers.

@@ -20,7 +20,7 @@ pub(crate) async fn start(
     let ctx = Ctx::new(req, state, tenant).await?;
     let job = state
         .engine
-        .start_reindex(&ctx.tenant, resource_type)
+        .start_reindex(&ctx.caller, resource_type)
         .await
         .map_err(|e| ctx.err(e))?;
     let outcome = json!({
@@ -48,7 +48,8 @@ pub(crate) async fn status(
     let ctx = Ctx::new(req, state, tenant).await?;
     let job = state
         .engine
-        .reindex_job(&ctx.tenant, job_id)
+        .reindex_job(&ctx.caller, job_id)
+        .map_err(|e| ctx.err(e))?
         .ok_or_else(|| {
             ctx.err(ApiError::new(
                 StatusCode::NOT_FOUND,

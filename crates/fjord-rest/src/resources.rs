@@ -4,7 +4,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
-use fjord_engine::{version_of_etag, HistoryQuery, PatchBody, StoredVersion, Tenant, Written};
+use fjord_engine::{version_of_etag, Caller, HistoryQuery, PatchBody, StoredVersion, Written};
 use futures_util::StreamExt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -13,9 +13,9 @@ use crate::error::{information, stored_with_issues};
 use crate::negotiate::{self, body_format, negotiate, Negotiated};
 use crate::{bundle, ApiError, AppState};
 
-/// What every FHIR handler needs: the tenant and the response format.
+/// What every FHIR handler needs: the caller (tenant and access) and the response format.
 pub(crate) struct Ctx {
-    pub tenant: Tenant,
+    pub caller: Caller,
     pub negotiated: Negotiated,
 }
 
@@ -23,24 +23,43 @@ impl Ctx {
     pub async fn new(req: &HttpRequest, state: &AppState, tenant: &str) -> Result<Ctx, ApiError> {
         // When negotiation fails, its own error is written in the default format (JSON).
         let negotiated = negotiate(req)?;
-        require_access(state)?;
+        let in_format = |e: ApiError| e.in_format(negotiated);
+        let tenant = state
+            .engine
+            .tenant(tenant)
+            .await
+            .map_err(|e| in_format(e.into()))?;
+        let base = base_url(req, &tenant.id);
+        let caller = state
+            .config
+            .auth
+            .caller(req, tenant, &base)
+            .await
+            .map_err(in_format)?;
+        Ok(Ctx { caller, negotiated })
+    }
+
+    /// The tenant and format of a request anyone may make (the CapabilityStatement).
+    pub async fn public(
+        req: &HttpRequest,
+        state: &AppState,
+        tenant: &str,
+    ) -> Result<Ctx, ApiError> {
+        let negotiated = negotiate(req)?;
         let tenant = state
             .engine
             .tenant(tenant)
             .await
             .map_err(|e| ApiError::from(e).in_format(negotiated))?;
-        Ok(Ctx { tenant, negotiated })
+        Ok(Ctx {
+            caller: Caller::trusted(tenant),
+            negotiated,
+        })
     }
 
     /// The tenant's base URL as the client addressed it (only the writes and Bundles need it).
     pub fn base(&self, req: &HttpRequest) -> String {
-        let info = req.connection_info();
-        format!(
-            "{}://{}/fhir/{}",
-            info.scheme(),
-            info.host(),
-            self.tenant.id
-        )
+        base_url(req, &self.caller.id)
     }
 
     pub fn err(&self, error: impl Into<ApiError>) -> ApiError {
@@ -48,16 +67,10 @@ impl Ctx {
     }
 }
 
-/// Until the SMART layer exists, only a loopback-bound server serves unauthenticated requests.
-pub(crate) fn require_access(state: &AppState) -> Result<(), ApiError> {
-    if state.config.allow_unauthenticated {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "login",
-        "this server is not bound to a loopback address and has no authentication layer yet",
-    ))
+/// `scheme://host/fhir/{tenant}` as the request names it.
+pub(crate) fn base_url(req: &HttpRequest, tenant: &str) -> String {
+    let info = req.connection_info();
+    format!("{}://{}/fhir/{tenant}", info.scheme(), info.host())
 }
 
 pub(crate) async fn read_body(
@@ -249,13 +262,13 @@ pub(crate) async fn create(
             let condition = condition.split_once('?').map_or(condition, |(_, q)| q);
             state
                 .engine
-                .conditional_create(&ctx.tenant, resource_type, &body, format, condition)
+                .conditional_create(&ctx.caller, resource_type, &body, format, condition)
                 .await
         }
         None => {
             state
                 .engine
-                .create(&ctx.tenant, resource_type, &body, format)
+                .create(&ctx.caller, resource_type, &body, format)
                 .await
         }
     }
@@ -280,14 +293,14 @@ pub(crate) async fn update(
     let written = match id {
         Some(id) => {
             engine
-                .update(&ctx.tenant, resource_type, id, &body, format, expected)
+                .update(&ctx.caller, resource_type, id, &body, format, expected)
                 .await
         }
         None => {
             let condition = req.query_string();
             engine
                 .conditional_update(
-                    &ctx.tenant,
+                    &ctx.caller,
                     resource_type,
                     condition,
                     &body,
@@ -329,13 +342,13 @@ pub(crate) async fn patch(
     let written = match id {
         Some(id) => {
             engine
-                .patch(&ctx.tenant, resource_type, id, &patch, expected)
+                .patch(&ctx.caller, resource_type, id, &patch, expected)
                 .await
         }
         None => {
             engine
                 .conditional_patch(
-                    &ctx.tenant,
+                    &ctx.caller,
                     resource_type,
                     req.query_string(),
                     &patch,
@@ -363,7 +376,7 @@ pub(crate) async fn delete(
         Some(id) => {
             let cascade = cascade(req).map_err(|e| ctx.err(e))?;
             let deleted = engine
-                .delete(&ctx.tenant, resource_type, id, expected, cascade)
+                .delete(&ctx.caller, resource_type, id, expected, cascade)
                 .await
                 .map_err(|e| ctx.err(e))?;
             let message = match &deleted {
@@ -375,7 +388,7 @@ pub(crate) async fn delete(
         None => {
             let condition = req.query_string();
             let deleted = engine
-                .conditional_delete(&ctx.tenant, resource_type, condition, expected)
+                .conditional_delete(&ctx.caller, resource_type, condition, expected)
                 .await
                 .map_err(|e| ctx.err(e))?;
             let message = match deleted.as_slice() {
@@ -438,7 +451,7 @@ pub(crate) async fn read(
     let ctx = Ctx::new(req, state, tenant).await?;
     let version = state
         .engine
-        .read(&ctx.tenant, resource_type, id)
+        .read(&ctx.caller, resource_type, id)
         .await
         .map_err(|e| ctx.err(e))?;
     if not_modified(req, &version) {
@@ -460,7 +473,7 @@ pub(crate) async fn vread(
     let ctx = Ctx::new(req, state, tenant).await?;
     let version = state
         .engine
-        .vread(&ctx.tenant, resource_type, id, vid)
+        .vread(&ctx.caller, resource_type, id, vid)
         .await
         .map_err(|e| ctx.err(e))?;
     Ok(version_response(&ctx, &version))
@@ -478,7 +491,7 @@ pub(crate) async fn history(
     let query = history_query(req).map_err(|e| ctx.err(e))?;
     let page = state
         .engine
-        .history(&ctx.tenant, resource_type, id, query)
+        .history(&ctx.caller, resource_type, id, query)
         .await
         .map_err(|e| ctx.err(e))?;
     let bundle = bundle::history(req, &ctx.base(req), &page);

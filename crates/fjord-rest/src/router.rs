@@ -13,6 +13,8 @@ use fjord_engine::Scope;
 #[derive(Debug, PartialEq)]
 enum Route<'a> {
     Metadata(&'a str),
+    /// `.well-known/smart-configuration`.
+    SmartConfiguration(&'a str),
     SystemHistory(&'a str),
     TypeHistory(&'a str, &'a str),
     InstanceHistory(&'a str, &'a str, &'a str),
@@ -100,6 +102,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         ([_, _, "$validate"] | [_, _, _, "$validate"], _) => Route::MethodNotAllowed,
         ([t, "_search"], &Method::POST) => Route::SearchPost(t, SearchAt::System),
         ([t, "metadata"], _) if get => Route::Metadata(t),
+        ([t, ".well-known", "smart-configuration"], _) if get => Route::SmartConfiguration(t),
         ([t, "_history"], _) if get => Route::SystemHistory(t),
         ([_, "metadata" | "_history"], _) => Route::MethodNotAllowed,
         ([t], &Method::POST) => Route::Bundle(t),
@@ -147,6 +150,7 @@ pub(crate) async fn dispatch(
     let path = req.path().to_owned();
     let result = match route(req.method(), &path) {
         Route::Metadata(t) => capability::metadata(&req, &state, t).await,
+        Route::SmartConfiguration(t) => capability::smart_configuration(&req, &state, t).await,
         Route::SystemHistory(t) => resources::history(&req, &state, t, None, None).await,
         Route::TypeHistory(t, ty) => resources::history(&req, &state, t, Some(ty), None).await,
         Route::InstanceHistory(t, ty, id) => {
@@ -206,6 +210,11 @@ mod tests {
     #[test]
     fn routes() {
         check(Method::GET, "/fhir/t/metadata", Route::Metadata("t"));
+        check(
+            Method::GET,
+            "/fhir/t/.well-known/smart-configuration",
+            Route::SmartConfiguration("t"),
+        );
         check(Method::GET, "/fhir/t/_history", Route::SystemHistory("t"));
         check(
             Method::GET,

@@ -36,7 +36,7 @@ pub(crate) async fn search(
     let request = search_request(req, params);
     let result = state
         .engine
-        .search(&ctx.tenant, scope, &request)
+        .search(&ctx.caller, scope, &request)
         .await
         .map_err(|e| ctx.err(e))?;
     let path = match scope {
@@ -62,7 +62,7 @@ pub(crate) async fn everything(
     let request = search_request(req, query_pairs(req));
     let result = state
         .engine
-        .everything(&ctx.tenant, patient_id, &request)
+        .everything(&ctx.caller, patient_id, &request)
         .await
         .map_err(|e| ctx.err(e))?;
     let path = format!("Patient/{patient_id}/$everything");

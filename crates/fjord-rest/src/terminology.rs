@@ -43,12 +43,12 @@ pub(crate) async fn operation(
     };
     let engine = &state.engine;
     let answer = match operation {
-        Operation::Expand => engine.expand_value_set(&ctx.tenant, get("url"), id).await,
+        Operation::Expand => engine.expand_value_set(&ctx.caller, get("url"), id).await,
         Operation::Lookup => {
             let (Some(system), Some(code)) = (get("system"), get("code")) else {
                 return Err(ctx.err(ApiError::bad_request("$lookup needs system and code")));
             };
-            engine.lookup_code(&ctx.tenant, system, code).await
+            engine.lookup_code(&ctx.caller, system, code).await
         }
         Operation::ValidateCode => {
             let Some(code) = get("code") else {
@@ -62,7 +62,7 @@ pub(crate) async fn operation(
                 display: get("display"),
             };
             engine
-                .validate_code(&ctx.tenant, resource_type == "ValueSet", question)
+                .validate_code(&ctx.caller, resource_type == "ValueSet", question)
                 .await
         }
     }

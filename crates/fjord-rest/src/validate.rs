@@ -77,7 +77,7 @@ pub(crate) async fn validate(
     };
     let issues = state
         .engine
-        .validate_operation(&ctx.tenant, request)
+        .validate_operation(&ctx.caller, request)
         .await
         .map_err(|e| ctx.err(e))?;
     Ok(negotiate::respond_value(

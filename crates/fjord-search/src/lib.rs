@@ -8,6 +8,7 @@
 
 mod custom;
 mod extract;
+mod matcher;
 mod query;
 mod registry;
 mod terms;

@@ -61,6 +61,8 @@ pub enum Scope<'a> {
 pub enum Filter {
     /// At least one holds (a comma-separated list, or a parameter that is a union of others).
     Any(Vec<Filter>),
+    /// Every one holds (a granular SMART scope's parameters, an access rule on a nested filter).
+    All(Vec<Filter>),
     Not(Box<Filter>),
     /// The resource has this equality key (see [`keys`]).
     Key(i64),
@@ -140,6 +142,34 @@ pub struct Concepts {
 }
 
 impl SearchQuery {
+    /// A query built by the server itself (a lookup under an access rule, what an include
+    /// adds): these filters on these types, at most `count` matches, nothing else asked.
+    pub fn of(types: Vec<String>, filters: Vec<Filter>, count: usize) -> SearchQuery {
+        let mut query = SearchQuery {
+            types,
+            filters,
+            sort: Vec::new(),
+            count,
+            total: Total::None,
+            includes: Vec::new(),
+            summary: Summary::False,
+            elements: Vec::new(),
+            applied: Vec::new(),
+            key: 0,
+        };
+        query.refresh_key();
+        query
+    }
+
+    /// Names the search anew after its types, filters or sort changed: page tokens of the
+    /// search as it was are no good for it.
+    pub fn refresh_key(&mut self) {
+        self.key = keys::search(&format!(
+            "{:?}{:?}{:?}",
+            self.types, self.filters, self.sort
+        ));
+    }
+
     /// Visits every filter of the query, each before its parts (see [`Filter::visit_mut`]).
     pub fn visit_filters_mut(&mut self, visitor: &mut impl FnMut(&mut Filter)) {
         for filter in &mut self.filters {
@@ -153,7 +183,9 @@ impl Filter {
     pub fn visit_mut(&mut self, visitor: &mut impl FnMut(&mut Filter)) {
         visitor(self);
         match self {
-            Filter::Any(parts) => parts.iter_mut().for_each(|p| p.visit_mut(visitor)),
+            Filter::Any(parts) | Filter::All(parts) => {
+                parts.iter_mut().for_each(|p| p.visit_mut(visitor))
+            }
             Filter::Not(inner)
             | Filter::OfType(_, inner)
             | Filter::Chain { filter: inner, .. }
@@ -304,18 +336,7 @@ impl Registry {
         strict: bool,
     ) -> Result<SearchQuery, QueryError> {
         let (types, scope_filter) = self.scope(scope, params)?;
-        let mut query = SearchQuery {
-            types,
-            filters: scope_filter.into_iter().collect(),
-            sort: Vec::new(),
-            count: DEFAULT_COUNT,
-            total: Total::None,
-            includes: Vec::new(),
-            summary: Summary::False,
-            elements: Vec::new(),
-            applied: Vec::new(),
-            key: 0,
-        };
+        let mut query = SearchQuery::of(types, scope_filter.into_iter().collect(), DEFAULT_COUNT);
         for (name, value) in params {
             let code = name.split(':').next().unwrap_or_default();
             if IGNORED_PARAMETERS.contains(&code) {
@@ -361,10 +382,7 @@ impl Registry {
             query.total = Total::Accurate;
             query.count = 0;
         }
-        query.key = keys::search(&format!(
-            "{:?}{:?}{:?}",
-            query.types, query.filters, query.sort
-        ));
+        query.refresh_key();
         Ok(query)
     }
 
@@ -439,6 +457,28 @@ impl Registry {
                 ))
             }
         }
+    }
+
+    /// What confines `resource_type` to the compartment of `owner_type/owner_id`; `None` when
+    /// resources of that type are never in such a compartment.
+    pub fn compartment_filter(
+        &self,
+        owner_type: &str,
+        owner_id: &str,
+        resource_type: &str,
+    ) -> Result<Option<Filter>, QueryError> {
+        let Some(compartment) = fjord_definitions::compartment(owner_type) else {
+            return Ok(None);
+        };
+        if resource_type != owner_type && compartment.parameters_of(resource_type).is_none() {
+            return Ok(None);
+        }
+        let scope = Scope::Compartment {
+            owner_type,
+            owner_id,
+            resource_type: Some(resource_type),
+        };
+        Ok(self.scope(scope, &[])?.1)
     }
 
     /// The filter of `name=value` on each of `types`; `None` unless every type knows it.

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fjord_engine::{Engine, ParseLimits};
-use fjord_rest::{AppState, RestConfig};
+use fjord_engine::{Caller, Engine, ParseLimits};
+use fjord_rest::{AppState, AuthConfig, AuthMode, RestConfig};
+use fjord_smart::{DevIssuer, TokenRequest, Verifier};
 
-use crate::settings::{ConnectionArgs, Settings};
+use crate::settings::{AuthSetting, ConnectionArgs, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,40 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "FJORD_LISTEN")]
         listen: Option<String>,
+        /// Whether requests need an access token: `required` unless the embedded default listens
+        /// on loopback only, where it is `off`.
+        #[arg(long, env = "FJORD_AUTH", value_enum)]
+        auth: Option<AuthSetting>,
+        /// Whether the development issuer signs and every tenant trusts it: on with the embedded
+        /// database, off with an external one, unless set.
+        #[arg(long, env = "FJORD_DEV_ISSUER")]
+        dev_issuer: Option<bool>,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Print an access token signed by the development issuer, for scripts and tests.
+    Token {
+        /// The tenant the token is for.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Space-separated SMART scopes, e.g. "patient/*.rs" or "system/Observation.cruds".
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// The launch context's patient (a Patient id).
+        #[arg(long)]
+        patient: Option<String>,
+        /// The user, as a reference (Practitioner/123).
+        #[arg(long)]
+        fhir_user: Option<String>,
+        /// `aud`; the tenant's base URL at the configured listen address unless given.
+        #[arg(long)]
+        audience: Option<String>,
+        /// A token for the administration API (scope `fjord:admin`, audience `…/admin`).
+        #[arg(long)]
+        admin: bool,
+        /// Seconds the token is good for.
+        #[arg(long, default_value_t = 3600)]
+        lifetime: u64,
         #[command(flatten)]
         connection: ConnectionArgs,
     },
@@ -126,9 +161,46 @@ fn quiet_caught_parser_panics() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { listen, connection } => {
-            let settings = Settings::load(&connection, listen)?;
+        Command::Serve {
+            listen,
+            auth,
+            dev_issuer,
+            connection,
+        } => {
+            let mut settings = Settings::load_with_auth(&connection, listen, auth)?;
+            settings.dev_issuer = dev_issuer.or(settings.dev_issuer);
             serve(settings).await
+        }
+        Command::Token {
+            tenant,
+            scope,
+            patient,
+            fhir_user,
+            audience,
+            admin,
+            lifetime,
+            connection,
+        } => {
+            let settings = Settings::load(&connection, None)?;
+            let issuer = DevIssuer::load_or_create(&settings.dev_issuer_key())
+                .context("reading the development issuer's key")?;
+            let base = format!("http://{}", settings.listen);
+            let (audience, scope) = if admin {
+                let scope = format!("{} {scope}", fjord_rest::ADMIN_SCOPE);
+                (audience.unwrap_or(format!("{base}/admin")), scope)
+            } else {
+                (audience.unwrap_or(format!("{base}/fhir/{tenant}")), scope)
+            };
+            let token = issuer.mint(&TokenRequest {
+                audience,
+                scope: scope.trim().to_owned(),
+                patient,
+                fhir_user,
+                lifetime: std::time::Duration::from_secs(lifetime),
+                ..Default::default()
+            });
+            println!("{token}");
+            Ok(())
         }
         Command::Migrate { connection } => {
             let settings = Settings::load(&connection, None)?;
@@ -152,7 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await?;
             }
             let engine = Engine::new(database.store.clone(), ParseLimits::default());
-            let tenant = engine.tenant(&tenant).await?;
+            let tenant = Caller::trusted(engine.tenant(&tenant).await?);
             let installed = engine.install_package(&tenant, resources).await?;
             for failure in &installed.failed {
                 eprintln!("not installed: {failure}");
@@ -196,6 +268,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// How requests are authenticated, from the settings; warns when they are not.
+fn auth_config(settings: &Settings, embedded: bool) -> anyhow::Result<AuthConfig> {
+    let loopback = settings.listen_is_loopback()?;
+    let mode = match settings.auth {
+        Some(AuthSetting::Required) => AuthMode::Required,
+        Some(AuthSetting::Off) => AuthMode::Off,
+        None if embedded && loopback => AuthMode::Off,
+        None => AuthMode::Required,
+    };
+    if mode == AuthMode::Off {
+        tracing::warn!(
+            loopback,
+            "authentication is off: every request may read and write everything"
+        );
+    }
+    let dev_issuer = if settings.dev_issuer_enabled() {
+        let issuer = DevIssuer::load_or_create(&settings.dev_issuer_key())
+            .context("reading the development issuer's key")?;
+        tracing::warn!(
+            issuer = fjord_smart::DEV_ISSUER,
+            "the development issuer is on: every tenant trusts the tokens `fjord token` prints"
+        );
+        Some(Arc::new(issuer))
+    } else {
+        None
+    };
+    Ok(AuthConfig {
+        mode,
+        dev_issuer,
+        verifier: Arc::new(Verifier::with_refetch_interval(
+            std::time::Duration::from_secs(settings.jwks_refetch_seconds),
+        )),
+    })
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let database = embedded::Database::open(&settings).await?;
     database
@@ -209,14 +316,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             .ensure_tenant("default", "Default tenant")
             .await?;
     }
-    let loopback = settings.listen_is_loopback()?;
-    if loopback {
-        tracing::warn!(
-            "no authentication layer yet: serving unauthenticated requests, on loopback only"
-        );
-    } else {
-        tracing::warn!("not bound to loopback and no authentication layer yet: FHIR and admin requests answer 401");
-    }
+    let auth = auth_config(&settings, database.is_embedded())?;
     let instance = database.store.instance_id().await?;
     let text_index = fjord_text::TextIndex::open(&settings.text_dir, &instance)
         .with_context(|| format!("opening the text index in {}", settings.text_dir.display()))?;
@@ -233,7 +333,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         engine: Arc::new(engine),
         config: RestConfig {
             max_body_bytes: settings.max_body_bytes,
-            allow_unauthenticated: loopback,
+            auth,
         },
     };
     let (server, addrs) = fjord_rest::bind(state, &settings.listen)

@@ -37,6 +37,17 @@ struct FileSettings {
     max_connections: Option<u32>,
     shared_buffers_mb: Option<u64>,
     max_bundle_entries: Option<usize>,
+    auth: Option<AuthSetting>,
+    dev_issuer: Option<bool>,
+    jwks_refetch_seconds: Option<u64>,
+}
+
+/// `--auth`: whether requests need an access token.
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthSetting {
+    Required,
+    Off,
 }
 
 /// The resolved settings.
@@ -52,6 +63,13 @@ pub struct Settings {
     /// `shared_buffers` of the embedded cluster; a quarter of the memory unless set.
     pub shared_buffers_mb: u64,
     pub max_bundle_entries: usize,
+    /// `None`: required, unless the embedded default listens on loopback only.
+    pub auth: Option<AuthSetting>,
+    /// Whether the development issuer signs and is trusted; `None`: on with the embedded
+    /// database, off with an external one.
+    pub dev_issuer: Option<bool>,
+    /// How often an issuer's keys are fetched again for a key id not seen before, at most.
+    pub jwks_refetch_seconds: u64,
 }
 
 /// A value that never shows in logs or debug output.
@@ -66,6 +84,14 @@ impl std::fmt::Debug for Secret {
 
 impl Settings {
     pub fn load(args: &ConnectionArgs, listen: Option<String>) -> anyhow::Result<Settings> {
+        Settings::load_with_auth(args, listen, None)
+    }
+
+    pub fn load_with_auth(
+        args: &ConnectionArgs,
+        listen: Option<String>,
+        auth: Option<AuthSetting>,
+    ) -> anyhow::Result<Settings> {
         let file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -99,7 +125,20 @@ impl Settings {
             max_bundle_entries: file
                 .max_bundle_entries
                 .unwrap_or(fjord_engine::DEFAULT_MAX_BUNDLE_ENTRIES),
+            auth: auth.or(file.auth),
+            dev_issuer: file.dev_issuer,
+            jwks_refetch_seconds: file.jwks_refetch_seconds.unwrap_or(10),
         })
+    }
+
+    /// Where the development issuer keeps its signing key.
+    pub fn dev_issuer_key(&self) -> PathBuf {
+        self.data_dir.join("auth").join("dev-issuer.pem")
+    }
+
+    /// Whether the development issuer is on: as configured, else with the embedded database.
+    pub fn dev_issuer_enabled(&self) -> bool {
+        self.dev_issuer.unwrap_or(self.database_url.is_none())
     }
 
     /// Whether every address `listen` resolves to is a loopback address.

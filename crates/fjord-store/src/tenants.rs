@@ -48,6 +48,12 @@ pub struct TenantSettings {
     pub required_profiles: std::collections::BTreeMap<String, Vec<String>>,
     /// How a profile in `meta.profile` that the tenant has not installed is reported.
     pub unknown_profile: UnknownProfile,
+    /// The issuers whose access tokens the tenant accepts (SMART on FHIR).
+    pub trusted_issuers: Vec<fjord_smart::TrustedIssuer>,
+    /// Where the tenant's clients get tokens: what `.well-known/smart-configuration` and the
+    /// CapabilityStatement name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_server: Option<fjord_smart::AuthorizationServer>,
 }
 
 /// How validation reports a `meta.profile` it does not know.
@@ -85,6 +91,8 @@ impl Default for TenantSettings {
             allow_test_data: false,
             required_profiles: Default::default(),
             unknown_profile: UnknownProfile::Warning,
+            trusted_issuers: Vec::new(),
+            authorization_server: None,
         }
     }
 }

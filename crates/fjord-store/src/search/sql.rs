@@ -273,6 +273,7 @@ impl Sql {
                     format!("({})", others.join(" OR "))
                 }
             }
+            Filter::All(parts) => format!("(true{})", self.filters(a, parts)),
             // Rows without terms (written before indexing) match no `:not` either.
             Filter::Not(inner) => format!(
                 "({a}.keys IS NOT NULL AND NOT coalesce({}, false))",

@@ -1,0 +1,172 @@
+//! Who is calling: the bearer token of a request checked against the issuers the tenant trusts
+//! (`fjord-smart`), and RFC 6750's answers when it is missing (401), bad (401
+//! `invalid_token`) or not enough (403 `insufficient_scope`), each with an OperationOutcome.
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::HttpRequest;
+use fjord_engine::{AuthError, Caller, Tenant};
+use fjord_smart::{DevIssuer, Verifier};
+
+use crate::ApiError;
+
+/// The realm of every challenge.
+const REALM: &str = "fjord";
+
+/// The scope that opens the administration API (`/admin`).
+pub const ADMIN_SCOPE: &str = "fjord:admin";
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every FHIR and administration request needs a valid token.
+    Required,
+    /// No token is asked for and every request may do everything (development only).
+    Off,
+}
+
+/// Authentication of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// The development issuer, trusted by every tenant while it is on.
+    pub dev_issuer: Option<Arc<DevIssuer>>,
+    pub verifier: Arc<Verifier>,
+}
+
+impl AuthConfig {
+    pub fn off() -> AuthConfig {
+        AuthConfig {
+            mode: AuthMode::Off,
+            dev_issuer: None,
+            verifier: Arc::new(Verifier::default()),
+        }
+    }
+
+    /// The caller of a FHIR request to `tenant`, whose base URL as the request names it is
+    /// `base_url`.
+    pub(crate) async fn caller(
+        &self,
+        req: &HttpRequest,
+        tenant: Tenant,
+        base_url: &str,
+    ) -> Result<Caller, ApiError> {
+        if self.mode == AuthMode::Off {
+            return Ok(Caller::trusted(tenant));
+        }
+        let token = bearer(req)?;
+        let mut issuers = tenant.settings.trusted_issuers.clone();
+        if let Some(dev) = &self.dev_issuer {
+            issuers.push(dev.trusted());
+        }
+        let verified = self
+            .verifier
+            .verify(token, &issuers, base_url)
+            .await
+            .map_err(auth_error)?;
+        if verified.bound_to.is_some() {
+            return Err(auth_error(AuthError::InvalidToken(
+                "the token is bound to a key (cnf.jkt): DPoP proofs are not accepted yet".into(),
+            )));
+        }
+        Ok(Caller::new(tenant, verified.access))
+    }
+
+    /// Whether the request may use the administration API: a development-issuer token with
+    /// the `fjord:admin` scope and the API's URL (`…/admin`) as its audience.
+    pub(crate) async fn require_admin(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        if self.mode == AuthMode::Off {
+            return Ok(());
+        }
+        let token = bearer(req)?;
+        let Some(dev) = &self.dev_issuer else {
+            return Err(auth_error(AuthError::InvalidToken(
+                "no issuer of administration tokens is configured".into(),
+            )));
+        };
+        let audience = {
+            let info = req.connection_info();
+            format!("{}://{}/admin", info.scheme(), info.host())
+        };
+        let verified = self
+            .verifier
+            .verify(token, &[dev.trusted()], &audience)
+            .await
+            .map_err(auth_error)?;
+        let admin = verified
+            .access
+            .principal()
+            .is_some_and(|p| p.scope.split_whitespace().any(|s| s == ADMIN_SCOPE));
+        if !admin {
+            return Err(auth_error(AuthError::InsufficientScope(format!(
+                "the administration API needs the scope {ADMIN_SCOPE}"
+            ))));
+        }
+        Ok(())
+    }
+}
+
+/// The token of `Authorization: Bearer …`.
+fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(auth_error(AuthError::Missing));
+    };
+    let value = value.to_str().unwrap_or_default();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("DPoP") {
+        return Err(auth_error(AuthError::InvalidToken(
+            "DPoP-bound tokens are not accepted yet; use a bearer token".into(),
+        )));
+    }
+    if !scheme.eq_ignore_ascii_case("Bearer") || token.trim().is_empty() {
+        return Err(auth_error(AuthError::Missing));
+    }
+    Ok(token.trim())
+}
+
+/// The answer to an authentication or authorisation failure, with its challenge.
+pub(crate) fn auth_error(error: AuthError) -> ApiError {
+    let (status, code, challenge) = match &error {
+        AuthError::Missing => (
+            StatusCode::UNAUTHORIZED,
+            "login",
+            format!("Bearer realm=\"{REALM}\""),
+        ),
+        AuthError::InvalidToken(why) => (
+            StatusCode::UNAUTHORIZED,
+            "login",
+            format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+                quoted(why)
+            ),
+        ),
+        AuthError::InsufficientScope(why) => (
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", error_description=\"{}\"",
+                quoted(why)
+            ),
+        ),
+        AuthError::KeysUnavailable(_) => {
+            let mut api = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                error.to_string(),
+            );
+            api.challenge = None;
+            return api;
+        }
+    };
+    let mut api = ApiError::new(status, code, error.to_string());
+    api.challenge = Some(challenge);
+    api
+}
+
+/// Text safe inside a quoted header parameter.
+fn quoted(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control() && *c != '"' && *c != '\\')
+        .collect()
+}

@@ -1,0 +1,264 @@
+//! What a caller may do, as filters over the search index: a `patient/` scope is the context
+//! patient's compartment, a granular scope's parameters are the filters they parse to, and the
+//! scopes of a token combine as a union (parameters within one scope as AND). The engine adds
+//! these filters to every query before it runs, and checks a version about to be written against
+//! them in memory, so nothing is filtered after the fact.
+
+use fjord_search::{Filter, Registry, Scope as SearchScope};
+
+use crate::scope::{Context, Permission, Scope};
+use crate::AuthError;
+
+/// Who is calling, as the token says: recorded in audit, never used to decide.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Principal {
+    pub issuer: String,
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    /// `fhirUser`: a reference to the user's Practitioner, Patient, … resource.
+    pub fhir_user: Option<String>,
+    /// Role claims (`hso:subject:application-role:*` and the like), as `claim=value`.
+    pub roles: Vec<String>,
+    /// The scope string as granted.
+    pub scope: String,
+}
+
+/// A caller's access: everything (no authentication, or a trusted internal task), or what a
+/// token's scopes grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    grants: Option<Grants>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Grants {
+    scopes: Vec<Scope>,
+    /// The launch context's patient (`patient` claim).
+    patient: Option<String>,
+    principal: Principal,
+}
+
+/// What the scopes say about one permission on one resource type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Grant<'a> {
+    /// No scope grants it.
+    Denied,
+    /// Some scope grants it without conditions.
+    Full,
+    /// Only where one of these holds.
+    Limited(Vec<Rule<'a>>),
+}
+
+/// One scope's condition on a resource: in the patient's compartment (`patient/` scopes) and
+/// matching the scope's query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule<'a> {
+    /// `Some` for a `patient/` scope; `Some(None)` when the token names no patient.
+    pub patient: Option<Option<&'a str>>,
+    pub query: &'a [(String, String)],
+}
+
+impl Access {
+    /// No restriction: authentication off, or Fjord's own background work.
+    pub fn unrestricted() -> Access {
+        Access { grants: None }
+    }
+
+    /// What a validated token grants.
+    pub fn granted(scopes: Vec<Scope>, patient: Option<String>, principal: Principal) -> Access {
+        Access {
+            grants: Some(Grants {
+                scopes,
+                patient,
+                principal,
+            }),
+        }
+    }
+
+    pub fn is_unrestricted(&self) -> bool {
+        self.grants.is_none()
+    }
+
+    pub fn principal(&self) -> Option<&Principal> {
+        self.grants.as_ref().map(|g| &g.principal)
+    }
+
+    /// The launch context's patient, if the token names one.
+    pub fn patient(&self) -> Option<&str> {
+        self.grants.as_ref()?.patient.as_deref()
+    }
+
+    /// What the scopes grant of `permission` on `resource_type`.
+    pub fn grant(&self, permission: Permission, resource_type: &str) -> Grant<'_> {
+        let Some(grants) = &self.grants else {
+            return Grant::Full;
+        };
+        let mut rules = Vec::new();
+        for scope in grants
+            .scopes
+            .iter()
+            .filter(|s| s.permissions.contains(permission) && s.covers(resource_type))
+        {
+            let patient = match scope.context {
+                Context::Patient => Some(grants.patient.as_deref()),
+                Context::User | Context::System => None,
+            };
+            if patient.is_none() && scope.query.is_empty() {
+                return Grant::Full;
+            }
+            rules.push(Rule {
+                patient,
+                query: &scope.query,
+            });
+        }
+        if rules.is_empty() {
+            Grant::Denied
+        } else {
+            Grant::Limited(rules)
+        }
+    }
+
+    /// Whether some scope grants `permission` on every resource type without conditions: what
+    /// tenant-wide operations (`$reindex`) ask.
+    pub fn grants_everything(&self, permission: Permission) -> bool {
+        match &self.grants {
+            None => true,
+            Some(grants) => grants.scopes.iter().any(|s| {
+                s.context != Context::Patient
+                    && s.resource_type.is_none()
+                    && s.query.is_empty()
+                    && s.permissions.contains(permission)
+            }),
+        }
+    }
+
+    /// The filter a resource of `resource_type` must match for `permission`: `Ok(None)` when
+    /// no condition applies, `Err` when no scope grants it at all.
+    pub fn filter(
+        &self,
+        registry: &Registry,
+        permission: Permission,
+        resource_type: &str,
+    ) -> Result<Option<Filter>, AuthError> {
+        match self.grant(permission, resource_type) {
+            Grant::Full => Ok(None),
+            Grant::Denied => Err(AuthError::InsufficientScope(format!(
+                "no scope grants {} on {resource_type}",
+                describe(permission)
+            ))),
+            Grant::Limited(rules) => Ok(Some(Filter::Any(
+                rules
+                    .iter()
+                    .filter_map(|rule| rule_filter(registry, resource_type, rule))
+                    .collect(),
+            ))),
+        }
+    }
+}
+
+/// A rule as a filter; `None` when it can match nothing of this type (a type outside the
+/// patient compartment, no patient in the token, a query that does not parse).
+fn rule_filter(registry: &Registry, resource_type: &str, rule: &Rule<'_>) -> Option<Filter> {
+    let mut all = Vec::new();
+    if let Some(patient) = rule.patient {
+        let compartment = registry
+            .compartment_filter("Patient", patient?, resource_type)
+            .ok()??;
+        all.push(compartment);
+    }
+    if !rule.query.is_empty() {
+        match registry.parse_query(SearchScope::Type(resource_type), rule.query, true) {
+            Ok(query) => all.extend(query.filters),
+            Err(error) => {
+                tracing::warn!(%error, resource_type, "a granular scope's query does not parse; it grants nothing");
+                return None;
+            }
+        }
+    }
+    Some(Filter::All(all))
+}
+
+fn describe(permission: Permission) -> &'static str {
+    match permission {
+        Permission::Create => "create (c)",
+        Permission::Read => "read (r)",
+        Permission::Update => "update (u)",
+        Permission::Delete => "delete (d)",
+        Permission::Search => "search (s)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::parse_scopes;
+
+    fn access(scopes: &str, patient: Option<&str>) -> Access {
+        Access::granted(
+            parse_scopes(scopes.split(' ')),
+            patient.map(str::to_owned),
+            Principal::default(),
+        )
+    }
+
+    #[test]
+    fn scopes_combine_as_a_union() {
+        let a = access("patient/Observation.rs user/Observation.r", Some("p1"));
+        assert_eq!(a.grant(Permission::Read, "Observation"), Grant::Full);
+        assert!(matches!(
+            a.grant(Permission::Search, "Observation"),
+            Grant::Limited(rules) if rules.len() == 1
+        ));
+        assert_eq!(a.grant(Permission::Create, "Observation"), Grant::Denied);
+        assert_eq!(a.grant(Permission::Read, "Patient"), Grant::Denied);
+        assert_eq!(
+            Access::unrestricted().grant(Permission::Delete, "X"),
+            Grant::Full
+        );
+    }
+
+    #[test]
+    fn tenant_wide_operations_need_an_unconditional_wildcard() {
+        assert!(access("system/*.cruds", None).grants_everything(Permission::Update));
+        assert!(!access("system/Patient.cruds", None).grants_everything(Permission::Update));
+        assert!(!access("patient/*.cruds", Some("p")).grants_everything(Permission::Update));
+        assert!(!access("system/*.rs?_tag=x", None).grants_everything(Permission::Read));
+    }
+
+    #[test]
+    fn patient_scopes_are_the_compartment_and_granular_scopes_their_query() {
+        let registry = Registry::r4().unwrap();
+        let a = access(
+            "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs",
+            Some("p1"),
+        );
+        let filter = a
+            .filter(&registry, Permission::Search, "Observation")
+            .unwrap()
+            .unwrap();
+        let Filter::Any(rules) = &filter else {
+            panic!("{filter:?}")
+        };
+        let Filter::All(parts) = &rules[0] else {
+            panic!("{filter:?}")
+        };
+        assert_eq!(parts.len(), 2, "compartment and category: {parts:?}");
+        // Medication is in no patient's compartment: nothing of it.
+        let a = access("patient/*.rs", Some("p1"));
+        assert_eq!(
+            a.filter(&registry, Permission::Read, "Medication").unwrap(),
+            Some(Filter::Any(Vec::new()))
+        );
+        // A patient scope without a patient in the token: nothing.
+        let a = access("patient/*.rs", None);
+        assert_eq!(
+            a.filter(&registry, Permission::Read, "Observation")
+                .unwrap(),
+            Some(Filter::Any(Vec::new()))
+        );
+        assert!(matches!(
+            a.filter(&registry, Permission::Delete, "Observation"),
+            Err(AuthError::InsufficientScope(_))
+        ));
+    }
+}
