@@ -694,28 +694,11 @@ fn keys_come_from_the_issuers_jwks_url_and_rotate() {
     let first = DevIssuer::generate().unwrap();
     let second = DevIssuer::generate().unwrap();
     let published = Arc::new(Mutex::new(serde_json::to_string(&first.jwks()).unwrap()));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let jwks_uri = format!("http://{}/jwks", listener.local_addr().unwrap());
-    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    {
+    let (jwks_uri, fetches) = {
         let published = published.clone();
-        let fetches = fetches.clone();
-        std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut buffer = [0u8; 4096];
-                let _ = stream.read(&mut buffer);
-                fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let body = published.lock().unwrap().clone();
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-    }
+        answering(move |_| published.lock().unwrap().clone())
+    };
+    let jwks_uri = format!("{jwks_uri}/jwks");
     let config = std::env::temp_dir().join(format!("fjord-smart-{}.toml", std::process::id()));
     std::fs::write(&config, "jwks_refetch_seconds = 0\n").unwrap();
     let smart = Smart::start("smart-jwks", &["--config", config.to_str().unwrap()]);
@@ -778,4 +761,165 @@ fn keys_come_from_the_issuers_jwks_url_and_rotate() {
         401
     );
     let _ = std::fs::remove_file(&config);
+}
+
+#[test]
+fn a_dpop_bound_token_needs_a_fresh_proof_of_each_request() {
+    use fjord_smart::ProofKey;
+    let smart = Smart::start("smart-dpop", &[]);
+    load(&smart);
+    let key = ProofKey::generate();
+    let mut request = TokenRequest {
+        audience: smart.server.base("t1"),
+        scope: "system/Observation.rs".into(),
+        ..Default::default()
+    };
+    request
+        .extra
+        .insert("cnf".into(), json!({ "jkt": key.thumbprint() }));
+    let token = smart.issuer.mint(&request);
+    let url = format!("{}/Observation/a-vital", smart.server.base("t1"));
+    let with_proof = |proof: &str| {
+        send(
+            "GET",
+            &url,
+            &[("Authorization", &format!("DPoP {token}")), ("DPoP", proof)],
+            None,
+        )
+    };
+    let proof = key.proof("GET", &url, &token);
+    assert_eq!(with_proof(&proof).status, 200);
+    // Replayed, for another URL or method, by another key, or missing: 401 with a DPoP challenge.
+    let other = ProofKey::generate();
+    for (what, proof) in [
+        ("replayed", proof.clone()),
+        ("another URL", key.proof("GET", &format!("{url}x"), &token)),
+        ("another method", key.proof("DELETE", &url, &token)),
+        ("another key", other.proof("GET", &url, &token)),
+        ("another token", key.proof("GET", &url, "a-different-token")),
+    ] {
+        let reply = with_proof(&proof);
+        assert_eq!(reply.status, 401, "{what}: {}", reply.body);
+        assert!(
+            challenge(&reply).starts_with("DPoP ")
+                && challenge(&reply).contains("invalid_dpop_proof"),
+            "{what}: {}",
+            challenge(&reply)
+        );
+        assert!(!reply.body.contains("8867-4"), "{what}");
+    }
+    let no_proof = send(
+        "GET",
+        &url,
+        &[("Authorization", &format!("DPoP {token}"))],
+        None,
+    );
+    assert_eq!(no_proof.status, 401);
+    // As a bearer token it is refused: it is only good with its key.
+    let bearer = send(
+        "GET",
+        &url,
+        &[("Authorization", &format!("Bearer {token}"))],
+        None,
+    );
+    assert_eq!(bearer.status, 401);
+    assert!(challenge(&bearer).contains("invalid_token"));
+}
+
+/// A one-route HTTP server of the test (an IdP's endpoint): each request's text to `respond`,
+/// its answer sent as JSON. Its origin, and how many requests it has had.
+fn answering(
+    respond: impl Fn(&str) -> String + Send + 'static,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            // Headers, then as much body as Content-Length says.
+            while let Ok(n) = stream.read(&mut buffer) {
+                request.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&request);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = respond(&String::from_utf8_lossy(&request));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (origin, count)
+}
+
+#[test]
+fn opaque_tokens_are_introspected_and_the_answer_cached_briefly() {
+    let (endpoint, asked) = answering(|request| {
+        let active =
+            request.contains("token=opaque-good") && request.contains("Authorization: Basic");
+        if active {
+            json!({"active": true, "scope": "user/Observation.rs", "sub": "pega", "client_id": "pega", "iss": "https://idp.test"}).to_string()
+        } else if request.contains("token=opaque-elsewhere") {
+            json!({"active": true, "scope": "user/*.rs", "aud": "http://elsewhere.test"})
+                .to_string()
+        } else {
+            json!({"active": false}).to_string()
+        }
+    });
+    let smart = Smart::start("smart-introspection", &[]);
+    load(&smart);
+    let settings = json!({"trustedIssuers": [{
+        "issuer": "https://idp.test",
+        "introspection": {"endpoint": format!("{endpoint}/introspect"), "clientId": "fjord", "clientSecret": "s3cret"},
+    }]});
+    let reply = send(
+        "PUT",
+        &format!("{}/admin/tenants/t1/settings", smart.server.origin),
+        &[("Authorization", &format!("Bearer {}", smart.admin_token()))],
+        Some(&settings.to_string()),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    std::thread::sleep(std::time::Duration::from_secs(3)); // the tenant cache
+    assert_eq!(
+        smart
+            .call("opaque-good", "GET", "/Observation/a-vital", None)
+            .status,
+        200
+    );
+    assert_eq!(
+        smart.call("opaque-good", "GET", "/Patient/a", None).status,
+        403
+    );
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1, "cached");
+    let inactive = smart.call("opaque-revoked", "GET", "/Observation/a-vital", None);
+    assert_eq!(inactive.status, 401);
+    assert!(challenge(&inactive).contains("invalid_token"));
+    assert_eq!(
+        smart
+            .call("opaque-elsewhere", "GET", "/Observation", None)
+            .status,
+        401
+    );
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpRequest;
 use fjord_engine::{AuthError, Caller, Tenant};
-use fjord_smart::{DevIssuer, Verifier};
+use fjord_smart::{DevIssuer, ProofChecker, ProofRequest, Verifier};
 
 use crate::ApiError;
 
@@ -33,6 +33,8 @@ pub struct AuthConfig {
     /// The development issuer, trusted by every tenant while it is on.
     pub dev_issuer: Option<Arc<DevIssuer>>,
     pub verifier: Arc<Verifier>,
+    /// DPoP proofs seen, shared by every worker (replay).
+    pub proofs: Arc<ProofChecker>,
 }
 
 impl AuthConfig {
@@ -41,6 +43,7 @@ impl AuthConfig {
             mode: AuthMode::Off,
             dev_issuer: None,
             verifier: Arc::new(Verifier::default()),
+            proofs: Arc::default(),
         }
     }
 
@@ -55,7 +58,7 @@ impl AuthConfig {
         if self.mode == AuthMode::Off {
             return Ok(Caller::trusted(tenant));
         }
-        let token = bearer(req)?;
+        let (scheme, token) = credentials(req)?;
         let mut issuers = tenant.settings.trusted_issuers.clone();
         if let Some(dev) = &self.dev_issuer {
             issuers.push(dev.trusted());
@@ -65,10 +68,40 @@ impl AuthConfig {
             .verify(token, &issuers, base_url)
             .await
             .map_err(auth_error)?;
-        if verified.bound_to.is_some() {
-            return Err(auth_error(AuthError::InvalidToken(
-                "the token is bound to a key (cnf.jkt): DPoP proofs are not accepted yet".into(),
-            )));
+        match (scheme, verified.bound_to.as_deref()) {
+            (Scheme::Bearer, None) => {}
+            (Scheme::Bearer, Some(_)) => {
+                return Err(auth_error(AuthError::InvalidToken(
+                    "the token is bound to a key (cnf.jkt): present it with a DPoP proof".into(),
+                )))
+            }
+            (Scheme::Dpop, None) => {
+                return Err(auth_error(AuthError::InvalidToken(
+                    "the token is not bound to a key: present it as a bearer token".into(),
+                )))
+            }
+            (Scheme::Dpop, Some(bound_to)) => {
+                let mut proofs = req.headers().get_all("DPoP");
+                let proof = match (proofs.next(), proofs.next()) {
+                    (Some(proof), None) => proof.to_str().unwrap_or_default(),
+                    _ => {
+                        return Err(auth_error(AuthError::InvalidDpopProof(
+                            "one DPoP header is needed".into(),
+                        )))
+                    }
+                };
+                let url = {
+                    let info = req.connection_info();
+                    format!("{}://{}{}", info.scheme(), info.host(), req.path())
+                };
+                let request = ProofRequest {
+                    method: req.method().as_str(),
+                    url: &url,
+                    access_token: token,
+                    bound_to,
+                };
+                self.proofs.check(proof, request).map_err(auth_error)?;
+            }
         }
         Ok(Caller::new(tenant, verified.access))
     }
@@ -79,7 +112,7 @@ impl AuthConfig {
         if self.mode == AuthMode::Off {
             return Ok(());
         }
-        let token = bearer(req)?;
+        let (_, token) = credentials(req)?;
         let Some(dev) = &self.dev_issuer else {
             return Err(auth_error(AuthError::InvalidToken(
                 "no issuer of administration tokens is configured".into(),
@@ -107,22 +140,31 @@ impl AuthConfig {
     }
 }
 
-/// The token of `Authorization: Bearer …`.
-fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
+/// How a token is presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// The scheme and token of `Authorization: Bearer …` or `Authorization: DPoP …`.
+fn credentials(req: &HttpRequest) -> Result<(Scheme, &str), ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Err(auth_error(AuthError::Missing));
     };
     let value = value.to_str().unwrap_or_default();
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if scheme.eq_ignore_ascii_case("DPoP") {
-        return Err(auth_error(AuthError::InvalidToken(
-            "DPoP-bound tokens are not accepted yet; use a bearer token".into(),
-        )));
-    }
-    if !scheme.eq_ignore_ascii_case("Bearer") || token.trim().is_empty() {
+    let scheme = if scheme.eq_ignore_ascii_case("Bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("DPoP") {
+        Scheme::Dpop
+    } else {
         return Err(auth_error(AuthError::Missing));
+    };
+    match token.trim() {
+        "" => Err(auth_error(AuthError::Missing)),
+        token => Ok((scheme, token)),
     }
-    Ok(token.trim())
 }
 
 /// The answer to an authentication or authorisation failure, with its challenge.
@@ -146,6 +188,15 @@ pub(crate) fn auth_error(error: AuthError) -> ApiError {
             "forbidden",
             format!(
                 "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", error_description=\"{}\"",
+                quoted(why)
+            ),
+        ),
+        AuthError::InvalidDpopProof(why) => (
+            StatusCode::UNAUTHORIZED,
+            "login",
+            format!(
+                "DPoP realm=\"{REALM}\", error=\"invalid_dpop_proof\", error_description=\"{}\", \
+                 algs=\"ES256 ES384 PS256 PS384 RS256 RS384\"",
                 quoted(why)
             ),
         ),

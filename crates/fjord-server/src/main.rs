@@ -300,6 +300,7 @@ fn auth_config(settings: &Settings, embedded: bool) -> anyhow::Result<AuthConfig
         verifier: Arc::new(Verifier::with_refetch_interval(
             std::time::Duration::from_secs(settings.jwks_refetch_seconds),
         )),
+        proofs: Arc::default(),
     })
 }
 

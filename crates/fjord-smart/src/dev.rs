@@ -102,6 +102,7 @@ impl DevIssuer {
             claims: ClaimNames::default(),
             tenant_claim: None,
             leeway_seconds: 30,
+            introspection: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`token`]: bearer tokens (JWTs) checked against the issuers a tenant trusts, their keys
 //!   fetched and cached from configuration only; claims mapped to an [`Access`].
+//! - [`dpop`]: proofs of possession for tokens bound to a key (RFC 9449).
 //! - [`scope`]: the scope grammar, v1 and v2 with granular scopes.
 //! - [`access`]: what the scopes grant, as filters over the search index that the engine adds to
 //!   every query before it runs (the policy is a query rewrite, never a filter on results).
@@ -14,12 +15,14 @@
 pub mod access;
 pub mod dev;
 pub mod discovery;
+pub mod dpop;
 pub mod scope;
 pub mod token;
 
 pub use access::{Access, Grant, Principal};
 pub use dev::{DevIssuer, TokenRequest, DEV_ISSUER};
 pub use discovery::AuthorizationServer;
+pub use dpop::{ProofChecker, ProofKey, ProofRequest};
 pub use scope::{Permission, Scope};
 pub use token::{TrustedIssuer, Verified, Verifier};
 
@@ -32,6 +35,9 @@ pub enum AuthError {
     /// A token that does not verify, has expired, or is not for this server: 401.
     #[error("{0}")]
     InvalidToken(String),
+    /// A DPoP-bound token without a good proof of this request: 401 (RFC 9449).
+    #[error("DPoP proof: {0}")]
+    InvalidDpopProof(String),
     /// A valid token whose scopes do not grant the request: 403.
     #[error("{0}")]
     InsufficientScope(String),

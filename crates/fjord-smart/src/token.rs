@@ -34,6 +34,9 @@ pub const ALGORITHMS: [Algorithm; 6] = [
 /// How long fetched keys are used before they are fetched again.
 const KEYS_FRESH_FOR: Duration = Duration::from_secs(3600);
 
+/// How long an introspection answer is used: a revoked token is refused within this time.
+const INTROSPECTION_FRESH_FOR: Duration = Duration::from_secs(30);
+
 /// An issuer a tenant trusts, from its settings (`trustedIssuers`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -59,6 +62,27 @@ pub struct TrustedIssuer {
     /// Clock skew allowed on `exp`, `nbf` and `iat`.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
+    /// Where opaque (not JWT) tokens of this issuer are looked up (RFC 7662).
+    #[serde(default)]
+    pub introspection: Option<Introspection>,
+}
+
+/// An issuer's introspection endpoint and Fjord's credentials there.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Introspection {
+    pub endpoint: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl std::fmt::Debug for Introspection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Introspection")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_leeway() -> u64 {
@@ -103,11 +127,47 @@ pub struct Verified {
     pub bound_to: Option<String>,
 }
 
+impl Verified {
+    /// What checked claims of `issuer` grant, and the key they bind the token to.
+    fn of(claims: &Map<String, Value>, issuer: &TrustedIssuer) -> Verified {
+        Verified {
+            access: access_of(claims, issuer),
+            bound_to: claims
+                .get("cnf")
+                .and_then(|c| c.get("jkt"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        }
+    }
+}
+
+/// The claims of a JWS whose signature `key` verifies under `alg`; nothing else checked.
+pub(crate) fn signed_claims(
+    token: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
+) -> Option<Map<String, Value>> {
+    let mut validation = Validation::new(alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    jsonwebtoken::decode(token, key, &validation)
+        .ok()
+        .map(|data| data.claims)
+}
+
+/// Introspection answers by issuer and token hash: an active token's claims, or `None`; with
+/// when they were had.
+type IntrospectionCache = HashMap<String, (Option<Map<String, Value>>, Instant)>;
+
 /// Checks tokens; holds the keys of the issuers it has met.
 #[derive(Debug)]
 pub struct Verifier {
     keys: Mutex<HashMap<String, CachedKeys>>,
     refetch_interval: Duration,
+    /// Introspection answers by the token's hash: the active token's claims, or `None`.
+    introspected: Mutex<IntrospectionCache>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +188,7 @@ impl Verifier {
         Verifier {
             keys: Mutex::new(HashMap::new()),
             refetch_interval,
+            introspected: Mutex::new(HashMap::new()),
         }
     }
 
@@ -141,8 +202,9 @@ impl Verifier {
         base_url: &str,
     ) -> Result<Verified, AuthError> {
         let invalid = |m: &str| AuthError::InvalidToken(m.to_owned());
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| invalid("the token is not a signed JWT"))?;
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return self.introspect(token, issuers, base_url).await;
+        };
         if !ALGORITHMS.contains(&header.alg) {
             return Err(invalid("the token's signature algorithm is not accepted"));
         }
@@ -162,23 +224,48 @@ impl Verifier {
             .find(|i| i.issuer == issuer_name)
             .ok_or_else(|| invalid("the token's issuer is not trusted by this tenant"))?;
         let key = self.key(issuer, header.kid.as_deref(), header.alg).await?;
-        let mut validation = Validation::new(header.alg);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let verified: Map<String, Value> = jsonwebtoken::decode(token, &key, &validation)
-            .map_err(|_| invalid("the token's signature does not verify"))?
-            .claims;
+        let verified = signed_claims(token, &key, header.alg)
+            .ok_or_else(|| invalid("the token's signature does not verify"))?;
         check_claims(&verified, issuer, base_url, now())?;
-        Ok(Verified {
-            access: access_of(&verified, issuer),
-            bound_to: verified
-                .get("cnf")
-                .and_then(|c| c.get("jkt"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        })
+        Ok(Verified::of(&verified, issuer))
+    }
+
+    /// An opaque token, asked of the issuers that introspect (RFC 7662); their answers are
+    /// used for [`INTROSPECTION_FRESH_FOR`].
+    async fn introspect(
+        &self,
+        token: &str,
+        issuers: &[TrustedIssuer],
+        base_url: &str,
+    ) -> Result<Verified, AuthError> {
+        let introspecting = issuers.iter().filter(|i| i.introspection.is_some());
+        let hash = crate::dpop::token_hash(token);
+        for issuer in introspecting {
+            let cache_key = format!("{}\n{hash}", issuer.issuer);
+            let cached = self
+                .introspected
+                .lock()
+                .expect("introspection cache")
+                .get(&cache_key)
+                .filter(|(_, at)| at.elapsed() < INTROSPECTION_FRESH_FOR)
+                .map(|(claims, _)| claims.clone());
+            let claims = match cached {
+                Some(claims) => claims,
+                None => {
+                    let claims = ask_introspection(issuer, token).await?;
+                    let mut cache = self.introspected.lock().expect("introspection cache");
+                    cache.retain(|_, (_, at)| at.elapsed() < INTROSPECTION_FRESH_FOR);
+                    cache.insert(cache_key, (claims.clone(), Instant::now()));
+                    claims
+                }
+            };
+            let Some(claims) = claims else { continue };
+            check_introspected(&claims, issuer, base_url, now())?;
+            return Ok(Verified::of(&claims, issuer));
+        }
+        Err(AuthError::InvalidToken(
+            "the token is not a JWT, and no issuer of this tenant knows it as active".into(),
+        ))
     }
 
     /// The issuer's key for `kid` (or its only key), fetching the issuer's keys when they are
@@ -274,6 +361,72 @@ fn get_json(url: &str) -> Result<Value, AuthError> {
 fn unavailable(url: &str, why: &str) -> AuthError {
     tracing::warn!(url, why, "an issuer's keys could not be fetched");
     AuthError::KeysUnavailable(format!("the issuer's keys could not be fetched from {url}"))
+}
+
+/// The claims of an active token by the issuer's introspection endpoint; `None` when inactive.
+async fn ask_introspection(
+    issuer: &TrustedIssuer,
+    token: &str,
+) -> Result<Option<Map<String, Value>>, AuthError> {
+    use base64::Engine;
+    let introspection = issuer
+        .introspection
+        .clone()
+        .expect("an introspecting issuer");
+    let token = token.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let endpoint = &introspection.endpoint;
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            introspection.client_id, introspection.client_secret
+        ));
+        let response = ureq::post(endpoint)
+            .timeout(Duration::from_secs(5))
+            .set("Authorization", &format!("Basic {credentials}"))
+            .set("Accept", "application/json")
+            .send_form(&[("token", &token), ("token_type_hint", "access_token")])
+            .map_err(|e| unavailable(endpoint, &e.to_string()))?;
+        let answer: Map<String, Value> = response
+            .into_json()
+            .map_err(|e| unavailable(endpoint, &e.to_string()))?;
+        let active = answer.get("active").and_then(Value::as_bool) == Some(true);
+        Ok(active.then_some(answer))
+    })
+    .await
+    .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?
+}
+
+/// What an introspection answer must say besides `active`: this issuer (when it names one),
+/// not expired, and this server as an audience when it names audiences.
+fn check_introspected(
+    claims: &Map<String, Value>,
+    issuer: &TrustedIssuer,
+    base_url: &str,
+    now: u64,
+) -> Result<(), AuthError> {
+    if claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .is_some_and(|iss| iss != issuer.issuer)
+    {
+        return Err(AuthError::InvalidToken(
+            "the introspected token is another issuer's".into(),
+        ));
+    }
+    let mut claims = claims.clone();
+    // Introspection need not state these; when it does not, the issuer's word stands.
+    claims
+        .entry("exp")
+        .or_insert_with(|| Value::from(now + issuer.leeway_seconds + 1));
+    if !claims.contains_key("aud") {
+        let audience = issuer
+            .audiences
+            .first()
+            .cloned()
+            .unwrap_or_else(|| base_url.to_owned());
+        claims.insert("aud".into(), Value::from(audience));
+    }
+    check_claims(&claims, issuer, base_url, now)
 }
 
 /// The claims of a token before its signature is checked: only to find its issuer.
