@@ -41,8 +41,10 @@ async fn index_rows_follow_the_current_version() {
     let loinc = |code| keys::token_system_code("Observation", "code", "http://loinc.org", code);
     let codes = has_key(loinc("29463-7"));
     let new_codes = has_key(loinc("3141-9"));
-    let all_rows = "SELECT (SELECT count(*) FROM search_date) \
-                    + (SELECT count(*) FROM resource_current WHERE keys <> '{}' OR vals IS NOT NULL)";
+    // The rows of the tenant's data: the AuditEvents of the writes have rows of their own.
+    let all_rows = "SELECT (SELECT count(*) FROM search_date WHERE type <> 'AuditEvent') \
+                    + (SELECT count(*) FROM resource_current WHERE type <> 'AuditEvent' \
+                       AND (keys <> '{}' OR vals IS NOT NULL))";
 
     // The observations refer to a patient the test does not store.
     let lenient = TenantSettings {

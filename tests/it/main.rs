@@ -1,6 +1,7 @@
 //! Integration tests: storage against a real Postgres, the REST API through the real `fjord`
 //! binary, the official R4 examples, and the embedded default with crash recovery.
 
+mod audit;
 mod bundles;
 mod change_feed;
 mod conditional;

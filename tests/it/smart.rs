@@ -10,17 +10,18 @@ use serde_json::{json, Value};
 
 use crate::embedded::{data_dir, fjord};
 
-const VITAL: &str = "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs";
+pub(crate) const VITAL: &str =
+    "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs";
 
 /// A server that requires tokens and trusts the development issuer, with tenants `t1` and `t2`.
-struct Smart {
-    server: Server,
+pub(crate) struct Smart {
+    pub server: Server,
     dir: PathBuf,
-    issuer: DevIssuer,
+    pub issuer: DevIssuer,
 }
 
 impl Smart {
-    fn start(name: &str, extra: &[&str]) -> Smart {
+    pub fn start(name: &str, extra: &[&str]) -> Smart {
         let database = tokio::runtime::Runtime::new()
             .expect("runtime")
             .block_on(fjord_testkit::database());
@@ -70,7 +71,7 @@ impl Smart {
         .to_owned()
     }
 
-    fn token(&self, tenant: &str, scope: &str, patient: Option<&str>) -> String {
+    pub fn token(&self, tenant: &str, scope: &str, patient: Option<&str>) -> String {
         self.issuer.mint(&TokenRequest {
             audience: self.server.base(tenant),
             scope: scope.into(),
@@ -79,7 +80,7 @@ impl Smart {
         })
     }
 
-    fn call(&self, token: &str, method: &str, path: &str, body: Option<&Value>) -> Reply {
+    pub fn call(&self, token: &str, method: &str, path: &str, body: Option<&Value>) -> Reply {
         self.call_in("t1", token, method, path, body)
     }
 
@@ -137,7 +138,7 @@ fn challenge(reply: &Reply) -> &str {
     reply.header("www-authenticate").unwrap_or_default()
 }
 
-fn observation(id: &str, patient: &str, category: &str, code: &str) -> Value {
+pub(crate) fn observation(id: &str, patient: &str, category: &str, code: &str) -> Value {
     let (system, category_code) = category.split_once('|').unwrap();
     json!({
         "resourceType": "Observation",
@@ -153,7 +154,7 @@ fn observation(id: &str, patient: &str, category: &str, code: &str) -> Value {
 }
 
 /// Patients `a` and `b` in t1 with Observations, a Practitioner, and a patient `c` in t2.
-fn load(smart: &Smart) {
+pub(crate) fn load(smart: &Smart) {
     let system = smart.token("t1", "system/*.cruds", None);
     let put = |tenant: &str, token: &str, resource: Value| {
         let path = format!(

@@ -69,6 +69,9 @@ pub enum EngineError {
     /// An entry of a bundle failed: its index and its error.
     #[error("bundle entry {0}: {1}")]
     InEntry(usize, Box<EngineError>),
+    /// The resource may not be written at all (AuditEvents): 405.
+    #[error("{0}")]
+    Immutable(String),
     /// The caller's token is missing or bad, or its scopes do not grant the request.
     #[error(transparent)]
     Auth(#[from] fjord_smart::AuthError),

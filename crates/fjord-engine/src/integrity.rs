@@ -6,8 +6,8 @@
 //! tenant allows `_cascade=delete` and the request asks for it.
 //!
 //! The checks run when a unit finishes, just before it commits: a transaction may refer to what
-//! a later entry creates, and delete what a later entry stops referring to. A single create or
-//! update checks in its own statement. Writers look for their targets under shared advisory
+//! a later entry creates, and delete what a later entry stops referring to. Every write is a
+//! unit (its AuditEvent commits with it). Writers look for their targets under shared advisory
 //! locks and a delete looks for referrers under the exclusive one (migration 0007), so a write
 //! and a delete racing over one target cannot both succeed. Referrers are found through the
 //! reference search parameters (the search index): a reference in an element no search
@@ -39,6 +39,8 @@ pub(crate) struct Unit<'s> {
     /// depends on it is rebuilt after the commit (one built before it, by the checks, would
     /// miss the change).
     definitions_changed: bool,
+    /// What the unit wrote, for the AuditEvent it writes before it commits.
+    pub(crate) audited: Option<crate::Audited>,
 }
 
 /// A local reference written in a unit.
@@ -103,27 +105,6 @@ fn references_of(resource_type: &str, id: &str, body: &Value) -> Vec<Reference> 
     references
 }
 
-/// The local references of a version to other resources: one to itself is to the version
-/// being written (a create may refer to its own id).
-fn references_to_others(resource_type: &str, id: &str, body: &Value) -> Vec<Reference> {
-    references_of(resource_type, id, body)
-        .into_iter()
-        .filter(|r| !(r.target_type == resource_type && r.target_id == id))
-        .collect()
-}
-
-/// What a version refers to, each once, without itself.
-pub(crate) fn targets_of(
-    resource_type: &str,
-    id: &str,
-    body: &Value,
-) -> Vec<(&'static str, String)> {
-    distinct_targets(&references_to_others(resource_type, id, body))
-        .into_iter()
-        .map(|(target_type, target_id)| (target_type, target_id.to_owned()))
-        .collect()
-}
-
 /// The resources `references` name, each once, in order.
 fn distinct_targets(references: &[Reference]) -> Vec<(&'static str, &str)> {
     let targets: BTreeSet<(&'static str, &str)> = references
@@ -185,6 +166,7 @@ impl Engine {
             deleted: Vec::new(),
             cascade: false,
             definitions_changed: false,
+            audited: None,
         })
     }
 
@@ -196,10 +178,10 @@ impl Engine {
         result: Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let result = match result {
-            Ok(value) => self
-                .check_integrity(caller, &mut unit)
-                .await
-                .map(|()| value),
+            Ok(value) => match self.check_integrity(caller, &mut unit).await {
+                Ok(()) => self.audit_unit(caller, &mut unit).await.map(|()| value),
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
         let changed = unit.definitions_changed;
@@ -270,33 +252,6 @@ impl Engine {
         }
     }
 
-    /// The error of a write whose statement found a target missing: which reference it was.
-    pub(crate) async fn dangling(
-        &self,
-        caller: &Caller,
-        resource_type: &str,
-        id: &str,
-        body: &Value,
-    ) -> EngineError {
-        let references = references_to_others(resource_type, id, body);
-        let existing = match self.begin(caller).await {
-            Ok(mut unit) => {
-                let found = unit.existing(&distinct_targets(&references)).await;
-                let _ = unit.work.rollback().await;
-                match found {
-                    Ok(found) => found,
-                    Err(e) => return e.into(),
-                }
-            }
-            Err(e) => return e,
-        };
-        first_dangling(references, &existing).unwrap_or_else(|| {
-            EngineError::Conflict(format!(
-                "{resource_type}/{id}: what it refers to changed concurrently; try again"
-            ))
-        })
-    }
-
     /// Up to [`MAX_REFERRERS`] current resources that refer to `Type/id` (what a delete would
     /// be refused for), as `Type/id`.
     pub(crate) async fn referrers_of(
@@ -327,8 +282,10 @@ impl Engine {
         id: &str,
     ) -> Result<Vec<i64>, EngineError> {
         let registry = self.registry(caller).await?;
+        // The audit trail names what it saw; it holds nothing back.
         Ok(registry
             .references_to(target_type)
+            .filter(|(source, _)| *source != crate::audit::AUDIT_EVENT)
             .map(|(source, param)| keys::reference(source, &param.code, target_type, id))
             .collect())
     }

@@ -6,7 +6,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::integrity::{self, Unit};
+use crate::integrity::Unit;
 use crate::registries::SEARCH_PARAMETER;
 use crate::{Caller, Engine, EngineError, Permission, ValidationIssue};
 
@@ -269,35 +269,13 @@ impl Engine {
         let prepared = self
             .prepare(caller, resource_type, id, resource, expected)
             .await?;
-        let integrity = caller.settings.referential_integrity;
         match work {
             Some(unit) => self.write_prepared(caller, unit, prepared).await,
-            // A delete owes a look for referrers with its resource locked: a unit of its own.
-            None if integrity && prepared.value.is_none() => {
+            // A unit of its own: the write's AuditEvent commits with it.
+            None => {
                 let mut unit = self.begin(caller).await?;
                 let result = self.write_prepared(caller, &mut unit, prepared).await;
                 self.finish(caller, unit, result).await
-            }
-            // A create or update checks its references in its own statement.
-            None => {
-                let targets = match (&prepared.value, integrity) {
-                    (Some(value), true) => integrity::targets_of(resource_type, id, value),
-                    _ => Vec::new(),
-                };
-                let targets: Vec<(&str, &str)> =
-                    targets.iter().map(|(t, i)| (*t, i.as_str())).collect();
-                let new = NewVersion {
-                    targets: &targets,
-                    ..prepared.new_version()
-                };
-                match self.store.write_version(caller.key, &new).await? {
-                    WriteOutcome::Written => Ok(self.written(caller, prepared)),
-                    WriteOutcome::NotExpected => Err(changed_concurrently(resource_type, id)),
-                    WriteOutcome::MissingTarget => {
-                        let value = prepared.value.as_ref().expect("a create or update");
-                        Err(self.dangling(caller, resource_type, id, value).await)
-                    }
-                }
             }
         }
     }
@@ -318,6 +296,15 @@ impl Engine {
             Some(value) => unit.wrote(prepared.resource_type, &prepared.id, value),
             None => unit.deleted(prepared.resource_type, &prepared.id),
         }
+        let op = prepared.new_version().op;
+        crate::audit::note_write(
+            &mut unit.audited,
+            prepared.resource_type,
+            &prepared.id,
+            prepared.version,
+            op,
+            prepared.value.as_ref(),
+        );
         Ok(self.written(caller, prepared))
     }
 
@@ -330,6 +317,7 @@ impl Engine {
         resource: Option<Resource>,
         expected: Expected,
     ) -> Result<Prepared, EngineError> {
+        caller.may_write(resource_type, expected, resource.is_none())?;
         let version = expected.next_version();
         let last_updated = now();
         let registry = self.registry(caller).await?;
@@ -461,7 +449,8 @@ impl Engine {
                 HistoryScope::Instance(t, id)
             }
             (Some(t), None) => HistoryScope::Type(t),
-            _ => HistoryScope::System,
+            // The audit trail is not the tenant's data: its history is AuditEvent/_history.
+            _ => HistoryScope::SystemExcept(crate::audit::AUDIT_EVENT),
         };
         if !matches!(scope, HistoryScope::Instance(..)) {
             self.authorize_history(caller, resource_type).await?;

@@ -5,6 +5,7 @@
 //! once: parse and check the resource, assign the server-owned parts, write through `fjord-store`.
 //! Nothing here knows HTTP.
 
+mod audit;
 mod authorize;
 mod bundles;
 mod conditional;
@@ -24,6 +25,7 @@ mod terminology_ops;
 mod text;
 mod validation;
 
+pub use audit::Audited;
 pub use bundles::{BundleKind, EntryOutcome, DEFAULT_MAX_BUNDLE_ENTRIES};
 pub use error::EngineError;
 pub use fjord_model::{Format, ParseLimits, Resource};
@@ -57,16 +59,38 @@ use fjord_store::Store;
 pub struct Caller {
     pub tenant: Tenant,
     pub access: Access,
+    /// The client's network address, for the audit trail.
+    pub address: Option<String>,
+    /// Fjord itself (the audit trail's writer): the only caller that writes AuditEvents.
+    internal: bool,
 }
 
 impl Caller {
     pub fn new(tenant: Tenant, access: Access) -> Caller {
-        Caller { tenant, access }
+        Caller {
+            tenant,
+            access,
+            address: None,
+            internal: false,
+        }
     }
 
     /// Fjord's own work (indexing, jobs, the CLI), and requests while authentication is off.
     pub fn trusted(tenant: Tenant) -> Caller {
         Caller::new(tenant, Access::unrestricted())
+    }
+
+    /// Fjord writing its audit trail.
+    pub(crate) fn internal(tenant: Tenant) -> Caller {
+        Caller {
+            internal: true,
+            ..Caller::trusted(tenant)
+        }
+    }
+
+    pub fn with_address(mut self, address: Option<String>) -> Caller {
+        self.address = address;
+        self
     }
 }
 
@@ -101,6 +125,7 @@ struct Shared {
     registries: registries::TenantRegistries,
     conformance: conformance::TenantConformance,
     jobs: reindex::Jobs,
+    audit: audit::AuditBuffer,
 }
 
 impl Engine {

@@ -6,7 +6,7 @@
 use actix_web::http::StatusCode;
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
-use fjord_engine::{format_instant, BundleKind, EntryOutcome, StoredVersion, Written};
+use fjord_engine::{format_instant, Audited, BundleKind, EntryOutcome, StoredVersion, Written};
 use serde_json::json;
 
 use crate::error::stored_with_issues;
@@ -30,11 +30,20 @@ pub(crate) async fn bundle(
         .await
         .map_err(|e| ctx.err(fjord_engine::EngineError::Internal(e.to_string())))?
         .map_err(|e| ctx.err(e))?;
-    let (kind, outcomes) = state
-        .engine
-        .bundle(&ctx.caller, bundle)
-        .await
-        .map_err(|e| ctx.err(e))?;
+    let result = state.engine.bundle(&ctx.caller, bundle).await;
+    let (kind, outcomes) = ctx.audited(state, "transaction", result, |_| None)?;
+    // Reads and failed entries of a batch: their own events (writes recorded theirs).
+    for outcome in &outcomes {
+        let audited = match outcome {
+            EntryOutcome::Read(version) => Audited::new("read").version(version),
+            EntryOutcome::Searched(found) => {
+                Audited::new("search-type").searched("bundle entry".into(), found)
+            }
+            EntryOutcome::Failed(error) => Audited::new("batch").failed(error),
+            EntryOutcome::Written(_) | EntryOutcome::Deleted(_) => continue,
+        };
+        state.engine.audit(&ctx.caller, audited);
+    }
     let with_resources = prefers_representation(req);
     let entries: Vec<String> = outcomes
         .into_iter()

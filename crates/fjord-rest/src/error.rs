@@ -132,6 +132,7 @@ fn status_of(error: &EngineError) -> (StatusCode, &'static str) {
         EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         EngineError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-costly"),
         EngineError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not-supported"),
+        EngineError::Immutable(_) => (StatusCode::METHOD_NOT_ALLOWED, "not-supported"),
         EngineError::Patch(PatchError::Malformed(_)) => (StatusCode::BAD_REQUEST, "invalid"),
         EngineError::Patch(PatchError::NotApplicable(_)) => {
             (StatusCode::UNPROCESSABLE_ENTITY, "processing")

@@ -4,7 +4,9 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
-use fjord_engine::{version_of_etag, Caller, HistoryQuery, PatchBody, StoredVersion, Written};
+use fjord_engine::{
+    version_of_etag, Audited, Caller, EngineError, HistoryQuery, PatchBody, StoredVersion, Written,
+};
 use futures_util::StreamExt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -30,13 +32,33 @@ impl Ctx {
             .await
             .map_err(|e| in_format(e.into()))?;
         let base = base_url(req, &tenant.id);
-        let caller = state
-            .config
-            .auth
-            .caller(req, tenant, &base)
-            .await
-            .map_err(in_format)?;
+        let address = req.peer_addr().map(|a| a.ip().to_string());
+        let caller = match state.config.auth.caller(req, tenant.clone(), &base).await {
+            Ok(caller) => caller.with_address(address),
+            Err(error) => {
+                let anonymous = Caller::trusted(tenant).with_address(address);
+                let audited = Audited::new("login").refused(error.message.clone());
+                state.engine.audit(&anonymous, audited);
+                return Err(in_format(error));
+            }
+        };
         Ok(Ctx { caller, negotiated })
+    }
+
+    /// The result of an interaction, its outcome recorded in the audit trail: failures always,
+    /// successes as `on_success` describes them (successful writes record theirs in their own
+    /// transaction, so theirs say `None`).
+    pub fn audited<T>(
+        &self,
+        state: &AppState,
+        interaction: &'static str,
+        result: Result<T, EngineError>,
+        on_success: impl FnOnce(&T) -> Option<Audited>,
+    ) -> Result<T, ApiError> {
+        state
+            .engine
+            .audit_outcome(&self.caller, interaction, &result, on_success);
+        result.map_err(|e| self.err(e))
     }
 
     /// The tenant and format of a request anyone may make (the CapabilityStatement).
@@ -271,8 +293,8 @@ pub(crate) async fn create(
                 .create(&ctx.caller, resource_type, &body, format)
                 .await
         }
-    }
-    .map_err(|e| ctx.err(e))?;
+    };
+    let written = ctx.audited(state, "create", written, |_| None)?;
     Ok(written_response(req, &ctx, &written))
 }
 
@@ -309,8 +331,8 @@ pub(crate) async fn update(
                 )
                 .await
         }
-    }
-    .map_err(|e| ctx.err(e))?;
+    };
+    let written = ctx.audited(state, "update", written, |_| None)?;
     Ok(written_response(req, &ctx, &written))
 }
 
@@ -356,8 +378,8 @@ pub(crate) async fn patch(
                 )
                 .await
         }
-    }
-    .map_err(|e| ctx.err(e))?;
+    };
+    let written = ctx.audited(state, "patch", written, |_| None)?;
     Ok(written_response(req, &ctx, &written))
 }
 
@@ -377,8 +399,8 @@ pub(crate) async fn delete(
             let cascade = cascade(req).map_err(|e| ctx.err(e))?;
             let deleted = engine
                 .delete(&ctx.caller, resource_type, id, expected, cascade)
-                .await
-                .map_err(|e| ctx.err(e))?;
+                .await;
+            let deleted = ctx.audited(state, "delete", deleted, |_| None)?;
             let message = match &deleted {
                 Some(_) => format!("{resource_type}/{id} deleted"),
                 None => format!("{resource_type}/{id} does not exist; nothing to delete"),
@@ -389,8 +411,8 @@ pub(crate) async fn delete(
             let condition = req.query_string();
             let deleted = engine
                 .conditional_delete(&ctx.caller, resource_type, condition, expected)
-                .await
-                .map_err(|e| ctx.err(e))?;
+                .await;
+            let deleted = ctx.audited(state, "delete", deleted, |_| None)?;
             let message = match deleted.as_slice() {
                 [] => format!("no {resource_type} matched; nothing to delete"),
                 [written] => format!("{resource_type}/{} deleted", written.id),
@@ -449,11 +471,10 @@ pub(crate) async fn read(
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    let version = state
-        .engine
-        .read(&ctx.caller, resource_type, id)
-        .await
-        .map_err(|e| ctx.err(e))?;
+    let result = state.engine.read(&ctx.caller, resource_type, id).await;
+    let version = ctx.audited(state, "read", result, |v| {
+        Some(Audited::new("read").version(v))
+    })?;
     if not_modified(req, &version) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag(version.version)))
@@ -471,11 +492,13 @@ pub(crate) async fn vread(
     vid: &str,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    let version = state
+    let result = state
         .engine
         .vread(&ctx.caller, resource_type, id, vid)
-        .await
-        .map_err(|e| ctx.err(e))?;
+        .await;
+    let version = ctx.audited(state, "vread", result, |v| {
+        Some(Audited::new("vread").version(v))
+    })?;
     Ok(version_response(&ctx, &version))
 }
 
@@ -489,11 +512,20 @@ pub(crate) async fn history(
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
     let query = history_query(req).map_err(|e| ctx.err(e))?;
-    let page = state
+    let result = state
         .engine
         .history(&ctx.caller, resource_type, id, query)
-        .await
-        .map_err(|e| ctx.err(e))?;
+        .await;
+    let interaction = match (resource_type, id) {
+        (Some(_), Some(_)) => "history-instance",
+        (Some(_), None) => "history-type",
+        _ => "history-system",
+    };
+    let page = ctx.audited(state, interaction, result, |page| {
+        let mut audited = Audited::new(interaction);
+        page.versions.iter().for_each(|v| audited.add(v));
+        Some(audited)
+    })?;
     let bundle = bundle::history(req, &ctx.base(req), &page);
     Ok(negotiate::respond_value(
         HttpResponse::Ok(),

@@ -5,7 +5,9 @@
 use actix_web::http::header;
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
-use fjord_engine::{PreviousPage, Scope, SearchRequest, SearchResult, StoredVersion, Summary};
+use fjord_engine::{
+    Audited, PreviousPage, Scope, SearchRequest, SearchResult, StoredVersion, Summary,
+};
 use serde_json::{json, Value};
 
 use crate::bundle::encode;
@@ -34,11 +36,15 @@ pub(crate) async fn search(
         params.extend(form.into_inner());
     }
     let request = search_request(req, params);
-    let result = state
-        .engine
-        .search(&ctx.caller, scope, &request)
-        .await
-        .map_err(|e| ctx.err(e))?;
+    let result = state.engine.search(&ctx.caller, scope, &request).await;
+    let interaction = match scope {
+        Scope::Type(_) => "search-type",
+        Scope::System => "search-system",
+        Scope::Compartment { .. } => "search-compartment",
+    };
+    let result = ctx.audited(state, interaction, result, |found| {
+        Some(searched(interaction, req, found))
+    })?;
     let path = match scope {
         Scope::Type(t) => t.to_owned(),
         Scope::System => String::new(),
@@ -63,10 +69,18 @@ pub(crate) async fn everything(
     let result = state
         .engine
         .everything(&ctx.caller, patient_id, &request)
-        .await
-        .map_err(|e| ctx.err(e))?;
+        .await;
+    let result = ctx.audited(state, "everything", result, |found| {
+        Some(searched("everything", req, found))
+    })?;
     let path = format!("Patient/{patient_id}/$everything");
     Ok(respond(req, &ctx, &path, &result, &request))
+}
+
+/// A search's AuditEvent: its query and the patients of what it found.
+fn searched(interaction: &'static str, req: &HttpRequest, found: &SearchResult) -> Audited {
+    let query = format!("{}?{}", req.path(), req.query_string());
+    Audited::new(interaction).searched(query, found.page.resources.iter().chain(&found.included))
 }
 
 /// The searchset of `result`, whose links name `path` below the tenant's base.

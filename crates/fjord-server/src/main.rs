@@ -130,6 +130,18 @@ fn main() -> anyhow::Result<()> {
     fjord_rest::block_on(run(cli))
 }
 
+/// Writes the buffered AuditEvents (reads, refusals) every second.
+fn flush_audit_trail(engine: Engine) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if let Err(error) = engine.flush_audit().await {
+                tracing::error!(%error, "writing the audit trail");
+            }
+        }
+    });
+}
+
 /// Keeps the text index close behind the change log, so that a search that needs it has little
 /// to catch up on (it catches up anyway before it answers).
 fn follow_text_index(engine: Engine) {
@@ -330,8 +342,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     .with_text_index(Arc::new(text_index))
     .with_max_bundle_entries(settings.max_bundle_entries);
     follow_text_index(engine.for_runtime());
+    flush_audit_trail(engine.for_runtime());
+    let state_engine = Arc::new(engine);
     let state = AppState {
-        engine: Arc::new(engine),
+        engine: state_engine.clone(),
         config: RestConfig {
             max_body_bytes: settings.max_body_bytes,
             auth,
@@ -346,6 +360,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     server.await?;
     tracing::info!("shutting down");
+    // What the requests drained last recorded, before the database goes.
+    if let Err(error) = state_engine.flush_audit().await {
+        tracing::error!(%error, "writing the audit trail at shutdown");
+    }
     database.close().await;
     Ok(())
 }

@@ -96,6 +96,8 @@ pub enum WriteOutcome {
 #[derive(Debug, Clone, Copy)]
 pub enum HistoryScope<'a> {
     System,
+    /// The system's history without one type's versions (the audit trail's).
+    SystemExcept(&'a str),
     Type(&'a str),
     Instance(&'a str, &'a str),
 }
@@ -168,6 +170,9 @@ impl Store {
             }
             HistoryScope::Type(resource_type) => (TYPE_HISTORY, Some(resource_type), None),
             HistoryScope::System => (SYSTEM_HISTORY, None, None),
+            HistoryScope::SystemExcept(resource_type) => {
+                (SYSTEM_HISTORY_EXCEPT, Some(resource_type), None)
+            }
         };
         // One row more than asked tells whether another page follows.
         let mut connection = self.tenant_connection(tenant).await?;
@@ -287,6 +292,12 @@ const TYPE_HISTORY: &str = "SELECT type, id, version, last_updated, op, body, se
      ORDER BY seq DESC LIMIT $6";
 const SYSTEM_HISTORY: &str = "SELECT type, id, version, last_updated, op, body, seq AS position \
      FROM resource_version WHERE tenant = $1 AND seq < $4 \
+     AND ($5::timestamptz IS NULL OR last_updated >= $5) \
+     ORDER BY seq DESC LIMIT $6";
+
+const SYSTEM_HISTORY_EXCEPT: &str =
+    "SELECT type, id, version, last_updated, op, body, seq AS position \
+     FROM resource_version WHERE tenant = $1 AND type <> $2 AND seq < $4 \
      AND ($5::timestamptz IS NULL OR last_updated >= $5) \
      ORDER BY seq DESC LIMIT $6";
 

@@ -1,0 +1,192 @@
+//! The audit trail: an AuditEvent for every interaction, writes in their own transaction,
+//! reads within a second, refusals too; searchable by audit readers, never changed, and no part
+//! of the tenant's data (deletes, system history and searches go on as before).
+
+use fjord_tests::{send, Reply};
+use serde_json::{json, Value};
+
+use crate::smart::{load, observation, Smart, VITAL};
+
+/// The AuditEvents a search of the audit reader finds.
+fn events(smart: &Smart, query: &str) -> Vec<Value> {
+    let reader = smart.token("t1", "user/AuditEvent.rs", None);
+    let reply = smart.call(
+        &reader,
+        "GET",
+        &format!("/AuditEvent?{query}&_count=1000"),
+        None,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["entry"]
+        .as_array()
+        .map(|entries| entries.iter().map(|e| e["resource"].clone()).collect())
+        .unwrap_or_default()
+}
+
+fn subtype(event: &Value) -> &str {
+    event["subtype"][0]["code"].as_str().unwrap_or_default()
+}
+
+fn entities(event: &Value) -> Vec<&str> {
+    event["entity"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|e| e["what"]["reference"].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_for_flush() {
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+}
+
+#[test]
+fn every_interaction_leaves_an_audit_event() {
+    let smart = Smart::start("audit-trail", &[]);
+    load(&smart);
+    let mut request = fjord_smart::TokenRequest {
+        audience: smart.server.base("t1"),
+        scope: "user/*.cruds".into(),
+        fhir_user: Some("Practitioner/pr".into()),
+        subject: Some("kari".into()),
+        client_id: Some("dho-app".into()),
+        ..Default::default()
+    };
+    request.extra.insert("role".into(), json!("sykepleier"));
+    let nurse = smart.issuer.mint(&request);
+
+    // A write: its event is there as soon as the write is (same transaction).
+    let created = smart.call(
+        &nurse,
+        "POST",
+        "/Observation",
+        Some(&observation("ignored", "a", VITAL, "8310-5")),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let written = events(&smart, "action=C&patient=Patient/a");
+    let event = written
+        .iter()
+        .find(|e| entities(e).contains(&format!("Observation/{id}/_history/1").as_str()))
+        .expect("the create's event");
+    assert_eq!(subtype(event), "create");
+    assert_eq!(event["outcome"], "0");
+    assert_eq!(event["agent"][0]["who"]["reference"], "Practitioner/pr");
+    assert_eq!(event["agent"][0]["altId"], "kari");
+    assert_eq!(event["agent"][1]["who"]["identifier"]["value"], "dho-app");
+    assert!(event["agent"][0]["network"]["address"].is_string());
+    assert_eq!(
+        event["extension"][0]["valueReference"]["reference"],
+        "Patient/a"
+    );
+
+    // A read and a search: within a second or so.
+    assert_eq!(
+        smart
+            .call(&nurse, "GET", "/Observation/a-vital", None)
+            .status,
+        200
+    );
+    assert_eq!(
+        smart
+            .call(&nurse, "GET", "/Observation?code=8867-4", None)
+            .status,
+        200
+    );
+    // Refusals: no token, a token without the scope.
+    assert_eq!(
+        send(
+            "GET",
+            &format!("{}/Patient/b", smart.server.base("t1")),
+            &[],
+            None
+        )
+        .status,
+        401
+    );
+    let reader = smart.token("t1", "user/Observation.rs", None);
+    assert_eq!(smart.call(&reader, "GET", "/Patient/b", None).status, 403);
+    wait_for_flush();
+    let reads = events(&smart, "action=R");
+    assert!(reads.iter().any(|e| subtype(e) == "read"
+        && entities(e).contains(&"Observation/a-vital/_history/1")
+        && entities(e).contains(&"Patient/a")));
+    let search = reads
+        .iter()
+        .find(|e| subtype(e) == "search-type")
+        .expect("the search's event");
+    assert!(search["entity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["query"].is_string()));
+    let refused = events(&smart, "outcome=4");
+    assert!(refused
+        .iter()
+        .any(|e| e["agent"][0]["who"]["display"] == "no valid access token"));
+    assert!(refused.iter().any(|e| subtype(e) == "read"
+        && e["outcomeDesc"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Patient")));
+
+    // A transaction that fails writes nothing, and no event claims it did.
+    let before = events(&smart, "action=C").len();
+    let failing = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": observation("t", "a", VITAL, "1"), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/nobody"}}, "request": {"method": "POST", "url": "Observation"}},
+        ],
+    });
+    assert_eq!(smart.call(&nurse, "POST", "", Some(&failing)).status, 422);
+    assert_eq!(events(&smart, "action=C").len(), before);
+
+    // Immutable, even for a token that may do everything.
+    let everything = smart.token("t1", "system/*.cruds", None);
+    let id = written[0]["id"].as_str().unwrap();
+    let mut changed = written[0].clone();
+    changed["outcome"] = json!("8");
+    let refuse = |reply: Reply| assert_eq!(reply.status, 405, "{}", reply.body);
+    refuse(smart.call(
+        &everything,
+        "PUT",
+        &format!("/AuditEvent/{id}"),
+        Some(&changed),
+    ));
+    refuse(smart.call(&everything, "DELETE", &format!("/AuditEvent/{id}"), None));
+    // An app with a scope to create AuditEvents may add its own; that one is fixed too.
+    let own = smart.call(&everything, "POST", "/AuditEvent", Some(&changed));
+    assert_eq!(own.status, 201, "{}", own.body);
+    let own_id = own.json()["id"].as_str().unwrap().to_owned();
+    refuse(smart.call(
+        &everything,
+        "DELETE",
+        &format!("/AuditEvent/{own_id}"),
+        None,
+    ));
+
+    // The trail holds no delete back, and system-wide history and searches leave it out.
+    let deleted = smart.call(&everything, "DELETE", "/Observation/a-lab", None);
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let history = smart.call(&everything, "GET", "/_history?_count=1000", None);
+    assert!(!history.body.contains("\"AuditEvent\""), "system history");
+    let all = smart.call(&everything, "GET", "/?_count=1000", None);
+    assert!(!all.body.contains("\"AuditEvent\""), "system search");
+    let named = smart.call(&everything, "GET", "/?_type=AuditEvent&_count=1", None);
+    assert!(named.body.contains("\"AuditEvent\""), "asked for by name");
+
+    // A patient's token finds the events of its own patient only.
+    let patient_a = smart.token("t1", "patient/*.rs", Some("a"));
+    let reply = smart.call(&patient_a, "GET", "/AuditEvent?_count=1000", None);
+    assert_eq!(reply.status, 200);
+    let own = reply.json()["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!own.is_empty());
+    assert!(!reply.body.contains("Patient/b\""), "{}", reply.body);
+}
