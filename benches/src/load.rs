@@ -319,7 +319,7 @@ fn write_results(args: &Args, fjord: &[Measure], reference: &[Measure]) -> anyho
          Produced by `cargo build --release -p fjord-server -p fjord-benches && target/release/fjord-load` \
          ({} clients, {} s per scenario, {cpus} CPUs; Fjord, Postgres and the load driver share the machine). \
          Fjord runs on its embedded default (durable commits); pgbench runs in the same run against the same cluster. \
-         A Fjord create writes the search index of the resource in the same statement and, with referential integrity on (the default), first checks that the Patient and Device it refers to exist; pgbench's insert writes the JSON only.\n\n\
+         A Fjord create writes, in one transaction, the version with the search index of the resource and its AuditEvent (also indexed), and with referential integrity on (the default) checks that the Patient and Device it refers to exist; every read and vread records an AuditEvent too, buffered and written in batches (a request waits when 20,000 are waiting); pgbench's insert writes the JSON only.\n\n\
          | reference (pgbench, prepared) | per second |\n|---|---|\n| insert of the same JSON | {insert:.0} |\n| read by primary key | {read:.0} |\n\n\
          | Fjord scenario | per second | errors | of pgbench | target |\n|---|---|---|---|---|\n{table}\n         Strict validation keeps {:.1}% of the create rate (target ≥ 75%: {verdict}).\n",
         args.clients, args.seconds, validated * 100.0

@@ -82,6 +82,12 @@ fn every_interaction_leaves_an_audit_event() {
         "Patient/a"
     );
 
+    // Fjord's events are valid R4.
+    let validator = smart.token("t1", "system/AuditEvent.r", None);
+    let checked = smart.call(&validator, "POST", "/AuditEvent/$validate", Some(event));
+    assert_eq!(checked.status, 200, "{}", checked.body);
+    assert!(!checked.body.contains("\"error\""), "{}", checked.body);
+
     // A read and a search: within a second or so.
     assert_eq!(
         smart

@@ -17,9 +17,8 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use fjord_model::{Format, Resource};
-use fjord_store::{Expected, Op, StoredVersion, Tenant};
-use serde_json::{json, Value};
+use fjord_store::{Expected, NewVersion, Op, StoredVersion, Tenant};
+use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::interactions::{format_instant, now};
@@ -120,10 +119,20 @@ impl Audited {
     }
 }
 
+/// Buffered events beyond which the flusher is woken before its second is up.
+const FLUSH_AT: usize = 2_000;
+/// Buffered events beyond which a request waits for the flusher: memory stays bounded and no
+/// event is dropped; reads slow to the rate the trail is written at.
+const CAPACITY: usize = 20_000;
+
 /// Events waiting to be written, shared by the engines of a process.
 #[derive(Debug, Default)]
 pub(crate) struct AuditBuffer {
     pending: Mutex<Vec<(Tenant, Value)>>,
+    /// Wakes the flusher early.
+    full: tokio::sync::Notify,
+    /// Tells waiting requests that a flush emptied the buffer.
+    drained: tokio::sync::Notify,
 }
 
 impl Caller {
@@ -148,39 +157,67 @@ impl Caller {
 }
 
 impl Engine {
-    /// Records a read or a refusal: written within a second by [`Engine::flush_audit`].
-    pub fn audit(&self, caller: &Caller, audited: Audited) {
+    /// Records a read or a refusal: written within a second by [`Engine::follow_audit`]. Waits
+    /// while the buffer is full.
+    pub async fn audit(&self, caller: &Caller, audited: Audited) {
         let event = audit_event(caller, &audited);
-        self.shared
-            .audit
-            .pending
-            .lock()
-            .expect("audit buffer")
-            .push((caller.tenant.clone(), event));
+        let buffer = &self.shared.audit;
+        let mut event = Some((caller.tenant.clone(), event));
+        loop {
+            let drained = buffer.drained.notified();
+            {
+                let mut pending = buffer.pending.lock().expect("audit buffer");
+                if pending.len() < CAPACITY {
+                    pending.extend(event.take());
+                    if pending.len() >= FLUSH_AT {
+                        buffer.full.notify_one();
+                    }
+                    return;
+                }
+            }
+            buffer.full.notify_one();
+            drained.await;
+        }
+    }
+
+    /// Writes the buffered events once a second, or sooner when many wait; runs until the
+    /// process ends.
+    pub async fn follow_audit(&self) {
+        loop {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                self.shared.audit.full.notified(),
+            )
+            .await;
+            if let Err(error) = self.flush_audit().await {
+                tracing::error!(%error, "writing the audit trail");
+            }
+        }
     }
 
     /// Records the outcome of an interaction: failures are buffered, successful writes have
     /// recorded theirs in their transaction, successful reads are recorded by `on_success`.
-    pub fn audit_outcome<T>(
+    pub async fn audit_outcome<T>(
         &self,
         caller: &Caller,
         interaction: &'static str,
         result: &Result<T, EngineError>,
         on_success: impl FnOnce(&T) -> Option<Audited>,
     ) {
-        match result {
-            Ok(value) => {
-                if let Some(audited) = on_success(value) {
-                    self.audit(caller, audited);
-                }
-            }
-            Err(error) => self.audit(caller, Audited::new(interaction).failed(error)),
+        let audited = match result {
+            Ok(value) => on_success(value),
+            Err(error) => Some(Audited::new(interaction).failed(error)),
+        };
+        if let Some(audited) = audited {
+            self.audit(caller, audited).await;
         }
     }
 
-    /// Writes every buffered event, one transaction per tenant.
+    /// Writes every buffered event, one statement per tenant (also at shutdown).
     pub async fn flush_audit(&self) -> Result<usize, EngineError> {
         let pending = std::mem::take(&mut *self.shared.audit.pending.lock().expect("audit buffer"));
+        // Room again: requests waiting for it go on while these are written.
+        self.shared.audit.drained.notify_waiters();
         let mut written = 0;
         let mut by_tenant: Vec<(Tenant, Vec<Value>)> = Vec::new();
         for (tenant, event) in pending {
@@ -191,17 +228,15 @@ impl Engine {
         }
         for (tenant, events) in by_tenant {
             let caller = Caller::internal(tenant);
-            let mut unit = self.begin(&caller).await?;
-            let count = events.len();
-            let result = async {
-                for event in events {
-                    self.write_audit_event(&caller, &mut unit, event).await?;
-                }
-                Ok(())
+            let mut stored = Vec::with_capacity(events.len());
+            for event in events {
+                stored.push(self.stored_event(&caller, event).await?);
             }
-            .await;
-            self.finish(&caller, unit, result).await?;
-            written += count;
+            let versions: Vec<NewVersion<'_>> =
+                stored.iter().map(StoredEvent::new_version).collect();
+            let mut unit = self.begin(&caller).await?;
+            let result = unit.create_many(&versions).await.map_err(EngineError::from);
+            written += self.finish(&caller, unit, result).await?;
         }
         Ok(written)
     }
@@ -220,24 +255,75 @@ impl Engine {
             .await
     }
 
+    /// Writes an event Fjord made into `unit`.
     async fn write_audit_event(
         &self,
         internal: &Caller,
         unit: &mut crate::integrity::Unit<'_>,
-        mut event: Value,
+        event: Value,
     ) -> Result<(), EngineError> {
-        let id = Uuid::new_v4().to_string();
-        event["id"] = json!(id);
-        let resource = Resource::parse(event.to_string().as_bytes(), Format::Json, &self.limits)
-            .map_err(|e| EngineError::Internal(format!("an AuditEvent Fjord made: {e}")))?;
-        let prepared = self
-            .prepare(internal, AUDIT_EVENT, &id, Some(resource), Expected::Absent)
-            .await?;
-        if unit.write_version(&prepared.new_version()).await? != fjord_store::WriteOutcome::Written
-        {
+        let stored = self.stored_event(internal, event).await?;
+        if unit.write_version(&stored.new_version()).await? != fjord_store::WriteOutcome::Written {
             return Err(EngineError::Internal("an AuditEvent id was taken".into()));
         }
         Ok(())
+    }
+
+    /// An event Fjord made as a first version: built valid, so neither parsed again nor
+    /// validated; indexed like any AuditEvent.
+    async fn stored_event(
+        &self,
+        internal: &Caller,
+        event: Value,
+    ) -> Result<StoredEvent, EngineError> {
+        let id = Uuid::new_v4().to_string();
+        let last_updated = now();
+        let mut stored = Map::new();
+        stored.insert("resourceType".into(), json!(AUDIT_EVENT));
+        stored.insert("id".into(), json!(id));
+        stored.insert(
+            "meta".into(),
+            json!({ "versionId": "1", "lastUpdated": format_instant(last_updated) }),
+        );
+        if let Value::Object(elements) = event {
+            stored.extend(
+                elements
+                    .into_iter()
+                    .filter(|(name, _)| name != "resourceType"),
+            );
+        }
+        let stored = Value::Object(stored);
+        let registry = self.registry(internal).await?;
+        let entries = fjord_search::extract(&registry, &stored)?;
+        Ok(StoredEvent {
+            index: fjord_search::index_terms(AUDIT_EVENT, &entries),
+            body: stored.to_string(),
+            id,
+            last_updated,
+        })
+    }
+}
+
+/// An AuditEvent ready to be written.
+struct StoredEvent {
+    id: String,
+    body: String,
+    index: fjord_search::IndexTerms,
+    last_updated: time::OffsetDateTime,
+}
+
+impl StoredEvent {
+    fn new_version(&self) -> NewVersion<'_> {
+        NewVersion {
+            resource_type: AUDIT_EVENT,
+            id: &self.id,
+            expected: Expected::Absent,
+            last_updated: self.last_updated,
+            op: Op::Create,
+            body: Some(&self.body),
+            index: &self.index,
+            targets: &[],
+        }
     }
 }
 
@@ -290,39 +376,38 @@ fn patients_of_value(resource_type: &str, id: &str, value: &Value) -> Vec<String
         .collect()
 }
 
-/// The AuditEvent of an interaction by `caller`.
+/// The AuditEvent of an interaction by `caller`, its elements in the specification's order.
 fn audit_event(caller: &Caller, audited: &Audited) -> Value {
     let principal = caller.access.principal();
-    let mut user = json!({ "requestor": true });
-    match principal {
-        Some(principal) => {
-            user["who"] = match (&principal.fhir_user, &principal.subject) {
-                (Some(fhir_user), _) => json!({ "reference": fhir_user }),
-                (None, Some(subject)) => {
-                    json!({ "identifier": { "system": principal.issuer, "value": subject } })
-                }
-                (None, None) => json!({ "display": "unnamed subject" }),
-            };
-            if let Some(subject) = &principal.subject {
-                user["altId"] = json!(subject);
+    let mut user = Map::new();
+    let who = match principal {
+        Some(principal) => match (&principal.fhir_user, &principal.subject) {
+            (Some(fhir_user), _) => json!({ "reference": fhir_user }),
+            (None, Some(subject)) => {
+                json!({ "identifier": { "system": principal.issuer, "value": subject } })
             }
-            if !principal.roles.is_empty() {
-                user["role"] = json!(principal
-                    .roles
-                    .iter()
-                    .map(|r| json!({ "text": r }))
-                    .collect::<Vec<_>>());
-            }
-        }
-        None if audited.unauthenticated => {
-            user["who"] = json!({ "display": "no valid access token" })
-        }
-        None => user["who"] = json!({ "display": "anyone (authentication off)" }),
+            (None, None) => json!({ "display": "unnamed subject" }),
+        },
+        None if audited.unauthenticated => json!({ "display": "no valid access token" }),
+        None => json!({ "display": "anyone (authentication off)" }),
+    };
+    if let Some(principal) = principal.filter(|p| !p.roles.is_empty()) {
+        let roles: Vec<Value> = principal
+            .roles
+            .iter()
+            .map(|r| json!({ "text": r }))
+            .collect();
+        user.insert("role".into(), json!(roles));
     }
+    user.insert("who".into(), who);
+    if let Some(subject) = principal.and_then(|p| p.subject.as_ref()) {
+        user.insert("altId".into(), json!(subject));
+    }
+    user.insert("requestor".into(), json!(true));
     if let Some(address) = &caller.address {
-        user["network"] = json!({ "address": address, "type": "2" });
+        user.insert("network".into(), json!({ "address": address, "type": "2" }));
     }
-    let mut agents = vec![user];
+    let mut agents = vec![Value::Object(user)];
     if let Some(client) = principal.and_then(|p| p.client_id.as_ref()) {
         agents.push(json!({
             "type": { "text": "client application" },
@@ -330,44 +415,63 @@ fn audit_event(caller: &Caller, audited: &Audited) -> Value {
             "requestor": false,
         }));
     }
+    let entity_type = |code: &str| json!({ "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": code });
+    let role = |code: &str| json!({ "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": code });
     let mut entities: Vec<Value> = audited
         .entities
         .iter()
-        .map(|reference| {
-            json!({
-                "what": { "reference": reference },
-                "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2" },
-            })
-        })
+        .map(|reference| json!({ "what": { "reference": reference }, "type": entity_type("2") }))
         .collect();
     if let Some(query) = &audited.query {
         use base64::Engine as _;
         entities.push(json!({
-            "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2" },
-            "role": { "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24" },
+            "type": entity_type("2"),
+            "role": role("24"),
             "query": base64::engine::general_purpose::STANDARD.encode(query),
         }));
     }
     for patient in &audited.patients {
         entities.push(json!({
             "what": { "reference": patient },
-            "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1" },
-            "role": { "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1" },
+            "type": entity_type("1"),
+            "role": role("1"),
         }));
     }
-    let mut event = json!({
-        "resourceType": AUDIT_EVENT,
-        "type": {
+    let mut event = Map::new();
+    event.insert("resourceType".into(), json!(AUDIT_EVENT));
+    if let [patient] = audited.patients.iter().collect::<Vec<_>>().as_slice() {
+        event.insert(
+            "extension".into(),
+            json!([{ "url": PATIENT_EXTENSION, "valueReference": { "reference": patient } }]),
+        );
+    }
+    event.insert(
+        "type".into(),
+        json!({
             "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
             "code": "rest",
             "display": "RESTful Operation",
-        },
-        "subtype": [{ "system": "http://hl7.org/fhir/restful-interaction", "code": audited.interaction }],
-        "action": audited.action(),
-        "recorded": format_instant(now()),
-        "outcome": "0",
-        "agent": agents,
-        "source": {
+        }),
+    );
+    event.insert(
+        "subtype".into(),
+        json!([{ "system": "http://hl7.org/fhir/restful-interaction", "code": audited.interaction }]),
+    );
+    event.insert("action".into(), json!(audited.action()));
+    event.insert("recorded".into(), json!(format_instant(now())));
+    match &audited.failure {
+        None => {
+            event.insert("outcome".into(), json!("0"));
+        }
+        Some((code, why)) => {
+            event.insert("outcome".into(), json!(code.to_string()));
+            event.insert("outcomeDesc".into(), json!(why));
+        }
+    }
+    event.insert("agent".into(), json!(agents));
+    event.insert(
+        "source".into(),
+        json!({
             "site": caller.tenant.id,
             "observer": { "display": "Fjord FHIR server" },
             "type": [{
@@ -375,20 +479,10 @@ fn audit_event(caller: &Caller, audited: &Audited) -> Value {
                 "code": "4",
                 "display": "Application Server",
             }],
-        },
-    });
-    if let Some((code, why)) = &audited.failure {
-        event["outcome"] = json!(code.to_string());
-        event["outcomeDesc"] = json!(why);
-    }
+        }),
+    );
     if !entities.is_empty() {
-        event["entity"] = json!(entities);
+        event.insert("entity".into(), json!(entities));
     }
-    if let [patient] = audited.patients.iter().collect::<Vec<_>>().as_slice() {
-        event["extension"] = json!([{
-            "url": PATIENT_EXTENSION,
-            "valueReference": { "reference": patient },
-        }]);
-    }
-    event
+    Value::Object(event)
 }

@@ -31,7 +31,7 @@ pub(crate) async fn bundle(
         .map_err(|e| ctx.err(fjord_engine::EngineError::Internal(e.to_string())))?
         .map_err(|e| ctx.err(e))?;
     let result = state.engine.bundle(&ctx.caller, bundle).await;
-    let (kind, outcomes) = ctx.audited(state, "transaction", result, |_| None)?;
+    let (kind, outcomes) = ctx.audited(state, "transaction", result, |_| None).await?;
     // Reads and failed entries of a batch: their own events (writes recorded theirs).
     for outcome in &outcomes {
         let audited = match outcome {
@@ -42,7 +42,7 @@ pub(crate) async fn bundle(
             EntryOutcome::Failed(error) => Audited::new("batch").failed(error),
             EntryOutcome::Written(_) | EntryOutcome::Deleted(_) => continue,
         };
-        state.engine.audit(&ctx.caller, audited);
+        state.engine.audit(&ctx.caller, audited).await;
     }
     let with_resources = prefers_representation(req);
     let entries: Vec<String> = outcomes

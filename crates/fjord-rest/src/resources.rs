@@ -38,7 +38,7 @@ impl Ctx {
             Err(error) => {
                 let anonymous = Caller::trusted(tenant).with_address(address);
                 let audited = Audited::new("login").refused(error.message.clone());
-                state.engine.audit(&anonymous, audited);
+                state.engine.audit(&anonymous, audited).await;
                 return Err(in_format(error));
             }
         };
@@ -48,7 +48,7 @@ impl Ctx {
     /// The result of an interaction, its outcome recorded in the audit trail: failures always,
     /// successes as `on_success` describes them (successful writes record theirs in their own
     /// transaction, so theirs say `None`).
-    pub fn audited<T>(
+    pub async fn audited<T>(
         &self,
         state: &AppState,
         interaction: &'static str,
@@ -57,7 +57,8 @@ impl Ctx {
     ) -> Result<T, ApiError> {
         state
             .engine
-            .audit_outcome(&self.caller, interaction, &result, on_success);
+            .audit_outcome(&self.caller, interaction, &result, on_success)
+            .await;
         result.map_err(|e| self.err(e))
     }
 
@@ -294,7 +295,7 @@ pub(crate) async fn create(
                 .await
         }
     };
-    let written = ctx.audited(state, "create", written, |_| None)?;
+    let written = ctx.audited(state, "create", written, |_| None).await?;
     Ok(written_response(req, &ctx, &written))
 }
 
@@ -332,7 +333,7 @@ pub(crate) async fn update(
                 .await
         }
     };
-    let written = ctx.audited(state, "update", written, |_| None)?;
+    let written = ctx.audited(state, "update", written, |_| None).await?;
     Ok(written_response(req, &ctx, &written))
 }
 
@@ -379,7 +380,7 @@ pub(crate) async fn patch(
                 .await
         }
     };
-    let written = ctx.audited(state, "patch", written, |_| None)?;
+    let written = ctx.audited(state, "patch", written, |_| None).await?;
     Ok(written_response(req, &ctx, &written))
 }
 
@@ -400,7 +401,7 @@ pub(crate) async fn delete(
             let deleted = engine
                 .delete(&ctx.caller, resource_type, id, expected, cascade)
                 .await;
-            let deleted = ctx.audited(state, "delete", deleted, |_| None)?;
+            let deleted = ctx.audited(state, "delete", deleted, |_| None).await?;
             let message = match &deleted {
                 Some(_) => format!("{resource_type}/{id} deleted"),
                 None => format!("{resource_type}/{id} does not exist; nothing to delete"),
@@ -412,7 +413,7 @@ pub(crate) async fn delete(
             let deleted = engine
                 .conditional_delete(&ctx.caller, resource_type, condition, expected)
                 .await;
-            let deleted = ctx.audited(state, "delete", deleted, |_| None)?;
+            let deleted = ctx.audited(state, "delete", deleted, |_| None).await?;
             let message = match deleted.as_slice() {
                 [] => format!("no {resource_type} matched; nothing to delete"),
                 [written] => format!("{resource_type}/{} deleted", written.id),
@@ -472,9 +473,11 @@ pub(crate) async fn read(
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
     let result = state.engine.read(&ctx.caller, resource_type, id).await;
-    let version = ctx.audited(state, "read", result, |v| {
-        Some(Audited::new("read").version(v))
-    })?;
+    let version = ctx
+        .audited(state, "read", result, |v| {
+            Some(Audited::new("read").version(v))
+        })
+        .await?;
     if not_modified(req, &version) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag(version.version)))
@@ -496,9 +499,11 @@ pub(crate) async fn vread(
         .engine
         .vread(&ctx.caller, resource_type, id, vid)
         .await;
-    let version = ctx.audited(state, "vread", result, |v| {
-        Some(Audited::new("vread").version(v))
-    })?;
+    let version = ctx
+        .audited(state, "vread", result, |v| {
+            Some(Audited::new("vread").version(v))
+        })
+        .await?;
     Ok(version_response(&ctx, &version))
 }
 
@@ -521,11 +526,13 @@ pub(crate) async fn history(
         (Some(_), None) => "history-type",
         _ => "history-system",
     };
-    let page = ctx.audited(state, interaction, result, |page| {
-        let mut audited = Audited::new(interaction);
-        page.versions.iter().for_each(|v| audited.add(v));
-        Some(audited)
-    })?;
+    let page = ctx
+        .audited(state, interaction, result, |page| {
+            let mut audited = Audited::new(interaction);
+            page.versions.iter().for_each(|v| audited.add(v));
+            Some(audited)
+        })
+        .await?;
     let bundle = bundle::history(req, &ctx.base(req), &page);
     Ok(negotiate::respond_value(
         HttpResponse::Ok(),

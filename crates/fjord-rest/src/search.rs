@@ -42,9 +42,11 @@ pub(crate) async fn search(
         Scope::System => "search-system",
         Scope::Compartment { .. } => "search-compartment",
     };
-    let result = ctx.audited(state, interaction, result, |found| {
-        Some(searched(interaction, req, found))
-    })?;
+    let result = ctx
+        .audited(state, interaction, result, |found| {
+            Some(searched(interaction, req, found))
+        })
+        .await?;
     let path = match scope {
         Scope::Type(t) => t.to_owned(),
         Scope::System => String::new(),
@@ -70,9 +72,11 @@ pub(crate) async fn everything(
         .engine
         .everything(&ctx.caller, patient_id, &request)
         .await;
-    let result = ctx.audited(state, "everything", result, |found| {
-        Some(searched("everything", req, found))
-    })?;
+    let result = ctx
+        .audited(state, "everything", result, |found| {
+            Some(searched("everything", req, found))
+        })
+        .await?;
     let path = format!("Patient/{patient_id}/$everything");
     Ok(respond(req, &ctx, &path, &result, &request))
 }

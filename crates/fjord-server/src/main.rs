@@ -130,16 +130,9 @@ fn main() -> anyhow::Result<()> {
     fjord_rest::block_on(run(cli))
 }
 
-/// Writes the buffered AuditEvents (reads, refusals) every second.
+/// Writes the buffered AuditEvents (reads, refusals) every second, or sooner when many wait.
 fn flush_audit_trail(engine: Engine) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            if let Err(error) = engine.flush_audit().await {
-                tracing::error!(%error, "writing the audit trail");
-            }
-        }
-    });
+    tokio::spawn(async move { engine.follow_audit().await });
 }
 
 /// Keeps the text index close behind the change log, so that a search that needs it has little

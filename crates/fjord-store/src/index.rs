@@ -188,3 +188,33 @@ pub(crate) fn bind_terms<'q>(
     }
     query
 }
+
+/// Creates many new resources (first versions, fresh ids) with their terms in one statement:
+/// the audit trail's buffered events. The per-resource columns come as one array each; keys,
+/// which differ in number, as one flat array sliced by `key_from..=key_to` (1-based, an empty
+/// slice when `from > to`); date and string rows as flat arrays naming their resource by index.
+/// Parameters: $1 tenant, $2 change sequence, $3 types, $4 ids, $5 last updated, $6 bodies,
+/// $7 resource keys, $8 values (JSON text or null), $9 flat keys, $10 key_from, $11 key_to,
+/// $12–$15 date rows (resource index, param key, low, high), $16–$19 string rows (resource
+/// index, param key, normalized, exact).
+pub(crate) const CREATE_MANY: &str = "WITH new AS ( \
+      SELECT * FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::int8[], \
+                           $8::text[], $10::int4[], $11::int4[]) WITH ORDINALITY \
+        AS u(type, id, last_updated, body, resource_key, vals, key_from, key_to, at)), \
+    current AS (INSERT INTO resource_current \
+        (tenant, type, id, version, last_updated, deleted, resource_key, keys, vals) \
+      SELECT $1, type, id, 1, last_updated, false, resource_key, \
+             coalesce(($9::int8[])[key_from:key_to], '{}'), vals::jsonb FROM new \
+      RETURNING 1), \
+    version AS (INSERT INTO resource_version (tenant, type, id, version, seq, last_updated, op, body) \
+      SELECT $1, type, id, 1, nextval($2::regclass), last_updated, 'create', body FROM new \
+      RETURNING 1), \
+    dates AS (INSERT INTO search_date (tenant, type, id, resource_key, param_key, low, high) \
+      SELECT $1, n.type, n.id, n.resource_key, d.param_key, d.low, d.high \
+      FROM unnest($12::int4[], $13::int8[], $14::int8[], $15::int8[]) AS d(at, param_key, low, high) \
+      JOIN new n ON n.at = d.at), \
+    strings AS (INSERT INTO search_string (tenant, type, id, resource_key, param_key, normalized, exact) \
+      SELECT $1, n.type, n.id, n.resource_key, s.param_key, s.normalized, s.exact \
+      FROM unnest($16::int4[], $17::int8[], $18::text[], $19::text[]) AS s(at, param_key, normalized, exact) \
+      JOIN new n ON n.at = s.at) \
+    SELECT (SELECT count(*) FROM current) + (SELECT count(*) FROM version)";

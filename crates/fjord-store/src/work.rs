@@ -118,6 +118,69 @@ impl Work<'_> {
             .map_err(classify)
     }
 
+    /// Creates resources that do not exist yet (fresh ids: the audit trail's events), first
+    /// versions with their terms, in one statement; how many.
+    pub async fn create_many(&mut self, new: &[NewVersion<'_>]) -> Result<usize, StoreError> {
+        if new.is_empty() {
+            return Ok(0);
+        }
+        let mut keys = Vec::new();
+        let (mut key_from, mut key_to) = (Vec::new(), Vec::new());
+        let (mut date_at, mut date_param, mut low, mut high) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut string_at, mut string_param, mut normalized, mut exact) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (at, version) in (1i32..).zip(new) {
+            key_from.push(keys.len() as i32 + 1);
+            keys.extend_from_slice(&version.index.keys);
+            key_to.push(keys.len() as i32);
+            for date in &version.index.dates {
+                date_at.push(at);
+                date_param.push(date.param_key);
+                low.push(date.low);
+                high.push(date.high);
+            }
+            for string in &version.index.strings {
+                string_at.push(at);
+                string_param.push(string.param_key);
+                normalized.push(string.normalized.as_str());
+                exact.push(string.exact.as_str());
+            }
+        }
+        let written: i64 = sqlx::query_scalar(crate::index::CREATE_MANY)
+            .bind(self.tenant.0)
+            .bind(self.tenant.change_sequence())
+            .bind(new.iter().map(|v| v.resource_type).collect::<Vec<_>>())
+            .bind(new.iter().map(|v| v.id).collect::<Vec<_>>())
+            .bind(new.iter().map(|v| v.last_updated).collect::<Vec<_>>())
+            .bind(new.iter().map(|v| v.body).collect::<Vec<_>>())
+            .bind(
+                new.iter()
+                    .map(|v| fjord_search::keys::resource(v.resource_type, v.id))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new.iter()
+                    .map(|v| v.index.values.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(keys)
+            .bind(key_from)
+            .bind(key_to)
+            .bind(date_at)
+            .bind(date_param)
+            .bind(low)
+            .bind(high)
+            .bind(string_at)
+            .bind(string_param)
+            .bind(normalized)
+            .bind(exact)
+            .fetch_one(self.lease.connection())
+            .await
+            .map_err(classify)?;
+        Ok(written as usize / 2)
+    }
+
     /// The first `limit` matches of `query`, this work's own writes included.
     pub async fn find(
         &mut self,
