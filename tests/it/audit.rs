@@ -185,6 +185,10 @@ fn every_interaction_leaves_an_audit_event() {
     let named = smart.call(&everything, "GET", "/?_type=AuditEvent&_count=1", None);
     assert!(named.body.contains("\"AuditEvent\""), "asked for by name");
 
+    // The full-text index leaves the trail out, and says so.
+    let text = smart.call(&everything, "GET", "/AuditEvent?_content=Observation", None);
+    assert_eq!(text.status, 400, "{}", text.body);
+
     // A patient's token finds the events of its own patient only.
     let patient_a = smart.token("t1", "patient/*.rs", Some("a"));
     let reply = smart.call(&patient_a, "GET", "/AuditEvent?_count=1000", None);

@@ -303,7 +303,9 @@ impl Engine {
             .iter()
             .filter(|p| {
                 p.is_searchable()
-                    || (self.has_text_index() && matches!(p.code.as_str(), "_text" | "_content"))
+                    || (self.has_text_index()
+                        && resource_type != crate::audit::AUDIT_EVENT
+                        && matches!(p.code.as_str(), "_text" | "_content"))
             })
             .map(|p| {
                 let kind = format!("{:?}", p.kind).to_lowercase();
