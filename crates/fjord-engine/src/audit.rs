@@ -17,6 +17,7 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+use fjord_search::{IndexValue, Registry};
 use fjord_store::{Expected, NewVersion, Op, StoredVersion, Tenant};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -40,6 +41,8 @@ pub struct Audited {
     pub query: Option<String>,
     /// Patients the resources belong to (`Patient/id`).
     pub patients: BTreeSet<String>,
+    /// Versions read whose patients [`Engine::audit`] finds (it has the tenant's parameters).
+    read: Vec<StoredVersion>,
     /// `None` for success, else why it failed and whether the client (4) or the server (8) did.
     pub failure: Option<(u8, String)>,
     /// The request had no valid token (its caller is no one).
@@ -53,6 +56,7 @@ impl Audited {
             entities: Vec::new(),
             query: None,
             patients: BTreeSet::new(),
+            read: Vec::new(),
             failure: None,
             unauthenticated: false,
         }
@@ -65,12 +69,7 @@ impl Audited {
         found: impl IntoIterator<Item = &'v StoredVersion>,
     ) -> Audited {
         self.query = Some(query);
-        for version in found {
-            if let Some(body) = version.body.as_deref() {
-                self.patients
-                    .extend(patients_of(&version.resource_type, &version.id, body));
-            }
-        }
+        self.read.extend(found.into_iter().cloned());
         self
     }
 
@@ -92,10 +91,7 @@ impl Audited {
             "{}/{}/_history/{}",
             version.resource_type, version.id, version.version
         ));
-        if let Some(body) = version.body.as_deref() {
-            self.patients
-                .extend(patients_of(&version.resource_type, &version.id, body));
-        }
+        self.read.push(version.clone());
     }
 
     pub fn failed(mut self, error: &EngineError) -> Audited {
@@ -159,7 +155,27 @@ impl Caller {
 impl Engine {
     /// Records a read or a refusal: written within a second by [`Engine::follow_audit`]. Waits
     /// while the buffer is full.
-    pub async fn audit(&self, caller: &Caller, audited: Audited) {
+    pub async fn audit(&self, caller: &Caller, mut audited: Audited) {
+        if !audited.read.is_empty() {
+            match self.registry(caller).await {
+                Ok(registry) => {
+                    for version in std::mem::take(&mut audited.read) {
+                        let Some(body) = version.body.as_deref() else {
+                            continue;
+                        };
+                        if let Ok(value) = serde_json::from_str::<Value>(body) {
+                            audited.patients.extend(patients_in(
+                                &registry,
+                                &version.resource_type,
+                                &version.id,
+                                &value,
+                            ));
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "an audited read's patients are unknown"),
+            }
+        }
         let event = audit_event(caller, &audited);
         let buffer = &self.shared.audit;
         let mut event = Some((caller.tenant.clone(), event));
@@ -327,14 +343,15 @@ impl StoredEvent {
     }
 }
 
-/// What a unit wrote, for its AuditEvent: the interaction named by its versions' operations.
+/// What a unit wrote, for its AuditEvent: the interaction named by its versions' operations,
+/// the version, and the patients it belongs to.
 pub(crate) fn note_write(
     audited: &mut Option<Audited>,
     resource_type: &str,
     id: &str,
     version: i64,
     op: Op,
-    body: Option<&Value>,
+    patients: Vec<String>,
 ) {
     let interaction = match op {
         Op::Create => "create",
@@ -348,31 +365,34 @@ pub(crate) fn note_write(
     audited
         .entities
         .push(format!("{resource_type}/{id}/_history/{version}"));
-    if let Some(body) = body {
-        audited
-            .patients
-            .extend(patients_of_value(resource_type, id, body));
-    }
+    audited.patients.extend(patients);
 }
 
-/// The patients a resource belongs to: itself, or the patient its `subject`, `patient` or
-/// `beneficiary` names.
-fn patients_of(resource_type: &str, id: &str, body: &str) -> Vec<String> {
-    match serde_json::from_str::<Value>(body) {
-        Ok(value) => patients_of_value(resource_type, id, &value),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn patients_of_value(resource_type: &str, id: &str, value: &Value) -> Vec<String> {
+/// The patients whose compartment a resource is in: itself, or the patients its compartment
+/// parameters (R4's Patient CompartmentDefinition) refer to.
+pub(crate) fn patients_in(
+    registry: &Registry,
+    resource_type: &str,
+    id: &str,
+    value: &Value,
+) -> Vec<String> {
     if resource_type == "Patient" {
         return vec![format!("Patient/{id}")];
     }
-    ["subject", "patient", "beneficiary"]
+    let parameters = fjord_definitions::compartment("Patient")
+        .and_then(|c| c.parameters_of(resource_type))
+        .unwrap_or_default();
+    parameters
         .iter()
-        .filter_map(|name| value[name]["reference"].as_str())
-        .filter(|reference| reference.starts_with("Patient/"))
-        .map(str::to_owned)
+        .flat_map(|code| fjord_search::values_of(registry, value, code).unwrap_or_default())
+        .filter_map(|value| match value {
+            IndexValue::Reference {
+                resource_type: Some(t),
+                id: Some(id),
+                ..
+            } if t == "Patient" => Some(format!("Patient/{id}")),
+            _ => None,
+        })
         .collect()
 }
 

@@ -576,7 +576,7 @@ impl Engine {
         };
         match version {
             None => Err(EngineError::NotFound(name)),
-            Some(v) if !self.version_readable(caller, &*self.registry(caller).await?, &v)? => {
+            Some(v) if !self.version_readable(caller, &v).await? => {
                 Err(EngineError::NotFound(name))
             }
             Some(v) if v.op == Op::Delete => Err(EngineError::Gone(name)),

@@ -296,6 +296,13 @@ impl Engine {
             Some(value) => unit.wrote(prepared.resource_type, &prepared.id, value),
             None => unit.deleted(prepared.resource_type, &prepared.id),
         }
+        let patients = match &prepared.value {
+            Some(value) => {
+                let registry = self.registry(caller).await?;
+                crate::audit::patients_in(&registry, prepared.resource_type, &prepared.id, value)
+            }
+            None => Vec::new(),
+        };
         let op = prepared.new_version().op;
         crate::audit::note_write(
             &mut unit.audited,
@@ -303,7 +310,7 @@ impl Engine {
             &prepared.id,
             prepared.version,
             op,
-            prepared.value.as_ref(),
+            patients,
         );
         Ok(self.written(caller, prepared))
     }
@@ -423,7 +430,7 @@ impl Engine {
             .await?
         {
             None => Err(EngineError::NotFound(name)),
-            Some(v) if !self.version_readable(caller, &*self.registry(caller).await?, &v)? => {
+            Some(v) if !self.version_readable(caller, &v).await? => {
                 Err(EngineError::NotFound(name))
             }
             Some(v) if v.op == Op::Delete => Err(EngineError::Gone(name)),
@@ -453,7 +460,7 @@ impl Engine {
             _ => HistoryScope::SystemExcept(crate::audit::AUDIT_EVENT),
         };
         if !matches!(scope, HistoryScope::Instance(..)) {
-            self.authorize_history(caller, resource_type).await?;
+            self.authorize_history(caller, resource_type)?;
         }
         let mut page = self
             .store
@@ -462,10 +469,9 @@ impl Engine {
         if let HistoryScope::Instance(..) = scope {
             // Versions from before the resource came into the caller's grant (a measurement
             // moved from another patient) are not the caller's to see.
-            let registry = self.registry(caller).await?;
             let mut readable = Vec::with_capacity(page.versions.len());
             for version in page.versions {
-                if self.version_readable(caller, &registry, &version)? {
+                if self.version_readable(caller, &version).await? {
                     readable.push(version);
                 }
             }

@@ -3,11 +3,12 @@
 //! `invalid_token`) or not enough (403 `insufficient_scope`), each with an OperationOutcome.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpRequest;
-use fjord_engine::{AuthError, Caller, Tenant};
-use fjord_smart::{DevIssuer, ProofChecker, ProofRequest, Verifier};
+use fjord_engine::{Access, AuthError, Tenant};
+use fjord_smart::{DevIssuer, ProofChecker, ProofRequest, TrustedIssuer, Verifier};
 
 use crate::ApiError;
 
@@ -30,42 +31,49 @@ pub enum AuthMode {
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub mode: AuthMode,
-    /// The development issuer, trusted by every tenant while it is on.
-    pub dev_issuer: Option<Arc<DevIssuer>>,
-    pub verifier: Arc<Verifier>,
+    /// The development issuer as every tenant trusts it while it is on.
+    dev_issuer: Option<TrustedIssuer>,
+    verifier: Arc<Verifier>,
     /// DPoP proofs seen, shared by every worker (replay).
-    pub proofs: Arc<ProofChecker>,
+    proofs: Arc<ProofChecker>,
 }
 
 impl AuthConfig {
-    pub fn off() -> AuthConfig {
+    /// Authentication in `mode`, trusting `dev_issuer` in every tenant when given; an issuer's
+    /// keys are fetched again for an unknown key id at most every `refetch_interval`.
+    pub fn new(
+        mode: AuthMode,
+        dev_issuer: Option<&DevIssuer>,
+        refetch_interval: Duration,
+    ) -> AuthConfig {
         AuthConfig {
-            mode: AuthMode::Off,
-            dev_issuer: None,
-            verifier: Arc::new(Verifier::default()),
+            mode,
+            dev_issuer: dev_issuer.map(DevIssuer::trusted),
+            verifier: Arc::new(Verifier::with_refetch_interval(refetch_interval)),
             proofs: Arc::default(),
         }
     }
 
-    /// The caller of a FHIR request to `tenant`, whose base URL as the request names it is
-    /// `base_url`.
-    pub(crate) async fn caller(
+    /// What the caller of a FHIR request to `tenant` may do.
+    pub(crate) async fn authenticate(
         &self,
         req: &HttpRequest,
-        tenant: Tenant,
-        base_url: &str,
-    ) -> Result<Caller, ApiError> {
+        tenant: &Tenant,
+    ) -> Result<Access, ApiError> {
         if self.mode == AuthMode::Off {
-            return Ok(Caller::trusted(tenant));
+            return Ok(Access::unrestricted());
         }
         let (scheme, token) = credentials(req)?;
-        let mut issuers = tenant.settings.trusted_issuers.clone();
-        if let Some(dev) = &self.dev_issuer {
-            issuers.push(dev.trusted());
-        }
+        let issuers: Vec<&TrustedIssuer> = tenant
+            .settings
+            .trusted_issuers
+            .iter()
+            .chain(&self.dev_issuer)
+            .collect();
+        let base_url = crate::resources::base_url(req, &tenant.id);
         let verified = self
             .verifier
-            .verify(token, &issuers, base_url)
+            .verify(token, &issuers, &base_url)
             .await
             .map_err(auth_error)?;
         match (scheme, verified.bound_to.as_deref()) {
@@ -103,7 +111,7 @@ impl AuthConfig {
                 self.proofs.check(proof, request).map_err(auth_error)?;
             }
         }
-        Ok(Caller::new(tenant, verified.access))
+        Ok(verified.access)
     }
 
     /// Whether the request may use the administration API: a development-issuer token with
@@ -124,7 +132,7 @@ impl AuthConfig {
         };
         let verified = self
             .verifier
-            .verify(token, &[dev.trusted()], &audience)
+            .verify(token, &[dev], &audience)
             .await
             .map_err(auth_error)?;
         let admin = verified

@@ -31,18 +31,19 @@ impl Ctx {
             .tenant(tenant)
             .await
             .map_err(|e| in_format(e.into()))?;
-        let base = base_url(req, &tenant.id);
         let address = req.peer_addr().map(|a| a.ip().to_string());
-        let caller = match state.config.auth.caller(req, tenant.clone(), &base).await {
-            Ok(caller) => caller.with_address(address),
+        match state.config.auth.authenticate(req, &tenant).await {
+            Ok(access) => Ok(Ctx {
+                caller: Caller::new(tenant, access).with_address(address),
+                negotiated,
+            }),
             Err(error) => {
                 let anonymous = Caller::trusted(tenant).with_address(address);
                 let audited = Audited::new("login").refused(error.message.clone());
                 state.engine.audit(&anonymous, audited).await;
-                return Err(in_format(error));
+                Err(in_format(error))
             }
-        };
-        Ok(Ctx { caller, negotiated })
+        }
     }
 
     /// The result of an interaction, its outcome recorded in the audit trail: failures always,

@@ -22,28 +22,8 @@ impl Filter {
             }
             Filter::OfType(..) => Some(false),
             Filter::Not(inner) => inner.holds_on(resource_type, id, terms).map(|b| !b),
-            Filter::Any(parts) => {
-                let mut unknown = false;
-                for part in parts {
-                    match part.holds_on(resource_type, id, terms) {
-                        Some(true) => return Some(true),
-                        Some(false) => {}
-                        None => unknown = true,
-                    }
-                }
-                (!unknown).then_some(false)
-            }
-            Filter::All(parts) => {
-                let mut unknown = false;
-                for part in parts {
-                    match part.holds_on(resource_type, id, terms) {
-                        Some(false) => return Some(false),
-                        Some(true) => {}
-                        None => unknown = true,
-                    }
-                }
-                (!unknown).then_some(true)
-            }
+            Filter::Any(parts) => decide(parts, true, resource_type, id, terms),
+            Filter::All(parts) => decide(parts, false, resource_type, id, terms),
             Filter::Date { .. }
             | Filter::String { .. }
             | Filter::Value { .. }
@@ -53,6 +33,26 @@ impl Filter {
             | Filter::Concepts { .. } => None,
         }
     }
+}
+
+/// `Any` (`decisive` true) or `All` (false) of `parts`: one part with the decisive answer
+/// decides; otherwise the other answer, unless some part is unknown.
+fn decide(
+    parts: &[Filter],
+    decisive: bool,
+    resource_type: &str,
+    id: &str,
+    terms: &IndexTerms,
+) -> Option<bool> {
+    let mut unknown = false;
+    for part in parts {
+        match part.holds_on(resource_type, id, terms) {
+            Some(answer) if answer == decisive => return Some(decisive),
+            Some(_) => {}
+            None => unknown = true,
+        }
+    }
+    (!unknown).then_some(!decisive)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fjord_engine::{Caller, Engine, ParseLimits};
 use fjord_rest::{AppState, AuthConfig, AuthMode, RestConfig};
-use fjord_smart::{DevIssuer, TokenRequest, Verifier};
+use fjord_smart::{DevIssuer, TokenRequest};
 
 use crate::settings::{AuthSetting, ConnectionArgs, Settings};
 
@@ -295,18 +295,15 @@ fn auth_config(settings: &Settings, embedded: bool) -> anyhow::Result<AuthConfig
             issuer = fjord_smart::DEV_ISSUER,
             "the development issuer is on: every tenant trusts the tokens `fjord token` prints"
         );
-        Some(Arc::new(issuer))
+        Some(issuer)
     } else {
         None
     };
-    Ok(AuthConfig {
+    Ok(AuthConfig::new(
         mode,
-        dev_issuer,
-        verifier: Arc::new(Verifier::with_refetch_interval(
-            std::time::Duration::from_secs(settings.jwks_refetch_seconds),
-        )),
-        proofs: Arc::default(),
-    })
+        dev_issuer.as_ref(),
+        std::time::Duration::from_secs(settings.jwks_refetch_seconds),
+    ))
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

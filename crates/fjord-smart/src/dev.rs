@@ -121,7 +121,7 @@ impl DevIssuer {
             "scope": request.scope,
             "sub": request.subject.as_deref().unwrap_or("fjord-dev-user"),
             "client_id": request.client_id.as_deref().unwrap_or("fjord-cli"),
-            "jti": uuid_like(),
+            "jti": uuid::Uuid::new_v4().simple().to_string(),
         });
         let object = claims.as_object_mut().expect("an object");
         if let Some(patient) = &request.patient {
@@ -140,7 +140,8 @@ impl DevIssuer {
     }
 }
 
-fn new_key_pem() -> std::io::Result<String> {
+/// A new P-256 key, PKCS #8 PEM.
+pub(crate) fn new_key_pem() -> std::io::Result<String> {
     let key = p256::SecretKey::random(&mut rand_core::OsRng);
     key.to_pkcs8_pem(LineEnding::LF)
         .map(|pem| pem.to_string())
@@ -156,11 +157,4 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     file.write_all(bytes)
-}
-
-/// A random token id.
-fn uuid_like() -> String {
-    let mut bytes = [0u8; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -103,10 +103,7 @@ pub struct ProofKey {
 impl ProofKey {
     /// A fresh ES256 key.
     pub fn generate() -> ProofKey {
-        use p256::pkcs8::EncodePrivateKey;
-        let pem = p256::SecretKey::random(&mut rand_core::OsRng)
-            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
-            .expect("a new key encodes");
+        let pem = crate::dev::new_key_pem().expect("a new key encodes");
         let signing = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).expect("its own PEM");
         let public = Jwk::from_encoding_key(&signing, jsonwebtoken::Algorithm::ES256)
             .expect("a P-256 key has a JWK");
@@ -128,10 +125,8 @@ impl ProofKey {
 
     /// A fresh proof of `method url` with `access_token`.
     pub fn proof(&self, method: &str, url: &str, access_token: &str) -> String {
-        let mut jti = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut jti);
         self.sign(&serde_json::json!({
-            "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "jti": uuid::Uuid::new_v4().simple().to_string(),
             "htm": method,
             "htu": url,
             "iat": now(),

@@ -27,7 +27,8 @@ fn verify(token: &str, issuers: &[TrustedIssuer]) -> Result<Verified, AuthError>
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(Verifier::default().verify(token, issuers, BASE))
+    let issuers: Vec<&TrustedIssuer> = issuers.iter().collect();
+    runtime.block_on(Verifier::default().verify(token, &issuers, BASE))
 }
 
 fn rejected(token: &str, issuers: &[TrustedIssuer]) -> String {
@@ -109,7 +110,7 @@ fn a_token_signed_by_another_key_or_by_no_key_is_refused() {
     header.jku = Some("http://attacker.test/jwks".into());
     header.jwk = Some(forger.jwks().keys[0].clone());
     let claims = decode_part::<Value>(&parts[1]);
-    let pem = forger_pem();
+    let pem = crate::dev::new_key_pem().unwrap();
     let token = jsonwebtoken::encode(
         &header,
         &claims,
@@ -220,7 +221,7 @@ fn an_unknown_key_id_refetches_the_keys_at_most_once_per_interval() {
         .build()
         .unwrap();
     let verifier = Verifier::with_refetch_interval(Duration::from_secs(3600));
-    let first = runtime.block_on(verifier.verify(&token, std::slice::from_ref(&issuer), BASE));
+    let first = runtime.block_on(verifier.verify(&token, &[&issuer], BASE));
     assert!(
         matches!(first, Err(AuthError::KeysUnavailable(_))),
         "{first:?}"
@@ -242,14 +243,6 @@ fn decode_part<T: serde::de::DeserializeOwned>(part: &str) -> T {
 fn encode_part(value: &Value) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
-}
-
-fn forger_pem() -> String {
-    use p256::pkcs8::EncodePrivateKey;
-    p256::SecretKey::random(&mut rand_core::OsRng)
-        .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
-        .unwrap()
-        .to_string()
 }
 
 fn rsa_key(kid: &str, alg: &str) -> (rsa::RsaPrivateKey, String, JwkSet) {
