@@ -168,6 +168,11 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str
         Some(body) => request.send_string(body),
         None => request.call(),
     };
+    reply_of(result, method, url)
+}
+
+/// What a ureq call answered, error statuses included.
+pub fn reply_of(result: Result<ureq::Response, ureq::Error>, method: &str, url: &str) -> Reply {
     let response = match result {
         Ok(response) => response,
         Err(ureq::Error::Status(_, response)) => response,

@@ -18,6 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["fjord-definitions", "fjord-fhirpath", "fjord-model"],
     ),
     ("fjord-smart", &["fjord-search"]),
+    ("fjord-authz", &["fjord-smart"]),
     ("fjord-pg", &[]),
     ("fjord-store", &["fjord-search", "fjord-smart"]),
     ("fjord-text", &["fjord-search"]),
@@ -36,11 +37,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "fjord-rest",
-        &["fjord-engine", "fjord-model", "fjord-smart"],
+        &["fjord-authz", "fjord-engine", "fjord-model", "fjord-smart"],
     ),
     (
         "fjord-server",
         &[
+            "fjord-authz",
             "fjord-engine",
             "fjord-pg",
             "fjord-rest",
@@ -60,6 +62,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("actix-web", "fjord-rest"),
     ("tantivy", "fjord-text"),
     ("jsonwebtoken", "fjord-smart"),
+    ("actix-cors", "fjord-rest"),
 ];
 
 #[test]

@@ -2,11 +2,13 @@
 //! binary, the official R4 examples, and the embedded default with crash recovery.
 
 mod audit;
+mod authz;
 mod bundles;
 mod change_feed;
 mod conditional;
 mod custom_parameters;
 mod definitions;
+mod e2e;
 mod embedded;
 mod examples;
 mod fhirpath;

@@ -16,7 +16,7 @@ pub(crate) const VITAL: &str =
 /// A server that requires tokens and trusts the development issuer, with tenants `t1` and `t2`.
 pub(crate) struct Smart {
     pub server: Server,
-    dir: PathBuf,
+    pub dir: PathBuf,
     pub issuer: DevIssuer,
 }
 
@@ -57,8 +57,15 @@ impl Smart {
         smart
     }
 
+    /// `fjord COMMAND --data-dir DIR ARGS…` on the server's data directory; its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut all = vec![args[0], "--data-dir", self.dir.to_str().unwrap()];
+        all.extend_from_slice(&args[1..]);
+        fjord(&all)
+    }
+
     /// An administration token, printed by `fjord token --admin`.
-    fn admin_token(&self) -> String {
+    pub fn admin_token(&self) -> String {
         fjord(&[
             "token",
             "--data-dir",
@@ -84,7 +91,7 @@ impl Smart {
         self.call_in("t1", token, method, path, body)
     }
 
-    fn call_in(
+    pub fn call_in(
         &self,
         tenant: &str,
         token: &str,

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpRequest;
+use fjord_authz::DevAuthServer;
 use fjord_engine::{Access, AuthError, Tenant};
-use fjord_smart::{DevIssuer, ProofChecker, ProofRequest, TrustedIssuer, Verifier};
+use fjord_smart::{ProofChecker, ProofRequest, TrustedIssuer, Verifier, DEV_ISSUER};
 
 use crate::ApiError;
 
@@ -31,7 +32,8 @@ pub enum AuthMode {
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub mode: AuthMode,
-    /// The development issuer as every tenant trusts it while it is on.
+    /// The development authorization server, whose issuer every tenant trusts while it is on.
+    dev: Option<Arc<DevAuthServer>>,
     dev_issuer: Option<TrustedIssuer>,
     verifier: Arc<Verifier>,
     /// DPoP proofs seen, shared by every worker (replay).
@@ -39,19 +41,26 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    /// Authentication in `mode`, trusting `dev_issuer` in every tenant when given; an issuer's
-    /// keys are fetched again for an unknown key id at most every `refetch_interval`.
+    /// Authentication in `mode`, with the development authorization server when given (every
+    /// tenant then trusts its issuer); an issuer's keys are fetched again for an unknown key id
+    /// at most every `refetch_interval`.
     pub fn new(
         mode: AuthMode,
-        dev_issuer: Option<&DevIssuer>,
+        dev: Option<Arc<DevAuthServer>>,
         refetch_interval: Duration,
     ) -> AuthConfig {
         AuthConfig {
             mode,
-            dev_issuer: dev_issuer.map(DevIssuer::trusted),
+            dev_issuer: dev.as_ref().map(|d| d.issuer().trusted()),
+            dev,
             verifier: Arc::new(Verifier::with_refetch_interval(refetch_interval)),
             proofs: Arc::default(),
         }
+    }
+
+    /// The development authorization server, when it is on.
+    pub(crate) fn dev_server(&self) -> Option<&DevAuthServer> {
+        self.dev.as_deref()
     }
 
     /// What the caller of a FHIR request to `tenant` may do.
@@ -76,6 +85,17 @@ impl AuthConfig {
             .verify(token, &issuers, &base_url)
             .await
             .map_err(auth_error)?;
+        let from_dev_issuer = verified
+            .access
+            .principal()
+            .is_some_and(|p| p.issuer == DEV_ISSUER);
+        if let (true, Some(dev), Some(jti)) = (from_dev_issuer, &self.dev, &verified.token_id) {
+            if dev.is_revoked(jti) {
+                return Err(auth_error(AuthError::InvalidToken(
+                    "the token was revoked".into(),
+                )));
+            }
+        }
         match (scheme, verified.bound_to.as_deref()) {
             (Scheme::Bearer, None) => {}
             (Scheme::Bearer, Some(_)) => {

@@ -18,7 +18,8 @@ pub(crate) async fn metadata(
     tenant: &str,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::public(req, state, tenant).await?;
-    let statement = capability_statement(&ctx.base(req), state, &ctx.caller)
+    let authorization_server = crate::authz::authorization_server(req, state, &ctx.caller);
+    let statement = capability_statement(&ctx.base(req), state, &ctx.caller, authorization_server)
         .await
         .map_err(|e| ctx.err(e))?;
     Ok(negotiate::respond_value(
@@ -40,10 +41,7 @@ pub(crate) async fn smart_configuration(
         .tenant(tenant)
         .await
         .map_err(|e| ApiError::from(e).in_format(negotiate::lenient(req)))?;
-    let document = tenant
-        .settings
-        .authorization_server
-        .clone()
+    let document = crate::authz::authorization_server(req, state, &tenant)
         .unwrap_or_default()
         .smart_configuration();
     Ok(HttpResponse::Ok()
@@ -56,6 +54,7 @@ async fn capability_statement(
     base: &str,
     state: &AppState,
     tenant: &Tenant,
+    authorization_server: Option<fjord_smart::AuthorizationServer>,
 ) -> Result<Value, EngineError> {
     let interactions: Vec<Value> = [
         "read",
@@ -167,9 +166,7 @@ async fn capability_statement(
         "operation": [{ "name": "reindex", "definition": REINDEX_DEFINITION }],
     });
     if state.config.auth.mode == AuthMode::Required {
-        rest["security"] = settings
-            .authorization_server
-            .clone()
+        rest["security"] = authorization_server
             .unwrap_or_default()
             .capability_security();
     }

@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+mod authz;
 mod batch;
 mod bundle;
 mod capability;
@@ -56,12 +57,31 @@ pub fn bind(
         };
         actix_web::App::new()
             .wrap_fn(request_span)
+            .wrap(cors())
             .configure(move |cfg| configure(cfg, state))
     })
     .shutdown_timeout(30)
     .bind(listen)?;
     let addrs = server.addrs();
     Ok((server.run(), addrs))
+}
+
+/// Browser apps read from any origin: tokens travel in the `Authorization` header, never in
+/// cookies, so an open CORS policy hands a foreign page nothing it did not already hold.
+fn cors() -> actix_cors::Cors {
+    actix_cors::Cors::default()
+        .allow_any_origin()
+        .send_wildcard()
+        .allow_any_method()
+        .allow_any_header()
+        .expose_headers([
+            "Location",
+            "Content-Location",
+            "ETag",
+            "Last-Modified",
+            "WWW-Authenticate",
+        ])
+        .max_age(3600)
 }
 
 /// The root span of a request: an id and the method. Paths are left out on purpose: a client may
@@ -93,8 +113,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     // Everything under /fhir/ is routed by `router::dispatch` from path segments: actix's
     // pattern routes are regular expressions, tried one after another, and cost more than a
     // primary-key read in Postgres.
-    cfg.app_data(web::Data::new(state))
-        .service(web::resource("/health/live").route(web::get().to(admin::live)))
+    let dev_authorization = state.config.auth.dev_server().is_some();
+    cfg.app_data(web::Data::new(state));
+    if dev_authorization {
+        authz::configure(cfg);
+    }
+    cfg.service(web::resource("/health/live").route(web::get().to(admin::live)))
         .service(web::resource("/health/ready").route(web::get().to(admin::ready)))
         .service(
             web::resource("/admin/tenants")

@@ -1,5 +1,6 @@
 //! The `fjord` binary: configuration, the embedded Postgres default, the CLI and the HTTP server.
 
+mod clients;
 mod embedded;
 mod package;
 mod settings;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use fjord_authz::{Clients, DevAuthServer};
 use fjord_engine::{Caller, Engine, ParseLimits};
 use fjord_rest::{AppState, AuthConfig, AuthMode, RestConfig};
 use fjord_smart::{DevIssuer, TokenRequest};
@@ -36,8 +38,9 @@ enum Command {
         /// on loopback only, where it is `off`.
         #[arg(long, env = "FJORD_AUTH", value_enum)]
         auth: Option<AuthSetting>,
-        /// Whether the development issuer signs and every tenant trusts it: on with the embedded
-        /// database, off with an external one, unless set.
+        /// Whether the development issuer signs, every tenant trusts it, and the development
+        /// authorization server answers under /auth: on with the embedded database on a
+        /// loopback address, off otherwise, unless set.
         #[arg(long, env = "FJORD_DEV_ISSUER")]
         dev_issuer: Option<bool>,
         #[command(flatten)]
@@ -66,6 +69,33 @@ enum Command {
         /// Seconds the token is good for.
         #[arg(long, default_value_t = 3600)]
         lifetime: u64,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Register clients of the development authorization server.
+    Client {
+        #[command(subcommand)]
+        command: clients::ClientCommand,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Print the `launch` parameter of an EHR launch (or, with --app, the app's launch URL).
+    Launch {
+        /// The tenant the app is launched against.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// The patient in context (a Patient id).
+        #[arg(long)]
+        patient: Option<String>,
+        /// The encounter in context (an Encounter id).
+        #[arg(long)]
+        encounter: Option<String>,
+        /// The user, as a reference (Practitioner/123).
+        #[arg(long)]
+        fhir_user: Option<String>,
+        /// The app's launch URL, to which `iss` and `launch` are added.
+        #[arg(long)]
+        app: Option<String>,
         #[command(flatten)]
         connection: ConnectionArgs,
     },
@@ -207,6 +237,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Client {
+            command,
+            connection,
+        } => clients::run(command, &Settings::load(&connection, None)?),
+        Command::Launch {
+            tenant,
+            patient,
+            encounter,
+            fhir_user,
+            app,
+            connection,
+        } => {
+            let context = fjord_authz::LaunchContext {
+                tenant: tenant.clone(),
+                patient,
+                encounter,
+                fhir_user,
+            };
+            clients::launch(&Settings::load(&connection, None)?, tenant, context, app)
+        }
         Command::Migrate { connection } => {
             let settings = Settings::load(&connection, None)?;
             let database = embedded::Database::open(&settings).await?;
@@ -288,20 +338,23 @@ fn auth_config(settings: &Settings, embedded: bool) -> anyhow::Result<AuthConfig
             "authentication is off: every request may read and write everything"
         );
     }
-    let dev_issuer = if settings.dev_issuer_enabled() {
+    let dev_server = if settings.dev_issuer_enabled()? {
         let issuer = DevIssuer::load_or_create(&settings.dev_issuer_key())
             .context("reading the development issuer's key")?;
         tracing::warn!(
             issuer = fjord_smart::DEV_ISSUER,
-            "the development issuer is on: every tenant trusts the tokens `fjord token` prints"
+            loopback,
+            "the development issuer is on: every tenant trusts the tokens `fjord token` prints \
+             and the development authorization server (/auth) lets anyone sign in as anyone"
         );
-        Some(issuer)
+        let clients = Clients::new(settings.clients.clone(), Some(settings.clients_file()));
+        Some(Arc::new(DevAuthServer::new(Arc::new(issuer), clients)))
     } else {
         None
     };
     Ok(AuthConfig::new(
         mode,
-        dev_issuer.as_ref(),
+        dev_server,
         std::time::Duration::from_secs(settings.jwks_refetch_seconds),
     ))
 }

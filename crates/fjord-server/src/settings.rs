@@ -40,6 +40,8 @@ struct FileSettings {
     auth: Option<AuthSetting>,
     dev_issuer: Option<bool>,
     jwks_refetch_seconds: Option<u64>,
+    #[serde(default)]
+    clients: Vec<fjord_authz::Client>,
 }
 
 /// `--auth`: whether requests need an access token.
@@ -65,11 +67,13 @@ pub struct Settings {
     pub max_bundle_entries: usize,
     /// `None`: required, unless the embedded default listens on loopback only.
     pub auth: Option<AuthSetting>,
-    /// Whether the development issuer signs and is trusted; `None`: on with the embedded
-    /// database, off with an external one.
+    /// Whether the development issuer and authorization server are on; `None`: on with the
+    /// embedded database on loopback, off otherwise.
     pub dev_issuer: Option<bool>,
     /// How often an issuer's keys are fetched again for a key id not seen before, at most.
     pub jwks_refetch_seconds: u64,
+    /// Clients of the development authorization server given in the configuration file.
+    pub clients: Vec<fjord_authz::Client>,
 }
 
 /// A value that never shows in logs or debug output.
@@ -128,6 +132,7 @@ impl Settings {
             auth: auth.or(file.auth),
             dev_issuer: file.dev_issuer,
             jwks_refetch_seconds: file.jwks_refetch_seconds.unwrap_or(10),
+            clients: file.clients,
         })
     }
 
@@ -136,9 +141,19 @@ impl Settings {
         self.data_dir.join("auth").join("dev-issuer.pem")
     }
 
-    /// Whether the development issuer is on: as configured, else with the embedded database.
-    pub fn dev_issuer_enabled(&self) -> bool {
-        self.dev_issuer.unwrap_or(self.database_url.is_none())
+    /// Where `fjord client add` keeps the clients it registers.
+    pub fn clients_file(&self) -> PathBuf {
+        self.data_dir.join("auth").join("clients.json")
+    }
+
+    /// Whether the development issuer and authorization server are on: as configured, else
+    /// with the embedded database on a loopback address (where it lets anyone sign in as
+    /// anyone, only the machine's own users can reach it).
+    pub fn dev_issuer_enabled(&self) -> anyhow::Result<bool> {
+        match self.dev_issuer {
+            Some(on) => Ok(on),
+            None => Ok(self.database_url.is_none() && self.listen_is_loopback()?),
+        }
     }
 
     /// Whether every address `listen` resolves to is a loopback address.

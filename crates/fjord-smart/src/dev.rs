@@ -6,11 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::{json, Map, Value};
 
-use crate::token::{now, ClaimNames, TrustedIssuer};
+use crate::token::{now, signed_claims, ClaimNames, TrustedIssuer};
 
 /// The development issuer's `iss`: not a URL anyone could own.
 pub const DEV_ISSUER: &str = "urn:fjord:dev-issuer";
@@ -133,10 +133,27 @@ impl DevIssuer {
         for (name, value) in &request.extra {
             object.insert(name.clone(), value.clone());
         }
+        self.sign("at+jwt", &claims)
+    }
+
+    /// `claims` signed with the issuer's key, with `typ` in the header.
+    pub fn sign(&self, typ: &str, claims: &Value) -> String {
         let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some("at+jwt".into());
+        header.typ = Some(typ.into());
         header.kid = self.public.common.key_id.clone();
-        jsonwebtoken::encode(&header, &claims, &self.signing).expect("ES256 signing works")
+        jsonwebtoken::encode(&header, claims, &self.signing).expect("ES256 signing works")
+    }
+
+    /// The claims of a JWS this issuer signed with header `typ`, while `exp` has not passed.
+    pub fn open(&self, token: &str, typ: &str) -> Option<Map<String, Value>> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(typ) {
+            return None;
+        }
+        let key = DecodingKey::from_jwk(&self.public).ok()?;
+        let claims = signed_claims(token, &key, Algorithm::ES256)?;
+        let exp = claims.get("exp").and_then(Value::as_u64)?;
+        (exp > now()).then_some(claims)
     }
 }
 
@@ -157,4 +174,22 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     file.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_takes_back_only_what_this_key_signed_with_that_typ() {
+        let issuer = DevIssuer::generate().unwrap();
+        let other = DevIssuer::generate().unwrap();
+        let claims = json!({ "patient": "a", "exp": now() + 60 });
+        let signed = issuer.sign("launch+jwt", &claims);
+        assert_eq!(issuer.open(&signed, "launch+jwt").unwrap()["patient"], "a");
+        assert!(issuer.open(&signed, "at+jwt").is_none());
+        assert!(other.open(&signed, "launch+jwt").is_none());
+        let expired = issuer.sign("launch+jwt", &json!({ "exp": now() - 1 }));
+        assert!(issuer.open(&expired, "launch+jwt").is_none());
+    }
 }

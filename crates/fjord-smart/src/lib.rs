@@ -6,6 +6,7 @@
 //! - [`scope`]: the scope grammar, v1 and v2 with granular scopes.
 //! - [`access`]: what the scopes grant, as filters over the search index that the engine adds to
 //!   every query before it runs (the policy is a query rewrite, never a filter on results).
+//! - [`assertion`]: client assertions (RFC 7523) checked against a client's registered keys.
 //! - [`discovery`]: `.well-known/smart-configuration` and the CapabilityStatement's security.
 //! - [`dev`]: the development issuer's key, with which `fjord token` and the development
 //!   authorization server sign.
@@ -13,6 +14,7 @@
 //! No HTTP here: the REST layer takes the token from the request and answers RFC 6750 errors.
 
 pub mod access;
+pub mod assertion;
 pub mod dev;
 pub mod discovery;
 pub mod dpop;
@@ -23,6 +25,7 @@ pub use access::{Access, Grant, Principal};
 pub use dev::{DevIssuer, TokenRequest, DEV_ISSUER};
 pub use discovery::AuthorizationServer;
 pub use dpop::{ProofChecker, ProofKey, ProofRequest};
+pub use jsonwebtoken::jwk::{Jwk, JwkSet};
 pub use scope::{Permission, Scope};
 pub use token::{TrustedIssuer, Verified, Verifier};
 

@@ -70,6 +70,11 @@ impl Permissions {
         self.0 & permission.bit() != 0
     }
 
+    /// Whether every permission of `other` is in this set.
+    pub fn includes(self, other: Permissions) -> bool {
+        self.0 & other.0 == other.0
+    }
+
     fn with(self, permission: Permission) -> Permissions {
         Permissions(self.0 | permission.bit())
     }
@@ -161,6 +166,14 @@ impl Scope {
         })
     }
 
+    /// Whether everything `other` grants, this scope grants too.
+    pub fn includes(&self, other: &Scope) -> bool {
+        self.context == other.context
+            && (self.resource_type.is_none() || self.resource_type == other.resource_type)
+            && self.permissions.includes(other.permissions)
+            && (self.query.is_empty() || self.query == other.query)
+    }
+
     /// Whether the scope speaks of resources of `resource_type`.
     pub fn covers(&self, resource_type: &str) -> bool {
         self.resource_type
@@ -187,6 +200,17 @@ mod tests {
 
     fn letters(scope: &str) -> String {
         Scope::parse(scope).unwrap().permissions.to_string()
+    }
+
+    #[test]
+    fn a_scope_includes_narrower_ones_of_its_context() {
+        let wide = Scope::parse("patient/*.rs").unwrap();
+        assert!(wide.includes(&Scope::parse("patient/Observation.read").unwrap()));
+        assert!(wide.includes(&Scope::parse("patient/Observation.s?code=x").unwrap()));
+        assert!(!wide.includes(&Scope::parse("patient/Observation.cruds").unwrap()));
+        assert!(!wide.includes(&Scope::parse("user/Observation.rs").unwrap()));
+        let granular = Scope::parse("user/Observation.rs?code=x").unwrap();
+        assert!(!granular.includes(&Scope::parse("user/Observation.rs").unwrap()));
     }
 
     #[test]

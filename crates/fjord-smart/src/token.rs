@@ -125,6 +125,8 @@ pub struct Verified {
     pub access: Access,
     /// `cnf.jkt`: the thumbprint of the key a DPoP proof must be signed with.
     pub bound_to: Option<String>,
+    /// `jti`, by which an issuer may have revoked the token.
+    pub token_id: Option<String>,
 }
 
 impl Verified {
@@ -137,6 +139,7 @@ impl Verified {
                 .and_then(|c| c.get("jkt"))
                 .and_then(Value::as_str)
                 .map(str::to_owned),
+            token_id: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
         }
     }
 }
@@ -417,7 +420,7 @@ fn check_introspected(
 }
 
 /// The claims of a token before its signature is checked: only to find its issuer.
-fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+pub(crate) fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
