@@ -61,6 +61,11 @@ impl Server {
 
     /// Starts `fjord serve --listen <listen>` with extra arguments and waits until it listens.
     pub fn start_on(listen: &str, args: &[&str]) -> Server {
+        Server::start_with(listen, args, &[])
+    }
+
+    /// Starts `fjord serve --listen <listen>` with extra arguments and environment variables.
+    pub fn start_with(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         // A server of an external database keeps its text index beside the working directory
         // unless told otherwise: each test server gets its own.
         let text_dir =
@@ -82,6 +87,7 @@ impl Server {
             command.arg("--text-dir").arg(dir);
         }
         let mut child = command
+            .envs(env.iter().copied())
             .env("FJORD_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -169,6 +175,14 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str
         None => request.call(),
     };
     reply_of(result, method, url)
+}
+
+/// A port on 127.0.0.1 that nothing listens on (at the moment of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
 }
 
 /// What a ureq call answered, error statuses included.

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use fjord_tests::free_port;
 use serde_json::Value;
 
 use crate::smart::{load, Smart};
@@ -38,14 +39,6 @@ fn prerequisites() -> (PathBuf, PathBuf) {
         );
     }
     (chromium, python)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn run(command: &mut Command) -> String {

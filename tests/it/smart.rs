@@ -22,6 +22,11 @@ pub(crate) struct Smart {
 
 impl Smart {
     pub fn start(name: &str, extra: &[&str]) -> Smart {
+        Smart::start_with_env(name, extra, &[])
+    }
+
+    /// A server with extra arguments and environment variables.
+    pub fn start_with_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Smart {
         let database = tokio::runtime::Runtime::new()
             .expect("runtime")
             .block_on(fjord_testkit::database());
@@ -37,7 +42,7 @@ impl Smart {
             dir.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        let server = Server::start(&args);
+        let server = Server::start_with("127.0.0.1:0", &args, env);
         let issuer = DevIssuer::load_or_create(&dir.join("auth").join("dev-issuer.pem")).unwrap();
         let smart = Smart {
             server,
@@ -62,6 +67,18 @@ impl Smart {
         let mut all = vec![args[0], "--data-dir", self.dir.to_str().unwrap()];
         all.extend_from_slice(&args[1..]);
         fjord(&all)
+    }
+
+    /// Sets t1's settings through the administration API and waits out the tenant cache.
+    pub fn set_t1_settings(&self, settings: &Value) {
+        let reply = send(
+            "PUT",
+            &format!("{}/admin/tenants/t1/settings", self.server.origin),
+            &[("Authorization", &format!("Bearer {}", self.admin_token()))],
+            Some(&settings.to_string()),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        std::thread::sleep(std::time::Duration::from_secs(3));
     }
 
     /// An administration token, printed by `fjord token --admin`.
@@ -691,20 +708,12 @@ fn keys_come_from_the_issuers_jwks_url_and_rotate() {
     let config = std::env::temp_dir().join(format!("fjord-smart-{}.toml", std::process::id()));
     std::fs::write(&config, "jwks_refetch_seconds = 0\n").unwrap();
     let smart = Smart::start("smart-jwks", &["--config", config.to_str().unwrap()]);
-    let admin = smart.admin_token();
     let settings = json!({"trustedIssuers": [{
         "issuer": "https://idp.test",
         "jwksUri": jwks_uri,
         "audiences": ["fjord-t1"],
     }]});
-    let reply = send(
-        "PUT",
-        &format!("{}/admin/tenants/t1/settings", smart.server.origin),
-        &[("Authorization", &format!("Bearer {admin}"))],
-        Some(&settings.to_string()),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    std::thread::sleep(std::time::Duration::from_secs(3)); // the tenant cache
+    smart.set_t1_settings(&settings);
     let token_of = |issuer: &DevIssuer| {
         let mut request = TokenRequest {
             audience: "fjord-t1".into(),
@@ -883,14 +892,7 @@ fn opaque_tokens_are_introspected_and_the_answer_cached_briefly() {
         "issuer": "https://idp.test",
         "introspection": {"endpoint": format!("{endpoint}/introspect"), "clientId": "fjord", "clientSecret": "s3cret"},
     }]});
-    let reply = send(
-        "PUT",
-        &format!("{}/admin/tenants/t1/settings", smart.server.origin),
-        &[("Authorization", &format!("Bearer {}", smart.admin_token()))],
-        Some(&settings.to_string()),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    std::thread::sleep(std::time::Duration::from_secs(3)); // the tenant cache
+    smart.set_t1_settings(&settings);
     assert_eq!(
         smart
             .call("opaque-good", "GET", "/Observation/a-vital", None)
