@@ -97,29 +97,44 @@ impl Engine {
         .into())
     }
 
-    /// Whether the caller may read the history of a type (or, `None`, of the tenant): only with
-    /// a scope that grants searching it without conditions. History pages over the change log,
-    /// which no index of compartments or scope parameters covers; a patient-scoped or granular
-    /// token reads the history of each resource instead.
-    pub(crate) fn authorize_history(
+    /// What of a type's (or, without one, the system's) history the caller may search: `None`
+    /// when all of it, else each type with the filter its current resources must match
+    /// (`None` for all of that type); 403 when no scope grants search on any of it. The audit
+    /// trail is not part of the system's history.
+    pub(crate) async fn history_grants(
         &self,
         caller: &Caller,
         resource_type: Option<&str>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<Vec<(String, Option<Filter>)>>, EngineError> {
         let access = &caller.access;
-        let allowed = match resource_type {
-            None => access.grants_everything(Permission::Search),
-            Some(t) => access.grant(Permission::Search, t) == Grant::Full,
+        let types: Vec<&str> = match resource_type {
+            Some(t) if access.grant(Permission::Search, t) == Grant::Full => return Ok(None),
+            Some(t) => vec![t],
+            None if access.grants_everything(Permission::Search) => return Ok(None),
+            None => fjord_model::RESOURCE_TYPES
+                .iter()
+                .copied()
+                .filter(|t| *t != crate::audit::AUDIT_EVENT)
+                .collect(),
         };
-        if allowed {
-            return Ok(());
+        let registry = self.registry(caller).await?;
+        let mut grants = Vec::new();
+        for t in types {
+            match access.filter(&registry, Permission::Search, t) {
+                // A rule of no resource of this type (outside the patient's compartment).
+                Ok(Some(Filter::Any(rules))) if rules.is_empty() => {}
+                Ok(filter) => grants.push((t.to_owned(), filter)),
+                Err(_) => {}
+            }
         }
-        Err(AuthError::InsufficientScope(format!(
-            "the history of {} needs a scope that grants search (s) on it without conditions; \
-             read the history of each resource instead",
-            resource_type.unwrap_or("every type")
-        ))
-        .into())
+        if grants.is_empty() {
+            return Err(AuthError::InsufficientScope(format!(
+                "no scope grants search (s) on {}",
+                resource_type.unwrap_or("any type")
+            ))
+            .into());
+        }
+        Ok(Some(grants))
     }
 
     /// Whether the caller may `permission` the current version of `resource_type/id`: 403 when

@@ -459,15 +459,25 @@ impl Engine {
             // The audit trail is not the tenant's data: its history is AuditEvent/_history.
             _ => HistoryScope::SystemExcept(crate::audit::AUDIT_EVENT),
         };
-        if !matches!(scope, HistoryScope::Instance(..)) {
-            self.authorize_history(caller, resource_type)?;
-        }
-        let mut page = self
-            .store
-            .history(caller.key, scope, query.since, query.cursor, query.count)
-            .await?;
-        if let HistoryScope::Instance(..) = scope {
-            // Versions from before the resource came into the caller's grant (a measurement
+        let grants = match scope {
+            HistoryScope::Instance(..) => None,
+            _ => self.history_grants(caller, resource_type).await?,
+        };
+        let mut page = match &grants {
+            None => {
+                self.store
+                    .history(caller.key, scope, query.since, query.cursor, query.count)
+                    .await?
+            }
+            // Conditional scopes: the history of the resources they allow as they are now.
+            Some(grants) => {
+                self.store
+                    .history_within(caller.key, grants, query.since, query.cursor, query.count)
+                    .await?
+            }
+        };
+        if matches!(scope, HistoryScope::Instance(..)) || grants.is_some() {
+            // Versions from before a resource came into the caller's grant (a measurement
             // moved from another patient) are not the caller's to see.
             let mut readable = Vec::with_capacity(page.versions.len());
             for version in page.versions {

@@ -7,13 +7,13 @@ mod sql;
 
 pub(crate) use common_keys::CommonKeys;
 
-use fjord_search::{SearchQuery, Total};
+use fjord_search::{Filter, SearchQuery, Total};
 use sqlx::Row;
 
 use sql::Sql;
 
 use crate::resources::Op;
-use crate::{Store, StoreError, StoredVersion, TenantKey};
+use crate::{HistoryPage, Store, StoreError, StoredVersion, TenantKey};
 
 /// One page of matches, in sort order.
 #[derive(Debug)]
@@ -62,6 +62,52 @@ impl Store {
         )
         .await;
         connection.settle(result)
+    }
+}
+
+impl Store {
+    /// A page of history, newest first, of the resources each type's filter lets through as
+    /// they are now (`None`: all of the type): what a token with conditional scopes may see of
+    /// a type's or the system's history. `cursor` is the previous page's `next_cursor`.
+    #[tracing::instrument(skip_all, fields(types = grants.len()))]
+    pub async fn history_within(
+        &self,
+        tenant: TenantKey,
+        grants: &[(String, Option<Filter>)],
+        since: Option<time::OffsetDateTime>,
+        cursor: Option<i64>,
+        limit: i64,
+    ) -> Result<HistoryPage, StoreError> {
+        let types: Vec<String> = grants.iter().map(|(t, _)| t.clone()).collect();
+        let mut connection = self.tenant_connection(tenant).await?;
+        let rows = async {
+            let common = self.common_keys.of(tenant, connection.connection()).await?;
+            let mut sql = Sql::new(tenant, &types, common);
+            // One row more than asked tells whether another page follows.
+            let statement = sql.history(grants, cursor.unwrap_or(i64::MAX), since, limit + 1);
+            sqlx::query_with(&statement, sql.args)
+                .fetch_all(connection.connection())
+                .await
+        }
+        .await;
+        let rows = connection.settle(rows)?;
+        let more = rows.len() as i64 > limit;
+        let rows = &rows[..rows.len().min(limit as usize)];
+        Ok(HistoryPage {
+            next_cursor: more
+                .then(|| rows.last().map(|r| r.get::<i64, _>("position")))
+                .flatten(),
+            versions: rows
+                .iter()
+                .map(|row| {
+                    crate::resources::version_from_row(
+                        row,
+                        &row.get::<String, _>("type"),
+                        &row.get::<String, _>("id"),
+                    )
+                })
+                .collect(),
+        })
     }
 }
 

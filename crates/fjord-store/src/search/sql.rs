@@ -162,6 +162,43 @@ impl Sql {
         )
     }
 
+    /// The history statement (newest first, before the change-log position `cursor`, at or after
+    /// `since`) of the resources each type's filter lets through as they are now; `None` lets
+    /// through every resource of its type. `$2` names the types.
+    pub(super) fn history(
+        &mut self,
+        grants: &[(String, Option<Filter>)],
+        cursor: i64,
+        since: Option<time::OffsetDateTime>,
+        limit: i64,
+    ) -> String {
+        let mut arms = Vec::with_capacity(grants.len());
+        for (resource_type, filter) in grants {
+            let named = self.bind(resource_type.clone());
+            match filter {
+                None => arms.push(format!("v.type = {named}")),
+                Some(filter) => {
+                    let filters = self.filters("c", std::slice::from_ref(filter));
+                    arms.push(format!(
+                        "(v.type = {named} AND EXISTS (SELECT 1 FROM resource_current c \
+                         WHERE c.tenant = $1 AND c.type = v.type AND c.id = v.id{filters}))"
+                    ));
+                }
+            }
+        }
+        let cursor = self.bind(cursor);
+        let since = self.bind(since);
+        let limit = self.bind(limit);
+        format!(
+            "SELECT v.type, v.id, v.version, v.last_updated, v.op, v.body, v.seq AS position \
+             FROM resource_version v WHERE v.tenant = $1 AND {types} AND v.seq < {cursor} \
+             AND ({since}::timestamptz IS NULL OR v.last_updated >= {since}) AND ({arms}) \
+             ORDER BY v.seq DESC LIMIT {limit}",
+            types = self.types.replace("c.type", "v.type"),
+            arms = arms.join(" OR "),
+        )
+    }
+
     /// A sort key as a value without NULLs: resources without one sort last either way.
     fn sort_expression(&mut self, by: &SortBy, descending: bool) -> String {
         let (aggregate, none) = match (by, descending) {

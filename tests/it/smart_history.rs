@@ -1,0 +1,111 @@
+//! The history of a type or of the system under conditional scopes: the versions of the
+//! resources the scopes allow as they are now, each version judged by its own content, so a
+//! measurement that moved from another patient shows only from the move on; paging keeps to it.
+
+use serde_json::Value;
+
+use crate::smart::{load, observation, Smart, VITAL};
+
+/// `Type/id/version` of every entry of each page, following `next` links with `token`.
+fn versions(smart: &Smart, token: &str, path: &str) -> (Vec<String>, usize) {
+    let mut found = Vec::new();
+    let mut pages = 0;
+    let mut reply = smart.call(token, "GET", path, None);
+    loop {
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        assert!(!reply.body.contains("only-b"), "{path}: {}", reply.body);
+        pages += 1;
+        let page = reply.json();
+        for entry in page["entry"].as_array().into_iter().flatten() {
+            let resource = &entry["resource"];
+            found.push(format!(
+                "{}/{}/{}",
+                resource["resourceType"].as_str().unwrap(),
+                resource["id"].as_str().unwrap(),
+                resource["meta"]["versionId"].as_str().unwrap()
+            ));
+        }
+        let next = page["link"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["relation"] == "next")
+            .and_then(|l| l["url"].as_str().map(str::to_owned));
+        let Some(next) = next else {
+            return (found, pages);
+        };
+        reply = fjord_tests::send(
+            "GET",
+            &next,
+            &[("Authorization", &format!("Bearer {token}"))],
+            None,
+        );
+    }
+}
+
+#[test]
+fn conditional_scopes_see_the_history_of_what_they_allow() {
+    let smart = Smart::start("smart-history", &[]);
+    load(&smart);
+    let system = smart.token("t1", "system/*.cruds", None);
+    // A measurement filed under b, then moved to a and corrected.
+    for (patient, code) in [("b", "only-b"), ("a", "8867-4"), ("a", "8867-4")] {
+        let mut moved = observation("moved", patient, VITAL, code);
+        moved["valueQuantity"]["value"] = Value::from(if patient == "b" { 1 } else { 2 });
+        let reply = smart.call(&system, "PUT", "/Observation/moved", Some(&moved));
+        assert!(matches!(reply.status, 200 | 201), "{}", reply.body);
+    }
+
+    let a = smart.token("t1", "patient/*.rs", Some("a"));
+    let (observations, _) = versions(&smart, &a, "/Observation/_history");
+    assert_eq!(
+        observations,
+        [
+            "Observation/moved/3",
+            "Observation/moved/2",
+            "Observation/a-lab/1",
+            "Observation/a-vital/1"
+        ],
+        "newest first, b's version of the moved measurement left out"
+    );
+    let (paged, pages) = versions(&smart, &a, "/Observation/_history?_count=1");
+    assert_eq!(paged, observations);
+    assert!(pages >= 4, "one version a page: {pages}");
+    let (everything, _) = versions(&smart, &a, "/_history");
+    assert_eq!(
+        everything,
+        [
+            "Observation/moved/3",
+            "Observation/moved/2",
+            "Observation/a-lab/1",
+            "Observation/a-vital/1",
+            "Patient/a/1"
+        ]
+    );
+
+    // A granular scope: its query judges each version.
+    let heart_rates = smart.token("t1", "user/Observation.rs?code=8867-4", None);
+    let (found, _) = versions(&smart, &heart_rates, "/Observation/_history");
+    assert_eq!(
+        found,
+        [
+            "Observation/moved/3",
+            "Observation/moved/2",
+            "Observation/a-vital/1"
+        ]
+    );
+    let (everything, _) = versions(&smart, &heart_rates, "/_history");
+    assert_eq!(
+        everything, found,
+        "the system's history: the granted type only"
+    );
+    assert_eq!(
+        smart
+            .call(&heart_rates, "GET", "/Patient/_history", None)
+            .status,
+        403
+    );
+    // Without conditions, the whole history, b's version included.
+    let unconditional = smart.call(&system, "GET", "/Observation/moved/_history", None);
+    assert_eq!(unconditional.json()["entry"].as_array().unwrap().len(), 3);
+}
