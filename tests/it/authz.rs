@@ -139,7 +139,18 @@ fn ids(reply: &Reply) -> Vec<String> {
 
 #[test]
 fn the_development_authorization_server_runs_the_smart_flows() {
-    let smart = Smart::start("authz", &[]);
+    // A client given in the configuration file.
+    let config = std::env::temp_dir().join(format!("fjord-authz-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[[clients]]\nclient_id = \"configured\"\nredirect_uris = [\"{REDIRECT}\"]\n\
+             auto_login = {{ patient = \"b\" }}\n"
+        ),
+    )
+    .unwrap();
+    let smart = Smart::start("authz", &["--config", config.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&config);
     load(&smart);
     let origin = smart.server.origin.clone();
     let flows = Flows {
@@ -350,6 +361,8 @@ fn the_development_authorization_server_runs_the_smart_flows() {
     // A test client configured to skip the login page.
     let code = flows.code("headless", "launch/patient patient/Observation.rs", None);
     assert_eq!(flows.exchange("headless", &code).json()["patient"], "a");
+    let code = flows.code("configured", "launch/patient patient/Observation.rs", None);
+    assert_eq!(flows.exchange("configured", &code).json()["patient"], "b");
 
     // Introspection, for an authenticated client only.
     let introspected = raw(
