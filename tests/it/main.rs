@@ -23,7 +23,7 @@ mod search;
 mod search_scopes;
 mod searching;
 mod smart;
-mod smart_history;
+mod smart_scopes;
 mod smart_tls;
 mod store;
 mod synthea;

@@ -21,7 +21,7 @@ use fjord_search::keys;
 use fjord_store::Work;
 use serde_json::Value;
 
-use crate::{Caller, Engine, EngineError};
+use crate::{Caller, Engine, EngineError, Permission};
 
 /// Referrers named in a 409, and resources a cascade deletes, at most.
 pub const MAX_REFERRERS: usize = 100;
@@ -219,13 +219,28 @@ impl Engine {
                 continue;
             }
             if !unit.cascade {
+                // Only what the caller may read is named: the ids of another patient's
+                // resources are not theirs to learn.
+                let mut named = Vec::new();
+                let mut unnamed = false;
+                for (t, i) in referrers.iter().take(MAX_REFERRERS) {
+                    let readable = caller.access.is_unrestricted()
+                        || self
+                            .authorize_current(caller, Permission::Read, t, i)
+                            .await
+                            .is_ok();
+                    if readable {
+                        named.push(format!("{t}/{i}"));
+                    } else {
+                        unnamed = true;
+                    }
+                }
+                if unnamed {
+                    named.push("resources this caller may not read".into());
+                }
                 return Err(EngineError::StillReferenced {
                     resource: format!("{resource_type}/{id}"),
-                    referrers: referrers
-                        .iter()
-                        .take(MAX_REFERRERS)
-                        .map(|(t, i)| format!("{t}/{i}"))
-                        .collect(),
+                    referrers: named,
                 });
             }
             for (referrer_type, referrer_id) in referrers {

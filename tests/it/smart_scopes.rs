@@ -1,6 +1,8 @@
-//! The history of a type or of the system under conditional scopes: the versions of the
-//! resources the scopes allow as they are now, each version judged by its own content, so a
-//! measurement that moved from another patient shows only from the move on; paging keeps to it.
+//! Conditional scopes beyond searches and reads:
+//! - the history of a type or of the system: the versions of the resources the scopes allow as
+//!   they are now, each version judged by its own content, so a measurement that moved from
+//!   another patient shows only from the move on; paging keeps to it;
+//! - refusals name only what the caller may read.
 
 use serde_json::Value;
 
@@ -108,4 +110,35 @@ fn conditional_scopes_see_the_history_of_what_they_allow() {
     // Without conditions, the whole history, b's version included.
     let unconditional = smart.call(&system, "GET", "/Observation/moved/_history", None);
     assert_eq!(unconditional.json()["entry"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_refused_delete_names_only_the_referrers_the_caller_may_read() {
+    let smart = Smart::start("smart-refusals", &[]);
+    load(&smart);
+    let system = smart.token("t1", "system/*.cruds", None);
+    // b's measurement derived from a's, and a's own summary of it.
+    for (id, patient) in [("b-derived", "b"), ("a-derived", "a")] {
+        let mut derived = observation(id, patient, VITAL, "8867-4");
+        derived["derivedFrom"] = serde_json::json!([{"reference": "Observation/a-vital"}]);
+        let reply = smart.call(
+            &system,
+            "PUT",
+            &format!("/Observation/{id}"),
+            Some(&derived),
+        );
+        assert!(matches!(reply.status, 200 | 201), "{}", reply.body);
+    }
+    let a = smart.token("t1", "patient/*.cruds", Some("a"));
+    let refused = smart.call(&a, "DELETE", "/Observation/a-vital", None);
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(
+        refused.body.contains("Observation/a-derived"),
+        "{}",
+        refused.body
+    );
+    assert!(!refused.body.contains("b-derived"), "{}", refused.body);
+    assert!(refused.body.contains("may not read"), "{}", refused.body);
+    let told = smart.call(&system, "DELETE", "/Observation/a-vital", None);
+    assert!(told.body.contains("Observation/b-derived"), "{}", told.body);
 }
