@@ -882,8 +882,9 @@ fn answering(
 #[test]
 fn opaque_tokens_are_introspected_and_the_answer_cached_briefly() {
     let (endpoint, asked) = answering(|request| {
-        let active =
-            request.contains("token=opaque-good") && request.contains("Authorization: Basic");
+        // Basic fjord:s3cret
+        let active = request.contains("token=opaque-good")
+            && request.contains("Authorization: Basic ZmpvcmQ6czNjcmV0");
         if active {
             json!({"active": true, "scope": "user/Observation.rs", "sub": "pega", "client_id": "pega", "iss": "https://idp.test"}).to_string()
         } else if request.contains("token=opaque-elsewhere") {
@@ -920,4 +921,27 @@ fn opaque_tokens_are_introspected_and_the_answer_cached_briefly() {
             .status,
         401
     );
+    // The secret is never shown again; the settings as shown, put back, keep it.
+    let settings_url = format!("{}/admin/tenants/t1/settings", smart.server.origin);
+    let admin = [("Authorization", format!("Bearer {}", smart.admin_token()))];
+    let admin: Vec<(&str, &str)> = admin.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let shown = send("GET", &settings_url, &admin, None);
+    assert!(!shown.body.contains("s3cret"), "{}", shown.body);
+    assert_eq!(
+        shown.json()["trustedIssuers"][0]["introspection"]["clientSecret"],
+        "********"
+    );
+    smart.set_t1_settings(&shown.json());
+    assert_eq!(
+        smart
+            .call("opaque-good-again", "GET", "/Observation/a-vital", None)
+            .status,
+        200,
+        "the stored secret still authenticates Fjord"
+    );
+    let mut elsewhere = shown.json();
+    elsewhere["trustedIssuers"][0]["introspection"]["endpoint"] =
+        json!("http://other.test/introspect");
+    let refused = send("PUT", &settings_url, &admin, Some(&elsewhere.to_string()));
+    assert_eq!(refused.status, 400, "{}", refused.body);
 }

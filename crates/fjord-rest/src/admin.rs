@@ -104,7 +104,56 @@ pub(crate) async fn show_settings(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = known_tenant(&req, &state, &id).await?;
-    Ok(HttpResponse::Ok().json(&tenant.settings))
+    Ok(HttpResponse::Ok().json(shown(&tenant.settings)))
+}
+
+/// What a settings document shows of a secret: it is kept, never shown again.
+const KEPT_SECRET: &str = "********";
+
+/// The settings as the API shows them: introspection secrets masked.
+fn shown(settings: &TenantSettings) -> TenantSettings {
+    let mut shown = settings.clone();
+    for issuer in &mut shown.trusted_issuers {
+        if let Some(introspection) = &mut issuer.introspection {
+            introspection.client_secret = KEPT_SECRET.into();
+        }
+    }
+    shown
+}
+
+/// New settings whose masked secrets keep the ones stored for the same issuer and endpoint.
+fn keep_secrets(mut new: TenantSettings, old: &TenantSettings) -> Result<TenantSettings, ApiError> {
+    for issuer in &mut new.trusted_issuers {
+        let Some(introspection) = &mut issuer.introspection else {
+            continue;
+        };
+        if introspection.client_secret != KEPT_SECRET {
+            continue;
+        }
+        let stored = old
+            .trusted_issuers
+            .iter()
+            .filter(|o| o.issuer == issuer.issuer)
+            .filter_map(|o| o.introspection.as_ref())
+            .find(|o| {
+                o.endpoint == introspection.endpoint && o.client_id == introspection.client_id
+            });
+        match stored {
+            Some(stored) => introspection.client_secret = stored.client_secret.clone(),
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "value",
+                    format!(
+                        "the introspection clientSecret of {} is '{KEPT_SECRET}' (keep the \
+                         stored one), and none is stored for that issuer, endpoint and client",
+                        issuer.issuer
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(new)
 }
 
 /// The tenant `id`, for a caller allowed to administer it.
@@ -128,13 +177,20 @@ pub(crate) async fn set_settings(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let format = admin_only(&req, &state).await?;
-    let settings = parse_settings(&body).map_err(|e| e.in_format(format))?;
+    let old = state
+        .engine
+        .tenant(&id)
+        .await
+        .map_err(|e| ApiError::from(e).in_format(format))?;
+    let settings = parse_settings(&body)
+        .and_then(|new| keep_secrets(new, &old.settings))
+        .map_err(|e| e.in_format(format))?;
     let tenant = state
         .engine
         .set_tenant_settings(&id, &settings)
         .await
         .map_err(|e| ApiError::from(e).in_format(format))?;
-    Ok(HttpResponse::Ok().json(&tenant.settings))
+    Ok(HttpResponse::Ok().json(shown(&tenant.settings)))
 }
 
 /// A settings object: only known keys, each of the right type.
