@@ -124,7 +124,8 @@ const CAPACITY: usize = 20_000;
 /// Events waiting to be written, shared by the engines of a process.
 #[derive(Debug, Default)]
 pub(crate) struct AuditBuffer {
-    pending: Mutex<Vec<(Tenant, Value)>>,
+    /// Events ready to be written, indexed already (by the requests, in parallel).
+    pending: Mutex<Vec<(Tenant, StoredEvent)>>,
     /// Wakes the flusher early.
     full: tokio::sync::Notify,
     /// Tells waiting requests that a flush emptied the buffer.
@@ -176,9 +177,19 @@ impl Engine {
                 Err(error) => tracing::warn!(%error, "an audited read's patients are unknown"),
             }
         }
-        let event = audit_event(caller, &audited);
+        let internal = Caller::internal(caller.tenant.clone());
+        let stored = match self
+            .stored_event(&internal, audit_event(caller, &audited))
+            .await
+        {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::error!(%error, "an AuditEvent could not be indexed");
+                return;
+            }
+        };
         let buffer = &self.shared.audit;
-        let mut event = Some((caller.tenant.clone(), event));
+        let mut event = Some((internal.tenant, stored));
         loop {
             let drained = buffer.drained.notified();
             {
@@ -235,19 +246,15 @@ impl Engine {
         // Room again: requests waiting for it go on while these are written.
         self.shared.audit.drained.notify_waiters();
         let mut written = 0;
-        let mut by_tenant: Vec<(Tenant, Vec<Value>)> = Vec::new();
+        let mut by_tenant: Vec<(Tenant, Vec<StoredEvent>)> = Vec::new();
         for (tenant, event) in pending {
             match by_tenant.iter_mut().find(|(t, _)| t.key == tenant.key) {
                 Some((_, events)) => events.push(event),
                 None => by_tenant.push((tenant, vec![event])),
             }
         }
-        for (tenant, events) in by_tenant {
+        for (tenant, stored) in by_tenant {
             let caller = Caller::internal(tenant);
-            let mut stored = Vec::with_capacity(events.len());
-            for event in events {
-                stored.push(self.stored_event(&caller, event).await?);
-            }
             let versions: Vec<NewVersion<'_>> =
                 stored.iter().map(StoredEvent::new_version).collect();
             let mut unit = self.begin(&caller).await?;
@@ -321,7 +328,8 @@ impl Engine {
 }
 
 /// An AuditEvent ready to be written.
-struct StoredEvent {
+#[derive(Debug)]
+pub(crate) struct StoredEvent {
     id: String,
     body: String,
     index: fjord_search::IndexTerms,

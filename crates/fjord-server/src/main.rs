@@ -7,6 +7,11 @@ mod settings;
 
 use std::sync::Arc;
 
+/// Many worker threads allocating and freeing request-sized buffers: mimalloc's per-thread
+/// heaps instead of glibc's arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fjord_authz::{Clients, DevAuthServer};
