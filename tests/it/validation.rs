@@ -267,6 +267,14 @@ fn an_installed_package_validates_and_changes_without_a_restart() {
 
     let server = fjord_tests::Server::start(&["--data-dir", dir_arg]);
     let base = server.base("default");
+    // The audit trail names the local account that installed it.
+    let installs = send(
+        "GET",
+        &format!("{base}/AuditEvent?agent-name=command%20line&_summary=count"),
+        &[],
+        None,
+    );
+    assert_eq!(installs.json()["total"], 53, "{}", installs.body);
     let profile = "http://hl7.no/fhir/StructureDefinition/no-basis-Patient";
     let middlename = format!("{base}/StructureDefinition/no-basis-middlename");
     let stored = send("GET", &middlename, &[], None);

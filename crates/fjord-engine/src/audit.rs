@@ -418,7 +418,13 @@ fn audit_event(caller: &Caller, audited: &Audited) -> Value {
             (None, None) => json!({ "display": "unnamed subject" }),
         },
         None if audited.unauthenticated => json!({ "display": "no valid access token" }),
-        None => json!({ "display": "anyone (authentication off)" }),
+        None => match &caller.operator {
+            Some(operator) => {
+                user.insert("name".into(), json!(format!("command line ({operator})")));
+                json!({ "display": format!("{operator}, at the fjord command line") })
+            }
+            None => json!({ "display": "anyone (authentication off)" }),
+        },
     };
     if let Some(principal) = principal.filter(|p| !p.roles.is_empty()) {
         let roles: Vec<Value> = principal

@@ -63,6 +63,8 @@ pub struct Caller {
     pub address: Option<String>,
     /// Fjord itself (the audit trail's writer): the only caller that writes AuditEvents.
     internal: bool,
+    /// The local account running a `fjord` command, for the audit trail.
+    operator: Option<String>,
 }
 
 impl Caller {
@@ -72,6 +74,15 @@ impl Caller {
             access,
             address: None,
             internal: false,
+            operator: None,
+        }
+    }
+
+    /// A `fjord` command run by the local account `operator`: everything, and audited as such.
+    pub fn operator(tenant: Tenant, operator: String) -> Caller {
+        Caller {
+            operator: Some(operator),
+            ..Caller::trusted(tenant)
         }
     }
 

@@ -284,7 +284,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await?;
             }
             let engine = Engine::new(database.store.clone(), ParseLimits::default());
-            let tenant = Caller::trusted(engine.tenant(&tenant).await?);
+            let tenant = Caller::operator(engine.tenant(&tenant).await?, local_account());
             let installed = engine.install_package(&tenant, resources).await?;
             for failure in &installed.failed {
                 eprintln!("not installed: {failure}");
@@ -326,6 +326,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Who runs this command, as the environment says (`sudo` keeps the invoking account).
+fn local_account() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "an unnamed local account".into())
 }
 
 /// How requests are authenticated, from the settings; warns when they are not.
