@@ -142,3 +142,31 @@ fn a_refused_delete_names_only_the_referrers_the_caller_may_read() {
     let told = smart.call(&system, "DELETE", "/Observation/a-vital", None);
     assert!(told.body.contains("Observation/b-derived"), "{}", told.body);
 }
+
+#[test]
+fn writes_under_a_granular_date_or_string_scope_are_decided_in_memory() {
+    let smart = Smart::start("smart-granular-writes", &[]);
+    load(&smart);
+    let recent = smart.token("t1", "user/Observation.cru?date=ge2020-01-01", None);
+    let measured = |id: &str, when: &str| {
+        let mut o = observation(id, "a", VITAL, "8867-4");
+        o["effectiveDateTime"] = Value::from(when);
+        o
+    };
+    let put = |token: &str, resource: &Value| {
+        let path = format!("/Observation/{}", resource["id"].as_str().unwrap());
+        smart.call(token, "PUT", &path, Some(resource)).status
+    };
+    assert_eq!(put(&recent, &measured("new", "2024-03-01T08:00:00Z")), 201);
+    assert_eq!(put(&recent, &measured("old", "2010-03-01T08:00:00Z")), 403);
+    // Moving a granted one out of the grant is refused too.
+    assert_eq!(put(&recent, &measured("new", "2010-03-01T08:00:00Z")), 403);
+    let named = smart.token("t1", "user/Patient.cru?family=nord", None);
+    let patient = |id: &str, family: &str| serde_json::json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]});
+    let put_patient = |resource: &Value| {
+        let path = format!("/Patient/{}", resource["id"].as_str().unwrap());
+        smart.call(&named, "PUT", &path, Some(resource)).status
+    };
+    assert_eq!(put_patient(&patient("n1", "Nordmann")), 201);
+    assert_eq!(put_patient(&patient("n2", "Hansen")), 403);
+}

@@ -16,6 +16,7 @@ mod terms;
 pub use custom::activates;
 pub use extract::{extract, normalize, values_of, IndexEntry, IndexValue};
 pub use fjord_definitions::SearchParamType;
+pub use matcher::{admits, date_bounds, number_bounds};
 pub use query::{
     ConceptSet, Concepts, Filter, Include, Prefix, QueryError, Scope, SearchQuery, SortBy, SortKey,
     StringMatch, Summary, TextField, Total, UnitMatch, ValueTest, DEFAULT_COUNT, MAX_CHAIN_DEPTH,

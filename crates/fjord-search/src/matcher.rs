@@ -1,8 +1,11 @@
 //! Filters decided in memory from a resource's index terms, without the database: what an
 //! access rule asks of a version about to be written (a SMART scope's compartment and
-//! parameters) before it is stored.
+//! parameters) before it is stored. Keys, ids, dates of parameters and strings are decided here
+//! as the store's SQL decides them (`fjord-store`, `search/sql.rs`).
 
-use crate::query::Filter;
+use rust_decimal::Decimal;
+
+use crate::query::{Filter, Prefix, StringMatch};
 use crate::terms::IndexTerms;
 
 impl Filter {
@@ -24,8 +27,39 @@ impl Filter {
             Filter::Not(inner) => inner.holds_on(resource_type, id, terms).map(|b| !b),
             Filter::Any(parts) => decide(parts, true, resource_type, id, terms),
             Filter::All(parts) => decide(parts, false, resource_type, id, terms),
-            Filter::Date { .. }
-            | Filter::String { .. }
+            Filter::Date {
+                param_key: Some(param_key),
+                prefix,
+                low,
+                high,
+            } => {
+                let (low, high) = date_bounds(*prefix, *low, *high);
+                Some(
+                    terms
+                        .dates
+                        .iter()
+                        .filter(|d| d.param_key == *param_key)
+                        .any(|d| admits(*prefix, d.low, d.high, low, high)),
+                )
+            }
+            Filter::String {
+                param_key,
+                matching,
+            } => Some(
+                terms
+                    .strings
+                    .iter()
+                    .filter(|s| s.param_key == *param_key)
+                    .any(|s| match matching {
+                        StringMatch::Prefix(text) => s.normalized.starts_with(text.as_str()),
+                        StringMatch::Exact(text) => s.exact == *text,
+                        StringMatch::Contains(text) => s.normalized.contains(text.as_str()),
+                    }),
+            ),
+            // `_lastUpdated` is not among the terms: the version's own column.
+            Filter::Date {
+                param_key: None, ..
+            }
             | Filter::Value { .. }
             | Filter::Chain { .. }
             | Filter::Has { .. }
@@ -33,6 +67,47 @@ impl Filter {
             | Filter::Concepts { .. } => None,
         }
     }
+}
+
+/// Whether a stored range `[tl, th]` compares to the searched range `[sl, sh]` under `prefix`,
+/// both ends inclusive: the table the store's SQL uses.
+pub fn admits<T: PartialOrd>(prefix: Prefix, tl: T, th: T, sl: T, sh: T) -> bool {
+    let within = tl >= sl && th <= sh;
+    match prefix {
+        Prefix::Eq => within,
+        Prefix::Ne => !within,
+        Prefix::Gt => th > sh,
+        Prefix::Lt => tl < sl,
+        Prefix::Ge => th > sh || within,
+        Prefix::Le => tl < sl || within,
+        Prefix::Sa => tl > sh,
+        Prefix::Eb => th < sl,
+        Prefix::Ap => tl <= sh && th >= sl,
+    }
+}
+
+/// The searched range of a date: `ap` widens the value's span by a tenth of its distance from
+/// now (UTC milliseconds).
+pub fn date_bounds(prefix: Prefix, low: i64, high: i64) -> (i64, i64) {
+    if prefix != Prefix::Ap {
+        return (low, high);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let middle = low / 2 + high / 2;
+    let margin = (now - middle).abs() / 10;
+    (low.saturating_sub(margin), high.saturating_add(margin))
+}
+
+/// The searched range of a number: `ap` widens it by a tenth of the value.
+pub fn number_bounds(prefix: Prefix, low: Decimal, high: Decimal) -> (Decimal, Decimal) {
+    if prefix != Prefix::Ap {
+        return (low, high);
+    }
+    let margin = ((low + high) / Decimal::TWO).abs() / Decimal::TEN;
+    (low - margin, high + margin)
 }
 
 /// `Any` (`decisive` true) or `All` (false) of `parts`: one part with the decisive answer
@@ -88,6 +163,65 @@ mod tests {
             Some(false)
         );
         assert_eq!(holds(Filter::Id("o1".into())), Some(true));
+    }
+
+    /// The filters of `query` on a Patient, decided on its extracted terms.
+    fn holds(patient: &serde_json::Value, query: &[(&str, &str)]) -> Option<bool> {
+        let registry = crate::Registry::r4().unwrap();
+        let entries = crate::extract(&registry, patient).unwrap();
+        let terms = crate::index_terms("Patient", &entries);
+        let params: Vec<(String, String)> = query
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let parsed = registry
+            .parse_query(crate::Scope::Type("Patient"), &params, true)
+            .unwrap();
+        Filter::All(parsed.filters).holds_on("Patient", "p1", &terms)
+    }
+
+    #[test]
+    fn dates_and_strings_are_decided_as_the_database_would() {
+        let patient = serde_json::json!({
+            "resourceType": "Patient", "id": "p1", "birthDate": "1984-06-15",
+            "name": [{"family": "Nordmann", "given": ["Kåre"]}],
+        });
+        for (query, expected) in [
+            (vec![("birthdate", "1984")], true),
+            (vec![("birthdate", "1984-06-15")], true),
+            (vec![("birthdate", "1984-06-16")], false),
+            (vec![("birthdate", "ge1980")], true),
+            (vec![("birthdate", "lt1980")], false),
+            (vec![("birthdate", "ne1984-06-15")], false),
+            (vec![("birthdate", "sa1983-12-31")], true),
+            (vec![("birthdate", "eb1983-12-31")], false),
+            (vec![("family", "nord")], true),
+            (vec![("family", "NORDM")], true),
+            (vec![("family", "mann")], false),
+            (vec![("family:contains", "rdma")], true),
+            (vec![("family:exact", "Nordmann")], true),
+            (vec![("family:exact", "nordmann")], false),
+            (vec![("given", "kare")], true),
+            (vec![("name", "kå")], true),
+            (vec![("family", "nord"), ("birthdate", "lt1980")], false),
+        ] {
+            assert_eq!(holds(&patient, &query), Some(expected), "{query:?}");
+        }
+        // `_lastUpdated` is no term: unknown, so a caller refuses.
+        assert_eq!(holds(&patient, &[("_lastUpdated", "gt2020")]), None);
+    }
+
+    #[test]
+    fn prefixes_compare_ranges_both_ends_inclusive() {
+        // A stored day [10, 19] against searched [10, 19], [20, 29] and [0, 9].
+        assert!(admits(Prefix::Eq, 10, 19, 10, 19));
+        assert!(admits(Prefix::Ge, 10, 19, 10, 19));
+        assert!(admits(Prefix::Le, 10, 19, 10, 19));
+        assert!(!admits(Prefix::Gt, 10, 19, 10, 19));
+        assert!(admits(Prefix::Eb, 10, 19, 20, 29));
+        assert!(admits(Prefix::Sa, 10, 19, 0, 9));
+        assert!(admits(Prefix::Ap, 10, 19, 15, 25));
+        assert!(admits(Prefix::Ne, 10, 19, 20, 29));
     }
 
     #[test]

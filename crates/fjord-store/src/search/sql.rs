@@ -2,8 +2,8 @@
 //! Chains and reverse chains are subqueries over `resource_current` under aliases of their own.
 
 use fjord_search::{
-    Filter, Prefix, SearchQuery, SortBy, StringMatch, UnitMatch, ValueTest, SORT_LARGEST,
-    SORT_SMALLEST,
+    date_bounds, number_bounds, Filter, Prefix, SearchQuery, SortBy, StringMatch, UnitMatch,
+    ValueTest, SORT_LARGEST, SORT_SMALLEST,
 };
 use rust_decimal::Decimal;
 use sqlx::postgres::PgArguments;
@@ -524,6 +524,7 @@ fn sort_type(by: &SortBy) -> &'static str {
 
 /// The comparison of a stored range [tl, th] with the search range [sl, sh], as R4 defines
 /// each prefix. `ap` arrives with its range already widened and means overlap.
+/// The SQL of `fjord_search::admits`: keep the two in step.
 fn range(prefix: Prefix, tl: &str, th: &str, sl: &str, sh: &str) -> String {
     let within = format!("({tl} >= {sl} AND {th} <= {sh})");
     match prefix {
@@ -537,26 +538,6 @@ fn range(prefix: Prefix, tl: &str, th: &str, sl: &str, sh: &str) -> String {
         Prefix::Eb => format!("{th} < {sl}"),
         Prefix::Ap => format!("({tl} <= {sh} AND {th} >= {sl})"),
     }
-}
-
-/// `ap` on a date: the value's span widened by a tenth of its distance from now.
-fn date_bounds(prefix: Prefix, low: i64, high: i64) -> (i64, i64) {
-    if prefix != Prefix::Ap {
-        return (low, high);
-    }
-    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-    let middle = low / 2 + high / 2;
-    let margin = (now - middle).abs() / 10;
-    (low.saturating_sub(margin), high.saturating_add(margin))
-}
-
-/// `ap` on a number: the value's range widened by a tenth of the value.
-fn number_bounds(prefix: Prefix, low: Decimal, high: Decimal) -> (Decimal, Decimal) {
-    if prefix != Prefix::Ap {
-        return (low, high);
-    }
-    let margin = ((low + high) / Decimal::TWO).abs() / Decimal::TEN;
-    (low - margin, high + margin)
 }
 
 /// Escapes LIKE's wildcards (the default escape is a backslash).
