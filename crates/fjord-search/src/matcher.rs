@@ -1,11 +1,12 @@
 //! Filters decided in memory from a resource's index terms, without the database: what an
 //! access rule asks of a version about to be written (a SMART scope's compartment and
-//! parameters) before it is stored. Keys, ids, dates of parameters and strings are decided here
-//! as the store's SQL decides them (`fjord-store`, `search/sql.rs`).
+//! parameters) before it is stored. Keys, ids, dates, strings and kept values (numbers,
+//! quantities, composites) are decided here as the store's SQL decides them (`fjord-store`,
+//! `search/sql.rs`); `_lastUpdated`, chains, `_has` and text are not.
 
 use rust_decimal::Decimal;
 
-use crate::query::{Filter, Prefix, StringMatch};
+use crate::query::{Filter, Prefix, StringMatch, UnitMatch, ValueTest};
 use crate::terms::IndexTerms;
 
 impl Filter {
@@ -56,15 +57,84 @@ impl Filter {
                         StringMatch::Contains(text) => s.normalized.contains(text.as_str()),
                     }),
             ),
+            Filter::Value { param, test } => {
+                let values: serde_json::Map<String, serde_json::Value> =
+                    match terms.values.as_deref() {
+                        None => return Some(false),
+                        Some(text) => serde_json::from_str(text).ok()?,
+                    };
+                let kept = values.get(param).and_then(|v| v.as_array());
+                Some(kept.is_some_and(|kept| kept.iter().any(|e| value_passes(test, e))))
+            }
             // `_lastUpdated` is not among the terms: the version's own column.
             Filter::Date {
                 param_key: None, ..
             }
-            | Filter::Value { .. }
             | Filter::Chain { .. }
             | Filter::Has { .. }
             | Filter::Text { .. }
             | Filter::Concepts { .. } => None,
+        }
+    }
+}
+
+/// Whether a kept value (a number's, quantity's or composite's object, as the store keeps it in
+/// `vals`) passes `test`; a missing field fails, as SQL's NULL does.
+fn value_passes(test: &ValueTest, kept: &serde_json::Value) -> bool {
+    let decimal = |field: &str| -> Option<Decimal> {
+        match kept.get(field)? {
+            serde_json::Value::String(text) => text.parse().ok(),
+            serde_json::Value::Number(number) => number.to_string().parse().ok(),
+            _ => None,
+        }
+    };
+    let text = |field: &str| kept.get(field).and_then(serde_json::Value::as_str);
+    match test {
+        ValueTest::Number { prefix, low, high } => {
+            let (sl, sh) = number_bounds(*prefix, *low, *high);
+            match (decimal("lo"), decimal("hi")) {
+                (Some(tl), Some(th)) => admits(*prefix, tl, th, sl, sh),
+                _ => false,
+            }
+        }
+        ValueTest::Quantity {
+            prefix,
+            low,
+            high,
+            unit,
+        } => {
+            let (sl, sh) = number_bounds(*prefix, *low, *high);
+            let stored = match unit {
+                UnitMatch::Any => decimal("v"),
+                UnitMatch::Canonical(canonical) => {
+                    decimal("cv").filter(|_| text("cc") == Some(canonical.as_str()))
+                }
+                UnitMatch::Code {
+                    system: Some(system),
+                    code,
+                } => decimal("v").filter(|_| {
+                    text("s") == Some(system.as_str()) && text("c") == Some(code.as_str())
+                }),
+                UnitMatch::Code { system: None, code } => decimal("v").filter(|_| {
+                    text("c") == Some(code.as_str()) || text("u") == Some(code.as_str())
+                }),
+            };
+            stored.is_some_and(|v| admits(*prefix, v, v, sl, sh))
+        }
+        ValueTest::Date { prefix, low, high } => {
+            let (sl, sh) = date_bounds(*prefix, *low, *high);
+            let bound = |field: &str| kept.get(field).and_then(serde_json::Value::as_i64);
+            match (bound("lo"), bound("hi")) {
+                (Some(tl), Some(th)) => admits(*prefix, tl, th, sl, sh),
+                _ => false,
+            }
+        }
+        ValueTest::Composite { key, last } => {
+            let has_key = kept
+                .get("k")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|keys| keys.iter().any(|k| k.as_i64() == Some(*key)));
+            has_key && value_passes(last, kept)
         }
     }
 }
@@ -165,19 +235,66 @@ mod tests {
         assert_eq!(holds(Filter::Id("o1".into())), Some(true));
     }
 
-    /// The filters of `query` on a Patient, decided on its extracted terms.
-    fn holds(patient: &serde_json::Value, query: &[(&str, &str)]) -> Option<bool> {
+    /// The filters of `query` on a resource, decided on its extracted terms.
+    fn holds(resource: &serde_json::Value, query: &[(&str, &str)]) -> Option<bool> {
+        let resource_type = resource["resourceType"].as_str().unwrap();
         let registry = crate::Registry::r4().unwrap();
-        let entries = crate::extract(&registry, patient).unwrap();
-        let terms = crate::index_terms("Patient", &entries);
+        let entries = crate::extract(&registry, resource).unwrap();
+        let terms = crate::index_terms(resource_type, &entries);
         let params: Vec<(String, String)> = query
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
         let parsed = registry
-            .parse_query(crate::Scope::Type("Patient"), &params, true)
+            .parse_query(crate::Scope::Type(resource_type), &params, true)
             .unwrap();
-        Filter::All(parsed.filters).holds_on("Patient", "p1", &terms)
+        Filter::All(parsed.filters).holds_on(resource_type, "p1", &terms)
+    }
+
+    #[test]
+    fn numbers_quantities_and_composites_are_decided_as_the_database_would() {
+        let blood_pressure = serde_json::json!({
+            "resourceType": "Observation", "id": "p1", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "effectiveDateTime": "2026-11-20T08:00:00Z",
+            "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+            "component": [
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                 "valueQuantity": {"value": 150, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}},
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                 "valueQuantity": {"value": 95, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}},
+            ],
+        });
+        for (query, expected) in [
+            (vec![("value-quantity", "72")], true),
+            (vec![("value-quantity", "gt70")], true),
+            (vec![("value-quantity", "lt70")], false),
+            (
+                vec![("value-quantity", "72|http://unitsofmeasure.org|/min")],
+                true,
+            ),
+            (vec![("value-quantity", "72||mm[Hg]")], false),
+            (vec![("component-value-quantity", "gt140")], true),
+            (vec![("component-value-quantity", "gt160")], false),
+            (
+                vec![(
+                    "component-code-value-quantity",
+                    "http://loinc.org|8480-6$gt140",
+                )],
+                true,
+            ),
+            (
+                vec![(
+                    "component-code-value-quantity",
+                    "http://loinc.org|8462-4$gt140",
+                )],
+                false,
+            ),
+            (vec![("date", "ge2026-11-01")], true),
+            (vec![("date", "lt2026-11-01")], false),
+        ] {
+            assert_eq!(holds(&blood_pressure, &query), Some(expected), "{query:?}");
+        }
     }
 
     #[test]
