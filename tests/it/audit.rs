@@ -114,8 +114,14 @@ fn every_interaction_leaves_an_audit_event() {
     );
     let reader = smart.token("t1", "user/Observation.rs", None);
     assert_eq!(smart.call(&reader, "GET", "/Patient/b", None).status, 403);
+    let system = smart.token("t1", "system/*.rs", None);
+    assert_eq!(smart.call(&system, "GET", "/Patient/a", None).status, 200);
     wait_for_flush();
     let reads = events(&smart, "action=R");
+    // A Patient read names the patient, with the Norwegian profile's extension.
+    assert!(reads.iter().any(|e| subtype(e) == "read"
+        && entities(e).contains(&"Patient/a/_history/1")
+        && e["extension"][0]["valueReference"]["reference"] == "Patient/a"));
     assert!(reads.iter().any(|e| subtype(e) == "read"
         && entities(e).contains(&"Observation/a-vital/_history/1")
         && entities(e).contains(&"Patient/a")));

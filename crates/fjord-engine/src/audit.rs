@@ -164,6 +164,14 @@ impl Engine {
                         let Some(body) = version.body.as_deref() else {
                             continue;
                         };
+                        // A Patient is its own patient; a Practitioner is nobody's: no parse.
+                        if version.resource_type == "Patient" {
+                            audited.patients.insert(format!("Patient/{}", version.id));
+                            continue;
+                        }
+                        if compartment_parameters(&version.resource_type).is_empty() {
+                            continue;
+                        }
                         if let Ok(value) = serde_json::from_str::<Value>(body) {
                             audited.patients.extend(patients_in(
                                 &registry,
@@ -388,10 +396,7 @@ pub(crate) fn patients_in(
     if resource_type == "Patient" {
         return vec![format!("Patient/{id}")];
     }
-    let parameters = fjord_definitions::compartment("Patient")
-        .and_then(|c| c.parameters_of(resource_type))
-        .unwrap_or_default();
-    parameters
+    compartment_parameters(resource_type)
         .iter()
         .flat_map(|code| fjord_search::values_of(registry, value, code).unwrap_or_default())
         .filter_map(|value| match value {
@@ -403,6 +408,14 @@ pub(crate) fn patients_in(
             _ => None,
         })
         .collect()
+}
+
+/// The parameters by which a resource of `resource_type` is in a patient's compartment (R4's
+/// Patient CompartmentDefinition); none for types outside it.
+fn compartment_parameters(resource_type: &str) -> &'static [&'static str] {
+    fjord_definitions::compartment("Patient")
+        .and_then(|c| c.parameters_of(resource_type))
+        .unwrap_or_default()
 }
 
 /// The AuditEvent of an interaction by `caller`, its elements in the specification's order.
