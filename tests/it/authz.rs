@@ -1,7 +1,7 @@
 //! The development authorization server over HTTP: standalone launch through the login page's
 //! patient picker, EHR launch, refresh, revocation, introspection, backend services with a
 //! signed assertion, clients registered with `fjord client add` while the server runs, and CORS
-//! for browser apps. `e2e.rs` drives the same flows with real SMART clients.
+//! for browser apps (open with authentication, this machine's pages only without). `e2e.rs` drives the same flows with real SMART clients.
 
 use fjord_smart::DevIssuer;
 use fjord_tests::{reply_of, send, Reply, Server};
@@ -507,4 +507,19 @@ fn without_the_development_issuer_there_is_no_authorization_server() {
         discovery.get("authorization_endpoint").is_none(),
         "{discovery}"
     );
+    // Without authentication, only pages of this machine may read the server from a browser.
+    let preflight = |origin: &str| {
+        raw(
+            "OPTIONS",
+            &format!("{}/Patient", server.base("t1")),
+            &[],
+            &[("Origin", origin), ("Access-Control-Request-Method", "GET")],
+        )
+    };
+    assert_eq!(
+        preflight("http://localhost:3000").header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
+    let foreign = preflight("http://evil.example");
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
 }

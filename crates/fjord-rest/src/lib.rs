@@ -55,9 +55,10 @@ pub fn bind(
             engine: Arc::new(state.engine.for_runtime()),
             config: state.config.clone(),
         };
+        let mode = state.config.auth.mode;
         actix_web::App::new()
             .wrap_fn(request_span)
-            .wrap(cors())
+            .wrap(cors(mode))
             .configure(move |cfg| configure(cfg, state))
     })
     .shutdown_timeout(30)
@@ -66,13 +67,19 @@ pub fn bind(
     Ok((server.run(), addrs))
 }
 
-/// Browser apps read from any origin: tokens travel in the `Authorization` header, never in
-/// cookies, so an open CORS policy hands a foreign page nothing it did not already hold.
-fn cors() -> actix_cors::Cors {
-    actix_cors::Cors::default()
-        .allow_any_origin()
-        .send_wildcard()
-        .allow_any_method()
+/// Browser apps read from any origin while every request needs a token: tokens travel in the
+/// `Authorization` header, never in cookies, so an open policy hands a foreign page nothing it
+/// did not already hold. Without authentication any page the developer visits could read the
+/// server, so only pages served from this machine (`localhost`, loopback addresses) may.
+fn cors(mode: AuthMode) -> actix_cors::Cors {
+    let cors = match mode {
+        AuthMode::Required => actix_cors::Cors::default()
+            .allow_any_origin()
+            .send_wildcard(),
+        AuthMode::Off => actix_cors::Cors::default()
+            .allowed_origin_fn(|origin, _| origin.to_str().is_ok_and(is_local_origin)),
+    };
+    cors.allow_any_method()
         .allow_any_header()
         .expose_headers([
             "Location",
@@ -82,6 +89,25 @@ fn cors() -> actix_cors::Cors {
             "WWW-Authenticate",
         ])
         .max_age(3600)
+}
+
+/// `http(s)://localhost[:port]` or a loopback address.
+fn is_local_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = match rest.strip_prefix('[') {
+        // [::1]:port
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => rest.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The root span of a request: an id and the method. Paths are left out on purpose: a client may
@@ -138,4 +164,31 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .default_service(fallback()),
         )
         .default_service(web::to(router::dispatch));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local_origin;
+
+    #[test]
+    fn only_this_machine_is_a_local_origin() {
+        for local in [
+            "http://localhost:3000",
+            "http://localhost",
+            "http://127.0.0.1:8080",
+            "https://127.0.0.2",
+            "http://[::1]:5173",
+        ] {
+            assert!(is_local_origin(local), "{local}");
+        }
+        for foreign in [
+            "http://evil.example",
+            "http://localhost.evil.example",
+            "http://10.0.0.1:3000",
+            "null",
+            "file://",
+        ] {
+            assert!(!is_local_origin(foreign), "{foreign}");
+        }
+    }
 }
