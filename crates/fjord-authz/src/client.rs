@@ -5,10 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use base64::Engine as _;
 use fjord_smart::JwkSet;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// A client of the development authorization server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,7 +74,7 @@ pub fn new_secret() -> String {
 
 /// What a client's secret is kept as.
 pub fn secret_hash(secret: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+    crate::digest(secret)
 }
 
 /// The clients the server knows.

@@ -118,10 +118,7 @@ impl AuthConfig {
                         )))
                     }
                 };
-                let url = {
-                    let info = req.connection_info();
-                    format!("{}://{}{}", info.scheme(), info.host(), req.path())
-                };
+                let url = format!("{}{}", crate::resources::origin(req), req.path());
                 let request = ProofRequest {
                     method: req.method().as_str(),
                     url: &url,
@@ -146,10 +143,7 @@ impl AuthConfig {
                 "no issuer of administration tokens is configured".into(),
             )));
         };
-        let audience = {
-            let info = req.connection_info();
-            format!("{}://{}/admin", info.scheme(), info.host())
-        };
+        let audience = format!("{}/admin", crate::resources::origin(req));
         let verified = self
             .verifier
             .verify(token, &[dev], &audience)

@@ -42,7 +42,7 @@ pub(crate) fn authorization_server(
         return Some(configured.clone());
     }
     state.config.auth.dev_server()?;
-    let origin = origin(req);
+    let origin = crate::resources::origin(req);
     let at = |endpoint: &str| Some(format!("{origin}/auth/{}/{endpoint}", tenant.id));
     Some(AuthorizationServer {
         issuer: Some(fjord_smart::DEV_ISSUER.into()),
@@ -68,11 +68,6 @@ pub(crate) fn authorization_server(
         .map(String::from)
         .to_vec(),
     })
-}
-
-fn origin(req: &HttpRequest) -> String {
-    let info = req.connection_info();
-    format!("{}://{}", info.scheme(), info.host())
 }
 
 async fn jwks(state: Data<AppState>) -> HttpResponse {
@@ -275,7 +270,7 @@ async fn oauth(
     let pairs = form_pairs(body);
     let basic = basic_credentials(req);
     let base_url = crate::resources::base_url(req, &tenant.id);
-    let url = format!("{}{}", origin(req), req.path());
+    let url = format!("{}{}", crate::resources::origin(req), req.path());
     let at = Endpoint {
         tenant: &tenant.id,
         base_url: &base_url,

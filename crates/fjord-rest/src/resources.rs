@@ -93,8 +93,13 @@ impl Ctx {
 
 /// `scheme://host/fhir/{tenant}` as the request names it.
 pub(crate) fn base_url(req: &HttpRequest, tenant: &str) -> String {
+    format!("{}/fhir/{tenant}", origin(req))
+}
+
+/// `scheme://host` of the request, as the client named it.
+pub(crate) fn origin(req: &HttpRequest) -> String {
     let info = req.connection_info();
-    format!("{}://{}/fhir/{tenant}", info.scheme(), info.host())
+    format!("{}://{}", info.scheme(), info.host())
 }
 
 pub(crate) async fn read_body(

@@ -138,7 +138,7 @@ pub fn launch(
     match app {
         None => println!("{launch}"),
         Some(app) => {
-            let iss = format!("http://{}/fhir/{tenant}", settings.listen);
+            let iss = format!("{}/fhir/{tenant}", settings.origin());
             let mut query = form_urlencoded::Serializer::new(String::new());
             query
                 .append_pair("iss", &iss)

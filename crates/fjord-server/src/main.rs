@@ -224,7 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(&connection, None)?;
             let issuer = DevIssuer::load_or_create(&settings.dev_issuer_key())
                 .context("reading the development issuer's key")?;
-            let base = format!("http://{}", settings.listen);
+            let base = settings.origin();
             let (audience, scope) = if admin {
                 let scope = format!("{} {scope}", fjord_rest::ADMIN_SCOPE);
                 (audience.unwrap_or(format!("{base}/admin")), scope)

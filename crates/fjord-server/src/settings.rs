@@ -141,6 +141,12 @@ impl Settings {
         self.data_dir.join("auth").join("dev-issuer.pem")
     }
 
+    /// The origin the server answers on at the configured listen address, as commands that
+    /// print tokens and launch URLs name it.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
     /// Where `fjord client add` keeps the clients it registers.
     pub fn clients_file(&self) -> PathBuf {
         self.data_dir.join("auth").join("clients.json")

@@ -186,12 +186,20 @@ impl Store {
             .fetch_all(connection.connection())
             .await;
         let rows = connection.settle(rows)?;
-        let more = rows.len() as i64 > limit;
-        let rows = &rows[..rows.len().min(limit as usize)];
-        let next_cursor = more
+        Ok(history_page(&rows, limit))
+    }
+}
+
+/// A page of history from rows in `seq` order, one more than `limit` asked for to tell whether
+/// another page follows.
+pub(crate) fn history_page(rows: &[PgRow], limit: i64) -> HistoryPage {
+    let more = rows.len() as i64 > limit;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    HistoryPage {
+        next_cursor: more
             .then(|| rows.last().map(|r| r.get::<i64, _>("position")))
-            .flatten();
-        let versions = rows
+            .flatten(),
+        versions: rows
             .iter()
             .map(|row| {
                 version_from_row(
@@ -200,11 +208,7 @@ impl Store {
                     &row.get::<String, _>("id"),
                 )
             })
-            .collect();
-        Ok(HistoryPage {
-            versions,
-            next_cursor,
-        })
+            .collect(),
     }
 }
 
@@ -301,7 +305,7 @@ const SYSTEM_HISTORY_EXCEPT: &str =
      AND ($5::timestamptz IS NULL OR last_updated >= $5) \
      ORDER BY seq DESC LIMIT $6";
 
-pub(crate) fn version_from_row(row: &PgRow, resource_type: &str, id: &str) -> StoredVersion {
+fn version_from_row(row: &PgRow, resource_type: &str, id: &str) -> StoredVersion {
     StoredVersion {
         resource_type: resource_type.to_owned(),
         id: id.to_owned(),

@@ -91,23 +91,7 @@ impl Store {
         }
         .await;
         let rows = connection.settle(rows)?;
-        let more = rows.len() as i64 > limit;
-        let rows = &rows[..rows.len().min(limit as usize)];
-        Ok(HistoryPage {
-            next_cursor: more
-                .then(|| rows.last().map(|r| r.get::<i64, _>("position")))
-                .flatten(),
-            versions: rows
-                .iter()
-                .map(|row| {
-                    crate::resources::version_from_row(
-                        row,
-                        &row.get::<String, _>("type"),
-                        &row.get::<String, _>("id"),
-                    )
-                })
-                .collect(),
-        })
+        Ok(crate::resources::history_page(&rows, limit))
     }
 }
 
