@@ -62,11 +62,7 @@ fn main() -> anyhow::Result<()> {
     let data_dir = PathBuf::from(format!("/tmp/fjord-bundle-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut server = start_fjord(&args.fjord, &data_dir)?;
-    let addr: SocketAddr = server
-        .origin
-        .trim_start_matches("http://")
-        .parse()
-        .context("fjord's listen address")?;
+    let addr = server.addr()?;
     let duration = Duration::from_secs(args.seconds);
     put_all(addr, "/fhir/default", &REFERENCED)?;
 

@@ -93,6 +93,42 @@ fn parse_head(buffer: &[u8]) -> io::Result<Option<Head>> {
     Ok(Some((head, (response.code.unwrap_or(0), length, location))))
 }
 
+/// A connection for requests one after another outside a load loop (setup, probes), on a
+/// runtime of its own.
+pub struct Blocking {
+    runtime: tokio::runtime::Runtime,
+    connection: Connection,
+}
+
+impl Connection {
+    pub fn blocking(addr: SocketAddr) -> io::Result<Blocking> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let connection = runtime.block_on(Connection::open(addr))?;
+        Ok(Blocking {
+            runtime,
+            connection,
+        })
+    }
+}
+
+impl Blocking {
+    /// Sends a request; an error unless the status is one of `accept`.
+    pub fn send(&mut self, request: &str, accept: &[u16]) -> anyhow::Result<Reply> {
+        let reply = self
+            .runtime
+            .block_on(self.connection.exchange(request.as_bytes()))?;
+        anyhow::ensure!(
+            accept.contains(&reply.status),
+            "answered {}: {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        );
+        Ok(reply)
+    }
+}
+
 /// Successes per second, failures and the latency of every success of a closed-loop run.
 pub struct Outcome {
     pub per_second: f64,

@@ -18,6 +18,14 @@ pub struct Fjord {
 }
 
 impl Fjord {
+    /// The address it listens on.
+    pub fn addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        self.origin
+            .trim_start_matches("http://")
+            .parse()
+            .context("fjord's listen address")
+    }
+
     /// Sends SIGTERM and waits for the server to exit.
     pub fn stop(&mut self) -> anyhow::Result<()> {
         if self.child.try_wait()?.is_none() {

@@ -36,8 +36,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "fjord-subscriptions",
+        &[
+            "fjord-engine",
+            "fjord-fhirpath",
+            "fjord-model",
+            "fjord-search",
+            "fjord-store",
+        ],
+    ),
+    (
         "fjord-rest",
-        &["fjord-authz", "fjord-engine", "fjord-model", "fjord-smart"],
+        &[
+            "fjord-authz",
+            "fjord-engine",
+            "fjord-model",
+            "fjord-smart",
+            "fjord-subscriptions",
+        ],
     ),
     (
         "fjord-server",
@@ -48,6 +64,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "fjord-rest",
             "fjord-smart",
             "fjord-store",
+            "fjord-subscriptions",
             "fjord-text",
         ],
     ),

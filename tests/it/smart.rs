@@ -836,7 +836,7 @@ fn a_dpop_bound_token_needs_a_fresh_proof_of_each_request() {
 fn answering(
     respond: impl Fn(&str) -> String + Send + 'static,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -844,31 +844,12 @@ fn answering(
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut request = Vec::new();
-            let mut buffer = [0u8; 4096];
-            // Headers, then as much body as Content-Length says.
-            while let Ok(n) = stream.read(&mut buffer) {
-                request.extend_from_slice(&buffer[..n]);
-                let text = String::from_utf8_lossy(&request);
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let length = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= length {
-                        break;
-                    }
-                }
-                if n == 0 {
-                    break;
-                }
-            }
+            let Some((head, body)) = crate::receiver::read_request(&mut stream) else {
+                continue;
+            };
+            let request = format!("{head}\r\n\r\n{body}");
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let body = respond(&String::from_utf8_lossy(&request));
+            let body = respond(&request);
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -110,7 +110,7 @@ fn entries(bundle: &Value) -> &[Value] {
 }
 
 /// POSTs a bundle; the response's entries.
-fn post_bundle(base: &str, bundle: &Value) -> Vec<Value> {
+pub(crate) fn post_bundle(base: &str, bundle: &Value) -> Vec<Value> {
     let reply = send(
         "POST",
         base,

@@ -186,7 +186,13 @@ impl Engine {
         };
         let changed = unit.definitions_changed;
         let result = match result {
-            Ok(value) => unit.work.commit().await.map(|()| value).map_err(Into::into),
+            Ok(value) => {
+                let committed = unit.work.commit().await;
+                if committed.is_ok() {
+                    self.shared.written.notify_one();
+                }
+                committed.map(|()| value).map_err(Into::into)
+            }
             Err(error) => {
                 // The error is what the client needs; a failed rollback closes the connection.
                 let _ = unit.work.rollback().await;

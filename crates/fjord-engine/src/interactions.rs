@@ -8,6 +8,8 @@ use uuid::Uuid;
 
 use crate::integrity::Unit;
 use crate::registries::SEARCH_PARAMETER;
+
+const SUBSCRIPTION: &str = "Subscription";
 use crate::{Caller, Engine, EngineError, Permission, ValidationIssue};
 
 /// Writers that lose a race retry this often before answering 409.
@@ -296,6 +298,11 @@ impl Engine {
             Some(value) => unit.wrote(prepared.resource_type, &prepared.id, value),
             None => unit.deleted(prepared.resource_type, &prepared.id),
         }
+        // A Subscription acts for whoever last wrote it; Fjord's own status changes keep that.
+        if prepared.resource_type == SUBSCRIPTION && prepared.value.is_some() && !caller.internal {
+            unit.record_subscription_access(&prepared.id, &caller.access.record())
+                .await?;
+        }
         let patients = match &prepared.value {
             Some(value) => {
                 let registry = self.registry(caller).await?;
@@ -334,6 +341,13 @@ impl Engine {
                 let value = resource.to_value();
                 if resource_type == SEARCH_PARAMETER {
                     self.check_search_parameter(&value)?;
+                }
+                for (checked_type, check) in self.write_checks.iter() {
+                    if *checked_type == resource_type {
+                        check
+                            .check(&registry, &value)
+                            .map_err(EngineError::Rejected)?;
+                    }
                 }
                 let issues = self.validate(caller, &value).await?;
                 let entries = fjord_search::extract(&registry, &value)?;

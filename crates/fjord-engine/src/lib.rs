@@ -91,8 +91,8 @@ impl Caller {
         Caller::new(tenant, Access::unrestricted())
     }
 
-    /// Fjord writing its audit trail.
-    pub(crate) fn internal(tenant: Tenant) -> Caller {
+    /// Fjord itself: its audit trail, and the status it gives Subscriptions.
+    pub fn internal(tenant: Tenant) -> Caller {
         Caller {
             internal: true,
             ..Caller::trusted(tenant)
@@ -127,6 +127,15 @@ pub struct Engine {
     text: Option<Arc<text::TextFeed>>,
     /// The most entries a bundle may have.
     max_bundle_entries: usize,
+    /// Checks higher layers add to the writes of a resource type.
+    write_checks: Arc<Vec<(&'static str, Arc<dyn WriteCheck>)>>,
+}
+
+/// A check a higher layer adds to every write of one resource type (`fjord-subscriptions`
+/// vets Subscriptions): the engine cannot know their rules, yet must refuse before it stores.
+pub trait WriteCheck: Send + Sync + std::fmt::Debug {
+    /// `Err` with the reason (answered 422) when the resource may not be stored.
+    fn check(&self, registry: &Registry, resource: &serde_json::Value) -> Result<(), String>;
 }
 
 /// State shared by the engines of all runtimes.
@@ -137,6 +146,8 @@ struct Shared {
     conformance: conformance::TenantConformance,
     jobs: reindex::Jobs,
     audit: audit::AuditBuffer,
+    /// Notified after a unit of work commits: change-log followers wake on it.
+    written: tokio::sync::Notify,
 }
 
 impl Engine {
@@ -155,7 +166,18 @@ impl Engine {
             shared: Default::default(),
             text: None,
             max_bundle_entries: DEFAULT_MAX_BUNDLE_ENTRIES,
+            write_checks: Default::default(),
         }
+    }
+
+    /// Adds a check to every write of `resource_type`.
+    pub fn with_write_check(
+        mut self,
+        resource_type: &'static str,
+        check: Arc<dyn WriteCheck>,
+    ) -> Engine {
+        Arc::make_mut(&mut self.write_checks).push((resource_type, check));
+        self
     }
 
     /// Accepts bundles of at most `entries` entries.
@@ -171,8 +193,15 @@ impl Engine {
             shared: self.shared.clone(),
             text: self.text.clone(),
             max_bundle_entries: self.max_bundle_entries,
+            write_checks: self.write_checks.clone(),
             ..Engine::new(self.store.for_runtime(), self.limits)
         }
+    }
+
+    /// Returns once a write commits after the last call (at once if one did meanwhile): a
+    /// change-log follower waits on it rather than polling alone.
+    pub async fn changes_written(&self) {
+        self.shared.written.notified().await
     }
 
     /// The underlying store, for administration (migrations, readiness).

@@ -19,6 +19,11 @@ pub(crate) struct TenantRegistries {
 }
 
 impl Engine {
+    /// The tenant's search parameters, R4's and its own (what subscriptions match with).
+    pub async fn search_registry(&self, tenant: &Tenant) -> Result<Arc<Registry>, EngineError> {
+        self.registry(tenant).await
+    }
+
     /// The search parameters of a tenant.
     pub(crate) async fn registry(&self, tenant: &Tenant) -> Result<Arc<Registry>, EngineError> {
         let cached = (self.shared.registries.by_tenant.read())

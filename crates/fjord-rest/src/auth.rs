@@ -58,6 +58,11 @@ impl AuthConfig {
         }
     }
 
+    /// The development authorization server, when it is on, to share (its revocations).
+    pub fn dev_authorization_server(&self) -> Option<Arc<DevAuthServer>> {
+        self.dev.clone()
+    }
+
     /// The development authorization server, when it is on.
     pub(crate) fn dev_server(&self) -> Option<&DevAuthServer> {
         self.dev.as_deref()

@@ -12,6 +12,11 @@ use fjord_engine::{format_instant, EngineError, Tenant};
 /// `$reindex` has no definition in R4; this names Fjord's (asynchronous, type or system level).
 const REINDEX_DEFINITION: &str = "https://fjord.example/fhir/OperationDefinition/reindex";
 
+/// The Subscriptions R5 Backport IG (STU 1.1).
+const BACKPORT: &str = "http://hl7.org/fhir/uv/subscriptions-backport";
+/// Each topic a server offers, on its Subscription resource.
+const TOPIC_CANONICAL: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical";
+
 pub(crate) async fn metadata(
     req: &HttpRequest,
     state: &AppState,
@@ -133,7 +138,25 @@ async fn capability_statement(
                     "definition": format!("http://hl7.org/fhir/OperationDefinition/{definition}"),
                 }));
             }
-            json!({
+            let mut topics = Vec::new();
+            if let (true, Some(subscriptions)) = (*t == "Subscription", &state.subscriptions) {
+                for (name, definition) in [
+                    ("status", "backport-subscription-status"),
+                    ("events", "backport-subscription-events"),
+                ] {
+                    operations.push(json!({
+                        "name": name,
+                        "definition": format!("{BACKPORT}/OperationDefinition/{definition}"),
+                    }));
+                }
+                topics = subscriptions
+                    .topics()
+                    .all()
+                    .iter()
+                    .map(|topic| json!({ "url": TOPIC_CANONICAL, "valueCanonical": topic.url }))
+                    .collect();
+            }
+            let mut resource = json!({
                 "type": t,
                 "operation": operations,
                 "interaction": interactions,
@@ -148,7 +171,11 @@ async fn capability_statement(
                 "searchInclude": includes,
                 "searchRevInclude": revincludes,
                 "searchParam": search_params,
-            })
+            });
+            if !topics.is_empty() {
+                resource["extension"] = Value::Array(topics);
+            }
+            resource
         });
     }
     let compartments = state.engine.compartment_definitions();
@@ -170,7 +197,7 @@ async fn capability_statement(
             .unwrap_or_default()
             .capability_security();
     }
-    Ok(json!({
+    let mut statement = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": format_instant(time::OffsetDateTime::now_utc()),
@@ -180,7 +207,13 @@ async fn capability_statement(
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/fhir+xml"],
         "rest": [rest],
-    }))
+    });
+    if state.subscriptions.is_some() {
+        statement["instantiates"] = json!([format!(
+            "{BACKPORT}/CapabilityStatement/backport-subscription-server-r4"
+        )]);
+    }
+    Ok(statement)
 }
 
 fn parameter_list(parameters: Vec<(String, String, String)>) -> Vec<Value> {

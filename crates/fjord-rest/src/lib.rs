@@ -17,6 +17,7 @@ mod reindex;
 mod resources;
 mod router;
 mod search;
+mod subscriptions;
 mod terminology;
 mod validate;
 
@@ -42,6 +43,8 @@ pub struct RestConfig {
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub config: RestConfig,
+    /// Subscription delivery, when the server runs it.
+    pub subscriptions: Option<Arc<fjord_subscriptions::Subscriptions>>,
 }
 
 /// Binds the API to `listen`; returns the server to run and the addresses it is bound to.
@@ -54,6 +57,7 @@ pub fn bind(
         let state = AppState {
             engine: Arc::new(state.engine.for_runtime()),
             config: state.config.clone(),
+            subscriptions: state.subscriptions.clone(),
         };
         let mode = state.config.auth.mode;
         actix_web::App::new()

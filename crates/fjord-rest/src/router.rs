@@ -6,7 +6,9 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::negotiate::lenient;
-use crate::{batch, capability, reindex, resources, search, terminology, validate, AppState};
+use crate::{
+    batch, capability, reindex, resources, search, subscriptions, terminology, validate, AppState,
+};
 use fjord_engine::Scope;
 
 /// The FHIR interaction a request names, with its path parameters.
@@ -38,6 +40,8 @@ enum Route<'a> {
     Everything(&'a str, &'a str),
     /// A terminology operation on ValueSet or CodeSystem, at type or instance level.
     Terminology(&'a str, &'a str, Option<&'a str>, terminology::Operation),
+    /// `Subscription/$status`, `Subscription/{id}/$status`, `Subscription/{id}/$events`.
+    Subscription(&'a str, Option<&'a str>, subscriptions::Operation),
     /// `{type}/$validate` or `{type}/{id}/$validate`.
     Validate(&'a str, &'a str, Option<&'a str>),
     /// `scope` is a `Scope` without its borrowed parts, for matching in tests.
@@ -95,6 +99,15 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         }
         ([t, ty @ "CodeSystem", id, "$validate-code"], _) if get_or_post => {
             Route::Terminology(t, ty, Some(id), terminology::Operation::ValidateCode)
+        }
+        ([t, "Subscription", "$status"], _) if get_or_post => {
+            Route::Subscription(t, None, subscriptions::Operation::Status)
+        }
+        ([t, "Subscription", id, "$status"], _) if get_or_post => {
+            Route::Subscription(t, Some(id), subscriptions::Operation::Status)
+        }
+        ([t, "Subscription", id, "$events"], _) if get_or_post => {
+            Route::Subscription(t, Some(id), subscriptions::Operation::Events)
         }
         ([t, ty, "$validate"], &Method::POST) => Route::Validate(t, ty, None),
         ([t, ty, id, "$validate"], &Method::POST) => Route::Validate(t, ty, Some(id)),
@@ -170,6 +183,9 @@ pub(crate) async fn dispatch(
         Route::Reindex(t, ty) => reindex::start(&req, &state, t, ty).await,
         Route::ReindexStatus(t, job) => reindex::status(&req, &state, t, job).await,
         Route::Everything(t, id) => search::everything(&req, &state, t, id).await,
+        Route::Subscription(t, id, op) => {
+            subscriptions::operation(&req, &state, t, id, op, payload).await
+        }
         Route::Validate(t, ty, id) => validate::validate(&req, &state, t, ty, id, payload).await,
         Route::Terminology(t, ty, id, op) => {
             terminology::operation(&req, &state, t, ty, id, op, payload).await

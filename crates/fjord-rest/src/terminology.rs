@@ -29,12 +29,7 @@ pub(crate) async fn operation(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    let body = read_body(req, payload, state.config.max_body_bytes).await?;
-    let mut params: Vec<(String, String)> = query_pairs(req);
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        let format = body_format(req, &body).map_err(|e| ctx.err(e))?;
-        params.extend(parameters_of(&body, format).map_err(|e| ctx.err(e))?);
-    }
+    let params = operation_parameters(req, state, &ctx, payload).await?;
     let get = |name: &str| {
         params
             .iter()
@@ -74,9 +69,28 @@ pub(crate) async fn operation(
     ))
 }
 
+/// An operation's parameters: the query's, and those of a `Parameters` body (POST).
+pub(crate) async fn operation_parameters(
+    req: &HttpRequest,
+    state: &AppState,
+    ctx: &Ctx,
+    payload: web::Payload,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let body = read_body(req, payload, state.config.max_body_bytes).await?;
+    let mut params: Vec<(String, String)> = query_pairs(req);
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let format = body_format(req, &body).map_err(|e| ctx.err(e))?;
+        params.extend(parameters_of(&body, format).map_err(|e| ctx.err(e))?);
+    }
+    Ok(params)
+}
+
 /// The simple parameters of a `Parameters` body as (name, text); a `coding` (or the first coding
 /// of a `codeableConcept`) gives `system`, `code` and `display`.
-fn parameters_of(body: &[u8], format: Format) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn parameters_of(
+    body: &[u8],
+    format: Format,
+) -> Result<Vec<(String, String)>, ApiError> {
     let resource = Resource::parse(body, format, &ParseLimits::default())
         .map_err(|e| ApiError::bad_request(format!("invalid Parameters: {}", e.message)))?;
     let value = resource.to_value();

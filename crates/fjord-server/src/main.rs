@@ -18,6 +18,7 @@ use fjord_authz::{Clients, DevAuthServer};
 use fjord_engine::{Caller, Engine, ParseLimits};
 use fjord_rest::{AppState, AuthConfig, AuthMode, RestConfig};
 use fjord_smart::{DevIssuer, TokenRequest};
+use fjord_subscriptions::{DeliverySettings, RevocationCheck, Subscriptions, Topics};
 
 use crate::settings::{AuthSetting, ConnectionArgs, Settings};
 
@@ -372,6 +373,25 @@ fn auth_config(settings: &Settings, embedded: bool) -> anyhow::Result<AuthConfig
     ))
 }
 
+/// Starts matching and delivering subscriptions in the background.
+fn start_subscriptions(
+    settings: &Settings,
+    engine: &Engine,
+    topics: Arc<Topics>,
+    auth: &AuthConfig,
+) -> Arc<Subscriptions> {
+    let delivery = DeliverySettings {
+        max_failures: settings.subscriptions.max_failures.max(1),
+        backoff: std::time::Duration::from_millis(settings.subscriptions.retry_ms),
+        max_backoff: std::time::Duration::from_millis(settings.subscriptions.retry_max_ms),
+    };
+    // Tokens the development authorization server revoked stop their subscriptions.
+    let revoked: Option<RevocationCheck> = auth
+        .dev_authorization_server()
+        .map(|server| Arc::new(move |jti: &str| server.is_revoked(jti)) as RevocationCheck);
+    Subscriptions::new(engine.for_runtime(), topics, delivery, revoked)
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let database = embedded::Database::open(&settings).await?;
     database
@@ -397,8 +417,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .with_text_index(Arc::new(text_index))
     .with_max_bundle_entries(settings.max_bundle_entries);
+    let topics = Arc::new(Topics::shipped()?);
+    let engine = engine.with_write_check(
+        "Subscription",
+        Arc::new(Subscriptions::check(topics.clone())),
+    );
     follow_text_index(engine.for_runtime());
     flush_audit_trail(engine.for_runtime());
+    let subscriptions = start_subscriptions(&settings, &engine, topics, &auth);
     let state_engine = Arc::new(engine);
     let state = AppState {
         engine: state_engine.clone(),
@@ -406,9 +432,20 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             max_body_bytes: settings.max_body_bytes,
             auth,
         },
+        subscriptions: Some(subscriptions.clone()),
     };
     let (server, addrs) = fjord_rest::bind(state, &settings.listen)
         .with_context(|| format!("binding {}", settings.listen))?;
+    if let Some(addr) = addrs.first() {
+        let host = match addr.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        subscriptions.set_origin(&format!("http://{host}:{}", addr.port()));
+    }
+    // Matching starts once notifications can name the server.
+    tokio::spawn(subscriptions.clone().run_dispatcher());
     for addr in addrs {
         // Tests and scripts read this line to find the port when listening on port 0.
         println!("fjord listening on http://{addr}/fhir/");

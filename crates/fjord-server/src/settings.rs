@@ -42,6 +42,47 @@ struct FileSettings {
     jwks_refetch_seconds: Option<u64>,
     #[serde(default)]
     clients: Vec<fjord_authz::Client>,
+    #[serde(default)]
+    subscriptions: SubscriptionSettings,
+}
+
+/// `[subscriptions]`: how rest-hook delivery retries. The environment
+/// (`FJORD_SUBSCRIPTION_MAX_FAILURES`, `…_RETRY_MS`, `…_RETRY_MAX_MS`) overrides the file.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriptionSettings {
+    /// Consecutive failed deliveries after which a subscription goes to `error`.
+    pub max_failures: u32,
+    /// The first retry's delay; doubled after each failure up to `retry_max_ms`.
+    pub retry_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for SubscriptionSettings {
+    fn default() -> SubscriptionSettings {
+        SubscriptionSettings {
+            max_failures: 10,
+            retry_ms: 1000,
+            retry_max_ms: 60_000,
+        }
+    }
+}
+
+impl SubscriptionSettings {
+    fn with_environment(mut self) -> anyhow::Result<SubscriptionSettings> {
+        fn read<T: std::str::FromStr>(name: &str, into: &mut T) -> anyhow::Result<()> {
+            if let Ok(text) = std::env::var(name) {
+                *into = text
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{name}: not a number: {text}"))?;
+            }
+            Ok(())
+        }
+        read("FJORD_SUBSCRIPTION_MAX_FAILURES", &mut self.max_failures)?;
+        read("FJORD_SUBSCRIPTION_RETRY_MS", &mut self.retry_ms)?;
+        read("FJORD_SUBSCRIPTION_RETRY_MAX_MS", &mut self.retry_max_ms)?;
+        Ok(self)
+    }
 }
 
 /// `--auth`: whether requests need an access token.
@@ -74,6 +115,7 @@ pub struct Settings {
     pub jwks_refetch_seconds: u64,
     /// Clients of the development authorization server given in the configuration file.
     pub clients: Vec<fjord_authz::Client>,
+    pub subscriptions: SubscriptionSettings,
 }
 
 /// A value that never shows in logs or debug output.
@@ -133,6 +175,7 @@ impl Settings {
             dev_issuer: file.dev_issuer,
             jwks_refetch_seconds: file.jwks_refetch_seconds.unwrap_or(10),
             clients: file.clients,
+            subscriptions: file.subscriptions.with_environment()?,
         })
     }
 

@@ -10,7 +10,7 @@ use crate::scope::{Context, Permission, Scope};
 use crate::AuthError;
 
 /// Who is calling, as the token says: recorded in audit, never used to decide.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Principal {
     pub issuer: String,
     pub subject: Option<String>,
@@ -21,6 +21,21 @@ pub struct Principal {
     pub roles: Vec<String>,
     /// The scope string as granted.
     pub scope: String,
+    /// `jti`: a subscription stops when the token that made it is revoked.
+    #[serde(default)]
+    pub token_id: Option<String>,
+}
+
+/// An [`Access`] as kept beside what it governs (a Subscription acts for its creator's token
+/// long after the request): the token's grant, rebuilt by [`Access::from_record`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccessRecord {
+    unrestricted: bool,
+    #[serde(default)]
+    patient: Option<String>,
+    #[serde(default)]
+    principal: Option<Principal>,
 }
 
 /// A caller's access: everything (no authentication, or a trusted internal task), or what a
@@ -73,6 +88,34 @@ impl Access {
                 principal,
             }),
         }
+    }
+
+    /// The access as JSON, for [`Access::from_record`].
+    pub fn record(&self) -> String {
+        let record = AccessRecord {
+            unrestricted: self.grants.is_none(),
+            patient: self.grants.as_ref().and_then(|g| g.patient.clone()),
+            principal: self.grants.as_ref().map(|g| g.principal.clone()),
+        };
+        serde_json::to_string(&record).expect("an access record serializes")
+    }
+
+    /// The access a [`record`](Access::record) was made of: the same scopes (parsed again from
+    /// the granted scope string), patient and principal.
+    pub fn from_record(text: &str) -> Result<Access, String> {
+        let record: AccessRecord =
+            serde_json::from_str(text).map_err(|e| format!("unreadable access record: {e}"))?;
+        if record.unrestricted {
+            return Ok(Access::unrestricted());
+        }
+        let principal = record
+            .principal
+            .ok_or("an access record without its principal")?;
+        Ok(Access::granted(
+            crate::scope::parse_scopes(principal.scope.split_whitespace()),
+            record.patient,
+            principal,
+        ))
     }
 
     pub fn is_unrestricted(&self) -> bool {
@@ -215,6 +258,26 @@ mod tests {
             Access::unrestricted().grant(Permission::Delete, "X"),
             Grant::Full
         );
+    }
+
+    #[test]
+    fn an_access_record_rebuilds_the_same_access() {
+        let principal = Principal {
+            issuer: "https://idp".into(),
+            subject: Some("u1".into()),
+            scope: "patient/Observation.rs openid".into(),
+            token_id: Some("j1".into()),
+            ..Principal::default()
+        };
+        let granted = Access::granted(
+            parse_scopes(principal.scope.split(' ')),
+            Some("p1".into()),
+            principal,
+        );
+        assert_eq!(Access::from_record(&granted.record()).unwrap(), granted);
+        let open = Access::unrestricted();
+        assert_eq!(Access::from_record(&open.record()).unwrap(), open);
+        assert!(Access::from_record("{\"unrestricted\":false}").is_err());
     }
 
     #[test]

@@ -546,6 +546,7 @@ fn access_of(claims: &Map<String, Value>, issuer: &TrustedIssuer) -> Access {
         fhir_user: text(&names.fhir_user),
         roles,
         scope: scope.clone(),
+        token_id: text("jti"),
     };
     Access::granted(
         parse_scopes(scope.split_whitespace()),

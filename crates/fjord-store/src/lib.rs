@@ -14,6 +14,7 @@ mod pool;
 mod reindex;
 mod resources;
 mod search;
+mod subscriptions;
 mod tenants;
 mod work;
 
@@ -31,6 +32,7 @@ pub use resources::{
     Expected, HistoryPage, HistoryScope, NewVersion, Op, StoredVersion, WriteOutcome,
 };
 pub use search::{PreviousPage, SearchPage, UnknownCursor};
+pub use subscriptions::{Delivery, DispatchRound, SubscriptionEvent, SubscriptionState};
 pub use tenants::{Tenant, TenantKey, TenantSettings, UnknownProfile, ValidationMode};
 pub use work::{Locked, Work};
 

@@ -47,6 +47,14 @@ impl Store {
 }
 
 impl Work<'_> {
+    pub(crate) fn tenant(&self) -> TenantKey {
+        self.tenant
+    }
+
+    pub(crate) fn connection(&mut self) -> &mut sqlx::PgConnection {
+        self.lease.connection()
+    }
+
     /// Waits for, then holds until the work ends, the lock named `key` within the tenant: units
     /// of work that take the same key run one after another from that point.
     pub async fn lock(&mut self, key: i64) -> Result<(), StoreError> {

@@ -1,0 +1,345 @@
+//! `fjord-subscription-load`: what subscriptions cost the PHG ingest, and how fast their
+//! notifications arrive, on Fjord's embedded default; written to `benches/RESULTS.md`.
+//!
+//! Single creates of home measurements for 1,000 patients from 16 clients, first with no
+//! subscription (the baseline, same run), then with 1,000 active rest-hook subscriptions (one
+//! per patient, `dho-observation-created` filtered by patient) delivering to a receiver in this
+//! process. During the second run a probe posts a measurement for its own subscribed patient
+//! every 20 ms: latency is from the probe's answer (the write committed) to the notification's
+//! arrival.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use fjord_benches::client::{closed_loop, Connection, Outcome};
+use fjord_benches::fixtures::BLOOD_PRESSURE;
+use fjord_benches::server::{start_fjord, write_section};
+
+const TOPIC: &str = "https://fjord.no/fhir/SubscriptionTopic/dho-observation-created";
+const FILTER: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria";
+const CONTENT: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content";
+
+#[derive(Parser)]
+#[command(about = "Load driver: ingest with and without 1,000 subscriptions, notification latency")]
+struct Args {
+    #[arg(long, default_value = "target/release/fjord")]
+    fjord: PathBuf,
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    #[arg(long, default_value_t = 1000)]
+    subscriptions: usize,
+    #[arg(long, default_value = "benches/RESULTS.md")]
+    out: PathBuf,
+}
+
+/// What the receiver saw: notifications by the Observation id they name, with arrival times.
+#[derive(Default)]
+struct Received {
+    count: AtomicU64,
+    arrivals: Mutex<HashMap<String, Instant>>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let data_dir = PathBuf::from(format!(
+        "/tmp/fjord-subscription-load-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut server = start_fjord(&args.fjord, &data_dir)?;
+    let addr = server.addr()?;
+    let patients = args.subscriptions;
+    let mut put = Connection::blocking(addr)?;
+    for n in 0..patients {
+        put.send(
+            &request(
+                "PUT",
+                addr,
+                &format!("/fhir/default/Patient/p-{n}"),
+                &format!(r#"{{"resourceType":"Patient","id":"p-{n}"}}"#),
+            ),
+            &[200, 201],
+        )?;
+    }
+    for (path, body) in [
+        (
+            "/fhir/default/Patient/probe",
+            r#"{"resourceType":"Patient","id":"probe"}"#,
+        ),
+        (
+            "/fhir/default/Device/blodtrykksmaler-1",
+            r#"{"resourceType":"Device","id":"blodtrykksmaler-1"}"#,
+        ),
+    ] {
+        put.send(&request("PUT", addr, path, body), &[200, 201])?;
+    }
+    let duration = Duration::from_secs(args.seconds);
+    let ingest = |clients: usize| {
+        closed_loop(
+            addr,
+            clients,
+            duration,
+            move |n| {
+                let body = measurement(&format!("p-{}", n as usize % patients));
+                Some(request("POST", addr, "/fhir/default/Observation", &body).into_bytes())
+            },
+            |reply| reply.status == 201,
+        )
+    };
+    let baseline = ingest(args.clients)?;
+
+    let received = Arc::new(Received::default());
+    let receiver = start_receiver(received.clone())?;
+    let endpoint = format!("http://{receiver}/notify");
+    // The server closed the idle connection during the baseline run.
+    let mut put = Connection::blocking(addr)?;
+    for n in 0..patients {
+        put.send(
+            &request(
+                "POST",
+                addr,
+                "/fhir/default/Subscription",
+                &subscription(&format!("p-{n}"), &endpoint),
+            ),
+            &[201],
+        )?;
+    }
+    put.send(
+        &request(
+            "POST",
+            addr,
+            "/fhir/default/Subscription",
+            &subscription("probe", &endpoint),
+        ),
+        &[201],
+    )?;
+    // Every handshake answered: all are active.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while received.count.load(Ordering::SeqCst) < patients as u64 + 1 {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} handshakes arrived",
+                received.count.load(Ordering::SeqCst)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let before = received.count.load(Ordering::SeqCst);
+
+    let running = Arc::new(AtomicBool::new(true));
+    let probe = {
+        let running = running.clone();
+        std::thread::spawn(move || probe_writes(addr, &running))
+    };
+    let with = ingest(args.clients)?;
+    running.store(false, Ordering::SeqCst);
+    let answered = probe.join().expect("probe")?;
+    let delivered_in_run = received.count.load(Ordering::SeqCst) - before;
+    // The backlog the run left, drained.
+    let expected = with.latencies.len() as u64 + answered.len() as u64;
+    let drain_started = Instant::now();
+    while received.count.load(Ordering::SeqCst) - before < expected {
+        if drain_started.elapsed() > Duration::from_secs(300) {
+            bail!(
+                "notifications stopped at {} of {expected}",
+                received.count.load(Ordering::SeqCst) - before
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let drained = drain_started.elapsed();
+    let arrivals = received.arrivals.lock().unwrap();
+    let mut latencies: Vec<f64> = answered
+        .iter()
+        .filter_map(|(id, at)| {
+            Some(
+                arrivals
+                    .get(id)?
+                    .saturating_duration_since(*at)
+                    .as_secs_f64()
+                    * 1000.0,
+            )
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |q: f64| {
+        latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    server.stop()?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    let ratio = with.per_second / baseline.per_second;
+    let text = format!(
+        "## Subscriptions ({} s per run, {} clients, 2-core machine)\n\n\
+         `cargo run --release -p fjord-benches --bin fjord-subscription-load` on a fresh embedded default. \
+         Single creates of a blood-pressure Observation for {patients} patients; then {patients} active \
+         rest-hook subscriptions (`dho-observation-created`, one per patient, `id-only`) delivering to a \
+         receiver in the driver.\n\n\
+         | run | creates/s | ratio | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|\n\
+         | no subscriptions (baseline) | {:.0} | 1.00 | {:.1} | {:.1} |\n\
+         | {patients} active subscriptions | {:.0} | {ratio:.2} | {:.1} | {:.1} |\n\n\
+         Notifications: {delivered_in_run} arrived during the {} s run ({:.0}/s); the {} the run raised were \
+         all delivered {:.1} s after it ended. Latency from commit (the probe's 201) to the receiver, {} \
+         probes during the loaded run: p50 {:.1} ms, p99 {:.1} ms. Target: ingest drops at most 10% (ratio ≥ 0.90).\n",
+        args.seconds,
+        args.clients,
+        baseline.per_second,
+        baseline.percentile_ms(0.5),
+        baseline.percentile_ms(0.99),
+        with.per_second,
+        with.percentile_ms(0.5),
+        with.percentile_ms(0.99),
+        args.seconds,
+        delivered_in_run as f64 / args.seconds as f64,
+        expected,
+        drained.as_secs_f64(),
+        latencies.len(),
+        percentile(0.5),
+        percentile(0.99),
+    );
+    write_section(&args.out, "subscriptions", &text)?;
+    let _: &Outcome = &with;
+    Ok(())
+}
+
+fn measurement(patient: &str) -> String {
+    BLOOD_PRESSURE.replace("Patient/pasient-1", &format!("Patient/{patient}"))
+}
+
+fn subscription(patient: &str, endpoint: &str) -> String {
+    serde_json::json!({
+        "resourceType": "Subscription", "status": "requested", "reason": "bench",
+        "criteria": TOPIC,
+        "_criteria": { "extension": [{ "url": FILTER, "valueString": format!("patient=Patient/{patient}") }] },
+        "channel": {
+            "type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
+            "_payload": { "extension": [{ "url": CONTENT, "valueCode": "id-only" }] },
+        },
+    })
+    .to_string()
+}
+
+fn request(method: &str, addr: SocketAddr, path: &str, body: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/fhir+json\r\n\
+         Prefer: return=minimal\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Posts a measurement of the probe patient every 20 ms until told to stop; each created id
+/// with the moment its 201 arrived.
+fn probe_writes(addr: SocketAddr, running: &AtomicBool) -> anyhow::Result<Vec<(String, Instant)>> {
+    let mut connection = Connection::blocking(addr)?;
+    let mut answered = Vec::new();
+    while running.load(Ordering::SeqCst) {
+        let reply = connection.send(
+            &request(
+                "POST",
+                addr,
+                "/fhir/default/Observation",
+                &measurement("probe"),
+            ),
+            &[201],
+        )?;
+        let at = Instant::now();
+        let location = reply.location.context("a 201 names its Location")?;
+        let id = location
+            .split("/Observation/")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .context("Location")?;
+        answered.push((id.to_owned(), at));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(answered)
+}
+
+/// An HTTP endpoint on its own runtime that answers 200 to everything and notes, per request,
+/// the Observation ids it names.
+fn start_receiver(received: Arc<Received>) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let received = received.clone();
+                tokio::spawn(async move {
+                    let _ = serve(stream, &received).await;
+                });
+            }
+        });
+    });
+    Ok(addr)
+}
+
+/// Requests of one keep-alive connection.
+async fn serve(mut stream: tokio::net::TcpStream, received: &Received) -> std::io::Result<()> {
+    let mut buffer = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        let (head_length, body_length) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(length)) = parsed.parse(&buffer) {
+                let body = parsed
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                    .unwrap_or(0usize);
+                break (length, body);
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        };
+        while buffer.len() < head_length + body_length {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+        let at = Instant::now();
+        let body =
+            String::from_utf8_lossy(&buffer[head_length..head_length + body_length]).into_owned();
+        buffer.drain(..head_length + body_length);
+        {
+            let mut arrivals = received.arrivals.lock().unwrap();
+            for part in body.split("/Observation/").skip(1) {
+                if let Some(id) = part.split('"').next() {
+                    arrivals.entry(id.to_owned()).or_insert(at);
+                }
+            }
+        }
+        received.count.fetch_add(1, Ordering::SeqCst);
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await?;
+    }
+}

@@ -1,0 +1,386 @@
+//! Delivery: one worker per subscription with something to send. It reads the subscription's
+//! state, sends the handshake (status `requested` → `active`), then the events after
+//! `delivered` in number order, `max_count` per notification, and heartbeats while idle. A
+//! failure is retried after an exponential back-off with jitter; after `max_failures` in a row
+//! the subscription goes to `error` (set in its state and in the resource) and the worker stops
+//! until the client sets it back. `delivered` moves only after the receiver answered 2xx, so
+//! a crash sends the last notification again rather than never.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjord_engine::{Caller, EngineError, Format, Tenant};
+use fjord_store::{Delivery, SubscriptionEvent, SubscriptionState};
+use rand_core::RngCore;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::dispatch::Live;
+use crate::notification::Notice;
+use crate::spec::{ChannelType, Kind};
+use crate::{SubscriptionError, Subscriptions};
+
+/// What a worker does next.
+enum Next {
+    Continue,
+    Stop,
+}
+
+impl Subscriptions {
+    /// Makes sure a worker delivers the subscription's pending work, and wakes it.
+    pub(crate) fn wake(&self, tenant: &Tenant, id: &str) {
+        let key = (tenant.key, id.to_owned());
+        let mut workers = self.workers.lock().expect("workers");
+        if let Some(wake) = workers.get(&key) {
+            wake.notify_one();
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let wake = Arc::new(Notify::new());
+        workers.insert(key, wake.clone());
+        let (tenant, id) = (tenant.clone(), id.to_owned());
+        tokio::spawn(async move { me.work(tenant, id, wake).await });
+    }
+
+    #[tracing::instrument(skip(self, tenant, wake), fields(tenant = %tenant.id))]
+    async fn work(self: Arc<Self>, tenant: Tenant, id: String, wake: Arc<Notify>) {
+        loop {
+            match self.step(&tenant, &id, &wake).await {
+                Ok(Next::Continue) => {}
+                Ok(Next::Stop) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "subscription delivery: the database failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        self.workers
+            .lock()
+            .expect("workers")
+            .remove(&(tenant.key, id.clone()));
+        // Work that arrived while the worker was stopping gets a new one.
+        if let Ok(Some(state)) = self
+            .engine
+            .store()
+            .subscription_state(tenant.key, &id)
+            .await
+        {
+            let live = self
+                .live
+                .read()
+                .expect("live subscriptions")
+                .contains_key(&(tenant.key, id.clone()));
+            if live && pending(&state) {
+                self.wake(&tenant, &id);
+            }
+        }
+    }
+
+    /// One thing done: a handshake, a notification, a heartbeat or a wait.
+    async fn step(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        wake: &Notify,
+    ) -> Result<Next, SubscriptionError> {
+        let live = self
+            .live
+            .read()
+            .expect("live subscriptions")
+            .get(&(tenant.key, id.to_owned()))
+            .cloned();
+        let Some(live) = live else {
+            return Ok(Next::Stop);
+        };
+        let store = self.engine.store();
+        let Some((state, events)) = store
+            .pending_events(tenant.key, id, live.spec.max_count)
+            .await?
+        else {
+            return Ok(Next::Stop);
+        };
+        if self.is_revoked(&live.access) {
+            let reason = "the token that created the subscription was revoked";
+            let failures = state.failures;
+            let stop = Delivery::Failed {
+                failures,
+                error: reason,
+                status: Some("error"),
+            };
+            store.note_delivery(tenant.key, id, stop).await?;
+            self.set_resource_status(tenant, id, "error", Some(reason))
+                .await;
+            return Ok(Next::Stop);
+        }
+        match state.status.as_str() {
+            "requested" => {
+                let result = match (&live.spec.kind, &live.spec.channel.kind) {
+                    (Kind::Topic { .. }, ChannelType::RestHook) => {
+                        let notice = Notice::bare("handshake", live.spec.content);
+                        let handshake = self.notification(tenant, &live, &state, notice).await?;
+                        self.post_bundle(&live, &handshake).await
+                    }
+                    // Classic subscriptions have no handshake.
+                    _ => Ok(()),
+                };
+                match result {
+                    Ok(()) => {
+                        store
+                            .note_delivery(tenant.key, id, Delivery::Status("active"))
+                            .await?;
+                        self.set_resource_status(tenant, id, "active", None).await;
+                        Ok(Next::Continue)
+                    }
+                    Err(error) => self.failed(tenant, &state, &error).await,
+                }
+            }
+            "active" if !events.is_empty() => {
+                let last = events.last().map_or(state.delivered, |e| e.number);
+                if let Err(error) = self.deliver(tenant, &live, &state, &events).await {
+                    return self.failed(tenant, &state, &error).await;
+                }
+                store.note_delivered(tenant.key, id, last).await?;
+                if last < state.events {
+                    return Ok(Next::Continue);
+                }
+                // Caught up with what was read: later events wake the worker.
+                self.idle(tenant, &live, &state, wake).await
+            }
+            "active" if state.delivered < state.events => {
+                // Numbers without stored events (removed meanwhile): nothing to send.
+                let through = state.events;
+                store.note_delivered(tenant.key, id, through).await?;
+                Ok(Next::Continue)
+            }
+            "active" => self.idle(tenant, &live, &state, wake).await,
+            _ => Ok(Next::Stop),
+        }
+    }
+
+    /// Waits for new events, sending a heartbeat whenever the period passes without any.
+    async fn idle(
+        &self,
+        tenant: &Tenant,
+        live: &Live,
+        state: &SubscriptionState,
+        wake: &Notify,
+    ) -> Result<Next, SubscriptionError> {
+        let Some(period) = live.spec.heartbeat else {
+            wake.notified().await;
+            return Ok(Next::Continue);
+        };
+        if tokio::time::timeout(period, wake.notified()).await.is_ok()
+            || !matches!(live.spec.kind, Kind::Topic { .. })
+        {
+            return Ok(Next::Continue);
+        }
+        let notice = Notice::bare("heartbeat", live.spec.content);
+        let heartbeat = self.notification(tenant, live, state, notice).await?;
+        match self.post_bundle(live, &heartbeat).await {
+            Ok(()) => Ok(Next::Continue),
+            Err(error) => self.failed(tenant, state, &error).await,
+        }
+    }
+
+    /// Sends events: one notification Bundle (topic-based), or as classic R4 does.
+    async fn deliver(
+        &self,
+        tenant: &Tenant,
+        live: &Live,
+        state: &SubscriptionState,
+        events: &[SubscriptionEvent],
+    ) -> Result<(), String> {
+        let state = SubscriptionState {
+            // The notification reports the events up to its last.
+            events: events.last().map_or(state.events, |e| e.number),
+            ..state.clone()
+        };
+        match &live.spec.kind {
+            Kind::Topic { .. } => {
+                let bundle = self
+                    .notification(
+                        tenant,
+                        live,
+                        &state,
+                        Notice {
+                            kind: "event-notification",
+                            events,
+                            content: live.spec.content,
+                        },
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.post_bundle(live, &bundle).await
+            }
+            Kind::Criteria { .. } => {
+                let endpoint = live.spec.channel.endpoint.clone().unwrap_or_default();
+                if live.spec.channel.payload.is_none() {
+                    // No payload: a bare POST says "search again".
+                    return self.send(live, "POST", endpoint, None).await;
+                }
+                // With a payload the endpoint is a base: each resource is PUT there.
+                for event in events {
+                    let body = self
+                        .engine
+                        .store()
+                        .read_version(tenant.key, &event.resource_type, &event.id, event.version)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .and_then(|v| v.body);
+                    let url = format!(
+                        "{}/{}/{}",
+                        endpoint.trim_end_matches('/'),
+                        event.resource_type,
+                        event.id
+                    );
+                    self.send(live, "PUT", url, body.map(String::into_bytes))
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn post_bundle(&self, live: &Live, bundle: &Value) -> Result<(), String> {
+        let endpoint = live.spec.channel.endpoint.clone().unwrap_or_default();
+        let body = serde_json::to_vec(bundle).map_err(|e| e.to_string())?;
+        self.send(live, "POST", endpoint, Some(body)).await
+    }
+
+    /// One HTTP request to the subscriber, with the channel's headers and timeout; `Err` unless
+    /// it answered 2xx.
+    async fn send(
+        &self,
+        live: &Live,
+        method: &str,
+        url: String,
+        body: Option<Vec<u8>>,
+    ) -> Result<(), String> {
+        let mut request = self.http.request(method, &url).timeout(live.spec.timeout);
+        for (name, value) in &live.spec.channel.headers {
+            request = request.set(name, value);
+        }
+        let mime = live
+            .spec
+            .channel
+            .payload
+            .clone()
+            .unwrap_or_else(|| "application/fhir+json".into());
+        tokio::task::spawn_blocking(move || {
+            let result = match body {
+                Some(body) => request.set("Content-Type", &mime).send_bytes(&body),
+                None => request.call(),
+            };
+            match result {
+                Ok(_) => Ok(()),
+                Err(ureq::Error::Status(status, _)) => {
+                    Err(format!("the endpoint answered {status}"))
+                }
+                Err(error) => Err(format!(
+                    "the endpoint could not be reached: {}",
+                    error.kind()
+                )),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Counts a failure; past the limit the subscription goes to `error`, else waits.
+    async fn failed(
+        &self,
+        tenant: &Tenant,
+        state: &SubscriptionState,
+        error: &str,
+    ) -> Result<Next, SubscriptionError> {
+        let failures = state.failures + 1;
+        tracing::warn!(subscription = %state.id, failures, error, "subscription delivery failed");
+        let gives_up = failures as u32 >= self.settings.max_failures;
+        let status = gives_up.then_some("error");
+        self.engine
+            .store()
+            .note_delivery(
+                tenant.key,
+                &state.id,
+                Delivery::Failed {
+                    failures,
+                    error,
+                    status,
+                },
+            )
+            .await?;
+        if gives_up {
+            self.set_resource_status(tenant, &state.id, "error", Some(error))
+                .await;
+            return Ok(Next::Stop);
+        }
+        tokio::time::sleep(self.backoff(failures as u32)).await;
+        Ok(Next::Continue)
+    }
+
+    /// The wait after `failures` failures: doubling from the base up to the maximum, with
+    /// jitter (half to all of it), so many subscribers of one endpoint do not retry in step.
+    fn backoff(&self, failures: u32) -> Duration {
+        let doubled = self
+            .settings
+            .backoff
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+        let capped = doubled.min(self.settings.max_backoff);
+        let jitter = f64::from(rand_core::OsRng.next_u32()) / f64::from(u32::MAX);
+        capped.mul_f64(0.5 + jitter / 2.0)
+    }
+
+    /// Writes the server's view of a subscription (`status`, R4's `error`) into the resource,
+    /// as Fjord; a client's write meanwhile wins.
+    async fn set_resource_status(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+    ) {
+        let result: Result<(), EngineError> = async {
+            let caller = Caller::internal(tenant.clone());
+            let current = self.engine.read(&caller, "Subscription", id).await?;
+            let Some(body) = current.body else {
+                return Ok(());
+            };
+            let mut json: Value = serde_json::from_str(&body)
+                .map_err(|e| EngineError::Internal(format!("stored body unreadable: {e}")))?;
+            let error_value = error.map(|e| Value::String(e.to_owned()));
+            if json["status"].as_str() == Some(status) && json.get("error") == error_value.as_ref()
+            {
+                return Ok(());
+            }
+            let object = json.as_object_mut().expect("a resource is an object");
+            object.insert("status".into(), Value::String(status.to_owned()));
+            match error_value {
+                Some(error) => object.insert("error".into(), error),
+                None => object.remove("error"),
+            };
+            let bytes = serde_json::to_vec(&json).expect("JSON serializes");
+            self.engine
+                .update(
+                    &caller,
+                    "Subscription",
+                    id,
+                    &bytes,
+                    Format::Json,
+                    Some(current.version),
+                )
+                .await
+                .map(drop)
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::info!(subscription = id, %error, status, "the Subscription's status was not written");
+        }
+    }
+}
+
+/// Whether a worker has something to do.
+fn pending(state: &SubscriptionState) -> bool {
+    state.status == "requested" || (state.status == "active" && state.delivered < state.events)
+}

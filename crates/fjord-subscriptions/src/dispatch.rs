@@ -1,0 +1,454 @@
+//! The dispatcher: follows each tenant's change log, keeps the tenant's subscriptions as the
+//! log changes them, matches every other change against them and records the events, with its
+//! cursor, in one transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjord_engine::{Access, Caller, Permission, Tenant};
+use fjord_search::{IndexEntry, IndexTerms, IndexValue, Registry};
+use fjord_store::{Change, DispatchRound, SubscriptionEvent, TenantKey};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::spec::{Kind, Spec};
+use crate::topic::{Interaction, Version};
+use crate::{SubscriptionError, Subscriptions};
+
+/// The dispatcher's name among change-log consumers.
+const CONSUMER: &str = "subscriptions";
+/// Changes read per round.
+const BATCH: usize = 1000;
+/// How long the dispatcher sleeps when no write wakes it (writes of other processes, audit).
+const POLL: Duration = Duration::from_millis(500);
+
+/// A subscription the dispatcher matches.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub spec: Spec,
+    pub access: Access,
+    /// Only changes after this position are matched.
+    pub since_seq: i64,
+}
+
+/// A change, parsed once for every subscription that may want it.
+struct Parsed<'a> {
+    change: &'a Change,
+    interaction: Interaction,
+    current: Option<(Value, IndexTerms)>,
+    previous: Option<(Value, IndexTerms)>,
+}
+
+impl Subscriptions {
+    /// Matches the change logs of every tenant, for ever; the server runs it in the background.
+    pub async fn run_dispatcher(self: Arc<Self>) {
+        let mut loaded: std::collections::HashSet<TenantKey> = Default::default();
+        loop {
+            match self.engine.list_tenants().await {
+                Ok(tenants) => {
+                    for tenant in tenants {
+                        if !loaded.contains(&tenant.key) {
+                            match self.load(&tenant).await {
+                                Ok(()) => {
+                                    loaded.insert(tenant.key);
+                                }
+                                Err(error) => {
+                                    tracing::warn!(tenant = %tenant.id, %error, "subscriptions not loaded");
+                                    continue;
+                                }
+                            }
+                        }
+                        if let Err(error) = self.dispatch(&tenant).await {
+                            tracing::warn!(tenant = %tenant.id, %error, "subscription dispatch failed");
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "tenants unknown to the dispatcher"),
+            }
+            let _ = tokio::time::timeout(POLL, self.engine.changes_written()).await;
+        }
+    }
+
+    /// Reads the tenant's subscriptions as stored, and starts the workers of those with
+    /// something to do.
+    async fn load(&self, tenant: &Tenant) -> Result<(), SubscriptionError> {
+        let registry = self.engine.search_registry(tenant).await?;
+        let store = self.engine.store();
+        for state in store.subscription_states(tenant.key).await? {
+            let Some(body) = store
+                .read_latest(tenant.key, "Subscription", &state.id)
+                .await?
+                .and_then(|v| v.body)
+            else {
+                continue;
+            };
+            let json: Value = serde_json::from_str(&body).map_err(|e| {
+                SubscriptionError::Topic(format!("stored Subscription/{}: {e}", state.id))
+            })?;
+            match self.live_of(&registry, &json, &state.access, state.since_seq) {
+                Ok(live) if live.spec.status != "off" => {
+                    self.live
+                        .write()
+                        .expect("live subscriptions")
+                        .insert((tenant.key, state.id.clone()), Arc::new(live));
+                    self.wake(tenant, &state.id);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(tenant = %tenant.id, subscription = %state.id, %error, "a stored subscription cannot be served")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn live_of(
+        &self,
+        registry: &Registry,
+        json: &Value,
+        access: &str,
+        since_seq: i64,
+    ) -> Result<Live, String> {
+        Ok(Live {
+            spec: Spec::read(registry, &self.topics, json)?,
+            access: Access::from_record(access)?,
+            since_seq,
+        })
+    }
+
+    /// Matches the tenant's changes up to the end of its log as of now.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant.id))]
+    async fn dispatch(&self, tenant: &Tenant) -> Result<(), SubscriptionError> {
+        let store = self.engine.store();
+        loop {
+            let cursor = store
+                .consumer_cursor(tenant.key, CONSUMER)
+                .await?
+                .unwrap_or_default();
+            let batch = store.changes(tenant.key, &cursor, BATCH).await?;
+            if batch.changes.is_empty() && batch.cursor == cursor {
+                return Ok(());
+            }
+            let registry = self.engine.search_registry(tenant).await?;
+            let mut round = DispatchRound::default();
+            let mut woken = Vec::new();
+            for change in &batch.changes {
+                if change.resource_type == "Subscription" {
+                    self.subscription_changed(tenant, &registry, change, &mut round, &mut woken)
+                        .await?;
+                    continue;
+                }
+                self.match_change(tenant, &registry, change, &mut round.events)
+                    .await?;
+            }
+            let events = store
+                .record_dispatch(tenant.key, CONSUMER, &batch.cursor, round)
+                .await?;
+            woken.extend(events.into_iter().map(|e| e.subscription));
+            woken.sort();
+            woken.dedup();
+            for id in woken {
+                self.wake(tenant, &id);
+            }
+            if !batch.full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A Subscription was written: it starts, changes, stops or goes.
+    async fn subscription_changed(
+        &self,
+        tenant: &Tenant,
+        registry: &Registry,
+        change: &Change,
+        round: &mut DispatchRound,
+        woken: &mut Vec<String>,
+    ) -> Result<(), SubscriptionError> {
+        let key = (tenant.key, change.id.clone());
+        let Some(body) = &change.body else {
+            self.live.write().expect("live subscriptions").remove(&key);
+            round.removed.push(change.id.clone());
+            woken.push(change.id.clone());
+            return Ok(());
+        };
+        let store = self.engine.store();
+        let Some(state) = store.subscription_state(tenant.key, &change.id).await? else {
+            return Ok(());
+        };
+        let json: Value = serde_json::from_str(body)
+            .map_err(|e| SubscriptionError::Topic(format!("Subscription/{}: {e}", change.id)))?;
+        let was = self
+            .live
+            .read()
+            .expect("live subscriptions")
+            .get(&key)
+            .map(|l| l.since_seq);
+        let live = match self.live_of(registry, &json, &state.access, state.since_seq) {
+            Ok(live) => live,
+            Err(error) => {
+                tracing::warn!(tenant = %tenant.id, subscription = %change.id, %error, "a subscription cannot be served");
+                self.live.write().expect("live subscriptions").remove(&key);
+                return Ok(());
+            }
+        };
+        let starts = match live.spec.status.as_str() {
+            "off" => {
+                self.live.write().expect("live subscriptions").remove(&key);
+                round.stopped.push(change.id.clone());
+                woken.push(change.id.clone());
+                return Ok(());
+            }
+            // Set by the server: the state says so already.
+            "error" => false,
+            // requested or active: new, or set back by the client after error or off.
+            _ => was.is_none() || matches!(state.status.as_str(), "error" | "off"),
+        };
+        let live = if starts {
+            round.started.push((change.id.clone(), change.seq));
+            Live {
+                since_seq: change.seq,
+                ..live
+            }
+        } else {
+            Live {
+                since_seq: was.unwrap_or(state.since_seq),
+                ..live
+            }
+        };
+        self.live
+            .write()
+            .expect("live subscriptions")
+            .insert(key, Arc::new(live));
+        woken.push(change.id.clone());
+        Ok(())
+    }
+
+    /// The events a change raises, appended to `events`.
+    async fn match_change(
+        &self,
+        tenant: &Tenant,
+        registry: &Registry,
+        change: &Change,
+        events: &mut Vec<SubscriptionEvent>,
+    ) -> Result<(), SubscriptionError> {
+        let wants = |key: &TenantKey, live: &Live| {
+            *key == tenant.key
+                && live.since_seq < change.seq
+                && wants_type(&live.spec, &change.resource_type)
+        };
+        // Only the parameters the candidates name are extracted, unless one's grant is limited:
+        // its compartment and scope parameters need them all. (Two passes over the live set,
+        // without copying it: a change meets every subscription of its tenant.)
+        let mut needed: Option<Vec<String>> = Some(Vec::new());
+        let mut any = false;
+        for ((key, _), live) in self.live.read().expect("live subscriptions").iter() {
+            if !wants(key, live) {
+                continue;
+            }
+            any = true;
+            match (&mut needed, live.access.is_unrestricted()) {
+                (Some(codes), true) => codes.extend(
+                    live.spec
+                        .parameters
+                        .iter()
+                        .filter(|(t, _)| t == "*" || *t == change.resource_type)
+                        .map(|(_, code)| code.clone()),
+                ),
+                _ => needed = None,
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+        if let Some(codes) = &mut needed {
+            codes.sort_unstable();
+            codes.dedup();
+        }
+        let needed: Option<Vec<&str>> = needed
+            .as_ref()
+            .map(|codes| codes.iter().map(String::as_str).collect());
+        let needed = needed.as_deref();
+        let mut parsed = Parsed {
+            change,
+            interaction: match (&change.body, change.version) {
+                (None, _) => Interaction::Delete,
+                (Some(_), 1) => Interaction::Create,
+                _ => Interaction::Update,
+            },
+            current: change
+                .body
+                .as_deref()
+                .and_then(|b| terms_of(registry, b, needed)),
+            previous: None,
+        };
+        if change.version > 1 {
+            parsed.previous = self
+                .engine
+                .store()
+                .read_version(
+                    tenant.key,
+                    &change.resource_type,
+                    &change.id,
+                    change.version - 1,
+                )
+                .await?
+                .and_then(|v| v.body)
+                .and_then(|b| terms_of(registry, &b, needed));
+        }
+        let at = OffsetDateTime::now_utc();
+        for ((key, id), live) in self.live.read().expect("live subscriptions").iter() {
+            if !wants(key, live) {
+                continue;
+            }
+            if let Some(context) = self.raises(registry, live, &parsed) {
+                events.push(SubscriptionEvent {
+                    subscription: id.clone(),
+                    number: 0,
+                    seq: change.seq,
+                    resource_type: change.resource_type.clone(),
+                    id: change.id.clone(),
+                    version: change.version,
+                    deleted: change.body.is_none(),
+                    at,
+                    context,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the change raises an event for the subscription; the event's context if so.
+    fn raises(&self, registry: &Registry, live: &Live, parsed: &Parsed<'_>) -> Option<Vec<String>> {
+        let resource_type = parsed.change.resource_type.as_str();
+        let id = parsed.change.id.as_str();
+        fn version<'v>(id: &'v str, v: &'v Option<(Value, IndexTerms)>) -> Option<Version<'v>> {
+            v.as_ref().map(|(body, terms)| Version { id, body, terms })
+        }
+        let (current, previous) = (version(id, &parsed.current), version(id, &parsed.previous));
+        // What the subscriber would see: the new version, or the deleted one.
+        let seen = current.or(previous)?;
+        let matched = match &live.spec.kind {
+            Kind::Topic { topic, filters } => {
+                let trigger = topic.trigger(resource_type, parsed.interaction)?;
+                let mine: Vec<_> = filters.iter().filter(|(t, _)| t == resource_type).collect();
+                if trigger.resource_type.is_none() && mine.is_empty() {
+                    // A topic on any type covers the types its filters name.
+                    return None;
+                }
+                trigger.fires(registry, resource_type, previous, current)
+                    && mine
+                        .iter()
+                        .all(|(_, f)| f.holds_on(resource_type, id, seen.terms) == Some(true))
+            }
+            Kind::Criteria { filter, .. } => {
+                parsed.interaction != Interaction::Delete
+                    && filter.holds_on(resource_type, id, seen.terms) == Some(true)
+            }
+        };
+        if !matched || !self.may_read(registry, &live.access, resource_type, id, seen.terms) {
+            return None;
+        }
+        Some(context_of(registry, live, resource_type, seen.body))
+    }
+
+    /// Whether the subscriber's grant reads this version (and its token stands).
+    fn may_read(
+        &self,
+        registry: &Registry,
+        access: &Access,
+        resource_type: &str,
+        id: &str,
+        terms: &IndexTerms,
+    ) -> bool {
+        if self.is_revoked(access) {
+            return false;
+        }
+        match access.filter(registry, Permission::Read, resource_type) {
+            Ok(None) => true,
+            Ok(Some(filter)) => filter.holds_on(resource_type, id, terms) == Some(true),
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) fn is_revoked(&self, access: &Access) -> bool {
+        let token = access.principal().and_then(|p| p.token_id.as_deref());
+        matches!((&self.revoked, token), (Some(revoked), Some(jti)) if revoked(jti))
+    }
+
+    /// The caller a subscription reads as.
+    pub(crate) fn caller_of(&self, tenant: &Tenant, live: &Live) -> Caller {
+        Caller::new(tenant.clone(), live.access.clone())
+    }
+}
+
+/// Whether a subscription may match a change of this type at all.
+fn wants_type(spec: &Spec, resource_type: &str) -> bool {
+    match &spec.kind {
+        Kind::Topic { topic, filters } => topic.triggers.iter().any(|t| match &t.resource_type {
+            Some(t) => t == resource_type,
+            None => filters.iter().any(|(t, _)| t == resource_type),
+        }),
+        Kind::Criteria {
+            resource_type: t, ..
+        } => t == resource_type,
+    }
+}
+
+/// A version's body and index terms: of every parameter, or only of `needed`.
+fn terms_of(
+    registry: &Registry,
+    body: &str,
+    needed: Option<&[&str]>,
+) -> Option<(Value, IndexTerms)> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    let resource_type = value["resourceType"].as_str()?.to_owned();
+    let entries = match needed {
+        None => fjord_search::extract(registry, &value).ok()?,
+        Some(codes) => {
+            let mut entries = Vec::new();
+            for code in codes {
+                for value in fjord_search::values_of(registry, &value, code).ok()? {
+                    entries.push(IndexEntry {
+                        code: (*code).to_owned(),
+                        value,
+                    });
+                }
+            }
+            entries
+        }
+    };
+    let terms = fjord_search::index_terms(&resource_type, &entries);
+    Some((value, terms))
+}
+
+/// The references the topic's notification shape includes (`Observation:patient`).
+fn context_of(registry: &Registry, live: &Live, resource_type: &str, body: &Value) -> Vec<String> {
+    let Kind::Topic { topic, .. } = &live.spec.kind else {
+        return Vec::new();
+    };
+    let params: Vec<&str> = topic
+        .includes
+        .iter()
+        .filter(|(t, _)| t == resource_type)
+        .map(|(_, p)| p.as_str())
+        .collect();
+    if params.is_empty() {
+        return Vec::new();
+    }
+    let mut references: Vec<String> = params
+        .iter()
+        .flat_map(|code| fjord_search::values_of(registry, body, code).unwrap_or_default())
+        .filter_map(|value| match value {
+            IndexValue::Reference {
+                resource_type: Some(t),
+                id: Some(i),
+                ..
+            } => Some(format!("{t}/{i}")),
+            _ => None,
+        })
+        .collect();
+    references.sort();
+    references.dedup();
+    references
+}
