@@ -152,10 +152,11 @@ fn main() -> anyhow::Result<()> {
     let expected = with.latencies.len() as u64 + answered.len() as u64;
     let drain_started = Instant::now();
     while received.count.load(Ordering::SeqCst) - before < expected {
-        if drain_started.elapsed() > Duration::from_secs(300) {
+        if drain_started.elapsed() > Duration::from_secs(120) {
             bail!(
-                "notifications stopped at {} of {expected}",
-                received.count.load(Ordering::SeqCst) - before
+                "notifications stopped at {} of {expected}; the server counts {} events",
+                received.count.load(Ordering::SeqCst) - before,
+                raised_events(addr)?
             );
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -213,6 +214,30 @@ fn main() -> anyhow::Result<()> {
     write_section(&args.out, "subscriptions", &text)?;
     let _: &Outcome = &with;
     Ok(())
+}
+
+/// The events the server raised for every subscription (`$status`).
+fn raised_events(addr: SocketAddr) -> anyhow::Result<u64> {
+    let mut connection = Connection::blocking(addr)?;
+    let path = "/fhir/default/Subscription/$status";
+    let status = connection.send(&request("GET", addr, path, ""), &[200])?;
+    let bundle: serde_json::Value = serde_json::from_slice(&status.body)?;
+    let mut total = 0;
+    for entry in bundle["entry"].as_array().into_iter().flatten() {
+        for parameter in entry["resource"]["parameter"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if parameter["name"] == "events-since-subscription-start" {
+                total += parameter["valueString"]
+                    .as_str()
+                    .unwrap_or("0")
+                    .parse::<u64>()?;
+            }
+        }
+    }
+    Ok(total)
 }
 
 fn measurement(patient: &str) -> String {

@@ -65,16 +65,30 @@ impl Store {
     }
 
     /// The next at most `limit` changes of the tenant after `cursor`.
-    #[tracing::instrument(skip(self, cursor), fields(through = cursor.through))]
     pub async fn changes(
         &self,
         tenant: TenantKey,
         cursor: &ChangeCursor,
         limit: usize,
     ) -> Result<ChangeBatch, StoreError> {
+        self.changes_without_bodies_of(tenant, cursor, limit, &[])
+            .await
+    }
+
+    /// [`Store::changes`], with the bodies of the `skipped` types left out (`None`): a
+    /// consumer that ignores them need not read them.
+    #[tracing::instrument(skip(self, cursor), fields(through = cursor.through))]
+    pub async fn changes_without_bodies_of(
+        &self,
+        tenant: TenantKey,
+        cursor: &ChangeCursor,
+        limit: usize,
+        skipped: &[&str],
+    ) -> Result<ChangeBatch, StoreError> {
         // One statement, so the snapshot it reports is the one its rows come from.
         let sql = "SELECT pg_snapshot_xmin(s.snapshot)::text AS xmin, \
-                     pg_snapshot_xmax(s.snapshot)::text AS xmax, v.seq, v.type, v.id, v.version, v.body \
+                     pg_snapshot_xmax(s.snapshot)::text AS xmax, v.seq, v.type, v.id, v.version, \
+                     CASE WHEN v.type = ANY($5::text[]) THEN NULL ELSE v.body END AS body \
                    FROM (SELECT pg_current_snapshot() AS snapshot) s \
                    LEFT JOIN LATERAL ( \
                      SELECT seq, type, id, version, body FROM resource_version \
@@ -87,6 +101,7 @@ impl Store {
             .bind(cursor.through)
             .bind(settled)
             .bind(limit as i64)
+            .bind(skipped)
             .fetch_all(connection.connection())
             .await;
         let rows = connection.settle(rows)?;

@@ -335,25 +335,29 @@ impl Store {
             .collect())
     }
 
-    /// A subscription's state and, when it is active, its first `limit` undelivered events, in
-    /// one statement (a delivery worker's every step).
+    /// A subscription's state and, when it is active, its first `limit` events after
+    /// `delivered` and `after` (what the worker knows it delivered), in one statement (a
+    /// delivery worker's every step).
     pub async fn pending_events(
         &self,
         tenant: TenantKey,
         subscription: &str,
+        after: i64,
         limit: usize,
     ) -> Result<Option<(SubscriptionState, Vec<SubscriptionEvent>)>, StoreError> {
         let mut connection = self.tenant_connection(tenant).await?;
         let rows = sqlx::query(&format!(
             "SELECT {STATE_COLUMNS}, e.* FROM subscription_state s \
              LEFT JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM subscription_event e \
-               WHERE e.tenant = s.tenant AND e.subscription = s.id AND e.number > s.delivered \
+               WHERE e.tenant = s.tenant AND e.subscription = s.id \
+               AND e.number > GREATEST(s.delivered, $4) \
                ORDER BY e.number LIMIT $3) e ON s.status = 'active' \
              WHERE s.tenant = $1 AND s.id = $2"
         ))
         .bind(tenant.0)
         .bind(subscription)
         .bind(limit as i64)
+        .bind(after)
         .fetch_all(connection.connection())
         .await;
         let rows = connection.settle(rows)?;
@@ -368,29 +372,35 @@ impl Store {
         Ok(Some((state_from_row(first), events)))
     }
 
-    /// Notes that the receiver took every event up to `through`: `delivered` moves (never
-    /// back) and failures clear.
+    /// Notes, for each subscription, that the receiver took every event up to its number:
+    /// `delivered` moves (never back); failures clear when `clear_failures`.
     pub async fn note_delivered(
         &self,
         tenant: TenantKey,
-        id: &str,
-        through: i64,
+        delivered: &[(String, i64)],
+        clear_failures: bool,
     ) -> Result<(), StoreError> {
-        // Committed without waiting for the disk: a crash that loses the note sends the
-        // notification again, which at-least-once allows; a flush per notification would cost
+        // Committed without waiting for the disk: a crash that loses the note sends those
+        // notifications again, which at-least-once allows; a flush per notification would cost
         // the writes more than the notifications.
         let mut work = self.begin(tenant).await?;
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(work.connection())
             .await
             .map_err(StoreError::database)?;
+        let (ids, numbers): (Vec<&str>, Vec<i64>) =
+            delivered.iter().map(|(id, n)| (id.as_str(), *n)).unzip();
         sqlx::query(
-            "UPDATE subscription_state SET delivered = GREATEST(delivered, $3), \
-             failures = 0, error = NULL WHERE tenant = $1 AND id = $2",
+            "UPDATE subscription_state s SET delivered = GREATEST(s.delivered, n.through), \
+             failures = CASE WHEN $4 THEN 0 ELSE s.failures END, \
+             error = CASE WHEN $4 THEN NULL ELSE s.error END \
+             FROM UNNEST($2::text[], $3::bigint[]) AS n(id, through) \
+             WHERE s.tenant = $1 AND s.id = n.id",
         )
         .bind(tenant.0)
-        .bind(id)
-        .bind(through)
+        .bind(ids)
+        .bind(numbers)
+        .bind(clear_failures)
         .execute(work.connection())
         .await
         .map_err(StoreError::database)?;

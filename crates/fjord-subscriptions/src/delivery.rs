@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fjord_engine::{Caller, EngineError, Format, Tenant};
-use fjord_store::{Delivery, SubscriptionEvent, SubscriptionState};
+use fjord_store::{Delivery, SubscriptionEvent, SubscriptionState, TenantKey};
 use rand_core::RngCore;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -46,8 +46,10 @@ impl Subscriptions {
 
     #[tracing::instrument(skip(self, tenant, wake), fields(tenant = %tenant.id))]
     async fn work(self: Arc<Self>, tenant: Tenant, id: String, wake: Arc<Notify>) {
+        // What this worker delivered, ahead of the notes the flusher writes.
+        let mut delivered = 0;
         loop {
-            match self.step(&tenant, &id, &wake).await {
+            match self.step(&tenant, &id, &wake, &mut delivered).await {
                 Ok(Next::Continue) => {}
                 Ok(Next::Stop) => break,
                 Err(error) => {
@@ -84,6 +86,7 @@ impl Subscriptions {
         tenant: &Tenant,
         id: &str,
         wake: &Notify,
+        delivered: &mut i64,
     ) -> Result<Next, SubscriptionError> {
         let live = self
             .live
@@ -96,7 +99,7 @@ impl Subscriptions {
         };
         let store = self.engine.store();
         let Some((state, events)) = store
-            .pending_events(tenant.key, id, live.spec.max_count)
+            .pending_events(tenant.key, id, *delivered, live.spec.max_count)
             .await?
         else {
             return Ok(Next::Stop);
@@ -141,17 +144,23 @@ impl Subscriptions {
                 if let Err(error) = self.deliver(tenant, &live, &state, &events).await {
                     return self.failed(tenant, &state, &error).await;
                 }
-                store.note_delivered(tenant.key, id, last).await?;
+                *delivered = last;
+                if state.failures > 0 {
+                    let note = [(id.to_owned(), last)];
+                    store.note_delivered(tenant.key, &note, true).await?;
+                } else {
+                    self.mark_delivered(tenant.key, id, last);
+                }
                 if last < state.events {
                     return Ok(Next::Continue);
                 }
                 // Caught up with what was read: later events wake the worker.
                 self.idle(tenant, &live, &state, wake).await
             }
-            "active" if state.delivered < state.events => {
+            "active" if state.delivered.max(*delivered) < state.events => {
                 // Numbers without stored events (removed meanwhile): nothing to send.
-                let through = state.events;
-                store.note_delivered(tenant.key, id, through).await?;
+                *delivered = state.events;
+                self.mark_delivered(tenant.key, id, state.events);
                 Ok(Next::Continue)
             }
             "active" => self.idle(tenant, &live, &state, wake).await,
@@ -181,6 +190,38 @@ impl Subscriptions {
         match self.post_bundle(live, &heartbeat).await {
             Ok(()) => Ok(Next::Continue),
             Err(error) => self.failed(tenant, state, &error).await,
+        }
+    }
+
+    /// Notes a delivery for the flusher: one statement per tenant for all that were delivered
+    /// meanwhile, instead of a transaction per notification.
+    fn mark_delivered(&self, tenant: TenantKey, id: &str, through: i64) {
+        let mut marks = self.marks.lock().expect("delivery marks");
+        let mark = marks
+            .entry(tenant)
+            .or_default()
+            .entry(id.to_owned())
+            .or_default();
+        *mark = (*mark).max(through);
+    }
+
+    /// Writes the delivery marks every 100 ms, for ever.
+    pub(crate) async fn flush_marks(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let marks = std::mem::take(&mut *self.marks.lock().expect("delivery marks"));
+            for (tenant, marks) in marks {
+                let marks: Vec<(String, i64)> = marks.into_iter().collect();
+                if let Err(error) = self
+                    .engine
+                    .store()
+                    .note_delivered(tenant, &marks, false)
+                    .await
+                {
+                    // Not lost: the workers know what they sent; a restart sends it again.
+                    tracing::warn!(%error, "delivery marks not written");
+                }
+            }
         }
     }
 

@@ -15,10 +15,13 @@ use crate::spec::{Kind, Spec};
 use crate::topic::{Interaction, Version};
 use crate::{SubscriptionError, Subscriptions};
 
+const AUDIT_EVENT: &str = "AuditEvent";
+
 /// The dispatcher's name among change-log consumers.
 const CONSUMER: &str = "subscriptions";
-/// Changes read per round.
-const BATCH: usize = 1000;
+/// Changes read per round: events reach the workers when their round commits, so smaller
+/// rounds mean sooner notifications.
+const BATCH: usize = 256;
 /// How long the dispatcher sleeps when no write wakes it (writes of other processes, audit).
 const POLL: Duration = Duration::from_millis(500);
 
@@ -42,6 +45,7 @@ struct Parsed<'a> {
 impl Subscriptions {
     /// Matches the change logs of every tenant, for ever; the server runs it in the background.
     pub async fn run_dispatcher(self: Arc<Self>) {
+        tokio::spawn(self.clone().flush_marks());
         let mut loaded: std::collections::HashSet<TenantKey> = Default::default();
         loop {
             match self.engine.list_tenants().await {
@@ -125,7 +129,16 @@ impl Subscriptions {
                 .consumer_cursor(tenant.key, CONSUMER)
                 .await?
                 .unwrap_or_default();
-            let batch = store.changes(tenant.key, &cursor, BATCH).await?;
+            // Bodies of types no subscription wants stay in the database (every interaction
+            // writes an AuditEvent).
+            let skipped: &[&str] = if self.wanted(tenant.key, AUDIT_EVENT) {
+                &[]
+            } else {
+                &[AUDIT_EVENT]
+            };
+            let batch = store
+                .changes_without_bodies_of(tenant.key, &cursor, BATCH, skipped)
+                .await?;
             if batch.changes.is_empty() && batch.cursor == cursor {
                 return Ok(());
             }
@@ -133,6 +146,9 @@ impl Subscriptions {
             let mut round = DispatchRound::default();
             let mut woken = Vec::new();
             for change in &batch.changes {
+                if skipped.contains(&change.resource_type.as_str()) {
+                    continue;
+                }
                 if change.resource_type == "Subscription" {
                     self.subscription_changed(tenant, &registry, change, &mut round, &mut woken)
                         .await?;
@@ -154,6 +170,15 @@ impl Subscriptions {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether a subscription of the tenant may match changes of this type.
+    fn wanted(&self, tenant: TenantKey, resource_type: &str) -> bool {
+        self.live
+            .read()
+            .expect("live subscriptions")
+            .iter()
+            .any(|((key, _), live)| *key == tenant && wants_type(&live.spec, resource_type))
     }
 
     /// A Subscription was written: it starts, changes, stops or goes.
@@ -248,22 +273,20 @@ impl Subscriptions {
             }
             any = true;
             match (&mut needed, live.access.is_unrestricted()) {
-                (Some(codes), true) => codes.extend(
-                    live.spec
-                        .parameters
-                        .iter()
-                        .filter(|(t, _)| t == "*" || *t == change.resource_type)
-                        .map(|(_, code)| code.clone()),
-                ),
+                (Some(codes), true) => {
+                    let named = live.spec.parameters.iter();
+                    for (_, code) in named.filter(|(t, _)| t == "*" || *t == change.resource_type) {
+                        // A handful of codes, named by most subscriptions alike.
+                        if !codes.contains(code) {
+                            codes.push(code.clone());
+                        }
+                    }
+                }
                 _ => needed = None,
             }
         }
         if !any {
             return Ok(());
-        }
-        if let Some(codes) = &mut needed {
-            codes.sort_unstable();
-            codes.dedup();
         }
         let needed: Option<Vec<&str>> = needed
             .as_ref()
@@ -331,15 +354,13 @@ impl Subscriptions {
         let matched = match &live.spec.kind {
             Kind::Topic { topic, filters } => {
                 let trigger = topic.trigger(resource_type, parsed.interaction)?;
-                let mine: Vec<_> = filters.iter().filter(|(t, _)| t == resource_type).collect();
-                if trigger.resource_type.is_none() && mine.is_empty() {
+                let mut mine = filters.iter().filter(|(t, _)| t == resource_type);
+                if trigger.resource_type.is_none() && mine.clone().next().is_none() {
                     // A topic on any type covers the types its filters name.
                     return None;
                 }
-                trigger.fires(registry, resource_type, previous, current)
-                    && mine
-                        .iter()
-                        .all(|(_, f)| f.holds_on(resource_type, id, seen.terms) == Some(true))
+                mine.all(|(_, f)| f.holds_on(resource_type, id, seen.terms) == Some(true))
+                    && trigger.fires(registry, resource_type, previous, current)
             }
             Kind::Criteria { filter, .. } => {
                 parsed.interaction != Interaction::Delete

@@ -107,6 +107,8 @@ pub struct Subscriptions {
     origin: RwLock<String>,
     /// One client for every rest-hook: its connections to an endpoint are kept and reused.
     http: ureq::Agent,
+    /// Deliveries not yet noted in the store, by tenant and subscription.
+    marks: Mutex<HashMap<TenantKey, HashMap<String, i64>>>,
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -141,6 +143,7 @@ impl Subscriptions {
                 .max_idle_connections_per_host(16)
                 .redirects(0)
                 .build(),
+            marks: Default::default(),
         })
     }
 
