@@ -80,6 +80,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("tantivy", "fjord-text"),
     ("jsonwebtoken", "fjord-smart"),
     ("actix-cors", "fjord-rest"),
+    ("actix-ws", "fjord-rest"),
 ];
 
 #[test]

@@ -168,10 +168,7 @@ fn topic_notifications_carry_every_field_of_the_backport() {
         format!("{TOPICS}dho-observation-created")
     );
     wait_until(10, "the subscription is active", || {
-        smart
-            .call(&writer, "GET", &format!("/Subscription/{id}"), None)
-            .json()["status"]
-            == "active"
+        resource_status(&smart, &writer, &id) == "active"
     });
 
     // b's measurement and a's laboratory result do not pass the filters; a's vital sign does.
@@ -486,10 +483,7 @@ fn classic_criteria_subscriptions_post_or_put_the_new_version() {
     ));
     for id in [&bare, &full] {
         wait_until(20, "classic subscriptions are active", || {
-            smart
-                .call(&writer, "GET", &format!("/Subscription/{id}"), None)
-                .json()["status"]
-                == "active"
+            resource_status(&smart, &writer, id) == "active"
         });
     }
     for (id, code) in [("o-1", "8867-4"), ("o-2", "8310-5")] {
@@ -636,29 +630,15 @@ fn failing_deliveries_end_in_error_until_the_client_sets_the_subscription_back()
     let id = created(&smart.call(&writer, "POST", "/Subscription", Some(&subscription)));
     receiver.wait_for(20, "the handshake", |r| !r.is_empty());
     wait_until(10, "active", || {
-        smart
-            .call(&writer, "GET", &format!("/Subscription/{id}"), None)
-            .json()["status"]
-            == "active"
+        resource_status(&smart, &writer, &id) == "active"
     });
 
     // The receiver fails: three attempts, then error, with the reason in the resource.
     receiver.answer(503);
-    let put = |obs: &str| {
-        let reply = smart.call(
-            &writer,
-            "PUT",
-            &format!("/Observation/{obs}"),
-            Some(&observation(obs, "a", VITAL, "8867-4")),
-        );
-        assert_eq!(reply.status, 201, "{}", reply.body);
-    };
+    let put = |obs: &str| new_measurement(&smart, &writer, obs);
     put("e-1");
     wait_until(20, "error", || {
-        smart
-            .call(&writer, "GET", &format!("/Subscription/{id}"), None)
-            .json()["status"]
-            == "error"
+        resource_status(&smart, &writer, &id) == "error"
     });
     let stored = smart
         .call(&writer, "GET", &format!("/Subscription/{id}"), None)
@@ -736,10 +716,7 @@ fn failing_deliveries_end_in_error_until_the_client_sets_the_subscription_back()
         Some("handshake")
     );
     wait_until(10, "active again", || {
-        smart
-            .call(&writer, "GET", &format!("/Subscription/{id}"), None)
-            .json()["status"]
-            == "active"
+        resource_status(&smart, &writer, &id) == "active"
     });
 }
 
@@ -913,7 +890,23 @@ fn delivery_loses_nothing_across_outage_restart_and_ten_thousand_events() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn wait_until(seconds: u64, what: &str, done: impl Fn() -> bool) {
+/// Stores a new vital sign `id` of patient a.
+pub(crate) fn new_measurement(smart: &Smart, token: &str, id: &str) {
+    let body = observation(id, "a", VITAL, "8867-4");
+    let reply = smart.call(token, "PUT", &format!("/Observation/{id}"), Some(&body));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+}
+
+/// The status the Subscription resource says.
+pub(crate) fn resource_status(smart: &Smart, token: &str, id: &str) -> String {
+    let reply = smart.call(token, "GET", &format!("/Subscription/{id}"), None);
+    reply.json()["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub(crate) fn wait_until(seconds: u64, what: &str, done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
     while !done() {
         assert!(

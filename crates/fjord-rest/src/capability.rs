@@ -143,6 +143,10 @@ async fn capability_statement(
                 for (name, definition) in [
                     ("status", "backport-subscription-status"),
                     ("events", "backport-subscription-events"),
+                    (
+                        "get-ws-binding-token",
+                        "backport-subscription-get-ws-binding-token",
+                    ),
                 ] {
                     operations.push(json!({
                         "name": name,

@@ -42,6 +42,8 @@ enum Route<'a> {
     Terminology(&'a str, &'a str, Option<&'a str>, terminology::Operation),
     /// `Subscription/$status`, `Subscription/{id}/$status`, `Subscription/{id}/$events`.
     Subscription(&'a str, Option<&'a str>, subscriptions::Operation),
+    /// The websocket subscriptions are delivered over.
+    SubscriptionSocket(&'a str),
     /// `{type}/$validate` or `{type}/{id}/$validate`.
     Validate(&'a str, &'a str, Option<&'a str>),
     /// `scope` is a `Scope` without its borrowed parts, for matching in tests.
@@ -109,6 +111,10 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         ([t, "Subscription", id, "$events"], _) if get_or_post => {
             Route::Subscription(t, Some(id), subscriptions::Operation::Events)
         }
+        ([t, "Subscription", id, "$get-ws-binding-token"], _) if get_or_post => {
+            Route::Subscription(t, Some(id), subscriptions::Operation::BindingToken)
+        }
+        ([t, "$subscription-websocket"], _) if get => Route::SubscriptionSocket(t),
         ([t, ty, "$validate"], &Method::POST) => Route::Validate(t, ty, None),
         ([t, ty, id, "$validate"], &Method::POST) => Route::Validate(t, ty, Some(id)),
         ([t, ty, id, "$validate"], _) if get => Route::Validate(t, ty, Some(id)),
@@ -186,6 +192,7 @@ pub(crate) async fn dispatch(
         Route::Subscription(t, id, op) => {
             subscriptions::operation(&req, &state, t, id, op, payload).await
         }
+        Route::SubscriptionSocket(t) => subscriptions::websocket(&req, &state, t, payload).await,
         Route::Validate(t, ty, id) => validate::validate(&req, &state, t, ty, id, payload).await,
         Route::Terminology(t, ty, id, op) => {
             terminology::operation(&req, &state, t, ty, id, op, payload).await

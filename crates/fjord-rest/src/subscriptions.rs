@@ -1,10 +1,16 @@
 //! The Subscription operations of the R5 Backport IG over HTTP: `$status` (instance or type
-//! level, GET or POST) and `$events` (`eventsSinceNumber`, `eventsUntilNumber`, `content`).
+//! level, GET or POST), `$events` (`eventsSinceNumber`, `eventsUntilNumber`, `content`) and
+//! `$get-ws-binding-token`; and the websocket that subscriptions with a websocket channel are
+//! delivered over (`/fhir/{tenant}/$subscription-websocket`: `bind-with-token TOKEN`, or classic
+//! R4's `bind ID`; notifications as text, protocol pings answered).
 
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
-use fjord_engine::{Audited, EngineError};
-use fjord_subscriptions::{EventsQuery, SubscriptionError};
+use actix_ws::Message;
+use fjord_engine::{Audited, EngineError, Tenant};
+use fjord_subscriptions::{EventsQuery, Outgoing, SubscriptionError, Subscriptions};
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
 use crate::negotiate;
 use crate::resources::Ctx;
@@ -16,6 +22,7 @@ use crate::{ApiError, AppState};
 pub(crate) enum Operation {
     Status,
     Events,
+    BindingToken,
 }
 
 pub(crate) async fn operation(
@@ -57,7 +64,8 @@ pub(crate) async fn operation(
             };
             subscriptions.events(&ctx.caller, id, query).await
         }
-        (Operation::Events, None) => {
+        (Operation::BindingToken, Some(id)) => subscriptions.binding_token(&ctx.caller, id).await,
+        (Operation::Events | Operation::BindingToken, None) => {
             return Err(ctx.err(ApiError::bad_request(
                 "$events is an operation on one Subscription",
             )))
@@ -77,4 +85,82 @@ pub(crate) async fn operation(
         &answer,
         ctx.negotiated,
     ))
+}
+
+/// `GET /fhir/{tenant}/$subscription-websocket`: upgrades to a websocket whose client binds
+/// subscriptions with a token from `$get-ws-binding-token` (the token is the authorization:
+/// browsers cannot send headers with a websocket).
+pub(crate) async fn websocket(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: &str,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = state.engine.tenant(tenant).await?;
+    let Some(subscriptions) = state.subscriptions.clone() else {
+        return Err(ApiError::bad_request(
+            "this server delivers no subscriptions",
+        ));
+    };
+    let (response, session, stream) = actix_ws::handle(req, payload)
+        .map_err(|e| ApiError::bad_request(format!("not a websocket upgrade: {e}")))?;
+    actix_web::rt::spawn(serve_socket(subscriptions, tenant, session, stream));
+    Ok(response)
+}
+
+/// A connection's life: binds as the client asks, writes what its subscriptions send.
+async fn serve_socket(
+    subscriptions: Arc<Subscriptions>,
+    tenant: Tenant,
+    mut session: actix_ws::Session,
+    mut stream: actix_ws::MessageStream,
+) {
+    let mut bound: Option<mpsc::Receiver<Outgoing>> = None;
+    loop {
+        tokio::select! {
+            message = stream.recv() => match message {
+                Some(Ok(Message::Text(text))) => match subscriptions.bind(&tenant, &text).await {
+                    Ok(binding) => {
+                        for first in binding.first {
+                            if session.text(first).await.is_err() {
+                                return;
+                            }
+                        }
+                        bound = Some(binding.messages);
+                    }
+                    Err(error) => {
+                        if session.text(format!("error {error}")).await.is_err() {
+                            return;
+                        }
+                    }
+                },
+                Some(Ok(Message::Ping(bytes))) => {
+                    if session.pong(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+            outgoing = next(&mut bound) => match outgoing {
+                Some(Outgoing { text, written }) => {
+                    let ok = session.text(text).await.is_ok();
+                    let _ = written.send(ok);
+                    if !ok {
+                        return;
+                    }
+                }
+                None => bound = None,
+            },
+        }
+    }
+    let _ = session.close(None).await;
+}
+
+/// The next message for a bound connection; never, while it is not bound.
+async fn next(bound: &mut Option<mpsc::Receiver<Outgoing>>) -> Option<Outgoing> {
+    match bound {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
 }

@@ -97,6 +97,7 @@ impl Subscriptions {
         let Some(live) = live else {
             return Ok(Next::Stop);
         };
+        let websocket = live.spec.channel.kind == ChannelType::Websocket;
         let store = self.engine.store();
         let Some((state, events)) = store
             .pending_events(tenant.key, id, *delivered, live.spec.max_count)
@@ -139,10 +140,18 @@ impl Subscriptions {
                     Err(error) => self.failed(tenant, &state, &error).await,
                 }
             }
+            // A websocket subscription's events wait for a connection; binding one wakes this.
+            "active" if websocket && !self.has_socket(tenant.key, id) => {
+                self.idle(tenant, &live, &state, wake).await
+            }
             "active" if !events.is_empty() => {
                 let last = events.last().map_or(state.delivered, |e| e.number);
-                if let Err(error) = self.deliver(tenant, &live, &state, &events).await {
-                    return self.failed(tenant, &state, &error).await;
+                match self.deliver(tenant, &live, &state, &events).await {
+                    Ok(()) => {}
+                    // A connection that went away is no failure of the subscription: the
+                    // events wait for the next one.
+                    Err(_) if websocket => return Ok(Next::Continue),
+                    Err(error) => return self.failed(tenant, &state, &error).await,
                 }
                 *delivered = last;
                 if state.failures > 0 {
@@ -187,8 +196,9 @@ impl Subscriptions {
         }
         let notice = Notice::bare("heartbeat", live.spec.content);
         let heartbeat = self.notification(tenant, live, state, notice).await?;
-        match self.post_bundle(live, &heartbeat).await {
+        match self.transmit(tenant.key, live, &heartbeat).await {
             Ok(()) => Ok(Next::Continue),
+            Err(_) if live.spec.channel.kind == ChannelType::Websocket => Ok(Next::Continue),
             Err(error) => self.failed(tenant, state, &error).await,
         }
     }
@@ -253,7 +263,15 @@ impl Subscriptions {
                     )
                     .await
                     .map_err(|e| e.to_string())?;
-                self.post_bundle(live, &bundle).await
+                self.transmit(tenant.key, live, &bundle).await
+            }
+            // Classic R4 over a websocket: `ping {id}`, and the client searches.
+            Kind::Criteria { .. } if live.spec.channel.kind == ChannelType::Websocket => {
+                let ping = format!("ping {}", state.id);
+                match self.send_to_socket(tenant.key, &state.id, ping).await? {
+                    true => Ok(()),
+                    false => Err("no websocket is bound".into()),
+                }
             }
             Kind::Criteria { .. } => {
                 let endpoint = live.spec.channel.endpoint.clone().unwrap_or_default();
@@ -280,6 +298,22 @@ impl Subscriptions {
                         .await?;
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// Sends a notification Bundle over the subscription's channel.
+    async fn transmit(&self, tenant: TenantKey, live: &Live, bundle: &Value) -> Result<(), String> {
+        match live.spec.channel.kind {
+            ChannelType::RestHook => self.post_bundle(live, bundle).await,
+            ChannelType::Websocket => {
+                match self
+                    .send_to_socket(tenant, &live.spec.id, bundle.to_string())
+                    .await?
+                {
+                    true => Ok(()),
+                    false => Err("no websocket is bound".into()),
+                }
             }
         }
     }

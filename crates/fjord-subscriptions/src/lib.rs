@@ -1,5 +1,5 @@
 //! Subscriptions: topic-based (the Subscriptions R5 Backport IG for R4, STU 1.1) and classic R4,
-//! delivered over rest-hook, at least once and in order, from the change log.
+//! delivered over rest-hook or websocket, at least once and in order, from the change log.
 //!
 //! - [`topic`]: the topics Fjord ships, as R5 `SubscriptionTopic` JSON (data, not code).
 //! - [`spec`]: a Subscription read into topic or criteria, filters and channel; the check the
@@ -11,6 +11,8 @@
 //!   notifications, heartbeats), retries with exponential back-off and jitter, and after the
 //!   configured number of failures sets the subscription to `error` (events keep counting).
 //! - `notification`: the notification Bundles, and `$status` and `$events`.
+//! - `socket`: websocket channels without the websocket (`fjord-rest` owns it):
+//!   `$get-ws-binding-token`, binding a connection, notifications written to it.
 //!
 //! A subscription sees what the token that last wrote it may read, in its tenant only: events
 //! are matched only on versions that token's read grant admits.
@@ -18,6 +20,7 @@
 mod delivery;
 mod dispatch;
 mod notification;
+mod socket;
 pub mod spec;
 pub mod topic;
 
@@ -29,6 +32,7 @@ use fjord_engine::{Engine, EngineError};
 use fjord_store::{StoreError, TenantKey};
 
 pub use notification::{EventsQuery, NOTIFICATION_PROFILE, STATUS_PROFILE};
+pub use socket::{Binding, Outgoing};
 pub use spec::{Spec, SubscriptionCheck};
 pub use topic::Topic;
 
@@ -109,6 +113,10 @@ pub struct Subscriptions {
     http: ureq::Agent,
     /// Deliveries not yet noted in the store, by tenant and subscription.
     marks: Mutex<HashMap<TenantKey, HashMap<String, i64>>>,
+    /// Websocket binding tokens.
+    ws_tokens: Mutex<HashMap<String, socket::BindingToken>>,
+    /// Bound websocket connections.
+    sockets: Mutex<socket::Sockets>,
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -144,6 +152,8 @@ impl Subscriptions {
                 .redirects(0)
                 .build(),
             marks: Default::default(),
+            ws_tokens: Default::default(),
+            sockets: Default::default(),
         })
     }
 

@@ -158,9 +158,6 @@ impl Spec {
                 ))
             }
         };
-        if channel_kind == ChannelType::Websocket {
-            return Err("websocket channels are not offered yet: use rest-hook".into());
-        }
         let endpoint = channel_json["endpoint"].as_str().map(str::to_owned);
         if channel_kind == ChannelType::RestHook {
             let url = endpoint
