@@ -28,6 +28,7 @@ mod smart_scopes;
 mod smart_tls;
 mod store;
 mod subscriptions;
+mod subscriptions_durable;
 mod subscriptions_ws;
 mod synthea;
 mod text_search;

@@ -320,8 +320,14 @@ impl Subscriptions {
                 .and_then(|b| terms_of(registry, &b, needed));
         }
         let at = OffsetDateTime::now_utc();
+        let mut revoked = Vec::new();
         for ((key, id), live) in self.live.read().expect("live subscriptions").iter() {
             if !wants(key, live) {
+                continue;
+            }
+            if self.is_revoked(&live.access) {
+                // Its worker stops it.
+                revoked.push(id.clone());
                 continue;
             }
             if let Some(context) = self.raises(registry, live, &parsed) {
@@ -337,6 +343,9 @@ impl Subscriptions {
                     context,
                 });
             }
+        }
+        for id in revoked {
+            self.wake(tenant, &id);
         }
         Ok(())
     }
