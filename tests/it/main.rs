@@ -29,6 +29,7 @@ mod smart_tls;
 mod store;
 mod subscriptions;
 mod subscriptions_durable;
+mod subscriptions_tls;
 mod subscriptions_ws;
 mod synthea;
 mod text_search;

@@ -27,7 +27,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA named `name` and a certificate it signs for 127.0.0.1 (`name-server.pem`).
-fn certificates(dir: &Path, name: &str) {
+pub(crate) fn certificates(dir: &Path, name: &str) {
     let ca_key = format!("{name}-ca.key");
     let ca = format!("{name}-ca.pem");
     let key = format!("{name}-server.key");

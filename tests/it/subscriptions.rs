@@ -306,6 +306,11 @@ fn topic_notifications_carry_every_field_of_the_backport() {
         replay["entry"][1].get("resource").is_none(),
         "id-only: {replay}"
     );
+    let path = format!("/Subscription/{id}/$events?content=empty");
+    let empty = smart.call(&writer, "GET", &path, None).json();
+    assert_eq!(event_numbers(&empty), [1]);
+    assert!(focuses(&empty).is_empty(), "empty: no focus: {empty}");
+    assert_eq!(empty["entry"].as_array().unwrap().len(), 1, "{empty}");
     let reply = smart.call(
         &writer,
         "GET",
@@ -407,8 +412,19 @@ fn topics_fire_on_their_transitions_only() {
         200 | 204
     ));
 
+    // A transaction that fails stores nothing, so it raises nothing: a new plan with an
+    // Observation of a patient that does not exist.
+    let failing = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "CarePlan", "status": "active", "intent": "plan", "subject": {"reference": "Patient/a"}},
+         "request": {"method": "POST", "url": "CarePlan"}},
+        {"resource": observation("x", "nobody", VITAL, "8867-4"), "request": {"method": "PUT", "url": "Observation/x"}},
+    ]});
+    let reply = smart.call(&writer, "POST", "", Some(&failing));
+    assert!(reply.status >= 400, "{}", reply.body);
+
     // Expected: completed once (the second completed is no transition), booked once (created
-    // booked), cancelled once, the plan three times (create, update, delete).
+    // booked), cancelled once, the plan three times (create, update, delete), nothing of the
+    // failed transaction.
     let expected = [
         ("dho-questionnaireresponse-completed", vec!["PUT"]),
         ("dho-appointment-booked", vec!["POST"]),
