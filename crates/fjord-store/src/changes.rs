@@ -4,11 +4,15 @@
 //! Positions come from a sequence, so they are not committed in order: a write may take
 //! position 9 and commit after the write that took 10, and a failed write leaves 9 empty for
 //! ever. A consumer that remembered only "the highest position seen" would skip the late 9. A
-//! [`ChangeCursor`] therefore remembers each hole below what it has seen, with the snapshot
-//! that first saw it, and closes the hole once every transaction that could still fill it has
-//! ended: the writer took its transaction id before its position (the version insert reads the
-//! pointer update's row), so its id is below that snapshot's `xmax`, and once a later snapshot's
-//! `xmin` passes that `xmax` the writer has committed (and its row is read) or never will.
+//! [`ChangeCursor`] therefore remembers each hole below what it has seen, with a bound on the
+//! transaction ids that could still fill it, and closes the hole once a later snapshot's `xmin`
+//! passes that bound: every transaction below it has ended, so the writer has committed (and
+//! its row is read) or never will. The writer took its transaction id before its position (the
+//! version insert reads the pointer update's row; `create_many` inserts the pointers first),
+//! and its position before the higher one the reader saw committed, so before the reader's
+//! statement began. The bound is the reader's own transaction id, taken during that statement,
+//! plus one. (The snapshot's `xmax` is no such bound: it is the latest *completed* id plus one,
+//! and a writer whose id is above every completed one is running yet not listed.)
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,7 +27,7 @@ pub struct ChangeCursor {
     /// Every position up to here is read or known to stay empty.
     pub through: i64,
     /// Positions above `through` that were empty when a later one was read, each with the
-    /// `xmax` of the snapshot that first found it empty.
+    /// bound on the transaction ids that could still fill it (see the module's documentation).
     #[serde(default)]
     pub holes: BTreeMap<i64, u64>,
     /// Positions above `through` already read (or holes known to stay empty).
@@ -86,10 +90,10 @@ impl Store {
         skipped: &[&str],
     ) -> Result<ChangeBatch, StoreError> {
         // One statement, so the snapshot it reports is the one its rows come from.
-        let sql = "SELECT pg_snapshot_xmin(s.snapshot)::text AS xmin, \
-                     pg_snapshot_xmax(s.snapshot)::text AS xmax, v.seq, v.type, v.id, v.version, \
+        let sql = "SELECT pg_snapshot_xmin(s.snapshot)::text AS xmin, s.reader::text AS reader, \
+                     v.seq, v.type, v.id, v.version, \
                      CASE WHEN v.type = ANY($5::text[]) THEN NULL ELSE v.body END AS body \
-                   FROM (SELECT pg_current_snapshot() AS snapshot) s \
+                   FROM (SELECT pg_current_snapshot() AS snapshot, pg_current_xact_id() AS reader) s \
                    LEFT JOIN LATERAL ( \
                      SELECT seq, type, id, version, body FROM resource_version \
                      WHERE tenant = $1 AND seq > $2 AND NOT seq = ANY($3::bigint[]) \
@@ -113,7 +117,7 @@ impl Store {
             text.parse()
                 .map_err(|_| StoreError::Database(format!("unreadable transaction id {text}")))
         };
-        let (xmin, xmax) = (snapshot("xmin")?, snapshot("xmax")?);
+        let (xmin, bound) = (snapshot("xmin")?, snapshot("reader")? + 1);
         let changes: Vec<Change> = rows
             .iter()
             .filter_map(|row| {
@@ -129,17 +133,18 @@ impl Store {
         let full = changes.len() == limit;
         let seen: Vec<i64> = changes.iter().map(|c| c.seq).collect();
         Ok(ChangeBatch {
-            cursor: advance(cursor, &seen, xmin, xmax, full),
+            cursor: advance(cursor, &seen, xmin, bound, full),
             changes,
             full,
         })
     }
 }
 
-/// The cursor after reading the positions `seen` (ascending) in a snapshot with `xmin` and
-/// `xmax`; `full` when the read stopped at its limit, so positions above the last seen were
-/// not looked at.
-fn advance(cursor: &ChangeCursor, seen: &[i64], xmin: u64, xmax: u64, full: bool) -> ChangeCursor {
+/// The cursor after reading the positions `seen` (ascending) in a snapshot with `xmin`, by a
+/// reader whose transaction ids below `bound` include every writer of a position below the
+/// highest seen; `full` when the read stopped at its limit, so positions above the last seen
+/// were not looked at.
+fn advance(cursor: &ChangeCursor, seen: &[i64], xmin: u64, bound: u64, full: bool) -> ChangeCursor {
     let mut next = cursor.clone();
     next.settled.extend(seen.iter().copied());
     for seq in seen {
@@ -153,7 +158,7 @@ fn advance(cursor: &ChangeCursor, seen: &[i64], xmin: u64, xmax: u64, full: bool
     let closed: Vec<i64> = next
         .holes
         .iter()
-        .filter(|(seq, first_xmax)| **seq <= looked_up_to && xmin >= **first_xmax)
+        .filter(|(seq, bound)| **seq <= looked_up_to && xmin >= **bound)
         .map(|(seq, _)| *seq)
         .collect();
     for seq in closed {
@@ -164,7 +169,7 @@ fn advance(cursor: &ChangeCursor, seen: &[i64], xmin: u64, xmax: u64, full: bool
     if let Some(highest) = seen.last() {
         for seq in next.through + 1..*highest {
             if !next.settled.contains(&seq) {
-                next.holes.entry(seq).or_insert(xmax);
+                next.holes.entry(seq).or_insert(bound);
             }
         }
     }

@@ -193,6 +193,8 @@ pub(crate) fn bind_terms<'q>(
 /// the audit trail's buffered events. The per-resource columns come as one array each; keys,
 /// which differ in number, as one flat array sliced by `key_from..=key_to` (1-based, an empty
 /// slice when `from > to`); date and string rows as flat arrays naming their resource by index.
+/// The versions take their positions only after the pointers are inserted, so the transaction
+/// has its id before its first position, as change-log readers rely on (`changes`).
 /// Parameters: $1 tenant, $2 change sequence, $3 types, $4 ids, $5 last updated, $6 bodies,
 /// $7 resource keys, $8 values (JSON text or null), $9 flat keys, $10 key_from, $11 key_to,
 /// $12–$15 date rows (resource index, param key, low, high), $16–$19 string rows (resource
@@ -208,6 +210,7 @@ pub(crate) const CREATE_MANY: &str = "WITH new AS ( \
       RETURNING 1), \
     version AS (INSERT INTO resource_version (tenant, type, id, version, seq, last_updated, op, body) \
       SELECT $1, type, id, 1, nextval($2::regclass), last_updated, 'create', body FROM new \
+      WHERE (SELECT count(*) FROM current) > 0 \
       RETURNING 1), \
     dates AS (INSERT INTO search_date (tenant, type, id, resource_key, param_key, low, high) \
       SELECT $1, n.type, n.id, n.resource_key, d.param_key, d.low, d.high \
