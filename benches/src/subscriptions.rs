@@ -188,7 +188,8 @@ fn main() -> anyhow::Result<()> {
          | no subscriptions (baseline) | {:.0} | 1.00 | {:.1} | {:.1} |\n\
          | {patients} active subscriptions | {:.0} | {ratio:.2} | {:.1} | {:.1} |\n\n\
          Notifications: {delivered_in_run} arrived during the {} s run ({:.0}/s); the {} the run raised were \
-         all delivered {:.1} s after it ended.\n\n         Latency from commit (a probe's 201, every 20 ms, for a subscribed patient of its own) to the \
+         all delivered {:.1} s after it ended.\n\n\
+         Latency from commit (a probe's 201, every 20 ms, for a subscribed patient of its own) to the \
          receiver: during the loaded run ({} probes) p50 {:.1} ms, p99 {:.1} ms; with nothing else \
          running ({} probes) p50 {:.1} ms, p99 {:.1} ms. Under the loaded run the 2 cores are saturated \
          by the ingest, and the dispatcher's share of them sets the lag. Target: ingest drops at most 10% \
