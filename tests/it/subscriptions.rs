@@ -727,6 +727,33 @@ fn failing_deliveries_end_in_error_until_the_client_sets_the_subscription_back()
 }
 
 #[test]
+fn a_receiver_slower_than_the_timeout_has_failed() {
+    let smart = Smart::start_with_env(
+        "subs-timeout",
+        &[],
+        &[
+            ("FJORD_SUBSCRIPTION_MAX_FAILURES", "2"),
+            ("FJORD_SUBSCRIPTION_RETRY_MS", "100"),
+        ],
+    );
+    let writer = smart.token("t1", "system/*.cruds", None);
+    let receiver = Receiver::start();
+    receiver.delay(2500);
+    let timeout = [channel_extension("backport-timeout", "valueUnsignedInt", 1)];
+    let subscription = topic_subscription(
+        "resource-created",
+        &["Observation?"],
+        "id-only",
+        &receiver.url,
+        &timeout,
+    );
+    let id = created(&smart.call(&writer, "POST", "/Subscription", Some(&subscription)));
+    wait_for_error(&smart, &writer, &id, "did not answer within 1 s");
+    // Both attempts reached the receiver; neither was waited for.
+    receiver.wait_for(10, "two handshakes", |r| r.len() >= 2);
+}
+
+#[test]
 fn a_subscription_stops_when_the_token_that_made_it_is_revoked() {
     let smart = Smart::start("subs-revoke", &[]);
     load(&smart);

@@ -343,7 +343,9 @@ impl Subscriptions {
             .payload
             .clone()
             .unwrap_or_else(|| "application/fhir+json".into());
+        let timeout = live.spec.timeout;
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let result = match body {
                 Some(body) => request.set("Content-Type", &mime).send_bytes(&body),
                 None => request.call(),
@@ -353,6 +355,11 @@ impl Subscriptions {
                 Err(ureq::Error::Status(status, _)) => {
                     Err(format!("the endpoint answered {status}"))
                 }
+                // The message names no URL: an endpoint may carry a secret in its query.
+                Err(_) if started.elapsed() >= timeout => Err(format!(
+                    "the endpoint did not answer within {} s",
+                    timeout.as_secs()
+                )),
                 Err(error) => Err(format!(
                     "the endpoint could not be reached: {}",
                     error.kind()
