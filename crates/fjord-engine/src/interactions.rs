@@ -8,9 +8,9 @@ use uuid::Uuid;
 
 use crate::integrity::Unit;
 use crate::registries::SEARCH_PARAMETER;
+use crate::{Caller, Engine, EngineError, Permission, ValidationIssue};
 
 const SUBSCRIPTION: &str = "Subscription";
-use crate::{Caller, Engine, EngineError, Permission, ValidationIssue};
 
 /// Writers that lose a race retry this often before answering 409.
 const WRITE_ATTEMPTS: usize = 16;

@@ -40,7 +40,7 @@ enum Route<'a> {
     Everything(&'a str, &'a str),
     /// A terminology operation on ValueSet or CodeSystem, at type or instance level.
     Terminology(&'a str, &'a str, Option<&'a str>, terminology::Operation),
-    /// `Subscription/$status`, `Subscription/{id}/$status`, `Subscription/{id}/$events`.
+    /// `Subscription/$status`, `Subscription/{id}/$status`, `$events`, `$get-ws-binding-token`.
     Subscription(&'a str, Option<&'a str>, subscriptions::Operation),
     /// The websocket subscriptions are delivered over.
     SubscriptionSocket(&'a str),

@@ -4,12 +4,13 @@
 //! delivered over (`/fhir/{tenant}/$subscription-websocket`: `bind-with-token TOKEN`, or classic
 //! R4's `bind ID`; notifications as text, protocol pings answered).
 
+use std::sync::Arc;
+
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
 use actix_ws::Message;
 use fjord_engine::{Audited, EngineError, Tenant};
 use fjord_subscriptions::{EventsQuery, Outgoing, SubscriptionError, Subscriptions};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::negotiate;

@@ -69,11 +69,7 @@ impl Subscriptions {
             .subscription_state(tenant.key, &id)
             .await
         {
-            let live = self
-                .live
-                .read()
-                .expect("live subscriptions")
-                .contains_key(&(tenant.key, id.clone()));
+            let live = self.live(tenant.key, &id).is_some();
             if live && pending(&state) {
                 self.wake(&tenant, &id);
             }
@@ -88,12 +84,7 @@ impl Subscriptions {
         wake: &Notify,
         delivered: &mut i64,
     ) -> Result<Next, SubscriptionError> {
-        let live = self
-            .live
-            .read()
-            .expect("live subscriptions")
-            .get(&(tenant.key, id.to_owned()))
-            .cloned();
+        let live = self.live(tenant.key, id);
         let Some(live) = live else {
             return Ok(Next::Stop);
         };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fjord_engine::{Access, Caller, Permission, Tenant};
 use fjord_search::{IndexEntry, IndexTerms, IndexValue, Registry};
-use fjord_store::{Change, DispatchRound, SubscriptionEvent, TenantKey};
+use fjord_store::{Change, DispatchRound, SubscriptionEvent, SubscriptionState, TenantKey};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -79,31 +79,58 @@ impl Subscriptions {
         let registry = self.engine.search_registry(tenant).await?;
         let store = self.engine.store();
         for state in store.subscription_states(tenant.key).await? {
-            let Some(body) = store
-                .read_latest(tenant.key, "Subscription", &state.id)
-                .await?
-                .and_then(|v| v.body)
-            else {
-                continue;
-            };
-            let json: Value = serde_json::from_str(&body).map_err(|e| {
-                SubscriptionError::Topic(format!("stored Subscription/{}: {e}", state.id))
-            })?;
-            match self.live_of(&registry, &json, &state.access, state.since_seq) {
-                Ok(live) if live.spec.status != "off" => {
+            match self.stored_live(tenant, &registry, &state).await? {
+                Some(Ok(live)) if live.spec.status != "off" => {
                     self.live
                         .write()
                         .expect("live subscriptions")
                         .insert((tenant.key, state.id.clone()), Arc::new(live));
                     self.wake(tenant, &state.id);
                 }
-                Ok(_) => {}
-                Err(error) => {
+                Some(Ok(_)) | None => {}
+                Some(Err(error)) => {
                     tracing::warn!(tenant = %tenant.id, subscription = %state.id, %error, "a stored subscription cannot be served")
                 }
             }
         }
         Ok(())
+    }
+
+    /// A subscription as its current stored version and state say; `None` when deleted,
+    /// `Some(Err)` when it cannot be served.
+    pub(crate) async fn stored_live(
+        &self,
+        tenant: &Tenant,
+        registry: &Registry,
+        state: &SubscriptionState,
+    ) -> Result<Option<Result<Live, String>>, SubscriptionError> {
+        let Some(body) = self
+            .engine
+            .store()
+            .read_latest(tenant.key, "Subscription", &state.id)
+            .await?
+            .and_then(|v| v.body)
+        else {
+            return Ok(None);
+        };
+        let json: Value = serde_json::from_str(&body).map_err(|e| {
+            SubscriptionError::Topic(format!("stored Subscription/{}: {e}", state.id))
+        })?;
+        Ok(Some(self.live_of(
+            registry,
+            &json,
+            &state.access,
+            state.since_seq,
+        )))
+    }
+
+    /// The subscription as the dispatcher holds it (not off, not deleted).
+    pub(crate) fn live(&self, tenant: TenantKey, id: &str) -> Option<Arc<Live>> {
+        self.live
+            .read()
+            .expect("live subscriptions")
+            .get(&(tenant, id.to_owned()))
+            .cloned()
     }
 
     pub(crate) fn live_of(
@@ -203,12 +230,7 @@ impl Subscriptions {
         };
         let json: Value = serde_json::from_str(body)
             .map_err(|e| SubscriptionError::Topic(format!("Subscription/{}: {e}", change.id)))?;
-        let was = self
-            .live
-            .read()
-            .expect("live subscriptions")
-            .get(&key)
-            .map(|l| l.since_seq);
+        let was = self.live(tenant.key, &change.id).map(|l| l.since_seq);
         let live = match self.live_of(registry, &json, &state.access, state.since_seq) {
             Ok(live) => live,
             Err(error) => {

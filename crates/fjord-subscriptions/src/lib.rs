@@ -82,16 +82,6 @@ pub struct DeliverySettings {
     pub max_backoff: Duration,
 }
 
-impl Default for DeliverySettings {
-    fn default() -> DeliverySettings {
-        DeliverySettings {
-            max_failures: 10,
-            backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-        }
-    }
-}
-
 /// Whether a token (by `jti`) was revoked.
 pub type RevocationCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 

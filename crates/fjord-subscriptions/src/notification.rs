@@ -304,30 +304,12 @@ impl Subscriptions {
         tenant: &Tenant,
         state: &SubscriptionState,
     ) -> Result<Option<std::sync::Arc<Live>>, SubscriptionError> {
-        if let Some(live) = self
-            .live
-            .read()
-            .expect("live subscriptions")
-            .get(&(tenant.key, state.id.clone()))
-        {
-            return Ok(Some(live.clone()));
+        if let Some(live) = self.live(tenant.key, &state.id) {
+            return Ok(Some(live));
         }
-        let Some(body) = self
-            .engine
-            .store()
-            .read_latest(tenant.key, "Subscription", &state.id)
-            .await?
-            .and_then(|v| v.body)
-        else {
-            return Ok(None);
-        };
         let registry = self.engine.search_registry(tenant).await?;
-        let json: Value = serde_json::from_str(&body)
-            .map_err(|e| EngineError::Internal(format!("stored body unreadable: {e}")))?;
-        Ok(self
-            .live_of(&registry, &json, &state.access, state.since_seq)
-            .ok()
-            .map(std::sync::Arc::new))
+        let stored = self.stored_live(tenant, &registry, state).await?;
+        Ok(stored.and_then(Result::ok).map(std::sync::Arc::new))
     }
 }
 

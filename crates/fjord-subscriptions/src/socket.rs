@@ -54,12 +54,7 @@ impl Subscriptions {
         id: &str,
     ) -> Result<Value, SubscriptionError> {
         self.engine.read(caller, "Subscription", id).await?;
-        let live = self
-            .live
-            .read()
-            .expect("live subscriptions")
-            .get(&(caller.key, id.to_owned()))
-            .cloned();
+        let live = self.live(caller.key, id);
         if live.is_none_or(|l| l.spec.channel.kind != ChannelType::Websocket) {
             return Err(EngineError::BadRequest(format!(
                 "Subscription/{id} is not an active websocket subscription"
@@ -111,15 +106,10 @@ impl Subscriptions {
                 _ => return Err("unknown or expired binding token".into()),
             }
         } else if let Some(id) = message.strip_prefix("bind ") {
-            let classic = self
-                .live
-                .read()
-                .expect("live subscriptions")
-                .get(&(tenant.key, id.trim().to_owned()))
-                .is_some_and(|l| {
-                    matches!(l.spec.kind, Kind::Criteria { .. })
-                        && l.spec.channel.kind == ChannelType::Websocket
-                });
+            let classic = self.live(tenant.key, id.trim()).is_some_and(|l| {
+                matches!(l.spec.kind, Kind::Criteria { .. })
+                    && l.spec.channel.kind == ChannelType::Websocket
+            });
             if !classic {
                 return Err(format!("no classic websocket subscription {}", id.trim()));
             }
@@ -130,12 +120,7 @@ impl Subscriptions {
         let (sender, messages) = mpsc::channel(16);
         let mut first = Vec::new();
         for id in &ids {
-            let live = self
-                .live
-                .read()
-                .expect("live subscriptions")
-                .get(&(tenant.key, id.clone()))
-                .cloned();
+            let live = self.live(tenant.key, id);
             let Some(live) = live else {
                 return Err(format!("Subscription/{id} is not active"));
             };
