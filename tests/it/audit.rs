@@ -5,7 +5,9 @@
 use fjord_tests::{send, Reply};
 use serde_json::{json, Value};
 
+use crate::receiver::Receiver;
 use crate::smart::{load, observation, Smart, VITAL};
+use crate::subscriptions::{created, every_observation, new_observation, wait_until};
 
 /// The AuditEvents a search of the audit reader finds.
 fn events(smart: &Smart, query: &str) -> Vec<Value> {
@@ -205,4 +207,96 @@ fn every_interaction_leaves_an_audit_event() {
         .unwrap_or_default();
     assert!(!own.is_empty());
     assert!(!reply.body.contains("Patient/b\""), "{}", reply.body);
+}
+
+/// A notification is a disclosure: each one that carries events leaves an AuditEvent (DICOM
+/// Export) naming the subscription, what it carried, the patients and the endpoint's origin,
+/// with the subscriber's user as the agent; one that failed says why. Handshakes and
+/// heartbeats carry nothing and leave none.
+#[test]
+fn every_notification_leaves_an_audit_event() {
+    let smart = Smart::start("audit-notifications", &[]);
+    load(&smart);
+    let writer = smart.token("t1", "system/*.cruds", None);
+    let app = smart.issuer.mint(&fjord_smart::TokenRequest {
+        audience: smart.server.base("t1"),
+        scope: "patient/Observation.rs user/Subscription.cruds".into(),
+        patient: Some("a".into()),
+        fhir_user: Some("Patient/a".into()),
+        subject: Some("ola".into()),
+        client_id: Some("dho-app".into()),
+        ..Default::default()
+    });
+    let receiver = Receiver::start();
+    // The endpoint carries a secret in its user part and its query; the trail keeps neither.
+    let endpoint = receiver.url.replacen("http://", "http://hook:s3cret@", 1) + "?key=s3cret";
+    let origin = receiver.url.trim_end_matches("/notify").to_owned();
+    let subscription = every_observation(&endpoint);
+    let id = created(&smart.call(&app, "POST", "/Subscription", Some(&subscription)));
+    receiver.wait_for(20, "the handshake", |r| !r.is_empty());
+    for (obs, patient) in [("a-n1", "a"), ("b-n1", "b")] {
+        new_observation(&smart, &writer, obs, patient, VITAL);
+    }
+    receiver.wait_for(20, "a's event", |r| {
+        r.iter().any(|r| r.body.contains("event-notification"))
+    });
+    // The receiver goes down: the next notification fails, and says so.
+    receiver.set_up(false);
+    new_observation(&smart, &writer, "a-n2", "a", VITAL);
+    let export = "type=http://dicom.nema.org/resources/ontology/DCM|110106";
+    let query = format!("{export}&entity=Subscription/{id}");
+    wait_until(20, "the failed notification's event", || {
+        events(&smart, &query).iter().any(|e| e["outcome"] == "4")
+    });
+    wait_for_flush();
+
+    let exports = events(&smart, &query);
+    let delivered: Vec<&Value> = exports.iter().filter(|e| e["outcome"] == "0").collect();
+    assert_eq!(
+        delivered.len(),
+        1,
+        "only a's event, no handshake: {exports:?}"
+    );
+    let event = delivered[0];
+    assert_eq!(event["action"], "R");
+    assert!(event.get("subtype").is_none(), "{event}");
+    assert_eq!(
+        entities(event),
+        [
+            format!("Subscription/{id}").as_str(),
+            "Observation/a-n1/_history/1",
+            "Patient/a"
+        ]
+    );
+    assert_eq!(event["entity"][0]["role"]["code"], "9", "the subscriber");
+    assert_eq!(
+        event["extension"][0]["valueReference"]["reference"],
+        "Patient/a"
+    );
+    assert_eq!(event["agent"][0]["who"]["reference"], "Patient/a");
+    assert_eq!(event["agent"][0]["altId"], "ola");
+    assert_eq!(event["agent"][1]["who"]["identifier"]["value"], "dho-app");
+    assert_eq!(event["agent"][2]["network"]["address"], origin.as_str());
+    assert!(!event.to_string().contains("s3cret"), "{event}");
+    let validator = smart.token("t1", "system/AuditEvent.r", None);
+    let checked = smart.call(&validator, "POST", "/AuditEvent/$validate", Some(event));
+    assert_eq!(checked.status, 200, "{}", checked.body);
+    assert!(!checked.body.contains("\"error\""), "{}", checked.body);
+
+    let failed = exports
+        .iter()
+        .find(|e| e["outcome"] == "4")
+        .expect("the failed notification");
+    assert!(entities(failed).contains(&"Observation/a-n2/_history/1"));
+    let why = failed["outcomeDesc"].as_str().unwrap_or_default();
+    assert!(why.contains("endpoint"), "{failed}");
+    // Patient b's Observation was never sent, and no event says it was.
+    assert!(
+        exports
+            .iter()
+            .all(|e| !entities(e).contains(&"Observation/b-n1/_history/1")),
+        "{exports:?}"
+    );
+    // A's own audit view finds what was sent about a.
+    assert!(!events(&smart, &format!("{export}&patient=Patient/a")).is_empty());
 }

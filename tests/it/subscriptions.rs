@@ -180,13 +180,7 @@ fn topic_notifications_carry_every_field_of_the_backport() {
         ),
         ("a-1", "a", VITAL),
     ] {
-        let reply = smart.call(
-            &writer,
-            "PUT",
-            &format!("/Observation/{obs}"),
-            Some(&observation(obs, patient, category, "8867-4")),
-        );
-        assert_eq!(reply.status, 201, "{}", reply.body);
+        new_observation(&smart, &writer, obs, patient, category);
     }
     let received = receiver.wait_for(20, "the event notification", |r| {
         r.iter().any(|r| r.body.contains("event-notification"))
@@ -828,9 +822,25 @@ fn a_subscription_stops_when_the_token_that_made_it_is_revoked() {
 
 /// Stores a new vital sign `id` of patient a.
 pub(crate) fn new_measurement(smart: &Smart, token: &str, id: &str) {
-    let body = observation(id, "a", VITAL, "8867-4");
+    new_observation(smart, token, id, "a", VITAL);
+}
+
+/// Stores a new Observation `id` (a pulse) of `patient` in `category`.
+pub(crate) fn new_observation(smart: &Smart, token: &str, id: &str, patient: &str, category: &str) {
+    let body = observation(id, patient, category, "8867-4");
     let reply = smart.call(token, "PUT", &format!("/Observation/{id}"), Some(&body));
     assert_eq!(reply.status, 201, "{}", reply.body);
+}
+
+/// A rest-hook subscription to every new Observation, with `id-only` content.
+pub(crate) fn every_observation(endpoint: &str) -> Value {
+    topic_subscription(
+        "resource-created",
+        &["Observation?"],
+        "id-only",
+        endpoint,
+        &[],
+    )
 }
 
 /// The status the Subscription resource says.

@@ -12,7 +12,7 @@ use fjord_tests::free_port;
 use crate::embedded::data_dir;
 use crate::smart::{load, Smart};
 use crate::smart_tls::certificates;
-use crate::subscriptions::{created, resource_status, topic_subscription, wait_until};
+use crate::subscriptions::{created, every_observation, resource_status, wait_until};
 
 /// `openssl s_server` in raw mode: what a client sends is read from its output, and each
 /// request line starting `POST` is answered 200 through its input.
@@ -122,13 +122,7 @@ fn rest_hooks_reach_https_endpoints_the_machine_trusts() {
     let writer = smart.token("t1", "system/*.cruds", None);
     let subscribe = |port: u16| {
         let endpoint = format!("https://127.0.0.1:{port}/notify");
-        let subscription = topic_subscription(
-            "resource-created",
-            &["Observation?"],
-            "id-only",
-            &endpoint,
-            &[],
-        );
+        let subscription = every_observation(&endpoint);
         created(&smart.call(&writer, "POST", "/Subscription", Some(&subscription)))
     };
     let good = subscribe(trusted_port);

@@ -10,6 +10,10 @@
 //! and system-wide history and searches (and `$everything`) leave them out unless `_type`
 //! names them.
 //!
+//! A notification to a subscriber is a disclosure too: it is recorded as a DICOM Export by the
+//! subscriber's user, naming the subscription (role subscriber), what the notification carried,
+//! the patients it concerns and the endpoint's origin.
+//!
 //! The shape follows the Norwegian AuditEvent profile (`no-domain-Trustframework-Auditevent`)
 //! where Fjord knows the facts: the patient extension, `agent.who` as the user (`fhirUser`,
 //! else the token's subject) with the client and role claims beside it, `source` the server.
@@ -26,6 +30,8 @@ use crate::interactions::{format_instant, now};
 use crate::{Caller, Engine, EngineError};
 
 pub(crate) const AUDIT_EVENT: &str = "AuditEvent";
+
+const DICOM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 
 const PATIENT_EXTENSION: &str =
     "http://hl7.no/fhir/StructureDefinition/auditevent-patient-extension";
@@ -47,7 +53,21 @@ pub struct Audited {
     pub failure: Option<(u8, String)>,
     /// The request had no valid token (its caller is no one).
     pub unauthenticated: bool,
+    /// A notification sent to a subscriber, not a request answered.
+    notification: Option<Notification>,
 }
+
+/// Where a notification went.
+#[derive(Debug, Clone)]
+struct Notification {
+    /// `Subscription/id`.
+    subscription: String,
+    /// The endpoint's origin (`https://host:port`), for a rest-hook.
+    destination: Option<String>,
+}
+
+/// What the audit trail calls a notification: data exported to a subscriber.
+const NOTIFY: &str = "notify";
 
 impl Audited {
     pub fn new(interaction: &'static str) -> Audited {
@@ -59,7 +79,33 @@ impl Audited {
             read: Vec::new(),
             failure: None,
             unauthenticated: false,
+            notification: None,
         }
+    }
+
+    /// A notification to the subscriber of `subscription` (an id), sent to `destination` (an
+    /// origin, never a full URL: an endpoint's path or query may hold a secret). Name what it
+    /// carried with [`Audited::add`] (a version read) or [`Audited::named`].
+    pub fn notification(subscription: &str, destination: Option<String>) -> Audited {
+        Audited {
+            notification: Some(Notification {
+                subscription: format!("Subscription/{subscription}"),
+                destination,
+            }),
+            ..Audited::new(NOTIFY)
+        }
+    }
+
+    /// Names a resource (`Type/id/_history/n` or `Type/id`) whose version was not read.
+    pub fn named(&mut self, reference: String) {
+        self.entities.push(reference);
+    }
+
+    /// A notification or a request that failed for a reason outside Fjord and the client (a
+    /// subscriber's endpoint that did not answer).
+    pub fn not_delivered(mut self, why: String) -> Audited {
+        self.failure = Some((4, why));
+        self
     }
 
     /// A search's query, and the patients of what it found.
@@ -110,6 +156,8 @@ impl Audited {
             "delete" => "D",
             "read" | "vread" | "history-instance" | "history-type" | "history-system"
             | "search-type" | "search-system" | "search-compartment" => "R",
+            // DICOM's Export is a read of what leaves the system.
+            NOTIFY => "R",
             _ => "E",
         }
     }
@@ -463,6 +511,18 @@ fn audit_event(caller: &Caller, audited: &Audited) -> Value {
             "requestor": false,
         }));
     }
+    if let Some(Notification {
+        destination: Some(destination),
+        ..
+    }) = &audited.notification
+    {
+        agents.push(json!({
+            "type": { "coding": [{ "system": DICOM, "code": "110152", "display": "Destination Role ID" }] },
+            "who": { "display": "the subscription's endpoint" },
+            "requestor": false,
+            "network": { "address": destination, "type": "5" },
+        }));
+    }
     let entity_type = |code: &str| json!({ "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": code });
     let role = |code: &str| json!({ "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": code });
     let mut entities: Vec<Value> = audited
@@ -470,6 +530,16 @@ fn audit_event(caller: &Caller, audited: &Audited) -> Value {
         .iter()
         .map(|reference| json!({ "what": { "reference": reference }, "type": entity_type("2") }))
         .collect();
+    if let Some(notification) = &audited.notification {
+        entities.insert(
+            0,
+            json!({
+                "what": { "reference": notification.subscription },
+                "type": entity_type("2"),
+                "role": role("9"),
+            }),
+        );
+    }
     if let Some(query) = &audited.query {
         use base64::Engine as _;
         entities.push(json!({
@@ -493,18 +563,25 @@ fn audit_event(caller: &Caller, audited: &Audited) -> Value {
             json!([{ "url": PATIENT_EXTENSION, "valueReference": { "reference": patient } }]),
         );
     }
-    event.insert(
-        "type".into(),
-        json!({
-            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-            "code": "rest",
-            "display": "RESTful Operation",
-        }),
-    );
-    event.insert(
-        "subtype".into(),
-        json!([{ "system": "http://hl7.org/fhir/restful-interaction", "code": audited.interaction }]),
-    );
+    if audited.notification.is_some() {
+        event.insert(
+            "type".into(),
+            json!({ "system": DICOM, "code": "110106", "display": "Export" }),
+        );
+    } else {
+        event.insert(
+            "type".into(),
+            json!({
+                "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+                "code": "rest",
+                "display": "RESTful Operation",
+            }),
+        );
+        event.insert(
+            "subtype".into(),
+            json!([{ "system": "http://hl7.org/fhir/restful-interaction", "code": audited.interaction }]),
+        );
+    }
     event.insert("action".into(), json!(audited.action()));
     event.insert("recorded".into(), json!(format_instant(now())));
     match &audited.failure {

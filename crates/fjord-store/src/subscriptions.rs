@@ -380,9 +380,9 @@ impl Store {
         delivered: &[(String, i64)],
         clear_failures: bool,
     ) -> Result<(), StoreError> {
-        // Committed without waiting for the disk: a crash that loses the note sends those
-        // notifications again, which at-least-once allows; a flush per notification would cost
-        // the writes more than the notifications.
+        // Committed without waiting for the disk: visible at once and kept when Fjord dies; only
+        // a crash of Postgres itself can lose the last notes, and then those notifications go
+        // again, which at-least-once allows. A flush per note would cost the writes more.
         let mut work = self.begin(tenant).await?;
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(work.connection())

@@ -3,21 +3,22 @@
 //! `delivered` in number order, `max_count` per notification, and heartbeats while idle. A
 //! failure is retried after an exponential back-off with jitter; after `max_failures` in a row
 //! the subscription goes to `error` (set in its state and in the resource) and the worker stops
-//! until the client sets it back. `delivered` moves only after the receiver answered 2xx, so
-//! a crash sends the last notification again rather than never.
+//! until the client sets it back. `delivered` moves only after the receiver answered 2xx, and
+//! the next notification waits until it is stored, so a crash sends the last notification
+//! again rather than never, and nothing before it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fjord_engine::{Caller, EngineError, Format, Tenant};
-use fjord_store::{Delivery, SubscriptionEvent, SubscriptionState, TenantKey};
+use fjord_engine::{Audited, Caller, EngineError, Format, Tenant};
+use fjord_store::{Delivery, StoredVersion, SubscriptionEvent, SubscriptionState, TenantKey};
 use rand_core::RngCore;
 use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::dispatch::Live;
 use crate::notification::Notice;
-use crate::spec::{ChannelType, Kind};
+use crate::spec::{ChannelType, Content, Kind, Spec};
 use crate::{SubscriptionError, Subscriptions};
 
 /// What a worker does next.
@@ -149,7 +150,7 @@ impl Subscriptions {
                     let note = [(id.to_owned(), last)];
                     store.note_delivered(tenant.key, &note, true).await?;
                 } else {
-                    self.mark_delivered(tenant.key, id, last);
+                    self.mark_delivered(tenant.key, id, last).await;
                 }
                 if last < state.events {
                     return Ok(Next::Continue);
@@ -160,7 +161,7 @@ impl Subscriptions {
             "active" if state.delivered.max(*delivered) < state.events => {
                 // Numbers without stored events (removed meanwhile): nothing to send.
                 *delivered = state.events;
-                self.mark_delivered(tenant.key, id, state.events);
+                self.mark_delivered(tenant.key, id, state.events).await;
                 Ok(Next::Continue)
             }
             "active" => self.idle(tenant, &live, &state, wake).await,
@@ -194,45 +195,82 @@ impl Subscriptions {
         }
     }
 
-    /// Notes a delivery for the flusher: one statement per tenant for all that were delivered
-    /// meanwhile, instead of a transaction per notification.
-    fn mark_delivered(&self, tenant: TenantKey, id: &str, through: i64) {
-        let mut marks = self.marks.lock().expect("delivery marks");
-        let mark = marks
-            .entry(tenant)
-            .or_default()
-            .entry(id.to_owned())
-            .or_default();
-        *mark = (*mark).max(through);
-    }
-
-    /// Writes the delivery marks every 100 ms, for ever.
-    pub(crate) async fn flush_marks(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let marks = std::mem::take(&mut *self.marks.lock().expect("delivery marks"));
-            for (tenant, marks) in marks {
-                let marks: Vec<(String, i64)> = marks.into_iter().collect();
-                if let Err(error) = self
-                    .engine
-                    .store()
-                    .note_delivered(tenant, &marks, false)
-                    .await
-                {
-                    // Not lost: the workers know what they sent; a restart sends it again.
-                    tracing::warn!(%error, "delivery marks not written");
-                }
-            }
-        }
-    }
-
-    /// Sends events: one notification Bundle (topic-based), or as classic R4 does.
+    /// Sends events (one notification Bundle, or as classic R4 does) and records what went to
+    /// whom in the audit trail, delivered or not.
     async fn deliver(
         &self,
         tenant: &Tenant,
         live: &Live,
         state: &SubscriptionState,
         events: &[SubscriptionEvent],
+    ) -> Result<(), String> {
+        let carried = carries_resources(&live.spec);
+        let versions = match carried {
+            true => self
+                .read_versions(tenant.key, events)
+                .await
+                .map_err(|e| e.to_string())?,
+            false => Vec::new(),
+        };
+        let destination = match live.spec.channel.kind {
+            ChannelType::RestHook => live.spec.channel.endpoint.as_deref().map(origin),
+            ChannelType::Websocket => None,
+        };
+        let mut audited = Audited::notification(&state.id, destination);
+        if carried {
+            for (event, version) in events.iter().zip(&versions) {
+                match version {
+                    Some(version) => audited.add(version),
+                    None => audited.named(format!(
+                        "{}/{}/_history/{}",
+                        event.resource_type, event.id, event.version
+                    )),
+                }
+            }
+        }
+        let result = self
+            .send_events(tenant, live, state, events, &versions, &mut audited)
+            .await;
+        if let Err(why) = &result {
+            audited = audited.not_delivered(why.clone());
+        }
+        self.engine
+            .audit(&self.caller_of(tenant, live), audited)
+            .await;
+        result
+    }
+
+    /// The versions of the events' resources; `None` for a delete.
+    async fn read_versions(
+        &self,
+        tenant: TenantKey,
+        events: &[SubscriptionEvent],
+    ) -> Result<Vec<Option<StoredVersion>>, SubscriptionError> {
+        let store = self.engine.store();
+        let mut versions = Vec::with_capacity(events.len());
+        for event in events {
+            versions.push(match event.deleted {
+                true => None,
+                false => {
+                    store
+                        .read_version(tenant, &event.resource_type, &event.id, event.version)
+                        .await?
+                }
+            });
+        }
+        Ok(versions)
+    }
+
+    /// Sends events: one notification Bundle (topic-based), or as classic R4 does. Names in
+    /// `audited` the context resources a full-resource notification carried.
+    async fn send_events(
+        &self,
+        tenant: &Tenant,
+        live: &Live,
+        state: &SubscriptionState,
+        events: &[SubscriptionEvent],
+        versions: &[Option<StoredVersion>],
+        audited: &mut Audited,
     ) -> Result<(), String> {
         let state = SubscriptionState {
             // The notification reports the events up to its last.
@@ -250,10 +288,14 @@ impl Subscriptions {
                             kind: "event-notification",
                             events,
                             content: live.spec.content,
+                            versions,
                         },
                     )
                     .await
                     .map_err(|e| e.to_string())?;
+                for context in context_carried(&bundle) {
+                    audited.named(context);
+                }
                 self.transmit(tenant.key, live, &bundle).await
             }
             // Classic R4 over a websocket: `ping {id}`, and the client searches.
@@ -271,14 +313,8 @@ impl Subscriptions {
                     return self.send(live, "POST", endpoint, None).await;
                 }
                 // With a payload the endpoint is a base: each resource is PUT there.
-                for event in events {
-                    let body = self
-                        .engine
-                        .store()
-                        .read_version(tenant.key, &event.resource_type, &event.id, event.version)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .and_then(|v| v.body);
+                for (event, version) in events.iter().zip(versions) {
+                    let body = version.as_ref().and_then(|v| v.body.clone());
                     let url = format!(
                         "{}/{}/{}",
                         endpoint.trim_end_matches('/'),
@@ -453,7 +489,58 @@ impl Subscriptions {
     }
 }
 
+/// Whether a subscription's notifications carry its events' resources (by id or whole); the
+/// others say only that something happened.
+fn carries_resources(spec: &Spec) -> bool {
+    match spec.kind {
+        Kind::Topic { .. } => spec.content != Content::Empty,
+        Kind::Criteria { .. } => {
+            spec.channel.kind == ChannelType::RestHook && spec.channel.payload.is_some()
+        }
+    }
+}
+
+/// The additional context a notification carried: its entries read as the subscriber (`GET`).
+fn context_carried(bundle: &Value) -> Vec<String> {
+    let entries = bundle["entry"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    entries
+        .iter()
+        .skip(1)
+        .filter(|e| e["request"]["method"] == "GET" && e.get("resource").is_some())
+        .filter_map(|e| e["request"]["url"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// An endpoint's origin (`scheme://host:port`): what the audit trail names, since the path or
+/// query of an endpoint may hold a secret, and so may the user part.
+fn origin(endpoint: &str) -> String {
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("", endpoint));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}")
+}
+
 /// Whether a worker has something to do.
 fn pending(state: &SubscriptionState) -> bool {
     state.status == "requested" || (state.status == "active" && state.delivered < state.events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn an_endpoints_origin_keeps_no_secret() {
+        assert_eq!(
+            origin("https://user:pw@hooks.example.no:8443/a/b?key=k#f"),
+            "https://hooks.example.no:8443"
+        );
+        assert_eq!(origin("http://h/notify"), "http://h");
+        assert_eq!(origin("http://h?key=k"), "http://h");
+    }
 }

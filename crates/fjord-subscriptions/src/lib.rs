@@ -19,6 +19,7 @@
 
 mod delivery;
 mod dispatch;
+mod marks;
 mod notification;
 mod socket;
 pub mod spec;
@@ -101,8 +102,8 @@ pub struct Subscriptions {
     origin: RwLock<String>,
     /// One client for every rest-hook: its connections to an endpoint are kept and reused.
     http: ureq::Agent,
-    /// Deliveries not yet noted in the store, by tenant and subscription.
-    marks: Mutex<HashMap<TenantKey, HashMap<String, i64>>>,
+    /// Deliveries not yet noted in the store.
+    marks: marks::DeliveryMarks,
     /// Websocket binding tokens.
     ws_tokens: Mutex<HashMap<String, socket::BindingToken>>,
     /// Bound websocket connections.
