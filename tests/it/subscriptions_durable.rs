@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 
 use crate::embedded::data_dir;
 use crate::receiver::{event_numbers, focuses, Receiver};
-use crate::subscriptions::{channel_extension, created, topic_subscription};
+use crate::subscriptions::{
+    channel_extension, created, every_observation, topic_subscription, wait_until,
+};
 
 /// Event numbers stay consecutive, without gaps, across a 30 s receiver outage, a SIGKILL of
 /// the server mid-stream and 10,000 events; the only repeat allowed is the one notification a
@@ -65,14 +67,7 @@ fn delivery_loses_nothing_across_outage_restart_and_ten_thousand_events() {
             *posted += PER_BUNDLE;
         }
     };
-    let highest = |receiver: &Receiver| {
-        receiver
-            .notifications("event-notification")
-            .iter()
-            .flat_map(event_numbers)
-            .max()
-            .unwrap_or(0)
-    };
+    let highest = highest_event;
 
     // 3,000 events with the receiver up.
     post_bundles(&base, &mut posted, 30);
@@ -215,16 +210,8 @@ fn concurrent_writers_each_raise_their_event() {
         .map(|_| {
             let base = base.clone();
             std::thread::spawn(move || {
-                let body =
-                    r#"{"resourceType":"Observation","status":"final","code":{"text":"puls"}}"#;
                 for _ in 0..EACH {
-                    let reply = send(
-                        "POST",
-                        &format!("{base}/Observation"),
-                        &json_type,
-                        Some(body),
-                    );
-                    assert_eq!(reply.status, 201, "{}", reply.body);
+                    post_pulse(&base);
                 }
             })
         })
@@ -254,4 +241,84 @@ fn concurrent_writers_each_raise_their_event() {
     assert_eq!(events(), WRITERS * EACH);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Delivered events stay only as long as the settings keep them (here not at all); events not
+/// yet delivered stay however old, and `$events` still finds them.
+#[test]
+fn delivered_events_are_removed_after_the_kept_period_and_undelivered_ones_stay() {
+    let dir = data_dir("subs-retention");
+    let listen = format!("127.0.0.1:{}", fjord_tests::free_port());
+    let server = Server::start_with(
+        &listen,
+        &["--data-dir", dir.to_str().unwrap()],
+        &[
+            ("FJORD_SUBSCRIPTION_KEEP_EVENTS_HOURS", "0"),
+            ("FJORD_SUBSCRIPTION_MAX_FAILURES", "1000"),
+            ("FJORD_SUBSCRIPTION_RETRY_MS", "200"),
+            ("FJORD_SUBSCRIPTION_RETRY_MAX_MS", "500"),
+        ],
+    );
+    let base = server.base("default");
+    let receiver = Receiver::start();
+    let json_type = [("Content-Type", "application/fhir+json")];
+    let subscription = every_observation(&receiver.url);
+    let id = created(&send(
+        "POST",
+        &format!("{base}/Subscription"),
+        &json_type,
+        Some(&subscription.to_string()),
+    ));
+    receiver.wait_for(30, "the handshake", |r| !r.is_empty());
+    let post = || post_pulse(&base);
+    let delivered = || highest_event(&receiver);
+    let stored = || {
+        let replay = send(
+            "GET",
+            &format!("{base}/Subscription/{id}/$events?eventsSinceNumber=1"),
+            &[],
+            None,
+        );
+        assert_eq!(replay.status, 200, "{}", replay.body);
+        event_numbers(&replay.json())
+    };
+    for _ in 0..3 {
+        post();
+    }
+    wait_until(30, "3 events delivered", || delivered() == 3);
+    receiver.set_up(false);
+    post();
+    post();
+    // Pruning runs every second when nothing is kept.
+    wait_until(30, "the delivered events removed", || stored() == [4, 5]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(stored(), [4, 5], "undelivered events stay");
+    receiver.set_up(true);
+    wait_until(30, "the rest delivered", || delivered() == 5);
+    wait_until(30, "all removed", || stored().is_empty());
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Creates a pulse Observation.
+fn post_pulse(base: &str) {
+    let body = r#"{"resourceType":"Observation","status":"final","code":{"text":"puls"}}"#;
+    let json_type = [("Content-Type", "application/fhir+json")];
+    let reply = send(
+        "POST",
+        &format!("{base}/Observation"),
+        &json_type,
+        Some(body),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+}
+
+/// The highest event number the receiver got.
+fn highest_event(receiver: &Receiver) -> i64 {
+    receiver
+        .notifications("event-notification")
+        .iter()
+        .flat_map(event_numbers)
+        .max()
+        .unwrap_or(0)
 }

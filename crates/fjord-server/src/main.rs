@@ -384,6 +384,12 @@ fn start_subscriptions(
         max_failures: settings.subscriptions.max_failures.max(1),
         backoff: std::time::Duration::from_millis(settings.subscriptions.retry_ms),
         max_backoff: std::time::Duration::from_millis(settings.subscriptions.retry_max_ms),
+        keep_events: std::time::Duration::from_secs(
+            settings
+                .subscriptions
+                .keep_events_hours
+                .saturating_mul(3600),
+        ),
     };
     // Tokens the development authorization server revoked stop their subscriptions.
     let revoked: Option<RevocationCheck> = auth

@@ -46,8 +46,9 @@ struct FileSettings {
     subscriptions: SubscriptionSettings,
 }
 
-/// `[subscriptions]`: how rest-hook delivery retries. The environment
-/// (`FJORD_SUBSCRIPTION_MAX_FAILURES`, `…_RETRY_MS`, `…_RETRY_MAX_MS`) overrides the file.
+/// `[subscriptions]`: how rest-hook delivery retries, and how long delivered events stay. The
+/// environment (`FJORD_SUBSCRIPTION_MAX_FAILURES`, `…_RETRY_MS`, `…_RETRY_MAX_MS`,
+/// `…_KEEP_EVENTS_HOURS`) overrides the file.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct SubscriptionSettings {
@@ -56,6 +57,8 @@ pub struct SubscriptionSettings {
     /// The first retry's delay; doubled after each failure up to `retry_max_ms`.
     pub retry_ms: u64,
     pub retry_max_ms: u64,
+    /// Hours a delivered event stays for `$events` (0: removed once delivered).
+    pub keep_events_hours: u64,
 }
 
 impl Default for SubscriptionSettings {
@@ -64,6 +67,7 @@ impl Default for SubscriptionSettings {
             max_failures: 10,
             retry_ms: 1000,
             retry_max_ms: 60_000,
+            keep_events_hours: 24 * 30,
         }
     }
 }
@@ -81,6 +85,10 @@ impl SubscriptionSettings {
         read("FJORD_SUBSCRIPTION_MAX_FAILURES", &mut self.max_failures)?;
         read("FJORD_SUBSCRIPTION_RETRY_MS", &mut self.retry_ms)?;
         read("FJORD_SUBSCRIPTION_RETRY_MAX_MS", &mut self.retry_max_ms)?;
+        read(
+            "FJORD_SUBSCRIPTION_KEEP_EVENTS_HOURS",
+            &mut self.keep_events_hours,
+        )?;
         Ok(self)
     }
 }

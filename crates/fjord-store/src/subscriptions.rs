@@ -306,6 +306,26 @@ impl Store {
         Ok(round.events)
     }
 
+    /// Removes the events recorded before `before` that were delivered; events still to be
+    /// delivered stay, however old. The number removed.
+    pub async fn prune_subscription_events(
+        &self,
+        tenant: TenantKey,
+        before: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let mut connection = self.tenant_connection(tenant).await?;
+        let result = sqlx::query(
+            "DELETE FROM subscription_event e USING subscription_state s \
+             WHERE e.tenant = $1 AND s.tenant = $1 AND s.id = e.subscription \
+             AND e.number <= s.delivered AND e.at < $2",
+        )
+        .bind(tenant.0)
+        .bind(before)
+        .execute(connection.connection())
+        .await;
+        Ok(connection.settle(result)?.rows_affected())
+    }
+
     /// A subscription's events numbered `from..=to`, at most `limit`, in order.
     pub async fn subscription_events(
         &self,

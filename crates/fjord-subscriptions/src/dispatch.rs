@@ -46,6 +46,7 @@ impl Subscriptions {
     /// Matches the change logs of every tenant, for ever; the server runs it in the background.
     pub async fn run_dispatcher(self: Arc<Self>) {
         tokio::spawn(self.clone().flush_marks());
+        tokio::spawn(self.clone().prune_events());
         let mut loaded: std::collections::HashSet<TenantKey> = Default::default();
         loop {
             match self.engine.list_tenants().await {
@@ -70,6 +71,43 @@ impl Subscriptions {
                 Err(error) => tracing::warn!(%error, "tenants unknown to the dispatcher"),
             }
             let _ = tokio::time::timeout(POLL, self.engine.changes_written()).await;
+        }
+    }
+
+    /// Removes delivered events once they are older than the settings keep them, for ever: a
+    /// tenth of that period apart, at least a second and at most an hour.
+    async fn prune_events(self: Arc<Self>) {
+        let keep = self.settings.keep_events;
+        let every = (keep / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        loop {
+            tokio::time::sleep(every).await;
+            let Ok(tenants) = self.engine.list_tenants().await else {
+                continue;
+            };
+            // A period past the calendar keeps everything.
+            let now = time::OffsetDateTime::now_utc();
+            let Some(before) = time::Duration::try_from(keep)
+                .ok()
+                .and_then(|keep| now.checked_sub(keep))
+            else {
+                continue;
+            };
+            for tenant in tenants {
+                match self
+                    .engine
+                    .store()
+                    .prune_subscription_events(tenant.key, before)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(removed) => {
+                        tracing::debug!(tenant = %tenant.id, removed, "delivered events removed")
+                    }
+                    Err(error) => {
+                        tracing::warn!(tenant = %tenant.id, %error, "delivered events not removed")
+                    }
+                }
+            }
         }
     }
 

@@ -81,6 +81,9 @@ pub struct DeliverySettings {
     /// The first retry's delay; each failure doubles it, up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// How long delivered events stay for `$events`; events not yet delivered stay until they
+    /// are.
+    pub keep_events: Duration,
 }
 
 /// Whether a token (by `jti`) was revoked.
