@@ -183,7 +183,7 @@ fn main() -> anyhow::Result<()> {
          `cargo run --release -p fjord-benches --bin fjord-subscription-load` on a fresh embedded default. \
          Single creates of a blood-pressure Observation for {patients} patients; then {patients} active \
          rest-hook subscriptions (`dho-observation-created`, one per patient, `id-only`) delivering to a \
-         receiver in the driver.\n\n\
+         receiver in the driver; each notification writes its AuditEvent, as each create does.\n\n\
          | run | creates/s | ratio | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|\n\
          | no subscriptions (baseline) | {:.0} | 1.00 | {:.1} | {:.1} |\n\
          | {patients} active subscriptions | {:.0} | {ratio:.2} | {:.1} | {:.1} |\n\n\

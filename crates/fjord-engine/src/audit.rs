@@ -85,7 +85,7 @@ impl Audited {
 
     /// A notification to the subscriber of `subscription` (an id), sent to `destination` (an
     /// origin, never a full URL: an endpoint's path or query may hold a secret). Name what it
-    /// carried with [`Audited::add`] (a version read) or [`Audited::named`].
+    /// carried with [`Audited::named`] and its patients in `patients`.
     pub fn notification(subscription: &str, destination: Option<String>) -> Audited {
         Audited {
             notification: Some(Notification {
@@ -435,7 +435,7 @@ pub(crate) fn note_write(
 
 /// The patients whose compartment a resource is in: itself, or the patients its compartment
 /// parameters (R4's Patient CompartmentDefinition) refer to.
-pub(crate) fn patients_in(
+pub fn patients_in(
     registry: &Registry,
     resource_type: &str,
     id: &str,

@@ -25,7 +25,7 @@ mod terminology_ops;
 mod text;
 mod validation;
 
-pub use audit::Audited;
+pub use audit::{patients_in, Audited};
 pub use bundles::{BundleKind, EntryOutcome, DEFAULT_MAX_BUNDLE_ENTRIES};
 pub use error::EngineError;
 pub use fjord_model::{Format, ParseLimits, Resource};

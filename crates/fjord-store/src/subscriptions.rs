@@ -45,6 +45,8 @@ pub struct SubscriptionEvent {
     pub at: OffsetDateTime,
     /// References (`Type/id`) of the topic's additional context.
     pub context: Vec<String>,
+    /// The patients the version belongs to (`Patient/id`).
+    pub patients: Vec<String>,
 }
 
 /// What one round of the dispatcher changes, written in one transaction.
@@ -65,7 +67,7 @@ const STATE_COLUMNS: &str =
 
 /// An event's columns, named apart from the state's (`subscription_event e`).
 const EVENT_COLUMNS: &str = "e.subscription, e.number, e.seq, e.type AS event_type, \
-     e.id AS event_id, e.version, e.deleted, e.at, e.context";
+     e.id AS event_id, e.version, e.deleted, e.at, e.context, e.patients";
 
 fn event_from_row(row: &PgRow) -> SubscriptionEvent {
     SubscriptionEvent {
@@ -78,6 +80,7 @@ fn event_from_row(row: &PgRow) -> SubscriptionEvent {
         deleted: row.get("deleted"),
         at: row.get("at"),
         context: row.get("context"),
+        patients: row.get("patients"),
     }
 }
 
@@ -252,18 +255,25 @@ impl Store {
             let column = |f: fn(&SubscriptionEvent) -> String| -> Vec<String> {
                 round.events.iter().map(f).collect()
             };
-            let contexts: Vec<String> = round
-                .events
-                .iter()
-                .map(|e| serde_json::to_string(&e.context).expect("strings serialize"))
-                .collect();
+            // Lists of strings travel as JSON: UNNEST flattens arrays of arrays.
+            let lists = |f: fn(&SubscriptionEvent) -> &Vec<String>| -> Vec<String> {
+                round
+                    .events
+                    .iter()
+                    .map(|e| serde_json::to_string(f(e)).expect("strings serialize"))
+                    .collect()
+            };
             sqlx::query(
                 "INSERT INTO subscription_event \
-                 (tenant, subscription, number, seq, type, id, version, deleted, at, context) \
-                 SELECT $1, s, n, q, t, i, v, d, a, ARRAY(SELECT jsonb_array_elements_text(c::jsonb)) \
+                 (tenant, subscription, number, seq, type, id, version, deleted, at, context, \
+                  patients) \
+                 SELECT $1, s, n, q, t, i, v, d, a, \
+                   ARRAY(SELECT jsonb_array_elements_text(c::jsonb)), \
+                   ARRAY(SELECT jsonb_array_elements_text(p::jsonb)) \
                  FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], \
-                             $7::bigint[], $8::boolean[], $9::timestamptz[], $10::text[]) \
-                   AS e(s, n, q, t, i, v, d, a, c)",
+                             $7::bigint[], $8::boolean[], $9::timestamptz[], $10::text[], \
+                             $11::text[]) \
+                   AS e(s, n, q, t, i, v, d, a, c, p)",
             )
             .bind(tenant.0)
             .bind(column(|e| e.subscription.clone()))
@@ -274,7 +284,8 @@ impl Store {
             .bind(round.events.iter().map(|e| e.version).collect::<Vec<_>>())
             .bind(round.events.iter().map(|e| e.deleted).collect::<Vec<_>>())
             .bind(round.events.iter().map(|e| e.at).collect::<Vec<_>>())
-            .bind(contexts)
+            .bind(lists(|e| &e.context))
+            .bind(lists(|e| &e.patients))
             .execute(&mut *connection)
             .await
             .map_err(StoreError::database)?;
@@ -357,7 +368,9 @@ impl Store {
 
     /// A subscription's state and, when it is active, its first `limit` events after
     /// `delivered` and `after` (what the worker knows it delivered), in one statement (a
-    /// delivery worker's every step).
+    /// delivery worker's every step), which also records `after` as delivered: a worker that
+    /// goes on to its next notification has stored the mark of the last one first, without a
+    /// statement of its own. Committed without waiting for the disk, like `note_delivered`.
     pub async fn pending_events(
         &self,
         tenant: TenantKey,
@@ -367,7 +380,11 @@ impl Store {
     ) -> Result<Option<(SubscriptionState, Vec<SubscriptionEvent>)>, StoreError> {
         let mut connection = self.tenant_connection(tenant).await?;
         let rows = sqlx::query(&format!(
-            "SELECT {STATE_COLUMNS}, e.* FROM subscription_state s \
+            "WITH mark AS (UPDATE subscription_state SET delivered = $4 \
+               WHERE tenant = $1 AND id = $2 AND delivered < $4 RETURNING 1) \
+             SELECT {STATE_COLUMNS}, e.* \
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS asynchronous, \
+               subscription_state s \
              LEFT JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM subscription_event e \
                WHERE e.tenant = s.tenant AND e.subscription = s.id \
                AND e.number > GREATEST(s.delivered, $4) \

@@ -4,8 +4,8 @@
 //! failure is retried after an exponential back-off with jitter; after `max_failures` in a row
 //! the subscription goes to `error` (set in its state and in the resource) and the worker stops
 //! until the client sets it back. `delivered` moves only after the receiver answered 2xx, and
-//! the next notification waits until it is stored, so a crash sends the last notification
-//! again rather than never, and nothing before it.
+//! is stored before the next notification goes (see `marks`), so a crash sends the last
+//! notification again rather than never, and nothing before it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,19 +149,19 @@ impl Subscriptions {
                 if state.failures > 0 {
                     let note = [(id.to_owned(), last)];
                     store.note_delivered(tenant.key, &note, true).await?;
-                } else {
-                    self.mark_delivered(tenant.key, id, last).await;
                 }
                 if last < state.events {
+                    // The next step's read stores the mark.
                     return Ok(Next::Continue);
                 }
                 // Caught up with what was read: later events wake the worker.
+                self.mark_delivered(tenant.key, id, last);
                 self.idle(tenant, &live, &state, wake).await
             }
             "active" if state.delivered.max(*delivered) < state.events => {
                 // Numbers without stored events (removed meanwhile): nothing to send.
                 *delivered = state.events;
-                self.mark_delivered(tenant.key, id, state.events).await;
+                self.mark_delivered(tenant.key, id, state.events);
                 Ok(Next::Continue)
             }
             "active" => self.idle(tenant, &live, &state, wake).await,
@@ -205,7 +205,8 @@ impl Subscriptions {
         events: &[SubscriptionEvent],
     ) -> Result<(), String> {
         let carried = carries_resources(&live.spec);
-        let versions = match carried {
+        // Only a notification that carries whole resources reads them.
+        let versions = match carries_bodies(&live.spec) {
             true => self
                 .read_versions(tenant.key, events)
                 .await
@@ -218,14 +219,12 @@ impl Subscriptions {
         };
         let mut audited = Audited::notification(&state.id, destination);
         if carried {
-            for (event, version) in events.iter().zip(&versions) {
-                match version {
-                    Some(version) => audited.add(version),
-                    None => audited.named(format!(
-                        "{}/{}/_history/{}",
-                        event.resource_type, event.id, event.version
-                    )),
-                }
+            for event in events {
+                audited.named(format!(
+                    "{}/{}/_history/{}",
+                    event.resource_type, event.id, event.version
+                ));
+                audited.patients.extend(event.patients.iter().cloned());
             }
         }
         let result = self
@@ -497,6 +496,14 @@ fn carries_resources(spec: &Spec) -> bool {
         Kind::Criteria { .. } => {
             spec.channel.kind == ChannelType::RestHook && spec.channel.payload.is_some()
         }
+    }
+}
+
+/// Whether a subscription's notifications carry whole resources.
+fn carries_bodies(spec: &Spec) -> bool {
+    match spec.kind {
+        Kind::Topic { .. } => spec.content == Content::FullResource,
+        Kind::Criteria { .. } => carries_resources(spec),
     }
 }
 

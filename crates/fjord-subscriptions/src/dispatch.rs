@@ -380,6 +380,8 @@ impl Subscriptions {
                 .and_then(|b| terms_of(registry, &b, needed));
         }
         let at = OffsetDateTime::now_utc();
+        // Found once, for the first event the change raises (a delete's, on the version before).
+        let mut patients: Option<Vec<String>> = None;
         let mut revoked = Vec::new();
         for ((key, id), live) in self.live.read().expect("live subscriptions").iter() {
             if !wants(key, live) {
@@ -391,6 +393,19 @@ impl Subscriptions {
                 continue;
             }
             if let Some(context) = self.raises(registry, live, &parsed) {
+                let patients = patients
+                    .get_or_insert_with(|| {
+                        let version = parsed.current.as_ref().or(parsed.previous.as_ref());
+                        version.map_or_else(Vec::new, |(value, _)| {
+                            fjord_engine::patients_in(
+                                registry,
+                                &change.resource_type,
+                                &change.id,
+                                value,
+                            )
+                        })
+                    })
+                    .clone();
                 events.push(SubscriptionEvent {
                     subscription: id.clone(),
                     number: 0,
@@ -401,6 +416,7 @@ impl Subscriptions {
                     deleted: change.body.is_none(),
                     at,
                     context,
+                    patients,
                 });
             }
         }
