@@ -65,6 +65,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "fjord-smart",
             "fjord-store",
             "fjord-subscriptions",
+            "fjord-testkit",
             "fjord-text",
         ],
     ),

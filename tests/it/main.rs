@@ -12,6 +12,7 @@ mod e2e;
 mod embedded;
 mod examples;
 mod fhirpath;
+mod generate;
 mod indexing;
 mod integrity;
 mod layers;

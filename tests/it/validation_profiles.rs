@@ -242,7 +242,7 @@ type Mutation = Box<dyn Fn(&mut Value)>;
 
 /// Fjord's DHO profiles (`profiles/`, differentials on core types and on the national
 /// vital-signs profiles) with generated snapshots, installed with what they build on.
-fn dho() -> Conformance {
+pub(crate) fn dho() -> Conformance {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
     let mut conformance = vital_signs();
     let resources: Vec<Value> = read_dir_json(&dir)

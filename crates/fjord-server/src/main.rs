@@ -2,6 +2,7 @@
 
 mod clients;
 mod embedded;
+mod generate;
 mod package;
 mod settings;
 
@@ -117,6 +118,9 @@ enum Command {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
+    /// Write a synthetic Norwegian home-care data set (deterministic from a seed), as NDJSON or
+    /// transaction Bundles.
+    Generate(generate::GenerateArgs),
     /// Administer tenants (one per hospital trust).
     Tenant {
         #[command(subcommand)]
@@ -270,6 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Generate(args) => generate::generate(args),
         Command::Package {
             command: PackageCommand::Install { path, tenant },
             connection,
