@@ -69,7 +69,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "fjord-text",
         ],
     ),
-    ("fjord-testkit", &["fjord-pg", "fjord-store"]),
+    (
+        "fjord-testkit",
+        &["fjord-pg", "fjord-store", "fjord-validation"],
+    ),
     ("fjord-gen", &[]),
 ];
 

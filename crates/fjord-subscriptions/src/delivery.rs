@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fjord_engine::{Audited, Caller, EngineError, Format, Tenant};
-use fjord_store::{Delivery, StoredVersion, SubscriptionEvent, SubscriptionState, TenantKey};
+use fjord_store::{Delivery, SubscriptionEvent, SubscriptionState, TenantKey};
 use rand_core::RngCore;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -204,21 +204,12 @@ impl Subscriptions {
         state: &SubscriptionState,
         events: &[SubscriptionEvent],
     ) -> Result<(), String> {
-        let carried = carries_resources(&live.spec);
-        // Only a notification that carries whole resources reads them.
-        let versions = match carries_bodies(&live.spec) {
-            true => self
-                .read_versions(tenant.key, events)
-                .await
-                .map_err(|e| e.to_string())?,
-            false => Vec::new(),
-        };
         let destination = match live.spec.channel.kind {
-            ChannelType::RestHook => live.spec.channel.endpoint.as_deref().map(origin),
+            ChannelType::RestHook => live.spec.channel.endpoint.as_deref().and_then(origin),
             ChannelType::Websocket => None,
         };
         let mut audited = Audited::notification(&state.id, destination);
-        if carried {
+        if carries_resources(&live.spec) {
             for event in events {
                 audited.named(format!(
                     "{}/{}/_history/{}",
@@ -228,7 +219,7 @@ impl Subscriptions {
             }
         }
         let result = self
-            .send_events(tenant, live, state, events, &versions, &mut audited)
+            .send_events(tenant, live, state, events, &mut audited)
             .await;
         if let Err(why) = &result {
             audited = audited.not_delivered(why.clone());
@@ -239,27 +230,6 @@ impl Subscriptions {
         result
     }
 
-    /// The versions of the events' resources; `None` for a delete.
-    async fn read_versions(
-        &self,
-        tenant: TenantKey,
-        events: &[SubscriptionEvent],
-    ) -> Result<Vec<Option<StoredVersion>>, SubscriptionError> {
-        let store = self.engine.store();
-        let mut versions = Vec::with_capacity(events.len());
-        for event in events {
-            versions.push(match event.deleted {
-                true => None,
-                false => {
-                    store
-                        .read_version(tenant, &event.resource_type, &event.id, event.version)
-                        .await?
-                }
-            });
-        }
-        Ok(versions)
-    }
-
     /// Sends events: one notification Bundle (topic-based), or as classic R4 does. Names in
     /// `audited` the context resources a full-resource notification carried.
     async fn send_events(
@@ -268,7 +238,6 @@ impl Subscriptions {
         live: &Live,
         state: &SubscriptionState,
         events: &[SubscriptionEvent],
-        versions: &[Option<StoredVersion>],
         audited: &mut Audited,
     ) -> Result<(), String> {
         let state = SubscriptionState {
@@ -287,7 +256,6 @@ impl Subscriptions {
                             kind: "event-notification",
                             events,
                             content: live.spec.content,
-                            versions,
                         },
                     )
                     .await
@@ -312,8 +280,14 @@ impl Subscriptions {
                     return self.send(live, "POST", endpoint, None).await;
                 }
                 // With a payload the endpoint is a base: each resource is PUT there.
-                for (event, version) in events.iter().zip(versions) {
-                    let body = version.as_ref().and_then(|v| v.body.clone());
+                for event in events {
+                    let body = self
+                        .engine
+                        .store()
+                        .read_version(tenant.key, &event.resource_type, &event.id, event.version)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .and_then(|v| v.body);
                     let url = format!(
                         "{}/{}/{}",
                         endpoint.trim_end_matches('/'),
@@ -499,14 +473,6 @@ fn carries_resources(spec: &Spec) -> bool {
     }
 }
 
-/// Whether a subscription's notifications carry whole resources.
-fn carries_bodies(spec: &Spec) -> bool {
-    match spec.kind {
-        Kind::Topic { .. } => spec.content == Content::FullResource,
-        Kind::Criteria { .. } => carries_resources(spec),
-    }
-}
-
 /// The additional context a notification carried: its entries read as the subscriber (`GET`).
 fn context_carried(bundle: &Value) -> Vec<String> {
     let entries = bundle["entry"]
@@ -523,13 +489,9 @@ fn context_carried(bundle: &Value) -> Vec<String> {
 
 /// An endpoint's origin (`scheme://host:port`): what the audit trail names, since the path or
 /// query of an endpoint may hold a secret, and so may the user part.
-fn origin(endpoint: &str) -> String {
-    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("", endpoint));
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    format!("{scheme}://{host}")
+fn origin(endpoint: &str) -> Option<String> {
+    let origin = url::Url::parse(endpoint).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// Whether a worker has something to do.
@@ -544,10 +506,10 @@ mod tests {
     #[test]
     fn an_endpoints_origin_keeps_no_secret() {
         assert_eq!(
-            origin("https://user:pw@hooks.example.no:8443/a/b?key=k#f"),
-            "https://hooks.example.no:8443"
+            origin("https://user:pw@hooks.example.no:8443/a/b?key=k#f").as_deref(),
+            Some("https://hooks.example.no:8443")
         );
-        assert_eq!(origin("http://h/notify"), "http://h");
-        assert_eq!(origin("http://h?key=k"), "http://h");
+        assert_eq!(origin("http://h/notify").as_deref(), Some("http://h"));
+        assert_eq!(origin("http://h?key=k").as_deref(), Some("http://h"));
     }
 }

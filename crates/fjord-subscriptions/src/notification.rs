@@ -5,7 +5,7 @@
 //! asks; and the `$status` and `$events` operations built on the same parts.
 
 use fjord_engine::{Caller, EngineError, Tenant};
-use fjord_store::{StoredVersion, SubscriptionEvent, SubscriptionState};
+use fjord_store::{SubscriptionEvent, SubscriptionState};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -38,9 +38,6 @@ pub(crate) struct Notice<'a> {
     pub kind: &'static str,
     pub events: &'a [SubscriptionEvent],
     pub content: Content,
-    /// The events' versions, read already (in the events' order), or nothing: then a
-    /// `full-resource` notification reads them.
-    pub versions: &'a [Option<StoredVersion>],
 }
 
 impl Notice<'_> {
@@ -50,7 +47,6 @@ impl Notice<'_> {
             kind,
             events: &[],
             content,
-            versions: &[],
         }
     }
 }
@@ -66,10 +62,7 @@ impl Subscriptions {
         notice: Notice<'_>,
     ) -> Result<Value, SubscriptionError> {
         let Notice {
-            events,
-            content,
-            versions,
-            ..
+            events, content, ..
         } = notice;
         let base = self.base(&tenant.id);
         let status = self.status_parameters(tenant, live, state, notice);
@@ -81,12 +74,8 @@ impl Subscriptions {
         })];
         if content != Content::Empty {
             let caller = self.caller_of(tenant, live);
-            for (n, event) in events.iter().enumerate() {
-                let read = versions.get(n).and_then(Option::as_ref);
-                entries.push(
-                    self.focus_entry(tenant, &base, event, content, read)
-                        .await?,
-                );
+            for event in events {
+                entries.push(self.focus_entry(tenant, &base, event, content).await?);
                 if content == Content::FullResource {
                     for reference in &event.context {
                         if let Some(entry) = self.context_entry(&caller, &base, reference).await {
@@ -118,7 +107,6 @@ impl Subscriptions {
             kind,
             events,
             content,
-            ..
         } = notice;
         let base = self.base(&tenant.id);
         let mut parameters = vec![
@@ -154,22 +142,18 @@ impl Subscriptions {
         })
     }
 
-    /// The entry of an event's focus: its version as of the event (`read` if it was read
-    /// already), or only where it is.
+    /// The entry of an event's focus: its version as of the event, or only where it is.
     async fn focus_entry(
         &self,
         tenant: &Tenant,
         base: &str,
         event: &SubscriptionEvent,
         content: Content,
-        read: Option<&StoredVersion>,
     ) -> Result<Value, SubscriptionError> {
         let url = format!("{base}/{}/{}", event.resource_type, event.id);
-        // Only a full-resource notification needs the version; the event says if it is a delete.
-        let body = match (content, read) {
-            (Content::FullResource, _) if event.deleted => None,
-            (Content::FullResource, Some(read)) => read.body.clone(),
-            (Content::FullResource, None) => self
+        // Only a full-resource notification reads the version; the event says if it is a delete.
+        let body = match content {
+            Content::FullResource if !event.deleted => self
                 .engine
                 .store()
                 .read_version(tenant.key, &event.resource_type, &event.id, event.version)
@@ -308,7 +292,6 @@ impl Subscriptions {
                 kind: "query-event",
                 events: &events,
                 content,
-                versions: &[],
             },
         )
         .await

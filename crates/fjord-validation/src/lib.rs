@@ -26,7 +26,10 @@ pub use profile::Profile;
 use fjord_model::for_each_object;
 use serde_json::Value;
 
-pub use norwegian::{check_identifier, IdentifierError, IdentifierKind, IdentifierRules};
+pub use norwegian::{
+    check_identifier, with_organisation_check_digit, with_person_check_digits, IdentifierError,
+    IdentifierKind, IdentifierRules,
+};
 
 /// A rule a resource breaks, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]

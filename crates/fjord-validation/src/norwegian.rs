@@ -224,6 +224,41 @@ fn check_digits(kind: IdentifierKind, value: &str, digits: &[u32]) -> Result<(),
     }
 }
 
+/// A person number's eleven digits from its first nine (date and individual number), with the
+/// check digits of the rule in force before 2032; `None` where that rule has no check digit
+/// for them (that individual number is never issued on that date).
+pub fn with_person_check_digits(nine: &str) -> Option<String> {
+    let digits: Vec<u32> = nine
+        .chars()
+        .map(|c| c.to_digit(10))
+        .collect::<Option<_>>()?;
+    let k1 = modulo_11(&K1_WEIGHTS, &digits)?;
+    let with_k1: Vec<u32> = digits.iter().copied().chain([k1]).collect();
+    let k2 = modulo_11(&K2_WEIGHTS, &with_k1)?;
+    Some(format!("{nine}{k1}{k2}"))
+}
+
+/// An organisation number's nine digits from its first eight; `None` where no check digit
+/// exists (such numbers are not issued).
+pub fn with_organisation_check_digit(eight: &str) -> Option<String> {
+    let digits: Vec<u32> = eight
+        .chars()
+        .map(|c| c.to_digit(10))
+        .collect::<Option<_>>()?;
+    let check = modulo_11(&ORGANISATION_WEIGHTS, &digits)?;
+    Some(format!("{eight}{check}"))
+}
+
+/// The modulo-11 check digit of `digits` under `weights`: 0 for a remainder of 0, none for 1.
+fn modulo_11(weights: &[u32], digits: &[u32]) -> Option<u32> {
+    let sum: u32 = weights.iter().zip(digits).map(|(w, d)| w * d).sum();
+    match 11 - sum % 11 {
+        11 => Some(0),
+        10 => None,
+        digit => Some(digit),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,26 +277,10 @@ mod tests {
     /// The check digits of the first nine digits by the current rule (`None`: the number is
     /// not issued), computed here the way Skatteetaten describes it, independently of the
     /// checker's remainder form.
-    fn current_check_digits(nine: &str) -> Option<String> {
-        let digits: Vec<u32> = nine.chars().map(|c| c.to_digit(10).unwrap()).collect();
-        let digit = |weights: &[u32], digits: &[u32]| {
-            let sum: u32 = weights.iter().zip(digits).map(|(w, d)| w * d).sum();
-            match 11 - sum % 11 {
-                11 => Some(0),
-                10 => None,
-                k => Some(k),
-            }
-        };
-        let k1 = digit(&K1_WEIGHTS, &digits)?;
-        let with_k1: Vec<u32> = digits.iter().copied().chain([k1]).collect();
-        let k2 = digit(&K2_WEIGHTS, &with_k1)?;
-        Some(format!("{nine}{k1}{k2}"))
-    }
-
     /// The first number the current rule issues on the date `DDMMYY` (its first digits).
     fn issued_on(date: &str) -> String {
         (100..1000)
-            .find_map(|individual| current_check_digits(&format!("{date}{individual}")))
+            .find_map(|individual| with_person_check_digits(&format!("{date}{individual}")))
             .expect("some individual number is issued")
     }
 
@@ -282,7 +301,7 @@ mod tests {
             for day in 1..=28 {
                 for individual in [0, 123, 499, 500, 987] {
                     let nine = format!("{day:02}{month:02}85{individual:03}");
-                    let Some(number) = current_check_digits(&nine) else {
+                    let Some(number) = with_person_check_digits(&nine) else {
                         continue;
                     };
                     issued += 1;
@@ -404,6 +423,14 @@ mod tests {
         let org = IdentifierKind::Organisasjonsnummer;
         // Brønnøysundregistrene's own number, and the same with its check digit changed.
         assert_eq!(check(org, "974760673"), Ok(()));
+        assert_eq!(
+            with_organisation_check_digit("97476067").as_deref(),
+            Some("974760673")
+        );
+        assert_eq!(
+            with_organisation_check_digit("97460095").as_deref(),
+            Some("974600951")
+        );
         assert!(matches!(
             check(org, "974760674"),
             Err(IdentifierError::CheckDigits { .. })

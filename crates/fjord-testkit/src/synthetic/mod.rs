@@ -16,6 +16,7 @@ mod norway;
 mod output;
 mod rng;
 
+use fjord_validation::IdentifierKind;
 use serde_json::{json, Value};
 use time::{Date, Duration, OffsetDateTime, Time};
 
@@ -85,7 +86,7 @@ impl Dataset {
                     "resourceType": "Organization",
                     "id": self.id("hf", n),
                     "meta": { "profile": [format!("{NO_BASIS}no-basis-Organization")] },
-                    "identifier": [{ "system": norway::ORGANISASJONSNUMMER, "value": norway::organisation_number(&mut rng) }],
+                    "identifier": [{ "system": IdentifierKind::Organisasjonsnummer.system(), "value": norway::organisation_number(&mut rng) }],
                     "active": true,
                     "type": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov", "display": "Healthcare Provider" }] }],
                     "name": name,
@@ -102,7 +103,7 @@ impl Dataset {
                 "resourceType": "Practitioner",
                 "id": self.id("prac", n),
                 "meta": { "profile": [format!("{NO_BASIS}no-basis-Practitioner")] },
-                "identifier": [{ "system": norway::HPR, "value": norway::hpr_number(&mut rng) }],
+                "identifier": [{ "system": IdentifierKind::Hpr.system(), "value": norway::hpr_number(&mut rng) }],
                 "active": true,
                 "name": [norway::human_name(&mut rng, male)],
                 "gender": if male { "male" } else { "female" },
@@ -124,10 +125,9 @@ impl Dataset {
         let birth = scale.end - Duration::days(age * 365 + rng.between(0, 364));
         let d_number = rng.chance(0.03);
         let number = norway::person_number(&mut rng, birth, male, d_number);
-        let system = if d_number {
-            norway::D_NUMMER
-        } else {
-            norway::FODSELSNUMMER
+        let system = match d_number {
+            true => IdentifierKind::DNummer.system(),
+            false => IdentifierKind::Fodselsnummer.system(),
         };
         let name = norway::human_name(&mut rng, male);
         let display = format!(

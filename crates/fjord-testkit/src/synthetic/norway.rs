@@ -1,24 +1,18 @@
 //! Norwegian people, places and registers, synthetic: person numbers of Skatteetaten's test
 //! series (month + 80, so no real person ever has one), D-numbers (day + 40) of the same series,
-//! organisation numbers with their modulo-11 check digit, HPR numbers, names people have, and
+//! organisation numbers (their check digits made by `fjord-validation`, which checks them), HPR
+//! numbers, names people have, and
 //! addresses in real municipalities (their codes from Kartverket's register).
 
+use fjord_validation::{with_organisation_check_digit, with_person_check_digits};
 use serde_json::{json, Value};
 use time::Date;
 
 use super::rng::Rng;
 
-pub const FODSELSNUMMER: &str = "urn:oid:2.16.578.1.12.4.1.4.1";
-pub const D_NUMMER: &str = "urn:oid:2.16.578.1.12.4.1.4.2";
-pub const HPR: &str = "urn:oid:2.16.578.1.12.4.1.4.4";
-pub const ORGANISASJONSNUMMER: &str = "urn:oid:2.16.578.1.12.4.1.4.101";
 const MUNICIPALITY_CODES: &str = "urn:oid:2.16.578.1.12.4.1.1.3402";
 const MUNICIPALITY_EXTENSION: &str =
     "http://hl7.no/fhir/StructureDefinition/no-basis-municipalitycode";
-
-const K1_WEIGHTS: [u32; 9] = [3, 7, 6, 1, 8, 9, 4, 5, 2];
-const K2_WEIGHTS: [u32; 10] = [5, 4, 3, 2, 7, 6, 5, 4, 3, 2];
-const ORGANISATION_WEIGHTS: [u32; 8] = [3, 2, 7, 6, 5, 4, 3, 2];
 
 const GIVEN_FEMALE: &[&str] = &[
     "Anne", "Inger", "Kari", "Marit", "Ingrid", "Liv", "Eva", "Berit", "Astrid", "Bjørg", "Hilde",
@@ -120,23 +114,18 @@ pub fn person_number(rng: &mut Rng, birth: Date, male: bool, d_number: bool) -> 
         let day = u32::from(birth.day()) + if d_number { 40 } else { 0 };
         let month = u32::from(u8::from(birth.month())) + 80;
         let nine = format!("{day:02}{month:02}{:02}{individual:03}", year % 100);
-        let Some(k1) = check_digit(&nine, &K1_WEIGHTS) else {
-            continue;
-        };
-        let ten = format!("{nine}{k1}");
-        let Some(k2) = check_digit(&ten, &K2_WEIGHTS) else {
-            continue;
-        };
-        return format!("{ten}{k2}");
+        if let Some(number) = with_person_check_digits(&nine) {
+            return number;
+        }
     }
 }
 
 /// An organisation number (nine digits, the first 8 or 9).
 pub fn organisation_number(rng: &mut Rng) -> String {
     loop {
-        let eight = format!("{}", rng.between(80_000_000, 99_999_999));
-        if let Some(check) = check_digit(&eight, &ORGANISATION_WEIGHTS) {
-            return format!("{eight}{check}");
+        let eight = rng.between(80_000_000, 99_999_999).to_string();
+        if let Some(number) = with_organisation_check_digit(&eight) {
+            return number;
         }
     }
 }
@@ -144,20 +133,6 @@ pub fn organisation_number(rng: &mut Rng) -> String {
 /// An HPR number: seven digits, no check digit.
 pub fn hpr_number(rng: &mut Rng) -> String {
     rng.between(1_000_000, 9_999_999).to_string()
-}
-
-/// The modulo-11 check digit of `digits` under `weights`; `None` where none exists (10).
-fn check_digit(digits: &str, weights: &[u32]) -> Option<u32> {
-    let sum: u32 = digits
-        .chars()
-        .zip(weights)
-        .map(|(c, w)| c.to_digit(10).expect("digits") * w)
-        .sum();
-    match 11 - sum % 11 {
-        11 => Some(0),
-        10 => None,
-        digit => Some(digit),
-    }
 }
 
 /// A `HumanName` of someone of this sex.
@@ -202,9 +177,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn check_digits_follow_the_published_weights() {
-        // A registered organisation number, 974600951: its check digit.
-        assert_eq!(check_digit("97460095", &ORGANISATION_WEIGHTS), Some(1));
+    fn person_numbers_are_of_the_test_series_with_date_and_sex() {
         let mut rng = Rng::new(3);
         let number = person_number(&mut rng, date!(1961 - 01 - 02), true, false);
         assert_eq!(&number[..6], "028161", "day, month + 80, year");
