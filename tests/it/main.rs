@@ -13,6 +13,7 @@ mod embedded;
 mod examples;
 mod fhirpath;
 mod generate;
+mod import;
 mod indexing;
 mod integrity;
 mod layers;

@@ -68,6 +68,8 @@ struct Notification {
 
 /// What the audit trail calls a notification: data exported to a subscriber.
 const NOTIFY: &str = "notify";
+/// A batch of a bulk import: data imported from outside.
+pub(crate) const IMPORT: &str = "import";
 
 impl Audited {
     pub fn new(interaction: &'static str) -> Audited {
@@ -151,7 +153,7 @@ impl Audited {
 
     fn action(&self) -> &'static str {
         match self.interaction {
-            "create" => "C",
+            "create" | IMPORT => "C",
             "update" | "patch" => "U",
             "delete" => "D",
             "read" | "vread" | "history-instance" | "history-type" | "history-system"
@@ -567,6 +569,11 @@ fn audit_event(caller: &Caller, audited: &Audited) -> Value {
         event.insert(
             "type".into(),
             json!({ "system": DICOM, "code": "110106", "display": "Export" }),
+        );
+    } else if audited.interaction == IMPORT {
+        event.insert(
+            "type".into(),
+            json!({ "system": DICOM, "code": "110107", "display": "Import" }),
         );
     } else {
         event.insert(

@@ -85,6 +85,11 @@ impl Unit<'_> {
         }
     }
 
+    /// Notes a version a bulk import wrote: its references are not checked.
+    pub(crate) fn imported(&mut self, resource_type: &str) {
+        self.note_type(resource_type);
+    }
+
     fn note_type(&mut self, resource_type: &str) {
         self.definitions_changed |= crate::conformance::is_definition(resource_type);
     }

@@ -11,6 +11,7 @@ mod bundles;
 mod conditional;
 mod conformance;
 mod error;
+mod import;
 mod integrity;
 mod interactions;
 mod packages;
@@ -37,6 +38,7 @@ pub use fjord_store::{
     UnknownProfile, ValidationMode,
 };
 pub use fjord_validation::{Issue as ValidationIssue, Severity as ValidationSeverity};
+pub use import::{ImportLine, Imported, LineFailure};
 pub use interactions::{format_instant, version_of_etag, HistoryQuery, Written};
 pub use packages::{Installed, PACKAGE_TYPES};
 pub use patch::{Patch, PatchBody};

@@ -85,30 +85,12 @@ impl Engine {
         else {
             return Ok(false);
         };
-        let Some(stored) = latest
-            .body
-            .as_deref()
-            .and_then(|b| serde_json::from_str::<Value>(b).ok())
-        else {
-            return Ok(false);
-        };
-        // Compared as Fjord stores it: parsed and written back, without the server's meta.
+        // Compared as Fjord stores it: parsed and written back.
         let limits = fjord_model::ParseLimits::default();
         let body = serde_json::to_vec(resource).unwrap_or_default();
         let Ok(parsed) = fjord_model::Resource::from_json(&body, &limits) else {
             return Ok(false);
         };
-        Ok(without_server_meta(parsed.to_value()) == without_server_meta(stored))
+        Ok(crate::import::is_same(&parsed, &latest))
     }
-}
-
-fn without_server_meta(mut value: Value) -> Value {
-    if let Some(meta) = value.get_mut("meta").and_then(Value::as_object_mut) {
-        meta.remove("versionId");
-        meta.remove("lastUpdated");
-        if meta.is_empty() {
-            value.as_object_mut().map(|o| o.remove("meta"));
-        }
-    }
-    value
 }

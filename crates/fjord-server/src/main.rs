@@ -3,6 +3,7 @@
 mod clients;
 mod embedded;
 mod generate;
+mod import;
 mod package;
 mod settings;
 
@@ -118,6 +119,23 @@ enum Command {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
+    /// Import NDJSON files (one resource per line, ids kept) into a tenant; importing the same
+    /// data again changes nothing.
+    Import {
+        /// An NDJSON file, or a directory of `.ndjson` files.
+        path: std::path::PathBuf,
+        /// The tenant to import into.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Lines stored per unit of work.
+        #[arg(long, default_value_t = import::DEFAULT_BATCH)]
+        batch: usize,
+        /// Batches stored side by side (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
     /// Write a synthetic Norwegian home-care data set (deterministic from a seed), as NDJSON or
     /// transaction Bundles.
     Generate(generate::GenerateArgs),
@@ -168,6 +186,26 @@ fn main() -> anyhow::Result<()> {
         .init();
     quiet_caught_parser_panics();
     fjord_rest::block_on(run(cli))
+}
+
+/// The database (migrated; the embedded default gets its `default` tenant) and an engine on it,
+/// with the local account as the operator of `tenant`.
+async fn open_as_operator(
+    connection: &ConnectionArgs,
+    tenant: &str,
+) -> anyhow::Result<(embedded::Database, Engine, Caller)> {
+    let settings = Settings::load(connection, None)?;
+    let database = embedded::Database::open(&settings).await?;
+    database.store.migrate().await?;
+    if database.is_embedded() {
+        database
+            .store
+            .ensure_tenant("default", "Default tenant")
+            .await?;
+    }
+    let engine = Engine::new(database.store.clone(), ParseLimits::default());
+    let caller = Caller::operator(engine.tenant(tenant).await?, local_account());
+    Ok((database, engine, caller))
 }
 
 /// Writes the buffered AuditEvents (reads, refusals) every second, or sooner when many wait.
@@ -280,17 +318,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             connection,
         } => {
             let resources = package::read_package(&path)?;
-            let settings = Settings::load(&connection, None)?;
-            let database = embedded::Database::open(&settings).await?;
-            database.store.migrate().await?;
-            if database.is_embedded() {
-                database
-                    .store
-                    .ensure_tenant("default", "Default tenant")
-                    .await?;
-            }
-            let engine = Engine::new(database.store.clone(), ParseLimits::default());
-            let tenant = Caller::operator(engine.tenant(&tenant).await?, local_account());
+            let (database, engine, tenant) = open_as_operator(&connection, &tenant).await?;
             let installed = engine.install_package(&tenant, resources).await?;
             for failure in &installed.failed {
                 eprintln!("not installed: {failure}");
@@ -309,6 +337,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 anyhow::bail!("{} resources were not installed", installed.failed.len())
             }
+        }
+        Command::Import {
+            path,
+            tenant,
+            batch,
+            workers,
+            connection,
+        } => {
+            let files = import::files_of(&path)?;
+            let (database, engine, caller) = open_as_operator(&connection, &tenant).await?;
+            let workers = workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+            });
+            let imported =
+                import::run(Arc::new(engine), &caller, &path, &files, batch, workers).await;
+            database.close().await;
+            imported
         }
         Command::Tenant {
             command,

@@ -305,7 +305,7 @@ const SYSTEM_HISTORY_EXCEPT: &str =
      AND ($5::timestamptz IS NULL OR last_updated >= $5) \
      ORDER BY seq DESC LIMIT $6";
 
-fn version_from_row(row: &PgRow, resource_type: &str, id: &str) -> StoredVersion {
+pub(crate) fn version_from_row(row: &PgRow, resource_type: &str, id: &str) -> StoredVersion {
     StoredVersion {
         resource_type: resource_type.to_owned(),
         id: id.to_owned(),

@@ -6,10 +6,12 @@
 //! the process is going down) closes its connection, and the server rolls the transaction back.
 
 use fjord_search::SearchQuery;
+use sqlx::Row;
 
 use crate::pool::Lease;
 use crate::resources::{
-    read_latest_on, read_version_on, write_on, NewVersion, StoredVersion, WriteOutcome,
+    read_latest_on, read_version_on, version_from_row, write_on, NewVersion, StoredVersion,
+    WriteOutcome,
 };
 use crate::search::find_on;
 use crate::{Store, StoreError, TenantKey};
@@ -96,6 +98,40 @@ impl Work<'_> {
         read_latest_on(self.lease.connection(), self.tenant, resource_type, id)
             .await
             .map_err(classify)
+    }
+
+    /// The latest versions (deleted or not) of these `(type, id)` resources, as this work sees
+    /// them; those that never existed are left out.
+    pub async fn read_latest_many(
+        &mut self,
+        resources: &[(&str, &str)],
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        if resources.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (types, ids): (Vec<&str>, Vec<&str>) = resources.iter().copied().unzip();
+        let rows = sqlx::query(
+            // A backward primary-key scan per name, whatever the planner thinks of the tables'
+            // sizes (an import grows them faster than statistics follow).
+            "SELECT n.type, n.id, v.version, v.last_updated, v.op, v.body \
+             FROM unnest($2::text[], $3::text[]) AS n(type, id) \
+             CROSS JOIN LATERAL (SELECT version, last_updated, op, body FROM resource_version \
+               WHERE tenant = $1 AND type = n.type AND id = n.id \
+               ORDER BY version DESC LIMIT 1) v",
+        )
+        .bind(self.tenant.0)
+        .bind(types)
+        .bind(ids)
+        .fetch_all(self.lease.connection())
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let (resource_type, id): (&str, &str) = (row.get("type"), row.get("id"));
+                version_from_row(row, resource_type, id)
+            })
+            .collect())
     }
 
     /// One version of a resource, as this work sees it.
@@ -284,7 +320,10 @@ impl Work<'_> {
 /// database errors.
 fn classify(error: sqlx::Error) -> StoreError {
     match &error {
-        sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("40P01" | "40001")) => {
+        // Deadlock, serialisation failure, or a create that met a concurrent one's row.
+        sqlx::Error::Database(e)
+            if matches!(e.code().as_deref(), Some("40P01" | "40001" | "23505")) =>
+        {
             StoreError::Conflict(e.message().to_owned())
         }
         _ => StoreError::database(error),

@@ -117,6 +117,11 @@ impl Subscriptions {
         let registry = self.engine.search_registry(tenant).await?;
         let store = self.engine.store();
         for state in store.subscription_states(tenant.key).await? {
+            if state.since_seq == 0 {
+                // Not started yet: its version is still ahead of the cursor, and starts it there
+                // (loaded now, it would match the changes before it).
+                continue;
+            }
             match self.stored_live(tenant, &registry, &state).await? {
                 Some(Ok(live)) if live.spec.status != "off" => {
                     self.live
