@@ -212,3 +212,134 @@ fn import_stores_ndjson_once_and_reports_bad_lines_by_number() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `$import`: an NDJSON body imported in the background; its client polls for progress and the
+/// outcome (counts, failed lines by number), nobody else sees it, and each line is stored only
+/// as the client's grant allows.
+#[test]
+fn import_operation_runs_in_the_background_for_its_client_only() {
+    let smart = crate::smart::Smart::start("import-op", &[]);
+    let base = smart.server.base("t1");
+    let token = |client: &str, scope: &str| {
+        smart.issuer.mint(&fjord_smart::TokenRequest {
+            audience: base.clone(),
+            scope: scope.into(),
+            client_id: Some(client.into()),
+            ..Default::default()
+        })
+    };
+    let writer = token("loader", "system/Patient.cu system/Observation.cu");
+    let other = token("someone-else", "system/*.cruds");
+    let post = |token: &str, body: &str, content_type: &str| {
+        let bearer = format!("Bearer {token}");
+        send(
+            "POST",
+            &format!("{base}/$import"),
+            &[("Authorization", &bearer), ("Content-Type", content_type)],
+            Some(body),
+        )
+    };
+    let patients = (0..2_500).map(|i| json!({ "resourceType": "Patient", "id": format!("imp-{i}"), "birthDate": "1950-01-01" }));
+    let mut lines: Vec<String> = patients.map(|p| p.to_string()).collect();
+    // Line 2,501: a type the token may not write; 2,502: not JSON.
+    lines.push(json!({ "resourceType": "Practitioner", "id": "pr-1" }).to_string());
+    lines.push("{".into());
+    let body = lines.join("\n");
+
+    let refused = post(&writer, &body, "application/fhir+json");
+    assert_eq!(refused.status, 415, "{}", refused.body);
+    let started = post(&writer, &body, "application/fhir+ndjson");
+    assert_eq!(started.status, 202, "{}", started.body);
+    let status_url = started.header("Content-Location").unwrap().to_owned();
+    assert!(
+        status_url.starts_with(&format!("{base}/$import/")),
+        "{status_url}"
+    );
+    // Another client of the tenant neither sees nor cancels it.
+    assert_eq!(at("GET", &status_url, &other).status, 404);
+    assert_eq!(at("DELETE", &status_url, &other).status, 404);
+    let (done, progress) = finished(&status_url, &writer);
+    assert!(
+        progress.iter().all(|p| p.ends_with("of 2502 lines")),
+        "{progress:?}"
+    );
+    let issues = done["issue"].as_array().unwrap();
+    assert_eq!(
+        issues[0]["diagnostics"],
+        "2502 lines: 2500 created, 0 updated, 0 unchanged, 2 failed"
+    );
+    assert_eq!(issues.len(), 3, "{done}");
+    assert_eq!(issues[1]["location"][0], "line 2501");
+    assert!(
+        issues[1]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .starts_with("Practitioner/pr-1: "),
+        "{done}"
+    );
+    assert_eq!(issues[2]["location"][0], "line 2502");
+    let count = smart.call(
+        &other,
+        "GET",
+        "/Patient?birthdate=1950-01-01&_summary=count",
+        None,
+    );
+    assert_eq!(count.json()["total"], 2500, "{}", count.body);
+    assert_eq!(
+        smart.call(&other, "GET", "/Practitioner/pr-1", None).status,
+        404
+    );
+
+    // Done with it: forgotten.
+    assert_eq!(at("DELETE", &status_url, &writer).status, 202);
+    assert_eq!(at("GET", &status_url, &writer).status, 404);
+    // Again: nothing changes.
+    let again = post(&writer, &body, "application/fhir+ndjson");
+    let (outcome, _) = finished(again.header("Content-Location").unwrap(), &writer);
+    assert_eq!(
+        outcome["issue"][0]["diagnostics"],
+        "2502 lines: 0 created, 0 updated, 2500 unchanged, 2 failed"
+    );
+    // Cancelled while it runs (or just after): forgotten at once.
+    let more: Vec<String> = (0..5_000)
+        .map(|i| json!({ "resourceType": "Patient", "id": format!("more-{i}") }).to_string())
+        .collect();
+    let started = post(&writer, &more.join("\n"), "application/x-ndjson");
+    let status_url = started.header("Content-Location").unwrap().to_owned();
+    assert_eq!(at("DELETE", &status_url, &writer).status, 202);
+    assert_eq!(at("GET", &status_url, &writer).status, 404);
+    // The CapabilityStatement offers it.
+    let metadata = send("GET", &format!("{base}/metadata"), &[], None).json();
+    let operations = metadata["rest"][0]["operation"].as_array().unwrap();
+    assert!(
+        operations.iter().any(|o| o["name"] == "import"),
+        "{operations:?}"
+    );
+}
+
+/// `method` on a job's status URL with a bearer token.
+fn at(method: &str, url: &str, token: &str) -> fjord_tests::Reply {
+    send(
+        method,
+        url,
+        &[("Authorization", &format!("Bearer {token}"))],
+        None,
+    )
+}
+
+/// Polls a job until it is done: its outcome, and the progress it reported meanwhile.
+fn finished(url: &str, token: &str) -> (serde_json::Value, Vec<String>) {
+    let mut progress = Vec::new();
+    loop {
+        let reply = at("GET", url, token);
+        match reply.status {
+            202 => {
+                assert_eq!(reply.header("Retry-After"), Some("1"));
+                progress.push(reply.header("X-Progress").unwrap().to_owned());
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            200 => return (reply.json(), progress),
+            status => panic!("{status}: {}", reply.body),
+        }
+    }
+}

@@ -21,6 +21,9 @@ use crate::{Caller, Engine, EngineError};
 /// Times a batch is read and written again after a concurrent writer got in its way.
 const ATTEMPTS: usize = 4;
 
+/// Lines prepared between two chances for other tasks of the thread to run.
+const YIELD_EVERY: usize = 64;
+
 /// One line of NDJSON and its number in its file (from 1).
 #[derive(Debug, Clone)]
 pub struct ImportLine {
@@ -199,7 +202,11 @@ impl Engine {
             };
         let mut creates: Vec<Prepared> = Vec::new();
         let mut updates: Vec<Prepared> = Vec::new();
-        for parsed in batch {
+        for (index, parsed) in batch.iter().enumerate() {
+            if index % YIELD_EVERY == YIELD_EVERY - 1 {
+                // A server's `$import` shares its worker thread with requests.
+                tokio::task::yield_now().await;
+            }
             let stored = latest.get(&(parsed.resource_type.to_owned(), parsed.id.clone()));
             let expected = match stored {
                 Some(stored) if stored.op != Op::Delete => {

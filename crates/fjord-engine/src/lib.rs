@@ -12,6 +12,7 @@ mod conditional;
 mod conformance;
 mod error;
 mod import;
+mod import_jobs;
 mod integrity;
 mod interactions;
 mod packages;
@@ -39,6 +40,7 @@ pub use fjord_store::{
 };
 pub use fjord_validation::{Issue as ValidationIssue, Severity as ValidationSeverity};
 pub use import::{ImportLine, Imported, LineFailure};
+pub use import_jobs::ImportJob;
 pub use interactions::{format_instant, version_of_etag, HistoryQuery, Written};
 pub use packages::{Installed, PACKAGE_TYPES};
 pub use patch::{Patch, PatchBody};
@@ -147,6 +149,7 @@ struct Shared {
     registries: registries::TenantRegistries,
     conformance: conformance::TenantConformance,
     jobs: reindex::Jobs,
+    imports: import_jobs::ImportJobs,
     audit: audit::AuditBuffer,
     /// Notified after a unit of work commits: change-log followers wake on it.
     written: tokio::sync::Notify,

@@ -11,6 +11,9 @@ use fjord_engine::{format_instant, EngineError, Tenant};
 
 /// `$reindex` has no definition in R4; this names Fjord's (asynchronous, type or system level).
 const REINDEX_DEFINITION: &str = "https://fjord.example/fhir/OperationDefinition/reindex";
+/// Fjord's `$import`: an NDJSON body, asynchronous (the Bulk Data import proposals fetch files
+/// by URL instead).
+const IMPORT_DEFINITION: &str = "https://fjord.example/fhir/OperationDefinition/import";
 
 /// The Subscriptions R5 Backport IG (STU 1.1).
 const BACKPORT: &str = "http://hl7.org/fhir/uv/subscriptions-backport";
@@ -194,7 +197,10 @@ async fn capability_statement(
         ],
         "searchParam": parameter_list(common.unwrap_or_default()),
         "compartment": compartments,
-        "operation": [{ "name": "reindex", "definition": REINDEX_DEFINITION }],
+        "operation": [
+            { "name": "reindex", "definition": REINDEX_DEFINITION },
+            { "name": "import", "definition": IMPORT_DEFINITION },
+        ],
     });
     if state.config.auth.mode == AuthMode::Required {
         rest["security"] = authorization_server

@@ -12,6 +12,7 @@ mod batch;
 mod bundle;
 mod capability;
 mod error;
+mod import;
 mod negotiate;
 mod reindex;
 mod resources;

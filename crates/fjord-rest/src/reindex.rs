@@ -23,20 +23,23 @@ pub(crate) async fn start(
         .start_reindex(&ctx.caller, resource_type)
         .await
         .map_err(|e| ctx.err(e))?;
+    let location = format!("{}/$reindex/{}", ctx.base(req), job.id);
+    Ok(accepted(
+        &ctx,
+        location,
+        format!("reindexing {} resources", job.total),
+    ))
+}
+
+/// 202 for a job started in the background: where to poll, and what it does.
+pub(crate) fn accepted(ctx: &Ctx, location: String, diagnostics: String) -> HttpResponse {
     let outcome = json!({
         "resourceType": "OperationOutcome",
-        "issue": [{
-            "severity": "information",
-            "code": "informational",
-            "diagnostics": format!("reindexing {} resources", job.total),
-        }],
+        "issue": [{ "severity": "information", "code": "informational", "diagnostics": diagnostics }],
     });
     let mut response = HttpResponse::Accepted();
-    response.insert_header((
-        "Content-Location",
-        format!("{}/$reindex/{}", ctx.base(req), job.id),
-    ));
-    Ok(negotiate::respond_value(response, &outcome, ctx.negotiated))
+    response.insert_header(("Content-Location", location));
+    negotiate::respond_value(response, &outcome, ctx.negotiated)
 }
 
 pub(crate) async fn status(

@@ -7,7 +7,8 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use crate::error::ApiError;
 use crate::negotiate::lenient;
 use crate::{
-    batch, capability, reindex, resources, search, subscriptions, terminology, validate, AppState,
+    batch, capability, import, reindex, resources, search, subscriptions, terminology, validate,
+    AppState,
 };
 use fjord_engine::Scope;
 
@@ -36,6 +37,10 @@ enum Route<'a> {
     /// `$reindex` of every type, or of one.
     Reindex(&'a str, Option<&'a str>),
     ReindexStatus(&'a str, &'a str),
+    /// `$import` of an NDJSON body, its status, its cancellation.
+    Import(&'a str),
+    ImportStatus(&'a str, &'a str),
+    ImportCancel(&'a str, &'a str),
     /// `Patient/{id}/$everything`.
     Everything(&'a str, &'a str),
     /// A terminology operation on ValueSet or CodeSystem, at type or instance level.
@@ -88,6 +93,9 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     match (segments.as_slice(), method) {
         ([t], _) if get => Route::Search(t, SearchAt::System),
         ([t, "$reindex"], &Method::POST) => Route::Reindex(t, None),
+        ([t, "$import"], &Method::POST) => Route::Import(t),
+        ([t, "$import", job], _) if get => Route::ImportStatus(t, job),
+        ([t, "$import", job], &Method::DELETE) => Route::ImportCancel(t, job),
         ([t, "$reindex", job], _) if get => Route::ReindexStatus(t, job),
         ([t, ty, "$reindex"], &Method::POST) => Route::Reindex(t, Some(ty)),
         ([t, ty @ "ValueSet", op @ ("$expand" | "$validate-code")], _) if get_or_post => {
@@ -188,6 +196,9 @@ pub(crate) async fn dispatch(
         Route::Patch(t, ty, id) => resources::patch(&req, &state, t, ty, id, payload).await,
         Route::Reindex(t, ty) => reindex::start(&req, &state, t, ty).await,
         Route::ReindexStatus(t, job) => reindex::status(&req, &state, t, job).await,
+        Route::Import(t) => import::start(&req, &state, t, payload).await,
+        Route::ImportStatus(t, job) => import::status(&req, &state, t, job).await,
+        Route::ImportCancel(t, job) => import::cancel(&req, &state, t, job).await,
         Route::Everything(t, id) => search::everything(&req, &state, t, id).await,
         Route::Subscription(t, id, op) => {
             subscriptions::operation(&req, &state, t, id, op, payload).await
@@ -353,6 +364,17 @@ mod tests {
             Method::GET,
             "/fhir/t/$reindex/j1",
             Route::ReindexStatus("t", "j1"),
+        );
+        check(Method::POST, "/fhir/t/$import", Route::Import("t"));
+        check(
+            Method::GET,
+            "/fhir/t/$import/j",
+            Route::ImportStatus("t", "j"),
+        );
+        check(
+            Method::DELETE,
+            "/fhir/t/$import/j",
+            Route::ImportCancel("t", "j"),
         );
         check(Method::GET, "/other", Route::Unknown);
     }
