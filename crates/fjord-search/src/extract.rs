@@ -1,7 +1,7 @@
 //! A resource → the typed index values of every search parameter of its type.
 
 use fjord_definitions::SearchParamType;
-use fjord_fhirpath::{Node, Value};
+use fjord_fhirpath::{BinaryOp, Expr, Node, Value};
 use rust_decimal::Decimal;
 use serde_json::Value as Json;
 
@@ -112,6 +112,9 @@ fn parameter_values(
     let Some(expression) = &parameter.expression else {
         return Ok(Vec::new());
     };
+    if finds_nothing(expression, resource) {
+        return Ok(Vec::new());
+    }
     let env = fjord_fhirpath::Environment {
         resource: Some(resource),
         host: Some(&ReferenceTargets),
@@ -129,6 +132,78 @@ fn parameter_values(
         }
     }
     Ok(values)
+}
+
+/// Whether `expression` surely finds nothing in `resource`: every path it takes starts at an
+/// element the resource lacks. Evaluating it would say the same at far greater cost, and most
+/// of a type's parameters name elements that a given resource does not have.
+fn finds_nothing(expression: &Expr, resource: &Json) -> bool {
+    let mut roots = Vec::new();
+    let Json::Object(elements) = resource else {
+        return false;
+    };
+    roots_of(expression, &mut roots)
+        && !roots
+            .iter()
+            .any(|root| elements.keys().any(|key| names_element(key, root)))
+}
+
+/// Functions whose result is empty when their input is.
+const EMPTY_IN_EMPTY_OUT: [&str; 12] = [
+    "where",
+    "select",
+    "ofType",
+    "as",
+    "first",
+    "last",
+    "tail",
+    "skip",
+    "take",
+    "resolve",
+    "extension",
+    "distinct",
+];
+
+/// Adds the resource elements `expression` starts its paths at; false when it may find
+/// something without them (a function of the whole resource, a variable, a boolean test).
+fn roots_of<'e>(expression: &'e Expr, roots: &mut Vec<&'e str>) -> bool {
+    match expression {
+        // `Observation.code`: the type name, then the element.
+        Expr::Member(inner, name) => match &**inner {
+            Expr::Identifier(first) if starts_uppercase(first) => {
+                roots.push(name);
+                true
+            }
+            inner => roots_of(inner, roots),
+        },
+        // `code` alone: an element of the resource.
+        Expr::Identifier(name) if !starts_uppercase(name) => {
+            roots.push(name);
+            true
+        }
+        Expr::Call(Some(inner), function, _) if EMPTY_IN_EMPTY_OUT.contains(&function.as_str()) => {
+            roots_of(inner, roots)
+        }
+        Expr::Indexer(inner, _) | Expr::As(inner, _) => roots_of(inner, roots),
+        Expr::Binary(BinaryOp::Union, left, right) => {
+            roots_of(left, roots) && roots_of(right, roots)
+        }
+        _ => false,
+    }
+}
+
+fn starts_uppercase(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_uppercase())
+}
+
+/// Whether a JSON member holds element `name`: itself, a primitive's `_name`, or a choice
+/// type's `nameQuantity`.
+fn names_element(key: &str, name: &str) -> bool {
+    let key = key.strip_prefix('_').unwrap_or(key);
+    match key.strip_prefix(name) {
+        Some(rest) => rest.is_empty() || starts_uppercase(rest),
+        None => false,
+    }
 }
 
 /// What `resolve()` gives while indexing: a stand-in of the type the reference names, so that
@@ -491,4 +566,57 @@ fn type_and_id(reference: &str) -> Option<(String, String)> {
     let known = fjord_definitions::type_def(resource_type)
         .is_some_and(|t| t.kind == fjord_definitions::TypeKind::Resource);
     (known && !id.is_empty()).then(|| (resource_type.to_owned(), id.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shortcut never hides a value: on every R4 example, each parameter it skips
+    /// evaluates to nothing; and it skips many (41% of the parameters on these examples).
+    #[test]
+    fn skipped_parameters_find_nothing_in_the_r4_examples() {
+        let registry = Registry::r4().unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fhir-r4/hl7.fhir.r4.examples-4.0.1/package");
+        let (mut skipped, mut evaluated) = (0, 0);
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let Ok(bytes) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            let Ok(resource) = serde_json::from_slice::<Json>(&bytes) else {
+                continue;
+            };
+            let Some(resource_type) = resource["resourceType"].as_str() else {
+                continue;
+            };
+            for parameter in registry.parameters_of(resource_type) {
+                let Some(expression) = &parameter.expression else {
+                    continue;
+                };
+                if !finds_nothing(expression, &resource) {
+                    evaluated += 1;
+                    continue;
+                }
+                skipped += 1;
+                let env = fjord_fhirpath::Environment {
+                    resource: Some(&resource),
+                    host: Some(&ReferenceTargets),
+                    ..Default::default()
+                };
+                let input = vec![Value::Node(Node::resource(&resource))];
+                let found = fjord_fhirpath::evaluate(expression, input, &env).unwrap_or_default();
+                assert!(
+                    found.is_empty(),
+                    "{} on {}: {found:?}",
+                    parameter.url,
+                    entry.path().display()
+                );
+            }
+        }
+        assert!(
+            skipped * 2 > evaluated,
+            "{skipped} skipped, {evaluated} evaluated"
+        );
+    }
 }
