@@ -34,9 +34,9 @@ pub struct ImportLine {
 /// What an import did with its lines.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Imported {
-    /// Stored as first versions (or again after a delete).
+    /// Stored as first versions.
     pub created: usize,
-    /// Stored as new versions of resources that differed.
+    /// Stored as new versions of resources that differed or were deleted.
     pub updated: usize,
     /// Already stored as they are.
     pub unchanged: usize,
