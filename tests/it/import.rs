@@ -318,7 +318,7 @@ fn import_operation_runs_in_the_background_for_its_client_only() {
 }
 
 /// `method` on a job's status URL with a bearer token.
-fn at(method: &str, url: &str, token: &str) -> fjord_tests::Reply {
+pub(crate) fn at(method: &str, url: &str, token: &str) -> fjord_tests::Reply {
     send(
         method,
         url,
@@ -328,7 +328,7 @@ fn at(method: &str, url: &str, token: &str) -> fjord_tests::Reply {
 }
 
 /// Polls a job until it is done: its outcome, and the progress it reported meanwhile.
-fn finished(url: &str, token: &str) -> (serde_json::Value, Vec<String>) {
+pub(crate) fn finished(url: &str, token: &str) -> (serde_json::Value, Vec<String>) {
     let mut progress = Vec::new();
     loop {
         let reply = at("GET", url, token);

@@ -11,6 +11,7 @@ mod definitions;
 mod e2e;
 mod embedded;
 mod examples;
+mod export;
 mod fhirpath;
 mod generate;
 mod import;

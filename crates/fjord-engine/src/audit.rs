@@ -70,6 +70,8 @@ struct Notification {
 const NOTIFY: &str = "notify";
 /// A batch of a bulk import: data imported from outside.
 pub(crate) const IMPORT: &str = "import";
+/// A bulk export (`$export`): data leaving the system in files.
+pub(crate) const EXPORT: &str = "export";
 
 impl Audited {
     pub fn new(interaction: &'static str) -> Audited {
@@ -159,7 +161,7 @@ impl Audited {
             "read" | "vread" | "history-instance" | "history-type" | "history-system"
             | "search-type" | "search-system" | "search-compartment" => "R",
             // DICOM's Export is a read of what leaves the system.
-            NOTIFY => "R",
+            NOTIFY | EXPORT => "R",
             _ => "E",
         }
     }
@@ -565,7 +567,7 @@ fn audit_event(caller: &Caller, audited: &Audited) -> Value {
             json!([{ "url": PATIENT_EXTENSION, "valueReference": { "reference": patient } }]),
         );
     }
-    if audited.notification.is_some() {
+    if audited.notification.is_some() || audited.interaction == EXPORT {
         event.insert(
             "type".into(),
             json!({ "system": DICOM, "code": "110106", "display": "Export" }),

@@ -261,7 +261,7 @@ fn outside(resource_type: &str, id: &str, what: &str) -> EngineError {
 }
 
 /// Every chain and `_has` in `filter` looks only at what the caller may search of its type.
-fn confine_nested(caller: &Caller, registry: &Registry, filter: &mut Filter) {
+pub(crate) fn confine_nested(caller: &Caller, registry: &Registry, filter: &mut Filter) {
     let restrict = |inner: &mut Box<Filter>, resource_type: &str| match caller.access.filter(
         registry,
         Permission::Search,

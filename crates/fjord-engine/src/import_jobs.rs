@@ -39,7 +39,8 @@ pub(crate) struct ImportJobs {
     by_id: Mutex<HashMap<String, ImportJob>>,
 }
 
-fn owner_of(caller: &Caller) -> String {
+/// Who a job belongs to: the token's issuer, subject and client.
+pub(crate) fn owner_of(caller: &Caller) -> String {
     match caller.access.principal() {
         Some(p) => format!(
             "{}|{}|{}",

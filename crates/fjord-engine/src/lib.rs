@@ -11,6 +11,7 @@ mod bundles;
 mod conditional;
 mod conformance;
 mod error;
+mod export;
 mod import;
 mod import_jobs;
 mod integrity;
@@ -30,6 +31,7 @@ mod validation;
 pub use audit::{patients_in, Audited};
 pub use bundles::{BundleKind, EntryOutcome, DEFAULT_MAX_BUNDLE_ENTRIES};
 pub use error::EngineError;
+pub use export::{ExportJob, ExportLevel, ExportOutput, ExportRequest};
 pub use fjord_model::{Format, ParseLimits, Resource};
 pub use fjord_patch::PatchError;
 pub use fjord_search::{Scope, SearchQuery, Summary};
@@ -52,6 +54,7 @@ pub use text::MAX_TEXT_MATCHES;
 pub use validation::{ValidateMode, ValidateRequest};
 
 use std::ops::Deref;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use fjord_search::Registry;
@@ -133,6 +136,8 @@ pub struct Engine {
     max_bundle_entries: usize,
     /// Checks higher layers add to the writes of a resource type.
     write_checks: Arc<Vec<(&'static str, Arc<dyn WriteCheck>)>>,
+    /// Where `$export` jobs write their files.
+    export_dir: Arc<PathBuf>,
 }
 
 /// A check a higher layer adds to every write of one resource type (`fjord-subscriptions`
@@ -150,6 +155,7 @@ struct Shared {
     conformance: conformance::TenantConformance,
     jobs: reindex::Jobs,
     imports: import_jobs::ImportJobs,
+    exports: export::ExportJobs,
     audit: audit::AuditBuffer,
     /// Notified after a unit of work commits: change-log followers wake on it.
     written: tokio::sync::Notify,
@@ -172,7 +178,15 @@ impl Engine {
             text: None,
             max_bundle_entries: DEFAULT_MAX_BUNDLE_ENTRIES,
             write_checks: Default::default(),
+            export_dir: Arc::new(std::env::temp_dir().join("fjord-exports")),
         }
+    }
+
+    /// Writes `$export` files under `dir` (the default is a directory in the system's
+    /// temporary directory).
+    pub fn with_export_dir(mut self, dir: PathBuf) -> Engine {
+        self.export_dir = Arc::new(dir);
+        self
     }
 
     /// Adds a check to every write of `resource_type`.
@@ -199,6 +213,7 @@ impl Engine {
             text: self.text.clone(),
             max_bundle_entries: self.max_bundle_entries,
             write_checks: self.write_checks.clone(),
+            export_dir: self.export_dir.clone(),
             ..Engine::new(self.store.for_runtime(), self.limits)
         }
     }

@@ -15,6 +15,9 @@ const REINDEX_DEFINITION: &str = "https://fjord.example/fhir/OperationDefinition
 /// by URL instead).
 const IMPORT_DEFINITION: &str = "https://fjord.example/fhir/OperationDefinition/import";
 
+/// The Bulk Data Access IG, whose `$export` operations Fjord serves.
+const BULK_DATA: &str = "http://hl7.org/fhir/uv/bulkdata";
+
 /// The Subscriptions R5 Backport IG (STU 1.1).
 const BACKPORT: &str = "http://hl7.org/fhir/uv/subscriptions-backport";
 /// Each topic a server offers, on its Subscription resource.
@@ -141,6 +144,17 @@ async fn capability_statement(
                     "definition": format!("http://hl7.org/fhir/OperationDefinition/{definition}"),
                 }));
             }
+            let bulk_export = match *t {
+                "Patient" => Some("patient-export"),
+                "Group" => Some("group-export"),
+                _ => None,
+            };
+            if let Some(definition) = bulk_export {
+                operations.push(json!({
+                    "name": "export",
+                    "definition": format!("{BULK_DATA}/OperationDefinition/{definition}"),
+                }));
+            }
             let mut topics = Vec::new();
             if let (true, Some(subscriptions)) = (*t == "Subscription", &state.subscriptions) {
                 for (name, definition) in [
@@ -200,6 +214,7 @@ async fn capability_statement(
         "operation": [
             { "name": "reindex", "definition": REINDEX_DEFINITION },
             { "name": "import", "definition": IMPORT_DEFINITION },
+            { "name": "export", "definition": format!("{BULK_DATA}/OperationDefinition/export") },
         ],
     });
     if state.config.auth.mode == AuthMode::Required {
@@ -222,6 +237,12 @@ async fn capability_statement(
         statement["instantiates"] = json!([format!(
             "{BACKPORT}/CapabilityStatement/backport-subscription-server-r4"
         )]);
+    }
+    let instantiates = statement["instantiates"].as_array_mut();
+    let bulk = json!(format!("{BULK_DATA}/CapabilityStatement/bulk-data"));
+    match instantiates {
+        Some(list) => list.push(bulk),
+        None => statement["instantiates"] = json!([bulk]),
     }
     Ok(statement)
 }

@@ -57,14 +57,6 @@ pub(crate) async fn start(
     ))
 }
 
-fn no_job(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        format!("no import job {id} of yours (jobs do not outlive a restart)"),
-    )
-}
-
 pub(crate) async fn status(
     req: &HttpRequest,
     state: &AppState,
@@ -75,16 +67,10 @@ pub(crate) async fn status(
     let job = state
         .engine
         .import_job(&ctx.caller, id)
-        .ok_or_else(|| ctx.err(no_job(id)))?;
+        .ok_or_else(|| ctx.err(reindex::no_job("import", id)))?;
     let done = job.imported.lines();
     match &job.state {
-        JobState::Running => {
-            let mut response = HttpResponse::Accepted();
-            response
-                .insert_header(("X-Progress", format!("{done} of {} lines", job.lines)))
-                .insert_header(("Retry-After", "1"));
-            Ok(response.finish())
-        }
+        JobState::Running => Ok(reindex::running(format!("{done} of {} lines", job.lines))),
         JobState::Completed => Ok(negotiate::respond_value(
             HttpResponse::Ok(),
             &outcome(&job),
@@ -111,7 +97,7 @@ pub(crate) async fn cancel(
     if state.engine.cancel_import(&ctx.caller, id) {
         Ok(HttpResponse::Accepted().finish())
     } else {
-        Err(ctx.err(no_job(id)))
+        Err(ctx.err(reindex::no_job("import", id)))
     }
 }
 

@@ -12,6 +12,7 @@ mod batch;
 mod bundle;
 mod capability;
 mod error;
+mod export;
 mod import;
 mod negotiate;
 mod reindex;

@@ -32,6 +32,23 @@ pub(crate) async fn start(
 }
 
 /// 202 for a job started in the background: where to poll, and what it does.
+/// A running job's status: 202, its progress, and when to ask again.
+pub(crate) fn running(progress: String) -> HttpResponse {
+    HttpResponse::Accepted()
+        .insert_header(("X-Progress", progress))
+        .insert_header(("Retry-After", "1"))
+        .finish()
+}
+
+/// No job `id` of the caller's of this kind (`import`, `export`).
+pub(crate) fn no_job(kind: &str, id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        format!("no {kind} job {id} of yours (jobs do not outlive a restart)"),
+    )
+}
+
 pub(crate) fn accepted(ctx: &Ctx, location: String, diagnostics: String) -> HttpResponse {
     let outcome = json!({
         "resourceType": "OperationOutcome",

@@ -25,6 +25,25 @@ impl Ctx {
     pub async fn new(req: &HttpRequest, state: &AppState, tenant: &str) -> Result<Ctx, ApiError> {
         // When negotiation fails, its own error is written in the default format (JSON).
         let negotiated = negotiate(req)?;
+        Ctx::negotiated(req, state, tenant, negotiated).await
+    }
+
+    /// A request whose answer is not a FHIR resource (bulk export's files): errors in the
+    /// negotiated format, or JSON when `Accept` names none.
+    pub async fn lenient(
+        req: &HttpRequest,
+        state: &AppState,
+        tenant: &str,
+    ) -> Result<Ctx, ApiError> {
+        Ctx::negotiated(req, state, tenant, crate::negotiate::lenient(req)).await
+    }
+
+    async fn negotiated(
+        req: &HttpRequest,
+        state: &AppState,
+        tenant: &str,
+        negotiated: Negotiated,
+    ) -> Result<Ctx, ApiError> {
         let in_format = |e: ApiError| e.in_format(negotiated);
         let tenant = state
             .engine

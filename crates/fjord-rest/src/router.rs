@@ -7,10 +7,10 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use crate::error::ApiError;
 use crate::negotiate::lenient;
 use crate::{
-    batch, capability, import, reindex, resources, search, subscriptions, terminology, validate,
-    AppState,
+    batch, capability, export, import, reindex, resources, search, subscriptions, terminology,
+    validate, AppState,
 };
-use fjord_engine::Scope;
+use fjord_engine::{ExportLevel, Scope};
 
 /// The FHIR interaction a request names, with its path parameters.
 #[derive(Debug, PartialEq)]
@@ -41,6 +41,11 @@ enum Route<'a> {
     Import(&'a str),
     ImportStatus(&'a str, &'a str),
     ImportCancel(&'a str, &'a str),
+    /// `$export` at system, Patient or Group level; its status, cancellation and files.
+    Export(&'a str, ExportAt<'a>),
+    ExportStatus(&'a str, &'a str),
+    ExportCancel(&'a str, &'a str),
+    ExportFile(&'a str, &'a str, &'a str),
     /// `Patient/{id}/$everything`.
     Everything(&'a str, &'a str),
     /// A terminology operation on ValueSet or CodeSystem, at type or instance level.
@@ -58,6 +63,14 @@ enum Route<'a> {
     MethodNotAllowed,
     /// No FHIR path: 404.
     Unknown,
+}
+
+/// Whose data an export covers, as the path says.
+#[derive(Debug, PartialEq)]
+enum ExportAt<'a> {
+    System,
+    Patient,
+    Group(&'a str),
 }
 
 /// Where a search looks, as the path says.
@@ -96,6 +109,12 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         ([t, "$import"], &Method::POST) => Route::Import(t),
         ([t, "$import", job], _) if get => Route::ImportStatus(t, job),
         ([t, "$import", job], &Method::DELETE) => Route::ImportCancel(t, job),
+        ([t, "$export"], _) if get_or_post => Route::Export(t, ExportAt::System),
+        ([t, "Patient", "$export"], _) if get_or_post => Route::Export(t, ExportAt::Patient),
+        ([t, "Group", id, "$export"], _) if get_or_post => Route::Export(t, ExportAt::Group(id)),
+        ([t, "$export", job], _) if get => Route::ExportStatus(t, job),
+        ([t, "$export", job], &Method::DELETE) => Route::ExportCancel(t, job),
+        ([t, "$export", job, file], _) if get => Route::ExportFile(t, job, file),
         ([t, "$reindex", job], _) if get => Route::ReindexStatus(t, job),
         ([t, ty, "$reindex"], &Method::POST) => Route::Reindex(t, Some(ty)),
         ([t, ty @ "ValueSet", op @ ("$expand" | "$validate-code")], _) if get_or_post => {
@@ -199,6 +218,17 @@ pub(crate) async fn dispatch(
         Route::Import(t) => import::start(&req, &state, t, payload).await,
         Route::ImportStatus(t, job) => import::status(&req, &state, t, job).await,
         Route::ImportCancel(t, job) => import::cancel(&req, &state, t, job).await,
+        Route::Export(t, at) => {
+            let level = match at {
+                ExportAt::System => ExportLevel::System,
+                ExportAt::Patient => ExportLevel::Patient,
+                ExportAt::Group(id) => ExportLevel::Group(id.to_owned()),
+            };
+            export::kick_off(&req, &state, t, level, payload).await
+        }
+        Route::ExportStatus(t, job) => export::status(&req, &state, t, job).await,
+        Route::ExportCancel(t, job) => export::cancel(&req, &state, t, job).await,
+        Route::ExportFile(t, job, file) => export::file(&req, &state, t, job, file).await,
         Route::Everything(t, id) => search::everything(&req, &state, t, id).await,
         Route::Subscription(t, id, op) => {
             subscriptions::operation(&req, &state, t, id, op, payload).await
@@ -366,6 +396,36 @@ mod tests {
             Route::ReindexStatus("t", "j1"),
         );
         check(Method::POST, "/fhir/t/$import", Route::Import("t"));
+        check(
+            Method::GET,
+            "/fhir/t/$export",
+            Route::Export("t", ExportAt::System),
+        );
+        check(
+            Method::POST,
+            "/fhir/t/Patient/$export",
+            Route::Export("t", ExportAt::Patient),
+        );
+        check(
+            Method::GET,
+            "/fhir/t/Group/g/$export",
+            Route::Export("t", ExportAt::Group("g")),
+        );
+        check(
+            Method::GET,
+            "/fhir/t/$export/j",
+            Route::ExportStatus("t", "j"),
+        );
+        check(
+            Method::DELETE,
+            "/fhir/t/$export/j",
+            Route::ExportCancel("t", "j"),
+        );
+        check(
+            Method::GET,
+            "/fhir/t/$export/j/Patient.ndjson",
+            Route::ExportFile("t", "j", "Patient.ndjson"),
+        );
         check(
             Method::GET,
             "/fhir/t/$import/j",

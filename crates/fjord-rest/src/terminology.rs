@@ -96,7 +96,7 @@ pub(crate) fn parameters_of(
     let value = resource.to_value();
     if value["resourceType"] != "Parameters" {
         return Err(ApiError::bad_request(
-            "the body of a terminology operation is Parameters",
+            "the body of an operation is Parameters",
         ));
     }
     let mut out = Vec::new();

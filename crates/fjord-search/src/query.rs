@@ -481,6 +481,50 @@ impl Registry {
         Ok(self.scope(scope, &[])?.1)
     }
 
+    /// What puts a resource of `resource_type` in the compartment of some `owner_type`
+    /// resource on which `owners` holds (bulk export of patients): the owners themselves, or a
+    /// reference to one under a parameter of the compartment definition. `None` when resources
+    /// of that type are never in such a compartment.
+    pub fn in_compartment_of_any(
+        &self,
+        owner_type: &str,
+        resource_type: &str,
+        owners: &Filter,
+    ) -> Option<Filter> {
+        if resource_type == owner_type {
+            return Some(owners.clone());
+        }
+        let compartment = fjord_definitions::compartment(owner_type)?;
+        let links: Vec<Filter> = compartment
+            .parameters_of(resource_type)?
+            .iter()
+            .filter(|code| self.parameter(resource_type, code).is_some())
+            .flat_map(|code| self.reference_links(resource_type, code))
+            .map(|link| Filter::Chain {
+                link,
+                target_type: owner_type.to_owned(),
+                filter: Box::new(owners.clone()),
+            })
+            .collect();
+        (!links.is_empty()).then_some(Filter::Any(links))
+    }
+
+    /// The types whose resources can be in a compartment of `owner_type`, the owner's first.
+    pub fn compartment_types(&self, owner_type: &str) -> Vec<String> {
+        let mut types = vec![owner_type.to_owned()];
+        if let Some(compartment) = fjord_definitions::compartment(owner_type) {
+            types.extend(
+                compartment
+                    .members
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .filter(|t| *t != owner_type && self.has_type(t))
+                    .map(str::to_owned),
+            );
+        }
+        types
+    }
+
     /// The filter of `name=value` on each of `types`; `None` unless every type knows it.
     fn filter_over_types(
         &self,

@@ -448,6 +448,20 @@ fn start_subscriptions(
     Subscriptions::new(engine.for_runtime(), topics, delivery, revoked)
 }
 
+/// Where `$export` files go: `exports` in the data directory, emptied at start, as the jobs
+/// an earlier process left are forgotten with it.
+fn export_dir(settings: &Settings) -> anyhow::Result<std::path::PathBuf> {
+    let dir = settings.data_dir.join("exports");
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("emptying {}", dir.display()))
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let database = embedded::Database::open(&settings).await?;
     database
@@ -472,7 +486,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
     )
     .with_text_index(Arc::new(text_index))
-    .with_max_bundle_entries(settings.max_bundle_entries);
+    .with_max_bundle_entries(settings.max_bundle_entries)
+    .with_export_dir(export_dir(&settings)?);
     let topics = Arc::new(Topics::shipped()?);
     let engine = engine.with_write_check(
         "Subscription",

@@ -9,6 +9,7 @@
 mod admin;
 mod changes;
 mod error;
+mod export;
 mod index;
 mod pool;
 mod reindex;
@@ -27,6 +28,7 @@ use sqlx::PgPool;
 
 pub use changes::{Change, ChangeBatch, ChangeCursor};
 pub use error::StoreError;
+pub use export::Snapshot;
 pub use fjord_search::IndexTerms;
 pub use resources::{
     Expected, HistoryPage, HistoryScope, NewVersion, Op, StoredVersion, WriteOutcome,

@@ -3,9 +3,9 @@
 //! so page links carry no sort values (names, dates) and survive concurrent writes.
 
 mod common_keys;
-mod sql;
+pub(crate) mod sql;
 
-pub(crate) use common_keys::CommonKeys;
+pub(crate) use common_keys::{CommonKeys, Shares};
 
 use fjord_search::{Filter, SearchQuery, Total};
 use sqlx::Row;

@@ -13,8 +13,8 @@ use super::common_keys::Shares;
 use crate::TenantKey;
 
 /// A statement being built, with its arguments.
-pub(super) struct Sql {
-    pub(super) args: PgArguments,
+pub(crate) struct Sql {
+    pub(crate) args: PgArguments,
     /// The tenant's common keys (see [`super::common_keys`]).
     common: Shares,
     next: usize,
@@ -26,7 +26,7 @@ pub(super) struct Sql {
 
 impl Sql {
     /// `$1` is the tenant and `$2` the type (or the array of types) in every statement.
-    pub(super) fn new(tenant: TenantKey, types: &[String], common: Shares) -> Sql {
+    pub(crate) fn new(tenant: TenantKey, types: &[String], common: Shares) -> Sql {
         let mut sql = Sql {
             args: PgArguments::default(),
             common,
@@ -72,6 +72,18 @@ impl Sql {
         let filters = self.filters("c", &query.filters);
         format!(
             "SELECT count(*) FROM resource_current c \
+             WHERE c.tenant = $1 AND {} AND NOT c.deleted{filters}",
+            self.types
+        )
+    }
+
+    /// Id and body of every current resource on which `filters` hold, in no order (bulk export).
+    pub(crate) fn current_bodies(&mut self, filters: &[Filter]) -> String {
+        let filters = self.filters("c", filters);
+        format!(
+            "SELECT c.id, v.body FROM resource_current c \
+             JOIN resource_version v ON v.tenant = $1 AND v.type = c.type AND v.id = c.id \
+               AND v.version = c.version \
              WHERE c.tenant = $1 AND {} AND NOT c.deleted{filters}",
             self.types
         )

@@ -1,0 +1,467 @@
+//! Bulk Data `$export` (FHIR Bulk Data Access): every current resource the caller may search,
+//! of the system, of all patients' compartments or of a Group's members', written as one NDJSON
+//! file per type by a job in the background while the client polls.
+//!
+//! A job reads one snapshot of the tenant ([`fjord_store::Snapshot`]): its files agree with each
+//! other as of the manifest's transaction time, and writers are never blocked. The request is
+//! checked and turned into one query per type before the client gets its 202, so a bad
+//! parameter is a 400 at kick-off rather than a failed job. Jobs and their files are seen only
+//! by the client that started them, and live in the process: a restart forgets them (the client
+//! starts again; the server clears the files an earlier process left).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fjord_search::{Filter, Registry, Scope};
+use fjord_smart::AuthError;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::audit::{Audited, AUDIT_EVENT, EXPORT};
+use crate::import_jobs::owner_of;
+use crate::{Caller, Engine, EngineError, JobState};
+
+/// A finished job nobody asked to remove is forgotten, with its files, after this long.
+const KEEP_FINISHED: Duration = Duration::from_secs(24 * 3600);
+/// Patients one AuditEvent of an export names at most; a larger export writes several.
+const PATIENTS_PER_EVENT: usize = 1_000;
+
+/// Whose data an export covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportLevel {
+    /// `[base]/$export`: every type.
+    System,
+    /// `[base]/Patient/$export`: the compartments of all patients.
+    Patient,
+    /// `[base]/Group/[id]/$export`: the compartments of the group's patients.
+    Group(String),
+}
+
+/// A kick-off request.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    pub level: ExportLevel,
+    /// `_type`; empty for every type the level covers (the audit trail only when named).
+    pub types: Vec<String>,
+    /// `_since`: only resources last updated at or after this FHIR instant.
+    pub since: Option<String>,
+    /// `_typeFilter`, each `Type?query`; a type's filters are alternatives.
+    pub type_filters: Vec<String>,
+    /// The kick-off request as the client sent it, for the manifest and the audit trail.
+    pub request: String,
+}
+
+/// One file of a finished export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportOutput {
+    pub resource_type: String,
+    /// The file's name within the job.
+    pub file: String,
+    pub count: u64,
+}
+
+/// An `$export` job and its progress.
+#[derive(Debug, Clone)]
+pub struct ExportJob {
+    pub id: String,
+    /// The kick-off request.
+    pub request: String,
+    pub state: JobState,
+    /// The snapshot's time, once the job has taken it.
+    pub transaction_time: Option<OffsetDateTime>,
+    /// Types to export, and how many are done.
+    pub types: usize,
+    pub types_done: usize,
+    /// Resources written so far.
+    pub resources: u64,
+    /// The files of the types done that had resources.
+    pub outputs: Vec<ExportOutput>,
+    /// Whether the files need the client's token (false only while authentication is off).
+    pub requires_access_token: bool,
+    tenant: String,
+    owner: String,
+    cancelled: bool,
+    finished: Option<Instant>,
+}
+
+/// The `$export` jobs of this process.
+#[derive(Debug, Default)]
+pub(crate) struct ExportJobs {
+    by_id: Mutex<HashMap<String, ExportJob>>,
+}
+
+/// One type's query: the current resources of `resource_type` on which every filter holds.
+#[derive(Debug)]
+struct Planned {
+    resource_type: String,
+    filters: Vec<Filter>,
+}
+
+impl Engine {
+    /// Checks an export request and starts it on this runtime; errors are the request's
+    /// (unknown types, bad filters, a Group the caller cannot read, no type it may search).
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, level = ?request.level))]
+    pub async fn start_export(
+        &self,
+        caller: &Caller,
+        request: ExportRequest,
+    ) -> Result<ExportJob, EngineError> {
+        let plan = self.plan_export(caller, &request).await?;
+        let job = ExportJob {
+            id: Uuid::new_v4().simple().to_string(),
+            request: request.request,
+            state: JobState::Running,
+            transaction_time: None,
+            types: plan.len(),
+            types_done: 0,
+            resources: 0,
+            outputs: Vec::new(),
+            requires_access_token: caller.access.principal().is_some(),
+            tenant: caller.id.clone(),
+            owner: owner_of(caller),
+            cancelled: false,
+            finished: None,
+        };
+        let expired: Vec<String> = {
+            let mut jobs = self.shared.exports.by_id.lock().expect("export jobs");
+            let expired = jobs
+                .iter()
+                .filter(|(_, j)| j.finished.is_some_and(|at| at.elapsed() >= KEEP_FINISHED))
+                .map(|(id, _)| id.clone())
+                .collect();
+            jobs.retain(|_, j| j.finished.is_none_or(|at| at.elapsed() < KEEP_FINISHED));
+            jobs.insert(job.id.clone(), job.clone());
+            expired
+        };
+        for id in expired {
+            self.remove_export_files(&id);
+        }
+        let engine = self.for_runtime();
+        let (caller, id) = (caller.clone(), job.id.clone());
+        tokio::task::spawn_local(async move {
+            let state = match engine.run_export(&caller, &id, plan).await {
+                Ok(()) => JobState::Completed,
+                Err(e) => {
+                    tracing::error!(job = %id, "export failed: {e}");
+                    JobState::Failed(e.to_string())
+                }
+            };
+            if state != JobState::Completed {
+                engine.remove_export_files(&id);
+            }
+            let forgotten = engine.update_export(&id, |job| {
+                job.state = state;
+                job.finished = Some(Instant::now());
+            });
+            if forgotten {
+                engine.remove_export_files(&id);
+            }
+        });
+        Ok(job)
+    }
+
+    /// A job the caller started, if it exists (and was not cancelled).
+    pub fn export_job(&self, caller: &Caller, id: &str) -> Option<ExportJob> {
+        let jobs = self.shared.exports.by_id.lock().expect("export jobs");
+        jobs.get(id)
+            .filter(|j| j.tenant == caller.id && j.owner == owner_of(caller) && !j.cancelled)
+            .cloned()
+    }
+
+    /// Cancels a running job the caller started (the type under way stops) or forgets a
+    /// finished one, its files deleted. False when there is no such job.
+    pub fn cancel_export(&self, caller: &Caller, id: &str) -> bool {
+        let removed = {
+            let mut jobs = self.shared.exports.by_id.lock().expect("export jobs");
+            match jobs.get_mut(id) {
+                Some(job) if job.tenant == caller.id && job.owner == owner_of(caller) => {
+                    if job.state == JobState::Running {
+                        job.cancelled = true;
+                        false
+                    } else {
+                        jobs.remove(id);
+                        true
+                    }
+                }
+                _ => return false,
+            }
+        };
+        if removed {
+            self.remove_export_files(id);
+        }
+        true
+    }
+
+    /// The path of a file of a finished job the caller started.
+    pub fn export_file(&self, caller: &Caller, id: &str, file: &str) -> Option<PathBuf> {
+        let job = self.export_job(caller, id)?;
+        let output = job.outputs.iter().find(|o| o.file == file)?;
+        (job.state == JobState::Completed).then(|| self.export_dir.join(id).join(&output.file))
+    }
+
+    /// Applies `change` to a job; true when the job was cancelled and is now forgotten.
+    fn update_export(&self, id: &str, change: impl FnOnce(&mut ExportJob)) -> bool {
+        let mut jobs = self.shared.exports.by_id.lock().expect("export jobs");
+        let Some(job) = jobs.get_mut(id) else {
+            return false;
+        };
+        change(job);
+        if job.cancelled && job.finished.is_some() {
+            jobs.remove(id);
+            return true;
+        }
+        false
+    }
+
+    fn export_cancelled(&self, id: &str) -> bool {
+        let jobs = self.shared.exports.by_id.lock().expect("export jobs");
+        jobs.get(id).is_none_or(|job| job.cancelled)
+    }
+
+    fn remove_export_files(&self, id: &str) {
+        let dir = self.export_dir.join(id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), "could not remove an export's files: {e}");
+            }
+        }
+    }
+
+    /// The request as one query per type, with the caller's grant in it.
+    async fn plan_export(
+        &self,
+        caller: &Caller,
+        request: &ExportRequest,
+    ) -> Result<Vec<Planned>, EngineError> {
+        let registry = self.registry(caller).await?;
+        let (mut covered, owners) = match &request.level {
+            ExportLevel::System => (registry.resource_types().map(str::to_owned).collect(), None),
+            ExportLevel::Patient => (
+                registry.compartment_types("Patient"),
+                Some(Filter::All(Vec::new())),
+            ),
+            ExportLevel::Group(id) => {
+                let ids = self.group_patients(caller, id).await?;
+                let members = Filter::Among {
+                    resource_type: "Patient".into(),
+                    ids,
+                };
+                (registry.compartment_types("Patient"), Some(members))
+            }
+        };
+        let named = !request.types.is_empty();
+        if named {
+            for t in &request.types {
+                self.resource_type(t).map_err(|_| {
+                    EngineError::BadRequest(format!(
+                        "_type names {t}, which is not a resource type"
+                    ))
+                })?;
+                if !covered.contains(t) {
+                    return Err(EngineError::BadRequest(format!(
+                        "_type names {t}, which is never in a patient's compartment"
+                    )));
+                }
+            }
+            covered.retain(|t| request.types.contains(t));
+        } else {
+            covered.retain(|t| t != AUDIT_EVENT);
+        }
+        covered.sort();
+
+        let mut filters_of: HashMap<String, Vec<Vec<(String, String)>>> = HashMap::new();
+        for type_filter in &request.type_filters {
+            let (t, query) = type_filter.split_once('?').ok_or_else(|| {
+                EngineError::BadRequest(format!(
+                    "_typeFilter '{type_filter}' is not of the form Type?query"
+                ))
+            })?;
+            self.resource_type(t).map_err(|_| {
+                EngineError::BadRequest(format!(
+                    "_typeFilter names {t}, which is not a resource type"
+                ))
+            })?;
+            if !covered.iter().any(|c| c == t) {
+                return Err(EngineError::BadRequest(format!(
+                    "_typeFilter names {t}, which this export does not cover"
+                )));
+            }
+            let params = form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            filters_of.entry(t.to_owned()).or_default().push(params);
+        }
+
+        let mut plan = Vec::new();
+        let mut denied = None;
+        for resource_type in covered {
+            let queries = filters_of
+                .remove(&resource_type)
+                .unwrap_or_else(|| vec![Vec::new()]);
+            match self
+                .type_export(caller, &registry, &resource_type, queries, request, &owners)
+                .await
+            {
+                Ok(planned) => plan.extend(planned),
+                // Without `_type`, the types the caller may not search are left out.
+                Err(EngineError::Auth(error)) if !named => denied = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        if plan.is_empty() {
+            return Err(denied
+                .unwrap_or_else(|| AuthError::InsufficientScope("no type to export".into()))
+                .into());
+        }
+        Ok(plan)
+    }
+
+    /// One type's query: its `_typeFilter` alternatives and `_since`, each confined to the
+    /// caller's grant, and the compartments of `owners` when there are some. `None` when the
+    /// type is never in them.
+    async fn type_export(
+        &self,
+        caller: &Caller,
+        registry: &Registry,
+        resource_type: &str,
+        queries: Vec<Vec<(String, String)>>,
+        request: &ExportRequest,
+        owners: &Option<Filter>,
+    ) -> Result<Option<Planned>, EngineError> {
+        let mut alternatives = Vec::with_capacity(queries.len());
+        for mut params in queries {
+            if let Some(since) = &request.since {
+                params.push(("_lastUpdated".into(), format!("ge{since}")));
+            }
+            let (_, query) = self
+                .prepare_query(caller, Scope::Type(resource_type), &params, true)
+                .await?;
+            alternatives.push(query.filters);
+        }
+        let mut filters = if alternatives.len() == 1 {
+            alternatives.pop().unwrap_or_default()
+        } else {
+            vec![Filter::Any(
+                alternatives.into_iter().map(Filter::All).collect(),
+            )]
+        };
+        if let Some(owners) = owners {
+            let Some(mut within) = registry.in_compartment_of_any("Patient", resource_type, owners)
+            else {
+                return Ok(None);
+            };
+            crate::authorize::confine_nested(caller, registry, &mut within);
+            filters.push(within);
+        }
+        Ok(Some(Planned {
+            resource_type: resource_type.to_owned(),
+            filters,
+        }))
+    }
+
+    /// The ids of a Group's active Patient members; the Group is read under the caller's grant.
+    async fn group_patients(&self, caller: &Caller, id: &str) -> Result<Vec<String>, EngineError> {
+        let group = self.read(caller, "Group", id).await?;
+        let body: serde_json::Value =
+            serde_json::from_str(group.body.as_deref().unwrap_or("{}"))
+                .map_err(|e| EngineError::Internal(format!("Group/{id} as stored: {e}")))?;
+        let members = body["member"].as_array().into_iter().flatten();
+        Ok(members
+            .filter(|m| m["inactive"] != true)
+            .filter_map(|m| m["entity"]["reference"].as_str())
+            .filter_map(|r| r.strip_prefix("Patient/"))
+            .filter(|id| fjord_model::is_valid_id(id))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Writes each type's file from one snapshot, then records the export in the audit trail.
+    async fn run_export(
+        &self,
+        caller: &Caller,
+        id: &str,
+        plan: Vec<Planned>,
+    ) -> Result<(), EngineError> {
+        let dir = self.export_dir.join(id);
+        std::fs::create_dir_all(&dir).map_err(|e| output_error(&dir, e))?;
+        let mut snapshot = self.store.snapshot(caller.key).await?;
+        let transaction_time = snapshot.transaction_time;
+        self.update_export(id, |job| job.transaction_time = Some(transaction_time));
+        let mut patients = BTreeSet::new();
+        for planned in plan {
+            if self.export_cancelled(id) {
+                return Ok(());
+            }
+            let file = format!("{}.ndjson", planned.resource_type);
+            let path = dir.join(&file);
+            let mut out = BufWriter::with_capacity(
+                1 << 16,
+                File::create(&path).map_err(|e| output_error(&path, e))?,
+            );
+            let is_patient = planned.resource_type == "Patient";
+            let count = snapshot
+                .each_current(&planned.resource_type, &planned.filters, |id, body| {
+                    if is_patient {
+                        patients.insert(format!("Patient/{id}"));
+                    }
+                    out.write_all(body.as_bytes())?;
+                    out.write_all(b"\n")
+                })
+                .await?
+                .map_err(|e| output_error(&path, e))?;
+            out.flush().map_err(|e| output_error(&path, e))?;
+            drop(out);
+            let output = if count == 0 {
+                std::fs::remove_file(&path).map_err(|e| output_error(&path, e))?;
+                None
+            } else {
+                Some(ExportOutput {
+                    resource_type: planned.resource_type,
+                    file,
+                    count,
+                })
+            };
+            self.update_export(id, |job| {
+                job.types_done += 1;
+                job.resources += count;
+                job.outputs.extend(output);
+            });
+        }
+        snapshot.finish().await?;
+        self.audit_export(caller, id, patients).await;
+        Ok(())
+    }
+
+    /// An export is a disclosure: DICOM Export events naming the request and the patients
+    /// whose Patient resources it wrote.
+    async fn audit_export(&self, caller: &Caller, id: &str, patients: BTreeSet<String>) {
+        let request = (self.shared.exports.by_id.lock().expect("export jobs"))
+            .get(id)
+            .map(|job| job.request.clone())
+            .unwrap_or_default();
+        let patients: Vec<String> = patients.into_iter().collect();
+        let mut chunks: Vec<&[String]> = patients.chunks(PATIENTS_PER_EVENT).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        for chunk in chunks {
+            let mut audited = Audited::new(EXPORT);
+            audited.query = Some(request.clone());
+            audited.patients = chunk.iter().cloned().collect();
+            self.audit(caller, audited).await;
+        }
+    }
+
+    /// Where export jobs write their files (one directory per job).
+    pub fn export_dir(&self) -> &Path {
+        &self.export_dir
+    }
+}
+
+fn output_error(path: &Path, error: std::io::Error) -> EngineError {
+    EngineError::Internal(format!("export file {}: {error}", path.display()))
+}
