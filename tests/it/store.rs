@@ -431,3 +431,70 @@ async fn a_write_with_targets_happens_only_when_they_are_current() {
         WriteOutcome::Written
     );
 }
+
+/// An export's snapshot sees the tenant as it was when taken, whatever commits meanwhile, and
+/// blocks none of those writers; its transaction time is not after any version it holds.
+#[tokio::test]
+async fn a_snapshot_sees_neither_later_writes_nor_blocks_them() {
+    let db = fjord_testkit::database().await;
+    let t = db.store.create_tenant("hf", "HF").await.unwrap().key;
+    for id in ["a", "b"] {
+        db.store
+            .write_version(t, &version(id, Expected::Absent, "{\"v\":1}"))
+            .await
+            .unwrap();
+    }
+    let before = OffsetDateTime::now_utc();
+    let mut snapshot = db.store.snapshot(t).await.unwrap();
+    assert!(snapshot.transaction_time <= before);
+    // Each of these commits while the snapshot is open; a blocked writer would hang here.
+    let writes = async {
+        db.store
+            .write_version(t, &version("a", Expected::Version(1), "{\"v\":2}"))
+            .await
+            .unwrap();
+        db.store
+            .write_version(t, &version("c", Expected::Absent, "{\"v\":1}"))
+            .await
+            .unwrap();
+        let mut delete = version("b", Expected::Version(1), "");
+        delete.op = Op::Delete;
+        delete.body = None;
+        db.store.write_version(t, &delete).await.unwrap();
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), writes)
+        .await
+        .expect("writers are not blocked by a snapshot");
+    let mut seen = Vec::new();
+    let count = snapshot
+        .each_current("Patient", &[], |id, body| {
+            seen.push((id.to_owned(), body.to_owned()));
+            Ok::<_, ()>(())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    seen.sort();
+    assert_eq!(count, 2);
+    assert_eq!(
+        seen,
+        [
+            ("a".to_owned(), "{\"v\":1}".to_owned()),
+            ("b".to_owned(), "{\"v\":1}".to_owned())
+        ]
+    );
+    snapshot.finish().await.unwrap();
+    // A new snapshot sees the writes.
+    let mut now = db.store.snapshot(t).await.unwrap();
+    let mut ids = Vec::new();
+    now.each_current("Patient", &[], |id, _| {
+        ids.push(id.to_owned());
+        Ok::<_, ()>(())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    ids.sort();
+    assert_eq!(ids, ["a", "c"]);
+    now.finish().await.unwrap();
+}
