@@ -27,6 +27,8 @@ use crate::{Caller, Engine, EngineError, JobState};
 
 /// A finished job nobody asked to remove is forgotten, with its files, after this long.
 const KEEP_FINISHED: Duration = Duration::from_secs(24 * 3600);
+/// Resources written between two updates of a job's progress (and checks for cancellation).
+const PROGRESS_EVERY: u64 = 10_000;
 /// Patients one AuditEvent of an export names at most; a larger export writes several.
 const PATIENTS_PER_EVENT: usize = 1_000;
 
@@ -172,8 +174,9 @@ impl Engine {
             .cloned()
     }
 
-    /// Cancels a running job the caller started (the type under way stops) or forgets a
-    /// finished one, its files deleted. False when there is no such job.
+    /// Cancels a running job the caller started (it stops within [`PROGRESS_EVERY`]
+    /// resources) or forgets a finished one; either way its files are deleted. False when there
+    /// is no such job.
     pub fn cancel_export(&self, caller: &Caller, id: &str) -> bool {
         let removed = {
             let mut jobs = self.shared.exports.by_id.lock().expect("export jobs");
@@ -403,16 +406,34 @@ impl Engine {
                 File::create(&path).map_err(|e| output_error(&path, e))?,
             );
             let is_patient = planned.resource_type == "Patient";
-            let count = snapshot
-                .each_current(&planned.resource_type, &planned.filters, |id, body| {
-                    if is_patient {
-                        patients.insert(format!("Patient/{id}"));
-                    }
-                    out.write_all(body.as_bytes())?;
-                    out.write_all(b"\n")
-                })
-                .await?
-                .map_err(|e| output_error(&path, e))?;
+            let mut written = 0u64;
+            let streamed = snapshot
+                .each_current(
+                    &planned.resource_type,
+                    &planned.filters,
+                    |resource_id, body| {
+                        if is_patient {
+                            patients.insert(format!("Patient/{resource_id}"));
+                        }
+                        out.write_all(body.as_bytes())?;
+                        out.write_all(b"\n")?;
+                        written += 1;
+                        if written.is_multiple_of(PROGRESS_EVERY) {
+                            // A large type shows progress and stops when cancelled.
+                            self.update_export(id, |job| job.resources += PROGRESS_EVERY);
+                            if self.export_cancelled(id) {
+                                return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
+                            }
+                        }
+                        Ok(())
+                    },
+                )
+                .await?;
+            let count = match streamed {
+                Ok(count) => count,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(()),
+                Err(e) => return Err(output_error(&path, e)),
+            };
             out.flush().map_err(|e| output_error(&path, e))?;
             drop(out);
             let output = if count == 0 {
@@ -427,7 +448,7 @@ impl Engine {
             };
             self.update_export(id, |job| {
                 job.types_done += 1;
-                job.resources += count;
+                job.resources += count % PROGRESS_EVERY;
                 job.outputs.extend(output);
             });
         }
