@@ -13,20 +13,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use fjord_search::{Filter, Registry, Scope};
 use fjord_smart::AuthError;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::audit::{Audited, AUDIT_EVENT, EXPORT};
-use crate::import_jobs::owner_of;
+use crate::jobs::{Cancelled, Job};
 use crate::{Caller, Engine, EngineError, JobState};
-
-/// A finished job nobody asked to remove is forgotten, with its files, after this long.
-const KEEP_FINISHED: Duration = Duration::from_secs(24 * 3600);
 /// Resources written between two updates of a job's progress (and checks for cancellation).
 const PROGRESS_EVERY: u64 = 10_000;
 /// Patients one AuditEvent of an export names at most; a larger export writes several.
@@ -66,13 +60,11 @@ pub struct ExportOutput {
     pub count: u64,
 }
 
-/// An `$export` job and its progress.
+/// An `$export` job's progress, and its manifest once it is done.
 #[derive(Debug, Clone)]
-pub struct ExportJob {
-    pub id: String,
+pub struct ExportProgress {
     /// The kick-off request.
     pub request: String,
-    pub state: JobState,
     /// The snapshot's time, once the job has taken it.
     pub transaction_time: Option<OffsetDateTime>,
     /// Types to export, and how many are done.
@@ -84,17 +76,10 @@ pub struct ExportJob {
     pub outputs: Vec<ExportOutput>,
     /// Whether the files need the client's token (false only while authentication is off).
     pub requires_access_token: bool,
-    tenant: String,
-    owner: String,
-    cancelled: bool,
-    finished: Option<Instant>,
 }
 
-/// The `$export` jobs of this process.
-#[derive(Debug, Default)]
-pub(crate) struct ExportJobs {
-    by_id: Mutex<HashMap<String, ExportJob>>,
-}
+/// An `$export` job.
+pub type ExportJob = Job<ExportProgress>;
 
 /// One type's query: the current resources of `resource_type` on which every filter holds.
 #[derive(Debug)]
@@ -113,125 +98,80 @@ impl Engine {
         request: ExportRequest,
     ) -> Result<ExportJob, EngineError> {
         let plan = self.plan_export(caller, &request).await?;
-        let job = ExportJob {
-            id: Uuid::new_v4().simple().to_string(),
+        let progress = ExportProgress {
             request: request.request,
-            state: JobState::Running,
             transaction_time: None,
             types: plan.len(),
             types_done: 0,
             resources: 0,
             outputs: Vec::new(),
             requires_access_token: caller.access.principal().is_some(),
-            tenant: caller.id.clone(),
-            owner: owner_of(caller),
-            cancelled: false,
-            finished: None,
         };
-        let expired: Vec<String> = {
-            let mut jobs = self.shared.exports.by_id.lock().expect("export jobs");
-            let expired = jobs
-                .iter()
-                .filter(|(_, j)| j.finished.is_some_and(|at| at.elapsed() >= KEEP_FINISHED))
-                .map(|(id, _)| id.clone())
-                .collect();
-            jobs.retain(|_, j| j.finished.is_none_or(|at| at.elapsed() < KEEP_FINISHED));
-            jobs.insert(job.id.clone(), job.clone());
-            expired
-        };
-        for id in expired {
-            self.remove_export_files(&id);
-        }
+        let (job, expired) = self.shared.exports.start(caller, progress);
+        // A thread of its own: the job streams for minutes and writes files with blocking
+        // calls, neither of which an HTTP worker's runtime should carry.
         let engine = self.for_runtime();
-        let (caller, id) = (caller.clone(), job.id.clone());
-        tokio::task::spawn_local(async move {
-            let state = match engine.run_export(&caller, &id, plan).await {
-                Ok(()) => JobState::Completed,
-                Err(e) => {
-                    tracing::error!(job = %id, "export failed: {e}");
-                    JobState::Failed(e.to_string())
+        let (caller, id, request) = (caller.clone(), job.id.clone(), job.progress.request.clone());
+        std::thread::Builder::new()
+            .name(format!("export-{id}"))
+            .spawn(move || {
+                for id in expired {
+                    engine.remove_export_files(&id);
                 }
-            };
-            if state != JobState::Completed {
-                engine.remove_export_files(&id);
-            }
-            let forgotten = engine.update_export(&id, |job| {
-                job.state = state;
-                job.finished = Some(Instant::now());
-            });
-            if forgotten {
-                engine.remove_export_files(&id);
-            }
-        });
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let result = match runtime {
+                    Ok(runtime) => {
+                        runtime.block_on(engine.run_export(&caller, &id, &request, plan))
+                    }
+                    Err(e) => Err(EngineError::Internal(format!("an export's runtime: {e}"))),
+                };
+                let state = JobState::ended("export", &id, result);
+                let completed = state == JobState::Completed;
+                let forgotten = engine.shared.exports.finish(&id, state);
+                if forgotten || !completed {
+                    engine.remove_export_files(&id);
+                }
+            })
+            .map_err(|e| EngineError::Internal(format!("starting an export: {e}")))?;
         Ok(job)
     }
 
     /// A job the caller started, if it exists (and was not cancelled).
     pub fn export_job(&self, caller: &Caller, id: &str) -> Option<ExportJob> {
-        let jobs = self.shared.exports.by_id.lock().expect("export jobs");
-        jobs.get(id)
-            .filter(|j| j.tenant == caller.id && j.owner == owner_of(caller) && !j.cancelled)
-            .cloned()
+        self.shared.exports.get(caller, id)
     }
 
     /// Cancels a running job the caller started (it stops within [`PROGRESS_EVERY`]
     /// resources) or forgets a finished one; either way its files are deleted. False when there
     /// is no such job.
     pub fn cancel_export(&self, caller: &Caller, id: &str) -> bool {
-        let removed = {
-            let mut jobs = self.shared.exports.by_id.lock().expect("export jobs");
-            match jobs.get_mut(id) {
-                Some(job) if job.tenant == caller.id && job.owner == owner_of(caller) => {
-                    if job.state == JobState::Running {
-                        job.cancelled = true;
-                        false
-                    } else {
-                        jobs.remove(id);
-                        true
-                    }
-                }
-                _ => return false,
+        match self.shared.exports.cancel(caller, id) {
+            None => false,
+            // The job's thread removes them when it stops.
+            Some(Cancelled::Stopping) => true,
+            Some(Cancelled::Forgotten) => {
+                let dir = self.export_dir.join(id);
+                // Off the caller's runtime: a large export's directory takes a while.
+                std::thread::spawn(move || remove_dir(&dir));
+                true
             }
-        };
-        if removed {
-            self.remove_export_files(id);
         }
-        true
     }
 
     /// The path of a file of a finished job the caller started.
     pub fn export_file(&self, caller: &Caller, id: &str, file: &str) -> Option<PathBuf> {
-        let job = self.export_job(caller, id)?;
-        let output = job.outputs.iter().find(|o| o.file == file)?;
-        (job.state == JobState::Completed).then(|| self.export_dir.join(id).join(&output.file))
-    }
-
-    /// Applies `change` to a job; true when the job was cancelled and is now forgotten.
-    fn update_export(&self, id: &str, change: impl FnOnce(&mut ExportJob)) -> bool {
-        let mut jobs = self.shared.exports.by_id.lock().expect("export jobs");
-        let Some(job) = jobs.get_mut(id) else {
-            return false;
-        };
-        change(job);
-        if job.cancelled && job.finished.is_some() {
-            jobs.remove(id);
-            return true;
-        }
-        false
-    }
-
-    fn export_cancelled(&self, id: &str) -> bool {
-        let jobs = self.shared.exports.by_id.lock().expect("export jobs");
-        jobs.get(id).is_none_or(|job| job.cancelled)
+        let found = self.shared.exports.with(caller, id, |job| {
+            job.state == JobState::Completed && job.progress.outputs.iter().any(|o| o.file == file)
+        });
+        found
+            .unwrap_or(false)
+            .then(|| self.export_dir.join(id).join(file))
     }
 
     fn remove_export_files(&self, id: &str) {
-        let dir = self.export_dir.join(id);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), "could not remove an export's files: {e}");
-            }
-        }
+        remove_dir(&self.export_dir.join(id));
     }
 
     /// The request as one query per type, with the caller's grant in it.
@@ -387,16 +327,20 @@ impl Engine {
         &self,
         caller: &Caller,
         id: &str,
+        request: &str,
         plan: Vec<Planned>,
     ) -> Result<(), EngineError> {
         let dir = self.export_dir.join(id);
         std::fs::create_dir_all(&dir).map_err(|e| output_error(&dir, e))?;
         let mut snapshot = self.store.snapshot(caller.key).await?;
         let transaction_time = snapshot.transaction_time;
-        self.update_export(id, |job| job.transaction_time = Some(transaction_time));
+        let exports = &self.shared.exports;
+        exports.update(id, |p| p.transaction_time = Some(transaction_time));
         let mut patients = BTreeSet::new();
+        // Resources in the files of the types done.
+        let mut done = 0;
         for planned in plan {
-            if self.export_cancelled(id) {
+            if exports.cancelled(id) {
                 return Ok(());
             }
             let file = format!("{}.ndjson", planned.resource_type);
@@ -420,8 +364,8 @@ impl Engine {
                         written += 1;
                         if written.is_multiple_of(PROGRESS_EVERY) {
                             // A large type shows progress and stops when cancelled.
-                            self.update_export(id, |job| job.resources += PROGRESS_EVERY);
-                            if self.export_cancelled(id) {
+                            exports.update(id, |p| p.resources = done + written);
+                            if exports.cancelled(id) {
                                 return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
                             }
                         }
@@ -446,24 +390,21 @@ impl Engine {
                     count,
                 })
             };
-            self.update_export(id, |job| {
-                job.types_done += 1;
-                job.resources += count % PROGRESS_EVERY;
-                job.outputs.extend(output);
+            done += count;
+            exports.update(id, |p| {
+                p.types_done += 1;
+                p.resources = done;
+                p.outputs.extend(output);
             });
         }
         snapshot.finish().await?;
-        self.audit_export(caller, id, patients).await;
+        self.audit_export(caller, request, patients).await;
         Ok(())
     }
 
     /// An export is a disclosure: DICOM Export events naming the request and the patients
     /// whose Patient resources it wrote.
-    async fn audit_export(&self, caller: &Caller, id: &str, patients: BTreeSet<String>) {
-        let request = (self.shared.exports.by_id.lock().expect("export jobs"))
-            .get(id)
-            .map(|job| job.request.clone())
-            .unwrap_or_default();
+    async fn audit_export(&self, caller: &Caller, request: &str, patients: BTreeSet<String>) {
         let patients: Vec<String> = patients.into_iter().collect();
         let mut chunks: Vec<&[String]> = patients.chunks(PATIENTS_PER_EVENT).collect();
         if chunks.is_empty() {
@@ -471,7 +412,7 @@ impl Engine {
         }
         for chunk in chunks {
             let mut audited = Audited::new(EXPORT);
-            audited.query = Some(request.clone());
+            audited.query = Some(request.to_owned());
             audited.patients = chunk.iter().cloned().collect();
             self.audit(caller, audited).await;
         }
@@ -480,6 +421,15 @@ impl Engine {
     /// Where export jobs write their files (one directory per job).
     pub fn export_dir(&self) -> &Path {
         &self.export_dir
+    }
+}
+
+/// Removes an export's directory, if it is there.
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), "could not remove an export's files: {e}");
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod import;
 mod import_jobs;
 mod integrity;
 mod interactions;
+mod jobs;
 mod packages;
 mod patch;
 mod registries;
@@ -31,7 +32,7 @@ mod validation;
 pub use audit::{patients_in, Audited};
 pub use bundles::{BundleKind, EntryOutcome, DEFAULT_MAX_BUNDLE_ENTRIES};
 pub use error::EngineError;
-pub use export::{ExportJob, ExportLevel, ExportOutput, ExportRequest};
+pub use export::{ExportJob, ExportLevel, ExportOutput, ExportProgress, ExportRequest};
 pub use fjord_model::{Format, ParseLimits, Resource};
 pub use fjord_patch::PatchError;
 pub use fjord_search::{Scope, SearchQuery, Summary};
@@ -42,11 +43,12 @@ pub use fjord_store::{
 };
 pub use fjord_validation::{Issue as ValidationIssue, Severity as ValidationSeverity};
 pub use import::{ImportLine, Imported, LineFailure};
-pub use import_jobs::ImportJob;
+pub use import_jobs::{ImportJob, ImportProgress};
 pub use interactions::{format_instant, version_of_etag, HistoryQuery, Written};
+pub use jobs::{Job, JobState};
 pub use packages::{Installed, PACKAGE_TYPES};
 pub use patch::{Patch, PatchBody};
-pub use reindex::{JobState, ReindexJob};
+pub use reindex::{ReindexJob, ReindexProgress};
 pub use search::{SearchRequest, SearchResult, MAX_INCLUDED};
 pub use subset::subset;
 pub use terminology_ops::CodeQuestion;
@@ -59,6 +61,7 @@ use std::sync::{Arc, OnceLock};
 
 use fjord_search::Registry;
 use fjord_store::Store;
+use jobs::{Jobs, SeenBy};
 
 /// Who asks, and in which tenant: every interaction takes one, and does only what `access`
 /// grants.
@@ -148,17 +151,33 @@ pub trait WriteCheck: Send + Sync + std::fmt::Debug {
 }
 
 /// State shared by the engines of all runtimes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     tenants: tenants::TenantCache,
     registries: registries::TenantRegistries,
     conformance: conformance::TenantConformance,
-    jobs: reindex::Jobs,
-    imports: import_jobs::ImportJobs,
-    exports: export::ExportJobs,
+    reindexing: Jobs<reindex::ReindexProgress>,
+    imports: Jobs<import_jobs::ImportProgress>,
+    exports: Jobs<export::ExportProgress>,
     audit: audit::AuditBuffer,
     /// Notified after a unit of work commits: change-log followers wake on it.
     written: tokio::sync::Notify,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            tenants: Default::default(),
+            registries: Default::default(),
+            conformance: Default::default(),
+            // A maintenance job is any administrator's of the tenant; a bulk job, its client's.
+            reindexing: Jobs::new(SeenBy::Tenant),
+            imports: Jobs::new(SeenBy::Client),
+            exports: Jobs::new(SeenBy::Client),
+            audit: Default::default(),
+            written: Default::default(),
+        }
+    }
 }
 
 impl Engine {

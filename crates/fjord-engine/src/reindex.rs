@@ -2,41 +2,23 @@
 //! tenant's current search parameters, in the background, page by page. Writes go on meanwhile;
 //! a resource written during the job was indexed by its write and is skipped.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use uuid::Uuid;
-
-use crate::{Caller, Engine, EngineError};
+use crate::jobs::Job;
+use crate::{Caller, Engine, EngineError, JobState};
 
 /// Resources read and reindexed per step.
 const PAGE: usize = 200;
 
-/// Where a job stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobState {
-    Running,
-    Completed,
-    Failed(String),
-}
-
-/// A `$reindex` job and its progress.
+/// A `$reindex` job's progress.
 #[derive(Debug, Clone)]
-pub struct ReindexJob {
-    pub id: String,
-    pub tenant: String,
+pub struct ReindexProgress {
     pub types: Vec<String>,
     /// Resources current when the job started.
     pub total: i64,
     pub done: i64,
-    pub state: JobState,
 }
 
-/// The jobs of this process (lost on restart: run it again, it is idempotent).
-#[derive(Debug, Default)]
-pub(crate) struct Jobs {
-    by_id: Mutex<HashMap<String, ReindexJob>>,
-}
+/// A `$reindex` job.
+pub type ReindexJob = Job<ReindexProgress>;
 
 impl Engine {
     /// Starts reindexing `resource_type` (every type when `None`) on this runtime.
@@ -51,47 +33,30 @@ impl Engine {
             Some(t) => vec![self.resource_type(t)?.to_owned()],
             None => self.search.resource_types().map(str::to_owned).collect(),
         };
-        let job = ReindexJob {
-            id: Uuid::new_v4().simple().to_string(),
-            tenant: caller.id.clone(),
+        let progress = ReindexProgress {
             total: self.store.count_current(caller.key, &types).await?,
             types,
             done: 0,
-            state: JobState::Running,
         };
-        (self.shared.jobs.by_id.lock())
-            .expect("jobs")
-            .insert(job.id.clone(), job.clone());
+        let (job, _) = self.shared.reindexing.start(caller, progress);
         let engine = self.for_runtime();
-        let (caller, id, types) = (caller.clone(), job.id.clone(), job.types.clone());
+        let (caller, id, types) = (caller.clone(), job.id.clone(), job.progress.types.clone());
         tokio::task::spawn_local(async move {
-            let state = match engine.reindex(&caller, &id, &types).await {
-                Ok(()) => JobState::Completed,
-                Err(e) => {
-                    tracing::error!(job = %id, "reindex failed: {e}");
-                    JobState::Failed(e.to_string())
-                }
-            };
-            engine.update_job(&id, |job| job.state = state);
+            let result = engine.reindex(&caller, &id, &types).await;
+            let reindexing = &engine.shared.reindexing;
+            reindexing.finish(&id, JobState::ended("reindex", &id, result));
         });
         Ok(job)
     }
 
-    /// A job of this caller.
+    /// A job of this caller's tenant.
     pub fn reindex_job(
         &self,
         caller: &Caller,
         id: &str,
     ) -> Result<Option<ReindexJob>, EngineError> {
         self.authorize_maintenance(caller)?;
-        let jobs = self.shared.jobs.by_id.lock().expect("jobs");
-        Ok(jobs.get(id).filter(|j| j.tenant == caller.id).cloned())
-    }
-
-    fn update_job(&self, id: &str, change: impl FnOnce(&mut ReindexJob)) {
-        if let Some(job) = self.shared.jobs.by_id.lock().expect("jobs").get_mut(id) {
-            change(job);
-        }
+        Ok(self.shared.reindexing.get(caller, id))
     }
 
     async fn reindex(
@@ -129,7 +94,7 @@ impl Engine {
                         .await?;
                 }
                 let count = page.len() as i64;
-                self.update_job(id, |job| job.done += count);
+                (self.shared.reindexing).update(id, |progress| progress.done += count);
             }
         }
         Ok(())

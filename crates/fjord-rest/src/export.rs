@@ -9,14 +9,12 @@ use std::io::Read;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use fjord_engine::{
-    format_instant, Audited, EngineError, ExportJob, ExportLevel, ExportRequest, JobState,
-};
+use fjord_engine::{format_instant, Audited, EngineError, ExportJob, ExportLevel, ExportRequest};
 use serde_json::json;
 
 use crate::resources::Ctx;
 use crate::terminology::operation_parameters;
-use crate::{reindex, ApiError, AppState};
+use crate::{jobs, ApiError, AppState};
 
 /// The `_outputFormat` values that mean NDJSON (the only one served).
 const NDJSON: [&str; 3] = ["application/fhir+ndjson", "application/ndjson", "ndjson"];
@@ -37,10 +35,10 @@ pub(crate) async fn kick_off(
     let job = state.engine.start_export(&ctx.caller, request).await;
     let job = ctx.audited(state, "operation", job, |_| None).await?;
     let location = format!("{}/$export/{}", ctx.base(req), job.id);
-    Ok(reindex::accepted(
+    Ok(jobs::accepted(
         &ctx,
         location,
-        format!("exporting {} types", job.types),
+        format!("exporting {} types", job.progress.types),
     ))
 }
 
@@ -116,28 +114,29 @@ pub(crate) async fn status(
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::lenient(req, state, tenant).await?;
-    let job = state
-        .engine
-        .export_job(&ctx.caller, id)
-        .ok_or_else(|| ctx.err(reindex::no_job("export", id)))?;
-    match &job.state {
-        JobState::Running => Ok(reindex::running(format!(
-            "{} of {} types, {} resources",
-            job.types_done, job.types, job.resources
-        ))),
-        JobState::Completed => Ok(HttpResponse::Ok()
-            .content_type("application/json")
-            .body(manifest(&job, &format!("{}/$export/{id}", ctx.base(req))).to_string())),
-        JobState::Failed(message) => Err(ctx.err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "exception",
-            format!("the export failed: {message}"),
-        ))),
-    }
+    let job = state.engine.export_job(&ctx.caller, id);
+    jobs::status(
+        &ctx,
+        "export",
+        id,
+        job,
+        |p| {
+            format!(
+                "{} of {} types, {} resources",
+                p.types_done, p.types, p.resources
+            )
+        },
+        |job| {
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(manifest(job, &format!("{}/$export/{id}", ctx.base(req))).to_string())
+        },
+    )
 }
 
 /// The completion manifest of the Bulk Data specification.
 fn manifest(job: &ExportJob, files_at: &str) -> serde_json::Value {
+    let job = &job.progress;
     let output: Vec<serde_json::Value> = job
         .outputs
         .iter()
@@ -161,11 +160,8 @@ pub(crate) async fn cancel(
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::lenient(req, state, tenant).await?;
-    if state.engine.cancel_export(&ctx.caller, id) {
-        Ok(HttpResponse::Accepted().finish())
-    } else {
-        Err(ctx.err(reindex::no_job("export", id)))
-    }
+    let found = state.engine.cancel_export(&ctx.caller, id);
+    jobs::cancelled(&ctx, "export", id, found)
 }
 
 /// An output file, streamed from disk.

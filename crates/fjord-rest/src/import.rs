@@ -6,11 +6,11 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use fjord_engine::{ImportJob, JobState};
+use fjord_engine::ImportJob;
 use serde_json::json;
 
 use crate::resources::{read_body, Ctx};
-use crate::{negotiate, reindex};
+use crate::{jobs, negotiate};
 use crate::{ApiError, AppState};
 
 /// Largest NDJSON body `$import` takes (the body is held in memory while it is imported; for
@@ -50,10 +50,10 @@ pub(crate) async fn start(
     let body = read_body(req, payload, MAX_IMPORT_BYTES).await?;
     let job = state.engine.start_import(&ctx.caller, &body);
     let location = format!("{}/$import/{}", ctx.base(req), job.id);
-    Ok(reindex::accepted(
+    Ok(jobs::accepted(
         &ctx,
         location,
-        format!("importing {} lines", job.lines),
+        format!("importing {} lines", job.progress.lines),
     ))
 }
 
@@ -64,27 +64,15 @@ pub(crate) async fn status(
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    let job = state
-        .engine
-        .import_job(&ctx.caller, id)
-        .ok_or_else(|| ctx.err(reindex::no_job("import", id)))?;
-    let done = job.imported.lines();
-    match &job.state {
-        JobState::Running => Ok(reindex::running(format!("{done} of {} lines", job.lines))),
-        JobState::Completed => Ok(negotiate::respond_value(
-            HttpResponse::Ok(),
-            &outcome(&job),
-            ctx.negotiated,
-        )),
-        JobState::Failed(message) => Err(ctx.err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "exception",
-            format!(
-                "the import failed after {done} of {} lines: {message}",
-                job.lines
-            ),
-        ))),
-    }
+    let job = state.engine.import_job(&ctx.caller, id);
+    jobs::status(
+        &ctx,
+        "import",
+        id,
+        job,
+        |p| format!("{} of {} lines", p.imported.lines(), p.lines),
+        |job| negotiate::respond_value(HttpResponse::Ok(), &outcome(job), ctx.negotiated),
+    )
 }
 
 pub(crate) async fn cancel(
@@ -94,22 +82,19 @@ pub(crate) async fn cancel(
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    if state.engine.cancel_import(&ctx.caller, id) {
-        Ok(HttpResponse::Accepted().finish())
-    } else {
-        Err(ctx.err(reindex::no_job("import", id)))
-    }
+    let found = state.engine.cancel_import(&ctx.caller, id);
+    jobs::cancelled(&ctx, "import", id, found)
 }
 
 /// A finished job's counts, then each line that was not stored.
 fn outcome(job: &ImportJob) -> serde_json::Value {
-    let imported = &job.imported;
+    let (lines, imported) = (job.progress.lines, &job.progress.imported);
     let mut issues = vec![json!({
         "severity": "information",
         "code": "informational",
         "diagnostics": format!(
             "{} lines: {} created, {} updated, {} unchanged, {} failed",
-            job.lines, imported.created, imported.updated, imported.unchanged, imported.failed.len()
+            lines, imported.created, imported.updated, imported.unchanged, imported.failed.len()
         ),
     })];
     for failure in imported.failed.iter().take(MAX_LISTED) {

@@ -14,6 +14,7 @@ mod capability;
 mod error;
 mod export;
 mod import;
+mod jobs;
 mod negotiate;
 mod reindex;
 mod resources;
