@@ -86,7 +86,10 @@ fn parse_head(buffer: &[u8]) -> io::Result<Option<Head>> {
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "content-length"))?;
-        } else if header.name.eq_ignore_ascii_case("location") {
+        } else if header.name.eq_ignore_ascii_case("location")
+            // An asynchronous request's status URL, unless a `Location` is given too.
+            || (header.name.eq_ignore_ascii_case("content-location") && location.is_none())
+        {
             location = Some(String::from_utf8_lossy(header.value).into_owned());
         }
     }

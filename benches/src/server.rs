@@ -26,6 +26,13 @@ impl Fjord {
             .context("fjord's listen address")
     }
 
+    /// The server process's peak resident memory so far (Linux's `VmHWM`), in kB.
+    pub fn peak_memory_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// Sends SIGTERM and waits for the server to exit.
     pub fn stop(&mut self) -> anyhow::Result<()> {
         if self.child.try_wait()?.is_none() {
