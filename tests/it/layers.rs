@@ -20,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("fjord-smart", &["fjord-search"]),
     ("fjord-authz", &["fjord-smart"]),
     ("fjord-pg", &[]),
+    ("fjord-metrics", &[]),
     ("fjord-store", &["fjord-search", "fjord-smart"]),
     ("fjord-text", &["fjord-search"]),
     (
@@ -50,6 +51,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "fjord-authz",
             "fjord-engine",
+            "fjord-metrics",
             "fjord-model",
             "fjord-smart",
             "fjord-subscriptions",
@@ -60,6 +62,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "fjord-authz",
             "fjord-engine",
+            "fjord-metrics",
             "fjord-pg",
             "fjord-rest",
             "fjord-smart",

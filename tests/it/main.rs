@@ -18,6 +18,7 @@ mod import;
 mod indexing;
 mod integrity;
 mod layers;
+mod metrics;
 mod modifiers;
 mod paging;
 mod patch;

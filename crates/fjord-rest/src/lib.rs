@@ -15,6 +15,7 @@ mod error;
 mod export;
 mod import;
 mod jobs;
+mod metrics;
 mod negotiate;
 mod reindex;
 mod resources;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub config: RestConfig,
     /// Subscription delivery, when the server runs it.
     pub subscriptions: Option<Arc<fjord_subscriptions::Subscriptions>>,
+    /// The process's metrics, served at `/metrics`.
+    pub metrics: Arc<fjord_metrics::Metrics>,
 }
 
 /// Binds the API to `listen`; returns the server to run and the addresses it is bound to.
@@ -61,9 +64,12 @@ pub fn bind(
             engine: Arc::new(state.engine.for_runtime()),
             config: state.config.clone(),
             subscriptions: state.subscriptions.clone(),
+            metrics: state.metrics.clone(),
         };
         let mode = state.config.auth.mode;
+        let metrics = state.metrics.clone();
         actix_web::App::new()
+            .wrap_fn(move |req, service| metrics::measure(metrics.clone(), req, service))
             .wrap_fn(request_span)
             .wrap(cors(mode))
             .configure(move |cfg| configure(cfg, state))
@@ -153,6 +159,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     }
     cfg.service(web::resource("/health/live").route(web::get().to(admin::live)))
         .service(web::resource("/health/ready").route(web::get().to(admin::ready)))
+        .service(web::resource("/metrics").route(web::get().to(metrics::render)))
         .service(
             web::resource("/admin/tenants")
                 .route(web::get().to(admin::list_tenants))

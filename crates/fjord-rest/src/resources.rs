@@ -3,7 +3,7 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use fjord_engine::{
     version_of_etag, Audited, Caller, EngineError, HistoryQuery, PatchBody, StoredVersion, Written,
 };
@@ -50,6 +50,8 @@ impl Ctx {
             .tenant(tenant)
             .await
             .map_err(|e| in_format(e.into()))?;
+        req.extensions_mut()
+            .insert(crate::metrics::ResolvedTenant(tenant.id.clone()));
         let address = req.peer_addr().map(|a| a.ip().to_string());
         match state.config.auth.authenticate(req, &tenant).await {
             Ok(access) => Ok(Ctx {

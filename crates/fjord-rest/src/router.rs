@@ -2,7 +2,7 @@
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::web::{self, Data};
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::negotiate::lenient;
@@ -92,6 +92,64 @@ impl<'a> SearchAt<'a> {
                 owner_id,
                 resource_type: (member != "*").then_some(member),
             },
+        }
+    }
+}
+
+impl Route<'_> {
+    /// What the metrics call this request: its interaction or operation, and the resource type
+    /// its path names (checked by the caller before it becomes a label).
+    fn metric_labels(&self) -> (&'static str, Option<&str>) {
+        match *self {
+            Route::Metadata(_) => ("capabilities", None),
+            Route::SmartConfiguration(_) => ("smart-configuration", None),
+            Route::SystemHistory(_) => ("history-system", None),
+            Route::TypeHistory(_, ty) => ("history-type", Some(ty)),
+            Route::InstanceHistory(_, ty, _) => ("history-instance", Some(ty)),
+            Route::Vread(_, ty, _, _) => ("vread", Some(ty)),
+            Route::Read(_, ty, _) => ("read", Some(ty)),
+            Route::Update(_, ty, _) | Route::ConditionalUpdate(_, ty) => ("update", Some(ty)),
+            Route::Delete(_, ty, _) | Route::ConditionalDelete(_, ty) => ("delete", Some(ty)),
+            Route::Create(_, ty) => ("create", Some(ty)),
+            Route::Patch(_, ty, _) => ("patch", Some(ty)),
+            Route::Bundle(_) => ("batch-transaction", None),
+            Route::Reindex(_, ty) => ("$reindex", ty),
+            Route::ReindexStatus(..) => ("$reindex", None),
+            Route::Import(_) | Route::ImportStatus(..) | Route::ImportCancel(..) => {
+                ("$import", None)
+            }
+            Route::Export(_, ExportAt::System) => ("$export", None),
+            Route::Export(_, ExportAt::Patient) => ("$export", Some("Patient")),
+            Route::Export(_, ExportAt::Group(_)) => ("$export", Some("Group")),
+            Route::ExportStatus(..) | Route::ExportCancel(..) | Route::ExportFile(..) => {
+                ("$export", None)
+            }
+            Route::Everything(..) => ("$everything", Some("Patient")),
+            Route::Terminology(_, ty, _, op) => (
+                match op {
+                    terminology::Operation::Expand => "$expand",
+                    terminology::Operation::Lookup => "$lookup",
+                    terminology::Operation::ValidateCode => "$validate-code",
+                },
+                Some(ty),
+            ),
+            Route::Subscription(_, _, op) => (
+                match op {
+                    subscriptions::Operation::Status => "$status",
+                    subscriptions::Operation::Events => "$events",
+                    subscriptions::Operation::BindingToken => "$get-ws-binding-token",
+                },
+                Some("Subscription"),
+            ),
+            Route::SubscriptionSocket(_) => ("subscription-websocket", None),
+            Route::Validate(_, ty, _) => ("$validate", Some(ty)),
+            Route::Search(_, ref at) | Route::SearchPost(_, ref at) => match *at {
+                SearchAt::System => ("search-system", None),
+                SearchAt::Type(ty) => ("search-type", Some(ty)),
+                SearchAt::Compartment(_, _, "*") => ("search-compartment", None),
+                SearchAt::Compartment(_, _, ty) => ("search-compartment", Some(ty)),
+            },
+            Route::MethodNotAllowed | Route::Unknown => ("other", None),
         }
     }
 }
@@ -194,7 +252,14 @@ pub(crate) async fn dispatch(
     payload: web::Payload,
 ) -> HttpResponse {
     let path = req.path().to_owned();
-    let result = match route(req.method(), &path) {
+    let route = route(req.method(), &path);
+    let (interaction, resource_type) = route.metric_labels();
+    let resource_type = resource_type.and_then(|t| state.engine.resource_type(t).ok());
+    req.extensions_mut().insert(crate::metrics::Routed {
+        interaction,
+        resource_type,
+    });
+    let result = match route {
         Route::Metadata(t) => capability::metadata(&req, &state, t).await,
         Route::SmartConfiguration(t) => capability::smart_configuration(&req, &state, t).await,
         Route::SystemHistory(t) => resources::history(&req, &state, t, None, None).await,

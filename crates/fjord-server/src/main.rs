@@ -504,6 +504,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             auth,
         },
         subscriptions: Some(subscriptions.clone()),
+        metrics: Arc::new(fjord_metrics::Metrics::new()),
     };
     let (server, addrs) = fjord_rest::bind(state, &settings.listen)
         .with_context(|| format!("binding {}", settings.listen))?;

@@ -1,0 +1,159 @@
+//! Fjord's operational metrics: counted in memory by the layers that see the events, and written
+//! in Prometheus's text format for `/metrics`.
+//!
+//! Labels carry no personal data and stay few: tenants only once resolved (an unknown tenant in a
+//! URL is counted under no tenant), resource types only when they are R4's, interactions from a
+//! fixed list, and never ids or query values.
+
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// One answered HTTP request, as counted.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The tenant the request was resolved to; empty when none was (unknown, or no FHIR path).
+    pub tenant: String,
+    /// What was asked: a FHIR interaction (`read`, `search-type`, …), an operation (`$export`),
+    /// or what else the server serves (`admin`, `health`, `metrics`, `auth`, `other`).
+    pub interaction: &'static str,
+    /// The resource type the path names; empty when it names none or no R4 type.
+    pub resource_type: String,
+    pub status: u16,
+}
+
+/// The labels of a request's duration: fewer than its count's, as each histogram is many series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    tenant: String,
+    interaction: &'static str,
+}
+
+/// Every metric of the process. Cheap to share: one instance, behind an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<DurationLabels, Histogram>,
+    in_flight: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("fjord");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by tenant, interaction, resource type and status",
+            requests.clone(),
+        );
+        // 1 ms to about 16 s, doubling.
+        let durations = Family::<DurationLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.001, 2.0, 15))) as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to its answer, by tenant and interaction",
+            durations.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being answered",
+            in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            durations,
+            in_flight,
+        }
+    }
+
+    /// A request has arrived: it counts as in flight until the guard is dropped.
+    pub fn arrived(self: &Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.clone())
+    }
+
+    /// Counts an answered request and how long it took.
+    pub fn answered(&self, labels: RequestLabels, took: Duration) {
+        self.durations
+            .get_or_create(&DurationLabels {
+                tenant: labels.tenant.clone(),
+                interaction: labels.interaction,
+            })
+            .observe(took.as_secs_f64());
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Every metric in Prometheus's text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// A request being answered: counted in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answered_requests_are_counted_and_timed_by_their_labels() {
+        let metrics = Arc::new(Metrics::new());
+        let read = RequestLabels {
+            tenant: "hf-nord".into(),
+            interaction: "read",
+            resource_type: "Patient".into(),
+            status: 200,
+        };
+        metrics.answered(read.clone(), Duration::from_millis(3));
+        metrics.answered(read, Duration::from_millis(5));
+        {
+            let _guard = metrics.arrived();
+            assert!(metrics
+                .render()
+                .contains("fjord_http_requests_in_flight 1\n"));
+        }
+        let text = metrics.render();
+        assert!(text.contains(
+            "fjord_http_requests_total{tenant=\"hf-nord\",interaction=\"read\",resource_type=\"Patient\",status=\"200\"} 2\n"
+        ), "{text}");
+        assert!(text.contains(
+            "fjord_http_request_duration_seconds_count{tenant=\"hf-nord\",interaction=\"read\"} 2\n"
+        ), "{text}");
+        assert!(text.contains(
+            "fjord_http_request_duration_seconds_bucket{le=\"0.004\",tenant=\"hf-nord\",interaction=\"read\"} 1\n"
+        ), "{text}");
+        assert!(text.contains("fjord_http_requests_in_flight 0\n"), "{text}");
+    }
+}
