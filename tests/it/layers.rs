@@ -41,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "fjord-engine",
             "fjord-fhirpath",
+            "fjord-metrics",
             "fjord-model",
             "fjord-search",
             "fjord-store",

@@ -5,7 +5,11 @@
 use fjord_tests::send;
 use serde_json::json;
 
-use crate::smart::Smart;
+use crate::receiver::Receiver;
+use crate::smart::{load, Smart};
+use crate::subscriptions::{
+    created, every_observation, new_measurement, resource_status, wait_until,
+};
 
 #[test]
 fn metrics_count_and_time_requests_by_tenant_interaction_type_and_status() {
@@ -86,6 +90,74 @@ fn metrics_count_and_time_requests_by_tenant_interaction_type_and_status() {
     assert!(text.contains("fjord_http_requests_in_flight 1\n"), "{text}");
     assert!(
         text.contains("# TYPE fjord_http_request_duration_seconds histogram"),
+        "{text}"
+    );
+}
+
+/// The value of the sample `name{labels}` in a scrape, if it is there.
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map(|value| value.parse().expect("a number"))
+}
+
+#[test]
+fn metrics_count_notifications_failures_and_pending_events() {
+    let smart = Smart::start_with_env(
+        "metrics-subscriptions",
+        &[],
+        &[
+            ("FJORD_SUBSCRIPTION_MAX_FAILURES", "2"),
+            ("FJORD_SUBSCRIPTION_RETRY_MS", "1500"),
+        ],
+    );
+    let scrape = || {
+        let admin = format!("Bearer {}", smart.admin_token());
+        let url = format!("{}/metrics", smart.server.origin);
+        let reply = send("GET", &url, &[("Authorization", &admin)], None);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body
+    };
+    let writer = smart.token("t1", "system/*.cruds", None);
+    load(&smart);
+    let receiver = Receiver::start();
+    let subscription = every_observation(&receiver.url);
+    let id = created(&smart.call(&writer, "POST", "/Subscription", Some(&subscription)));
+    wait_until(20, "active", || {
+        resource_status(&smart, &writer, &id) == "active"
+    });
+
+    new_measurement(&smart, &writer, "m1");
+    wait_until(20, "a notification", || {
+        !receiver.notifications("event-notification").is_empty()
+    });
+    let notifications = "fjord_subscription_notifications_total";
+    let delivered = "tenant=\"t1\",channel=\"rest-hook\",outcome=\"delivered\"";
+    let failed = "tenant=\"t1\",channel=\"rest-hook\",outcome=\"failed\"";
+    let pending = |text: &str| {
+        sample(text, "fjord_subscription_events_pending", "tenant=\"t1\"").unwrap_or(0.0)
+    };
+    wait_until(10, "the delivery counted", || {
+        sample(&scrape(), notifications, delivered) == Some(1.0)
+    });
+    assert_eq!(pending(&scrape()), 0.0);
+
+    // The receiver goes away: the event waits (pending) through the first failure's back-off,
+    // and the second failure puts the subscription in error, which no longer counts it.
+    receiver.set_up(false);
+    new_measurement(&smart, &writer, "m2");
+    wait_until(20, "an event pending", || pending(&scrape()) == 1.0);
+    wait_until(20, "error", || {
+        resource_status(&smart, &writer, &id) == "error"
+    });
+    wait_until(10, "the gauge back to 0", || pending(&scrape()) == 0.0);
+    let text = scrape();
+    assert_eq!(sample(&text, notifications, failed), Some(2.0), "{text}");
+    assert_eq!(sample(&text, notifications, delivered), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "fjord_subscription_errors_total", "tenant=\"t1\""),
+        Some(1.0),
         "{text}"
     );
 }

@@ -40,6 +40,21 @@ struct DurationLabels {
     interaction: &'static str,
 }
 
+/// A subscription channel's notifications, by outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    tenant: String,
+    /// `rest-hook` or `websocket`.
+    channel: &'static str,
+    /// `delivered` or `failed`.
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
+}
+
 /// Every metric of the process. Cheap to share: one instance, behind an `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -47,6 +62,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<DurationLabels, Histogram>,
     in_flight: Gauge<i64, AtomicI64>,
+    notifications: Family<NotificationLabels, Counter>,
+    subscription_errors: Family<TenantLabels, Counter>,
+    events_pending: Family<TenantLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -79,11 +97,33 @@ impl Metrics {
             "HTTP requests being answered",
             in_flight.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "subscription_notifications",
+            "Subscription notifications of events sent, by tenant, channel and outcome",
+            notifications.clone(),
+        );
+        let subscription_errors = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "subscription_errors",
+            "Subscriptions put in error after failing delivery too often in a row",
+            subscription_errors.clone(),
+        );
+        let events_pending = Family::<TenantLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "subscription_events_pending",
+            "Events matched for active subscriptions and not yet delivered, as their delivery \
+             workers last saw them",
+            events_pending.clone(),
+        );
         Metrics {
             registry,
             requests,
             durations,
             in_flight,
+            notifications,
+            subscription_errors,
+            events_pending,
         }
     }
 
@@ -102,6 +142,32 @@ impl Metrics {
             })
             .observe(took.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts a notification of events on a subscription channel (`rest-hook`, `websocket`).
+    pub fn notified(&self, tenant: &str, channel: &'static str, delivered: bool) {
+        let labels = NotificationLabels {
+            tenant: tenant.to_owned(),
+            channel,
+            outcome: if delivered { "delivered" } else { "failed" },
+        };
+        self.notifications.get_or_create(&labels).inc();
+    }
+
+    /// Counts a subscription put in `error` after too many failed deliveries.
+    pub fn subscription_failed(&self, tenant: &str) {
+        let labels = TenantLabels {
+            tenant: tenant.to_owned(),
+        };
+        self.subscription_errors.get_or_create(&labels).inc();
+    }
+
+    /// Changes a tenant's count of events waiting for delivery.
+    pub fn events_pending(&self, tenant: &str, change: i64) {
+        let labels = TenantLabels {
+            tenant: tenant.to_owned(),
+        };
+        self.events_pending.get_or_create(&labels).inc_by(change);
     }
 
     /// Every metric in Prometheus's text format.

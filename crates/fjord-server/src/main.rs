@@ -429,6 +429,7 @@ fn start_subscriptions(
     engine: &Engine,
     topics: Arc<Topics>,
     auth: &AuthConfig,
+    metrics: Arc<fjord_metrics::Metrics>,
 ) -> Arc<Subscriptions> {
     let delivery = DeliverySettings {
         max_failures: settings.subscriptions.max_failures.max(1),
@@ -445,7 +446,7 @@ fn start_subscriptions(
     let revoked: Option<RevocationCheck> = auth
         .dev_authorization_server()
         .map(|server| Arc::new(move |jti: &str| server.is_revoked(jti)) as RevocationCheck);
-    Subscriptions::new(engine.for_runtime(), topics, delivery, revoked)
+    Subscriptions::new(engine.for_runtime(), topics, delivery, revoked, metrics)
 }
 
 /// Where `$export` files go: `exports` in the data directory, emptied at start, as the jobs
@@ -495,7 +496,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     follow_text_index(engine.for_runtime());
     flush_audit_trail(engine.for_runtime());
-    let subscriptions = start_subscriptions(&settings, &engine, topics, &auth);
+    let metrics = Arc::new(fjord_metrics::Metrics::new());
+    let subscriptions = start_subscriptions(&settings, &engine, topics, &auth, metrics.clone());
     let state_engine = Arc::new(engine);
     let state = AppState {
         engine: state_engine.clone(),
@@ -504,7 +506,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             auth,
         },
         subscriptions: Some(subscriptions.clone()),
-        metrics: Arc::new(fjord_metrics::Metrics::new()),
+        metrics,
     };
     let (server, addrs) = fjord_rest::bind(state, &settings.listen)
         .with_context(|| format!("binding {}", settings.listen))?;

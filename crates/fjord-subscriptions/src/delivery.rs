@@ -49,8 +49,13 @@ impl Subscriptions {
     async fn work(self: Arc<Self>, tenant: Tenant, id: String, wake: Arc<Notify>) {
         // What this worker delivered, ahead of the notes the flusher writes.
         let mut delivered = 0;
+        let mut waiting = Pending {
+            metrics: &self.metrics,
+            tenant: &tenant.id,
+            counted: 0,
+        };
         loop {
-            match self.step(&tenant, &id, &wake, &mut delivered).await {
+            match (self.step(&tenant, &id, &wake, &mut delivered, &mut waiting)).await {
                 Ok(Next::Continue) => {}
                 Ok(Next::Stop) => break,
                 Err(error) => {
@@ -59,6 +64,7 @@ impl Subscriptions {
                 }
             }
         }
+        drop(waiting);
         self.workers
             .lock()
             .expect("workers")
@@ -84,6 +90,7 @@ impl Subscriptions {
         id: &str,
         wake: &Notify,
         delivered: &mut i64,
+        pending: &mut Pending<'_>,
     ) -> Result<Next, SubscriptionError> {
         let live = self.live(tenant.key, id);
         let Some(live) = live else {
@@ -97,6 +104,8 @@ impl Subscriptions {
         else {
             return Ok(Next::Stop);
         };
+        let waiting = state.events - state.delivered.max(*delivered);
+        pending.set(if state.status == "active" { waiting } else { 0 });
         if self.is_revoked(&live.access) {
             let reason = "the token that created the subscription was revoked";
             let failures = state.failures;
@@ -146,6 +155,7 @@ impl Subscriptions {
                     Err(error) => return self.failed(tenant, &state, &error).await,
                 }
                 *delivered = last;
+                pending.set(state.events - last);
                 if state.failures > 0 {
                     let note = [(id.to_owned(), last)];
                     store.note_delivered(tenant.key, &note, true).await?;
@@ -224,6 +234,11 @@ impl Subscriptions {
         if let Err(why) = &result {
             audited = audited.not_delivered(why.clone());
         }
+        let channel = match live.spec.channel.kind {
+            ChannelType::RestHook => "rest-hook",
+            ChannelType::Websocket => "websocket",
+        };
+        (self.metrics).notified(&tenant.id, channel, result.is_ok());
         self.engine
             .audit(&self.caller_of(tenant, live), audited)
             .await;
@@ -394,6 +409,7 @@ impl Subscriptions {
             )
             .await?;
         if gives_up {
+            self.metrics.subscription_failed(&tenant.id);
             self.set_resource_status(tenant, &state.id, "error", Some(error))
                 .await;
             return Ok(Next::Stop);
@@ -492,6 +508,28 @@ fn context_carried(bundle: &Value) -> Vec<String> {
 fn origin(endpoint: &str) -> Option<String> {
     let origin = url::Url::parse(endpoint).ok()?.origin();
     origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
+/// A worker's share of its tenant's pending-events gauge, taken back when the worker stops.
+struct Pending<'a> {
+    metrics: &'a fjord_metrics::Metrics,
+    tenant: &'a str,
+    counted: i64,
+}
+
+impl Pending<'_> {
+    fn set(&mut self, events: i64) {
+        let events = events.max(0);
+        self.metrics
+            .events_pending(self.tenant, events - self.counted);
+        self.counted = events;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.set(0);
+    }
 }
 
 /// Whether a worker has something to do.

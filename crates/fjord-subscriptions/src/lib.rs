@@ -107,6 +107,8 @@ pub struct Subscriptions {
     http: ureq::Agent,
     /// Deliveries not yet noted in the store.
     marks: marks::DeliveryMarks,
+    /// Where deliveries are counted.
+    metrics: Arc<fjord_metrics::Metrics>,
     /// Websocket binding tokens.
     ws_tokens: Mutex<HashMap<String, socket::BindingToken>>,
     /// Bound websocket connections.
@@ -130,6 +132,7 @@ impl Subscriptions {
         topics: Arc<Topics>,
         settings: DeliverySettings,
         revoked: Option<RevocationCheck>,
+        metrics: Arc<fjord_metrics::Metrics>,
     ) -> Arc<Subscriptions> {
         Arc::new_cyclic(|me| Subscriptions {
             engine,
@@ -146,6 +149,7 @@ impl Subscriptions {
                 .redirects(0)
                 .build(),
             marks: Default::default(),
+            metrics,
             ws_tokens: Default::default(),
             sockets: Default::default(),
         })
