@@ -86,6 +86,19 @@ fn metrics_count_and_time_requests_by_tenant_interaction_type_and_status() {
         ),
         "{text}"
     );
+    // The tenant's connections went back to their pool; the scrape takes none of them.
+    let connections = |labels| sample(&text, "fjord_db_connections", labels);
+    let idle = connections("pool=\"tenant\",state=\"idle\"").expect("tenant pool");
+    assert!(idle >= 1.0, "{text}");
+    assert_eq!(
+        connections("pool=\"tenant\",state=\"waiting\""),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        connections("pool=\"admin\",state=\"in_use\"").is_some(),
+        "{text}"
+    );
     // The scrape itself is in flight while the text is written.
     assert!(text.contains("fjord_http_requests_in_flight 1\n"), "{text}");
     assert!(

@@ -51,6 +51,13 @@ struct NotificationLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    pool: &'static str,
+    /// `in_use`, `idle` or `waiting` (requests waiting for a connection).
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabels {
     tenant: String,
 }
@@ -65,6 +72,7 @@ pub struct Metrics {
     notifications: Family<NotificationLabels, Counter>,
     subscription_errors: Family<TenantLabels, Counter>,
     events_pending: Family<TenantLabels, Gauge<i64, AtomicI64>>,
+    connections: Family<ConnectionLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -116,8 +124,16 @@ impl Metrics {
              workers last saw them",
             events_pending.clone(),
         );
+        let connections = Family::<ConnectionLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "db_connections",
+            "Database connections by pool (tenant, admin) and state (in_use, idle), and requests \
+             waiting for one (waiting), when last scraped",
+            connections.clone(),
+        );
         Metrics {
             registry,
+            connections,
             requests,
             durations,
             in_flight,
@@ -168,6 +184,20 @@ impl Metrics {
             tenant: tenant.to_owned(),
         };
         self.events_pending.get_or_create(&labels).inc_by(change);
+    }
+
+    /// Records a pool's connections: open, of them idle, and requests waiting for one.
+    pub fn connections(&self, pool: &'static str, open: usize, idle: usize, waiting: usize) {
+        for (state, value) in [
+            ("in_use", open.saturating_sub(idle)),
+            ("idle", idle),
+            ("waiting", waiting),
+        ] {
+            let labels = ConnectionLabels { pool, state };
+            self.connections
+                .get_or_create(&labels)
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
     }
 
     /// Every metric in Prometheus's text format.

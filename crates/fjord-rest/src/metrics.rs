@@ -86,6 +86,9 @@ pub(crate) async fn render(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state.config.auth.require_admin(&req).await?;
+    for pool in state.engine.store().pool_use() {
+        (state.metrics).connections(pool.pool, pool.open, pool.idle, pool.waiting);
+    }
     Ok(HttpResponse::Ok()
         .content_type(CONTENT_TYPE)
         .body(state.metrics.render()))

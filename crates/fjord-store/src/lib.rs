@@ -19,8 +19,9 @@ mod subscriptions;
 mod tenants;
 mod work;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use pool::{Lease, TenantPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -38,6 +39,18 @@ pub use subscriptions::{Delivery, DispatchRound, SubscriptionEvent, Subscription
 pub use tenants::{Tenant, TenantKey, TenantSettings, UnknownProfile, ValidationMode};
 pub use work::{Locked, Work};
 
+/// Connections of one kind of pool, summed over its pools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolUse {
+    /// `tenant` (every tenant's pools on every runtime) or `admin`.
+    pub pool: &'static str,
+    pub open: usize,
+    /// Open and not lent out.
+    pub idle: usize,
+    /// Requests waiting for a connection (not counted for the administrative pool).
+    pub waiting: usize,
+}
+
 /// Handle on the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -45,6 +58,8 @@ pub struct Store {
     pool: PgPool,
     /// One pool per tenant, opened lazily, each connection bound to its tenant.
     tenant_pools: Arc<RwLock<HashMap<TenantKey, TenantPool>>>,
+    /// The tenant pools of every runtime's handle, for [`Store::pool_use`].
+    every_tenant_pool: Arc<Mutex<Vec<TenantPool>>>,
     /// Which index keys are common per tenant, shared by every runtime's handle.
     common_keys: search::CommonKeys,
     options: PgConnectOptions,
@@ -65,6 +80,7 @@ impl Store {
         Ok(Store {
             pool,
             tenant_pools,
+            every_tenant_pool: Default::default(),
             common_keys: Default::default(),
             options,
             max_connections,
@@ -101,7 +117,14 @@ impl Store {
                 ]);
                 let created = pool::tenant_pool(options, self.max_connections)?;
                 let mut pools = self.tenant_pools.write().expect("tenant pools");
-                pools.entry(tenant).or_insert(created).clone()
+                match pools.entry(tenant) {
+                    Entry::Occupied(entry) => entry.get().clone(),
+                    Entry::Vacant(entry) => {
+                        (self.every_tenant_pool.lock().expect("tenant pools"))
+                            .push(created.clone());
+                        entry.insert(created).clone()
+                    }
+                }
             }
         };
         Lease::acquire(&pool).await
@@ -126,6 +149,28 @@ impl Store {
             Ok(applied) => MIGRATOR.iter().all(|m| applied.contains(&m.version)),
             Err(_) => false,
         }
+    }
+
+    /// How the connection pools are used right now: the tenant pools of every runtime, and
+    /// the administrative pool.
+    pub fn pool_use(&self) -> [PoolUse; 2] {
+        let mut tenants = PoolUse {
+            pool: "tenant",
+            ..Default::default()
+        };
+        for pool in self.every_tenant_pool.lock().expect("tenant pools").iter() {
+            let status = pool.status();
+            tenants.open += status.size;
+            tenants.idle += status.available;
+            tenants.waiting += status.waiting;
+        }
+        let admin = PoolUse {
+            pool: "admin",
+            open: self.pool.size() as usize,
+            idle: self.pool.num_idle(),
+            waiting: 0,
+        };
+        [tenants, admin]
     }
 
     /// Closes the pools, waiting for connections in use to be returned.
