@@ -155,6 +155,15 @@ fn metrics_count_notifications_failures_and_pending_events() {
         sample(&scrape(), notifications, delivered) == Some(1.0)
     });
     assert_eq!(pending(&scrape()), 0.0);
+    // Both followers of the change log catch up with it.
+    let lag = |text: &str, consumer: &str| {
+        let labels = format!("tenant=\"t1\",consumer=\"{consumer}\"");
+        sample(text, "fjord_change_log_lag", &labels)
+    };
+    wait_until(20, "the followers caught up", || {
+        let text = scrape();
+        lag(&text, "subscriptions") == Some(0.0) && lag(&text, "text-index") == Some(0.0)
+    });
 
     // The receiver goes away: the event waits (pending) through the first failure's back-off,
     // and the second failure puts the subscription in error, which no longer counts it.

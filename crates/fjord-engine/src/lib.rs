@@ -10,6 +10,7 @@ mod authorize;
 mod bundles;
 mod conditional;
 mod conformance;
+mod consumers;
 mod error;
 mod export;
 mod import;
@@ -31,6 +32,7 @@ mod validation;
 
 pub use audit::{patients_in, Audited};
 pub use bundles::{BundleKind, EntryOutcome, DEFAULT_MAX_BUNDLE_ENTRIES};
+pub use consumers::ConsumerLag;
 pub use error::EngineError;
 pub use export::{ExportJob, ExportLevel, ExportOutput, ExportProgress, ExportRequest};
 pub use fjord_model::{Format, ParseLimits, Resource};

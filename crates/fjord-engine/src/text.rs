@@ -53,6 +53,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Where the text index stands in the tenant's change log; `None` without a text index.
+    pub(crate) fn text_cursor(&self, tenant: &Tenant) -> Option<ChangeCursor> {
+        let feed = self.text.as_ref()?;
+        let position = feed.index.position(i64::from(tenant.key.0));
+        Some(
+            position
+                .and_then(|position| serde_json::from_str(&position).ok())
+                .unwrap_or_default(),
+        )
+    }
+
     /// Feeds the index the tenant's changes up to the end of its log as of now.
     #[tracing::instrument(skip_all, fields(tenant = %tenant.id))]
     pub async fn catch_up_text(&self, tenant: &Tenant) -> Result<(), EngineError> {

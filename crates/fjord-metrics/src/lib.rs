@@ -58,6 +58,12 @@ struct ConnectionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabels {
+    tenant: String,
+    consumer: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabels {
     tenant: String,
 }
@@ -73,6 +79,7 @@ pub struct Metrics {
     subscription_errors: Family<TenantLabels, Counter>,
     events_pending: Family<TenantLabels, Gauge<i64, AtomicI64>>,
     connections: Family<ConnectionLabels, Gauge<i64, AtomicI64>>,
+    change_log_lag: Family<ConsumerLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -131,9 +138,17 @@ impl Metrics {
              waiting for one (waiting), when last scraped",
             connections.clone(),
         );
+        let change_log_lag = Family::<ConsumerLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "change_log_lag",
+            "Positions of a tenant's change log a consumer (subscriptions, text-index) has not \
+             read yet, when last scraped",
+            change_log_lag.clone(),
+        );
         Metrics {
             registry,
             connections,
+            change_log_lag,
             requests,
             durations,
             in_flight,
@@ -198,6 +213,15 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Records how far a consumer of a tenant's change log is behind its end.
+    pub fn change_log_lag(&self, tenant: &str, consumer: &str, behind: i64) {
+        let labels = ConsumerLabels {
+            tenant: tenant.to_owned(),
+            consumer: consumer.to_owned(),
+        };
+        self.change_log_lag.get_or_create(&labels).set(behind);
     }
 
     /// Every metric in Prometheus's text format.

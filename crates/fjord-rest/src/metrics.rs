@@ -89,6 +89,10 @@ pub(crate) async fn render(
     for pool in state.engine.store().pool_use() {
         (state.metrics).connections(pool.pool, pool.open, pool.idle, pool.waiting);
     }
+    let lags = state.engine.change_log_lags().await;
+    for lag in lags.map_err(|e| ApiError::from(e).in_format(Default::default()))? {
+        (state.metrics).change_log_lag(&lag.tenant, &lag.consumer, lag.behind);
+    }
     Ok(HttpResponse::Ok()
         .content_type(CONTENT_TYPE)
         .body(state.metrics.render()))

@@ -35,6 +35,15 @@ pub struct ChangeCursor {
     pub settled: BTreeSet<i64>,
 }
 
+impl ChangeCursor {
+    /// Positions of the log up to `end` that this cursor has not read: how far its consumer is
+    /// behind. Holes count until they are known to stay empty, as the consumer cannot tell yet.
+    pub fn behind(&self, end: i64) -> i64 {
+        let settled = self.settled.range(..=end).count() as i64;
+        (end - self.through - settled).max(0)
+    }
+}
+
 /// One version in the change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -66,6 +75,18 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(StoreError::database)
+    }
+
+    /// The highest position the tenant's change log has used (0 for none).
+    pub async fn change_log_end(&self, tenant: TenantKey) -> Result<i64, StoreError> {
+        let mut connection = self.tenant_connection(tenant).await?;
+        let end = sqlx::query_scalar(
+            "SELECT coalesce(max(seq), 0) FROM resource_version WHERE tenant = $1",
+        )
+        .bind(tenant.0)
+        .fetch_one(connection.connection())
+        .await;
+        connection.settle(end)
     }
 
     /// The next at most `limit` changes of the tenant after `cursor`.
@@ -182,6 +203,17 @@ fn advance(cursor: &ChangeCursor, seen: &[i64], xmin: u64, bound: u64, full: boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_is_behind_by_the_positions_it_has_not_read() {
+        let cursor = advance(&ChangeCursor::default(), &[1, 2, 4, 5], 10, 12, false);
+        assert_eq!((cursor.through, cursor.settled.len()), (2, 2));
+        // 3 is a hole (it may still fill); 6 and 7 are new.
+        assert_eq!(cursor.behind(7), 3);
+        assert_eq!(cursor.behind(5), 1);
+        assert_eq!(ChangeCursor::default().behind(0), 0);
+        assert_eq!(cursor.behind(1), 0);
+    }
 
     #[test]
     fn contiguous_reads_move_the_cursor() {

@@ -156,6 +156,31 @@ impl Store {
         Ok(connection.settle(row)?.as_ref().map(state_from_row))
     }
 
+    /// Where every consumer that records its cursor in the database stands in the tenant's
+    /// change log, by name.
+    pub async fn consumer_cursors(
+        &self,
+        tenant: TenantKey,
+    ) -> Result<Vec<(String, ChangeCursor)>, StoreError> {
+        let mut connection = self.tenant_connection(tenant).await?;
+        let rows: Result<Vec<(String, String)>, _> = sqlx::query_as(
+            "SELECT name, cursor::text FROM change_consumer WHERE tenant = $1 ORDER BY name",
+        )
+        .bind(tenant.0)
+        .fetch_all(connection.connection())
+        .await;
+        connection
+            .settle(rows)?
+            .into_iter()
+            .map(|(name, text)| match serde_json::from_str(&text) {
+                Ok(cursor) => Ok((name, cursor)),
+                Err(e) => Err(StoreError::Database(format!(
+                    "unreadable cursor of {name}: {e}"
+                ))),
+            })
+            .collect()
+    }
+
     /// Where the consumer `name` stands in the tenant's change log.
     pub async fn consumer_cursor(
         &self,
