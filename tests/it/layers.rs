@@ -27,6 +27,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "fjord-engine",
         &[
             "fjord-definitions",
+            "fjord-metrics",
             "fjord-model",
             "fjord-patch",
             "fjord-search",

@@ -1,6 +1,7 @@
 //! `/metrics`: every answer counted by tenant, interaction, resource type and status, and timed;
-//! made-up tenants and types never become labels; the endpoint itself needs an administration
-//! token while authentication is required.
+//! made-up tenants and types never become labels; validation failures, connection pools,
+//! change-log followers' lag and subscription deliveries; the endpoint itself needs an
+//! administration token while authentication is required.
 
 use fjord_tests::send;
 use serde_json::json;
@@ -12,7 +13,7 @@ use crate::subscriptions::{
 };
 
 #[test]
-fn metrics_count_and_time_requests_by_tenant_interaction_type_and_status() {
+fn metrics_count_requests_and_validation_failures() {
     let smart = Smart::start("metrics", &[]);
     let url = format!("{}/metrics", smart.server.origin);
     let writer = smart.token("t1", "system/*.cruds", None);
@@ -37,6 +38,15 @@ fn metrics_count_and_time_requests_by_tenant_interaction_type_and_status() {
             "{path}"
         );
     }
+    // A Patient breaking pat-1 (a contact with neither details nor an organization): refused
+    // under strict validation, stored under lenient.
+    let breaking_pat_1 = |id: &str| json!({ "resourceType": "Patient", "id": id, "contact": [{ "gender": "male" }] });
+    smart.set_t1_settings(&json!({ "validation": "strict" }));
+    let refused = smart.call(&writer, "PUT", "/Patient/u1", Some(&breaking_pat_1("u1")));
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    smart.set_t1_settings(&json!({ "validation": "lenient" }));
+    let stored = smart.call(&writer, "PUT", "/Patient/u2", Some(&breaking_pat_1("u2")));
+    assert_eq!(stored.status, 201, "{}", stored.body);
     let unknown_tenant = format!("{}/fhir/no-such-tenant/Patient/p1", smart.server.origin);
     assert_eq!(send("GET", &unknown_tenant, &[], None).status, 404);
     let no_token = format!("{}/Patient/p1", smart.server.base("t1"));
@@ -63,7 +73,8 @@ fn metrics_count_and_time_requests_by_tenant_interaction_type_and_status() {
             "tenant=\"{tenant}\",interaction=\"{interaction}\",resource_type=\"{resource_type}\",status=\"{status}\""
         ))
     };
-    assert_eq!(request("t1", "update", "Patient", 201), Some(1), "{text}");
+    assert_eq!(request("t1", "update", "Patient", 201), Some(2), "{text}");
+    assert_eq!(request("t1", "update", "Patient", 422), Some(1), "{text}");
     assert_eq!(request("t1", "read", "Patient", 200), Some(2), "{text}");
     assert_eq!(request("t1", "read", "Patient", 404), Some(1), "{text}");
     assert_eq!(request("t1", "read", "Patient", 401), Some(1), "{text}");

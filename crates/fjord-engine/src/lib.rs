@@ -143,6 +143,8 @@ pub struct Engine {
     write_checks: Arc<Vec<(&'static str, Arc<dyn WriteCheck>)>>,
     /// Where `$export` jobs write their files.
     export_dir: Arc<PathBuf>,
+    /// Where the engine counts what operators watch (validation failures).
+    metrics: Arc<fjord_metrics::Metrics>,
 }
 
 /// A check a higher layer adds to every write of one resource type (`fjord-subscriptions`
@@ -200,7 +202,14 @@ impl Engine {
             max_bundle_entries: DEFAULT_MAX_BUNDLE_ENTRIES,
             write_checks: Default::default(),
             export_dir: Arc::new(std::env::temp_dir().join("fjord-exports")),
+            metrics: Default::default(),
         }
+    }
+
+    /// Counts into `metrics` (by default, metrics of its own nobody reads).
+    pub fn with_metrics(mut self, metrics: Arc<fjord_metrics::Metrics>) -> Engine {
+        self.metrics = metrics;
+        self
     }
 
     /// Writes `$export` files under `dir` (the default is a directory in the system's
@@ -235,6 +244,7 @@ impl Engine {
             max_bundle_entries: self.max_bundle_entries,
             write_checks: self.write_checks.clone(),
             export_dir: self.export_dir.clone(),
+            metrics: self.metrics.clone(),
             ..Engine::new(self.store.for_runtime(), self.limits)
         }
     }

@@ -37,8 +37,13 @@ impl Engine {
             tracing::debug!(tenant = %caller.id, "invariant not evaluated: {unevaluated}");
         }
         report.issues.sort_by_key(|issue| issue.severity);
-        if settings.validation == ValidationMode::Strict && report.has_errors() {
-            return Err(EngineError::NotConformant(report.issues));
+        if report.has_errors() {
+            let strict = settings.validation == ValidationMode::Strict;
+            let resource_type = self.resource_type(resource_type).unwrap_or_default();
+            (self.metrics).not_conformant(&caller.id, resource_type, strict);
+            if strict {
+                return Err(EngineError::NotConformant(report.issues));
+            }
         }
         Ok(report.issues)
     }

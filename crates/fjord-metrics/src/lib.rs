@@ -64,6 +64,14 @@ struct ConsumerLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ValidationLabels {
+    tenant: String,
+    resource_type: &'static str,
+    /// `refused` (strict validation) or `stored` (lenient: stored with its issues).
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabels {
     tenant: String,
 }
@@ -80,6 +88,7 @@ pub struct Metrics {
     events_pending: Family<TenantLabels, Gauge<i64, AtomicI64>>,
     connections: Family<ConnectionLabels, Gauge<i64, AtomicI64>>,
     change_log_lag: Family<ConsumerLabels, Gauge<i64, AtomicI64>>,
+    validation_failures: Family<ValidationLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -145,8 +154,15 @@ impl Metrics {
              read yet, when last scraped",
             change_log_lag.clone(),
         );
+        let validation_failures = Family::<ValidationLabels, Counter>::default();
+        registry.register(
+            "validation_failures",
+            "Resources written with validation errors, refused (strict) or stored (lenient)",
+            validation_failures.clone(),
+        );
         Metrics {
             registry,
+            validation_failures,
             connections,
             change_log_lag,
             requests,
@@ -222,6 +238,17 @@ impl Metrics {
             consumer: consumer.to_owned(),
         };
         self.change_log_lag.get_or_create(&labels).set(behind);
+    }
+
+    /// Counts a resource a write brought with validation errors: `refused` under strict
+    /// validation, stored with its issues otherwise.
+    pub fn not_conformant(&self, tenant: &str, resource_type: &'static str, refused: bool) {
+        let labels = ValidationLabels {
+            tenant: tenant.to_owned(),
+            resource_type,
+            outcome: if refused { "refused" } else { "stored" },
+        };
+        self.validation_failures.get_or_create(&labels).inc();
     }
 
     /// Every metric in Prometheus's text format.

@@ -480,6 +480,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let instance = database.store.instance_id().await?;
     let text_index = fjord_text::TextIndex::open(&settings.text_dir, &instance)
         .with_context(|| format!("opening the text index in {}", settings.text_dir.display()))?;
+    let metrics = Arc::new(fjord_metrics::Metrics::new());
     let engine = Engine::new(
         database.store.clone(),
         ParseLimits {
@@ -488,7 +489,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .with_text_index(Arc::new(text_index))
     .with_max_bundle_entries(settings.max_bundle_entries)
-    .with_export_dir(export_dir(&settings)?);
+    .with_export_dir(export_dir(&settings)?)
+    .with_metrics(metrics.clone());
     let topics = Arc::new(Topics::shipped()?);
     let engine = engine.with_write_check(
         "Subscription",
@@ -496,7 +498,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     follow_text_index(engine.for_runtime());
     flush_audit_trail(engine.for_runtime());
-    let metrics = Arc::new(fjord_metrics::Metrics::new());
     let subscriptions = start_subscriptions(&settings, &engine, topics, &auth, metrics.clone());
     let state_engine = Arc::new(engine);
     let state = AppState {
