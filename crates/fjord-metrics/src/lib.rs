@@ -5,7 +5,6 @@
 //! URL is counted under no tenant), resource types only when they are R4's, interactions from a
 //! fixed list, and never ids or query values.
 
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -82,12 +81,12 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<DurationLabels, Histogram>,
-    in_flight: Gauge<i64, AtomicI64>,
+    in_flight: Gauge,
     notifications: Family<NotificationLabels, Counter>,
     subscription_errors: Family<TenantLabels, Counter>,
-    events_pending: Family<TenantLabels, Gauge<i64, AtomicI64>>,
-    connections: Family<ConnectionLabels, Gauge<i64, AtomicI64>>,
-    change_log_lag: Family<ConsumerLabels, Gauge<i64, AtomicI64>>,
+    events_pending: Family<TenantLabels, Gauge>,
+    connections: Family<ConnectionLabels, Gauge>,
+    change_log_lag: Family<ConsumerLabels, Gauge>,
     validation_failures: Family<ValidationLabels, Counter>,
 }
 
@@ -100,77 +99,70 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("fjord");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by tenant, interaction, resource type and status",
-            requests.clone(),
-        );
+        let r = &mut registry;
         // 1 ms to about 16 s, doubling.
-        let durations = Family::<DurationLabels, Histogram>::new_with_constructor(
+        let durations = Family::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.001, 2.0, 15))) as fn() -> Histogram,
         );
-        registry.register(
-            "http_request_duration_seconds",
-            "Time from a request's arrival to its answer, by tenant and interaction",
-            durations.clone(),
-        );
-        let in_flight = Gauge::default();
-        registry.register(
-            "http_requests_in_flight",
-            "HTTP requests being answered",
-            in_flight.clone(),
-        );
-        let notifications = Family::<NotificationLabels, Counter>::default();
-        registry.register(
-            "subscription_notifications",
-            "Subscription notifications of events sent, by tenant, channel and outcome",
-            notifications.clone(),
-        );
-        let subscription_errors = Family::<TenantLabels, Counter>::default();
-        registry.register(
-            "subscription_errors",
-            "Subscriptions put in error after failing delivery too often in a row",
-            subscription_errors.clone(),
-        );
-        let events_pending = Family::<TenantLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
-            "subscription_events_pending",
-            "Events matched for active subscriptions and not yet delivered, as their delivery \
-             workers last saw them",
-            events_pending.clone(),
-        );
-        let connections = Family::<ConnectionLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
-            "db_connections",
-            "Database connections by pool (tenant, admin) and state (in_use, idle), and requests \
-             waiting for one (waiting), when last scraped",
-            connections.clone(),
-        );
-        let change_log_lag = Family::<ConsumerLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
-            "change_log_lag",
-            "Positions of a tenant's change log a consumer (subscriptions, text-index) has not \
-             read yet, when last scraped",
-            change_log_lag.clone(),
-        );
-        let validation_failures = Family::<ValidationLabels, Counter>::default();
-        registry.register(
-            "validation_failures",
-            "Resources written with validation errors, refused (strict) or stored (lenient)",
-            validation_failures.clone(),
-        );
         Metrics {
+            requests: registered(
+                r,
+                "http_requests",
+                "HTTP requests answered, by tenant, interaction, resource type and status",
+                Family::default(),
+            ),
+            durations: registered(
+                r,
+                "http_request_duration_seconds",
+                "Time from a request's arrival to its answer, by tenant and interaction",
+                durations,
+            ),
+            in_flight: registered(
+                r,
+                "http_requests_in_flight",
+                "HTTP requests being answered",
+                Gauge::default(),
+            ),
+            notifications: registered(
+                r,
+                "subscription_notifications",
+                "Subscription notifications of events sent, by tenant, channel and outcome",
+                Family::default(),
+            ),
+            subscription_errors: registered(
+                r,
+                "subscription_errors",
+                "Subscriptions put in error after failing delivery too often in a row",
+                Family::default(),
+            ),
+            events_pending: registered(
+                r,
+                "subscription_events_pending",
+                "Events matched for active subscriptions and not yet delivered, as their delivery \
+                 workers last saw them",
+                Family::default(),
+            ),
+            connections: registered(
+                r,
+                "db_connections",
+                "Database connections by pool (tenant, admin) and state (in_use, idle), and \
+                 requests waiting for one (waiting), when last scraped",
+                Family::default(),
+            ),
+            change_log_lag: registered(
+                r,
+                "change_log_lag",
+                "Positions of a tenant's change log a consumer (subscriptions, text-index) has \
+                 not read yet, when last scraped",
+                Family::default(),
+            ),
+            validation_failures: registered(
+                r,
+                "validation_failures",
+                "Resources written with validation errors, refused (strict) or stored (lenient)",
+                Family::default(),
+            ),
             registry,
-            validation_failures,
-            connections,
-            change_log_lag,
-            requests,
-            durations,
-            in_flight,
-            notifications,
-            subscription_errors,
-            events_pending,
         }
     }
 
@@ -203,18 +195,16 @@ impl Metrics {
 
     /// Counts a subscription put in `error` after too many failed deliveries.
     pub fn subscription_failed(&self, tenant: &str) {
-        let labels = TenantLabels {
-            tenant: tenant.to_owned(),
-        };
-        self.subscription_errors.get_or_create(&labels).inc();
+        self.subscription_errors
+            .get_or_create(&tenant_labels(tenant))
+            .inc();
     }
 
     /// Changes a tenant's count of events waiting for delivery.
     pub fn events_pending(&self, tenant: &str, change: i64) {
-        let labels = TenantLabels {
-            tenant: tenant.to_owned(),
-        };
-        self.events_pending.get_or_create(&labels).inc_by(change);
+        self.events_pending
+            .get_or_create(&tenant_labels(tenant))
+            .inc_by(change);
     }
 
     /// Records a pool's connections: open, of them idle, and requests waiting for one.
@@ -257,6 +247,19 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// `metric`, registered under `name` (after the `fjord_` prefix).
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// A tenant's label.
+fn tenant_labels(tenant: &str) -> TenantLabels {
+    TenantLabels {
+        tenant: tenant.to_owned(),
     }
 }
 
