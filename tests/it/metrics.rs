@@ -194,3 +194,122 @@ fn metrics_count_notifications_failures_and_pending_events() {
         "{text}"
     );
 }
+
+#[test]
+fn requests_carry_an_id_into_json_logs_and_back_to_the_client() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+
+    let database = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(fjord_testkit::database());
+    let dir = crate::embedded::data_dir("json-logs");
+    let mut child = Command::new(fjord_tests::fjord_binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &database.url,
+        ])
+        .args(["--auth", "required", "--dev-issuer", "true", "--data-dir"])
+        .arg(&dir)
+        .env("FJORD_LOG", "info,sqlx=warn")
+        .env("FJORD_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fjord");
+    let logged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let lines = logged.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let origin = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let rest = line.strip_prefix("fjord listening on ")?;
+            Some(rest.trim_end_matches("/fhir/").to_owned())
+        })
+        .expect("fjord listens");
+
+    // A gateway's plain id is kept and sent back; anything else is replaced by a new one.
+    let health = format!("{origin}/health/live");
+    let kept = send("GET", &health, &[("X-Request-Id", "gw-77.a:1")], None);
+    assert_eq!(kept.header("x-request-id"), Some("gw-77.a:1"));
+    for sent in [None, Some("a b"), Some("x=forged;y")] {
+        let headers: Vec<(&str, &str)> = sent.map(|id| ("X-Request-Id", id)).into_iter().collect();
+        let reply = send("GET", &health, &headers, None);
+        let id = reply.header("x-request-id").expect("an id");
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "a UUID: {id}");
+        assert!(
+            id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+            "{id}"
+        );
+    }
+
+    // A refused OAuth request logs inside its request's span: the line names the id.
+    let admin = crate::embedded::fjord(&[
+        "token",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--admin",
+        "--audience",
+        &format!("{origin}/admin"),
+    ]);
+    let created = send(
+        "POST",
+        &format!("{origin}/admin/tenants"),
+        &[("Authorization", &format!("Bearer {}", admin.trim()))],
+        Some(r#"{"id":"t1","name":"t1"}"#),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let token = format!("{origin}/auth/t1/token");
+    let refused = send(
+        "POST",
+        &token,
+        &[
+            ("X-Request-Id", "gw-78"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        Some("grant_type=bogus"),
+    );
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert_eq!(refused.header("x-request-id"), Some("gw-78"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let found = (logged.lock().unwrap().iter())
+            .find(|line| line.contains("an OAuth request was refused"))
+            .cloned();
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line of the refusal"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(event["level"], "INFO", "{event}");
+    assert_eq!(event["span"]["id"], "gw-78", "{event}");
+    assert_eq!(event["span"]["name"], "request", "{event}");
+    // Every line is JSON, and none carries the request's body.
+    for line in logged.lock().unwrap().iter() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "{line}"
+        );
+        assert!(!line.contains("bogus"), "{line}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

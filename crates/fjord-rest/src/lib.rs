@@ -100,6 +100,7 @@ fn cors(mode: AuthMode) -> actix_cors::Cors {
             "ETag",
             "Last-Modified",
             "WWW-Authenticate",
+            "X-Request-Id",
         ])
         .max_age(3600)
 }
@@ -123,8 +124,13 @@ fn is_local_origin(origin: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The header that carries a request's id, both ways.
+const REQUEST_ID: &str = "x-request-id";
+
 /// The root span of a request: an id and the method. Paths are left out on purpose: a client may
-/// choose a national identity number as a resource id.
+/// choose a national identity number as a resource id. The id is the one a gateway sent in
+/// `X-Request-Id` when it is a plain token, else a new one; the answer carries it back, so a
+/// client's or gateway's logs and Fjord's can be matched.
 fn request_span<S>(
     req: actix_web::dev::ServiceRequest,
     service: &S,
@@ -137,8 +143,33 @@ where
     >,
 {
     use tracing::Instrument;
-    let span = tracing::info_span!("request", id = %uuid::Uuid::new_v4(), method = %req.method());
-    service.call(req).instrument(span)
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| is_plain_request_id(id))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let span = tracing::info_span!("request", id = %id, method = %req.method());
+    let answer = service.call(req).instrument(span);
+    async move {
+        let mut response = answer.await?;
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
+            (response.headers_mut()).insert(
+                actix_web::http::header::HeaderName::from_static(REQUEST_ID),
+                value,
+            );
+        }
+        Ok(response)
+    }
+}
+
+/// Whether a client's request id may be logged as it is: short, and nothing a log line could
+/// be forged with.
+fn is_plain_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 /// Runs a future on the runtime the HTTP server needs (actix's system on a tokio runtime).
@@ -183,6 +214,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
 #[cfg(test)]
 mod tests {
     use super::is_local_origin;
+
+    #[test]
+    fn only_plain_request_ids_are_taken() {
+        assert!(super::is_plain_request_id("3f2a-77_b.c:9"));
+        assert!(!super::is_plain_request_id(""));
+        assert!(!super::is_plain_request_id("a b"));
+        assert!(!super::is_plain_request_id("x\ny=forged"));
+        assert!(!super::is_plain_request_id(&"a".repeat(129)));
+    }
 
     #[test]
     fn only_this_machine_is_a_local_origin() {
