@@ -471,6 +471,38 @@ fn bad_searches_are_operation_outcomes() {
     );
     assert_eq!(strict.status, 400);
     assert!(strict.body.contains("unknown-thing"));
+    // Searches past the bounds are refused as too costly, GET or POST, before they run.
+    let ids = vec!["x"; fjord_search::MAX_ALTERNATIVES + 1].join(",");
+    let includes = vec!["_include=Observation:subject"; fjord_search::MAX_INCLUDES + 1].join("&");
+    let names = vec!["name=a"; fjord_search::MAX_SEARCH_PARAMETERS + 1].join("&");
+    for (query, says) in [
+        (format!("Patient?_id={ids}"), "_id lists 1001 values"),
+        (format!("Observation?{includes}"), "21 _include"),
+        (format!("Patient?{names}"), "65 parameters"),
+    ] {
+        let get = send("GET", &format!("{base}/{query}"), &[], None);
+        let (path, form) = query.split_once('?').unwrap();
+        let post = send(
+            "POST",
+            &format!("{base}/{path}/_search"),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some(form),
+        );
+        for reply in [get, post] {
+            assert_eq!(reply.status, 400, "{says}: {}", reply.body);
+            let issue = &reply.json()["issue"][0];
+            assert_eq!(issue["code"], "too-costly", "{says}: {}", reply.body);
+            assert!(reply.body.contains(says), "{says}: {}", reply.body);
+        }
+    }
+    let at_the_bound = vec!["x"; fjord_search::MAX_ALTERNATIVES].join(",");
+    let reply = send(
+        "GET",
+        &format!("{base}/Patient?_id={at_the_bound}"),
+        &[],
+        None,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
     // Nothing broke: the server still answers.
     assert_eq!(
         send("GET", &format!("{base}/Patient"), &[], None).status,

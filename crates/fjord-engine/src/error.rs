@@ -47,6 +47,9 @@ pub enum EngineError {
     /// The request is larger than this server accepts (a bundle with too many entries).
     #[error("{0}")]
     TooLarge(String),
+    /// A search asks for more than one search may (parameters, alternatives, includes).
+    #[error(transparent)]
+    TooCostly(#[from] fjord_search::TooCostly),
     /// An interaction this server does not offer.
     #[error("{0}")]
     NotSupported(String),

@@ -88,6 +88,7 @@ impl Engine {
         params: &[(String, String)],
         strict: bool,
     ) -> Result<(Arc<Registry>, SearchQuery), EngineError> {
+        fjord_search::check_cost(params)?;
         let registry = self.registry(caller).await?;
         let mut query = registry
             .parse_query(scope, params, strict)

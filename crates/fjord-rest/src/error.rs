@@ -12,6 +12,7 @@
 //! | deleted                     | 410    | `deleted`       |
 //! | `If-Match` mismatch         | 412    | `conflict`      |
 //! | body or bundle too large    | 413    | `too-costly`    |
+//! | search past its bounds      | 400    | `too-costly`    |
 //! | unsupported `Content-Type`  | 415    | `not-supported` |
 //! | FHIR invariant violated     | 422    | `invariant`     |
 //! | not conformant (strict)     | 422    | per issue       |
@@ -131,6 +132,7 @@ fn status_of(error: &EngineError) -> (StatusCode, &'static str) {
         EngineError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict"),
         EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         EngineError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-costly"),
+        EngineError::TooCostly(_) => (StatusCode::BAD_REQUEST, "too-costly"),
         EngineError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not-supported"),
         EngineError::Immutable(_) => (StatusCode::METHOD_NOT_ALLOWED, "not-supported"),
         EngineError::Patch(PatchError::Malformed(_)) => (StatusCode::BAD_REQUEST, "invalid"),

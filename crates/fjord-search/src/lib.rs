@@ -18,9 +18,10 @@ pub use extract::{extract, normalize, values_of, IndexEntry, IndexValue};
 pub use fjord_definitions::SearchParamType;
 pub use matcher::{admits, date_bounds, number_bounds};
 pub use query::{
-    ConceptSet, Concepts, Filter, Include, Prefix, QueryError, Scope, SearchQuery, SortBy, SortKey,
-    StringMatch, Summary, TextField, Total, UnitMatch, ValueTest, DEFAULT_COUNT, MAX_CHAIN_DEPTH,
-    MAX_COUNT,
+    check_cost, ConceptSet, Concepts, Filter, Include, Prefix, QueryError, Scope, SearchQuery,
+    SortBy, SortKey, StringMatch, Summary, TextField, TooCostly, Total, UnitMatch, ValueTest,
+    DEFAULT_COUNT, MAX_ALTERNATIVES, MAX_CHAIN_DEPTH, MAX_COUNT, MAX_INCLUDES,
+    MAX_SEARCH_PARAMETERS,
 };
 pub use registry::{Registry, SearchParam, Storage, Targets};
 pub use terms::{

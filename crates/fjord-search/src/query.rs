@@ -4,6 +4,7 @@
 //! Index keys name the resource type they belong to, so a search over several types (system
 //! and compartment searches) asks each type for its own keys.
 
+mod cost;
 mod parameter;
 mod values;
 
@@ -18,6 +19,7 @@ use crate::terms::keys;
 use crate::IndexValue;
 use crate::{Registry, Storage};
 
+pub use cost::{check_cost, TooCostly, MAX_ALTERNATIVES, MAX_INCLUDES, MAX_SEARCH_PARAMETERS};
 pub use parameter::MAX_CHAIN_DEPTH;
 
 /// A search: every filter must hold (AND) on a resource of one of `types`.
