@@ -159,6 +159,40 @@ fn every_interaction_leaves_an_audit_event() {
     assert_eq!(smart.call(&nurse, "POST", "", Some(&failing)).status, 422);
     assert_eq!(events(&smart, "action=C").len(), before);
 
+    // A transaction for two patients leaves one event per patient, each naming only what it
+    // wrote of that patient's.
+    let both = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": observation("t", "a", VITAL, "2"), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": observation("t", "b", VITAL, "3"), "request": {"method": "POST", "url": "Observation"}},
+        ],
+    });
+    let reply = smart.call(&nurse, "POST", "", Some(&both));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let written_as: Vec<String> = reply.json()["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["location"].as_str().unwrap().to_owned())
+        .collect();
+    for (patient, own, other) in [
+        ("a", &written_as[0], &written_as[1]),
+        ("b", &written_as[1], &written_as[0]),
+    ] {
+        let found = events(&smart, &format!("action=C&patient=Patient/{patient}"));
+        let event = found
+            .iter()
+            .find(|e| entities(e).contains(&own.as_str()))
+            .unwrap_or_else(|| panic!("{patient}'s part of the transaction"));
+        assert_eq!(subtype(event), "create");
+        assert!(!entities(event).contains(&other.as_str()), "{event}");
+        assert!(!entities(event)
+            .iter()
+            .any(|e| e.starts_with("Patient/") && *e != format!("Patient/{patient}")));
+    }
+
     // Immutable, even for a token that may do everything.
     let everything = smart.token("t1", "system/*.cruds", None);
     let id = written[0]["id"].as_str().unwrap();
@@ -197,7 +231,10 @@ fn every_interaction_leaves_an_audit_event() {
     let text = smart.call(&everything, "GET", "/AuditEvent?_content=Observation", None);
     assert_eq!(text.status, 400, "{}", text.body);
 
-    // A patient's token finds the events of its own patient only.
+    // A patient's token finds the events of its own patient only, and no other patient in
+    // them: the searches above found both patients' events, and their events are written by
+    // now, one per patient.
+    wait_for_flush();
     let patient_a = smart.token("t1", "patient/*.rs", Some("a"));
     let reply = smart.call(&patient_a, "GET", "/AuditEvent?_count=1000", None);
     assert_eq!(reply.status, 200);

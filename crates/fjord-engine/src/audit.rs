@@ -18,7 +18,7 @@
 //! where Fjord knows the facts: the patient extension, `agent.who` as the user (`fhirUser`,
 //! else the token's subject) with the client and role claims beside it, `source` the server.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use fjord_search::{IndexValue, Registry};
@@ -47,6 +47,9 @@ pub struct Audited {
     pub query: Option<String>,
     /// Patients the resources belong to (`Patient/id`).
     pub patients: BTreeSet<String>,
+    /// The patients of each entity that belongs to some, so that an event naming several
+    /// patients can be split into one per patient.
+    owners: HashMap<String, BTreeSet<String>>,
     /// Versions read whose patients [`Engine::audit`] finds (it has the tenant's parameters).
     read: Vec<StoredVersion>,
     /// `None` for success, else why it failed and whether the client (4) or the server (8) did.
@@ -66,6 +69,35 @@ struct Notification {
     destination: Option<String>,
 }
 
+/// An event naming several patients, as one event per patient (as IHE's Basic Audit Log
+/// Patterns ask): a patient's token finds the events of its own patient (their compartment), and
+/// must not learn from them which other patients the same request touched. Each names its
+/// patient and, of the entities, only that patient's and those of no patient.
+fn per_patient(audited: Audited) -> Vec<Audited> {
+    if audited.patients.len() < 2 {
+        return vec![audited];
+    }
+    audited
+        .patients
+        .iter()
+        .map(|patient| {
+            let entities = audited
+                .entities
+                .iter()
+                .filter(|e| audited.owners.get(*e).is_none_or(|of| of.contains(patient)))
+                .cloned()
+                .collect();
+            Audited {
+                entities,
+                patients: BTreeSet::from([patient.clone()]),
+                owners: HashMap::new(),
+                read: Vec::new(),
+                ..audited.clone()
+            }
+        })
+        .collect()
+}
+
 /// What the audit trail calls a notification: data exported to a subscriber.
 const NOTIFY: &str = "notify";
 /// A batch of a bulk import: data imported from outside.
@@ -80,6 +112,7 @@ impl Audited {
             entities: Vec::new(),
             query: None,
             patients: BTreeSet::new(),
+            owners: HashMap::new(),
             read: Vec::new(),
             failure: None,
             unauthenticated: false,
@@ -103,6 +136,19 @@ impl Audited {
     /// Names a resource (`Type/id/_history/n` or `Type/id`) whose version was not read.
     pub fn named(&mut self, reference: String) {
         self.entities.push(reference);
+    }
+
+    /// Notes the patients an entity (`Type/id/_history/n`) belongs to.
+    pub fn belongs_to(&mut self, entity: &str, patients: impl IntoIterator<Item = String>) {
+        let mut patients = patients.into_iter().peekable();
+        if patients.peek().is_none() {
+            return;
+        }
+        let owners = self.owners.entry(entity.to_owned()).or_default();
+        for patient in patients {
+            self.patients.insert(patient.clone());
+            owners.insert(patient);
+        }
     }
 
     /// A notification or a request that failed for a reason outside Fjord and the client (a
@@ -217,39 +263,45 @@ impl Engine {
                             continue;
                         };
                         // A Patient is its own patient; a Practitioner is nobody's: no parse.
-                        if version.resource_type == "Patient" {
-                            audited.patients.insert(format!("Patient/{}", version.id));
+                        let patients = if version.resource_type == "Patient" {
+                            vec![format!("Patient/{}", version.id)]
+                        } else if compartment_parameters(&version.resource_type).is_empty() {
                             continue;
-                        }
-                        if compartment_parameters(&version.resource_type).is_empty() {
+                        } else if let Ok(value) = serde_json::from_str::<Value>(body) {
+                            patients_in(&registry, &version.resource_type, &version.id, &value)
+                        } else {
                             continue;
-                        }
-                        if let Ok(value) = serde_json::from_str::<Value>(body) {
-                            audited.patients.extend(patients_in(
-                                &registry,
-                                &version.resource_type,
-                                &version.id,
-                                &value,
-                            ));
-                        }
+                        };
+                        let entity = format!(
+                            "{}/{}/_history/{}",
+                            version.resource_type, version.id, version.version
+                        );
+                        audited.belongs_to(&entity, patients);
                     }
                 }
                 Err(error) => tracing::warn!(%error, "an audited read's patients are unknown"),
             }
         }
         let internal = Caller::internal(caller.tenant.clone());
-        let stored = match self
-            .stored_event(&internal, audit_event(caller, &audited))
-            .await
-        {
-            Ok(stored) => stored,
-            Err(error) => {
-                tracing::error!(%error, "an AuditEvent could not be indexed");
-                return;
-            }
-        };
+        for audited in per_patient(audited) {
+            let stored = match self
+                .stored_event(&internal, audit_event(caller, &audited))
+                .await
+            {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::error!(%error, "an AuditEvent could not be indexed");
+                    return;
+                }
+            };
+            self.buffer_event(internal.tenant.clone(), stored).await;
+        }
+    }
+
+    /// Queues an event for the flusher; waits while the buffer is full.
+    async fn buffer_event(&self, tenant: Tenant, stored: StoredEvent) {
         let buffer = &self.shared.audit;
-        let mut event = Some((internal.tenant, stored));
+        let mut event = Some((tenant, stored));
         loop {
             let drained = buffer.drained.notified();
             {
@@ -333,9 +385,12 @@ impl Engine {
         let Some(audited) = unit.audited.take() else {
             return Ok(());
         };
-        let event = audit_event(caller, &audited);
-        self.write_audit_event(&Caller::internal(caller.tenant.clone()), unit, event)
-            .await
+        let internal = Caller::internal(caller.tenant.clone());
+        for audited in per_patient(audited) {
+            let event = audit_event(caller, &audited);
+            self.write_audit_event(&internal, unit, event).await?;
+        }
+        Ok(())
     }
 
     /// Writes an event Fjord made into `unit`.
@@ -431,10 +486,9 @@ pub(crate) fn note_write(
     if audited.interaction != interaction {
         audited.interaction = "transaction";
     }
-    audited
-        .entities
-        .push(format!("{resource_type}/{id}/_history/{version}"));
-    audited.patients.extend(patients);
+    let entity = format!("{resource_type}/{id}/_history/{version}");
+    audited.belongs_to(&entity, patients);
+    audited.entities.push(entity);
 }
 
 /// The patients whose compartment a resource is in: itself, or the patients its compartment

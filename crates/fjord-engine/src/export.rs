@@ -23,8 +23,6 @@ use crate::jobs::{Cancelled, Job};
 use crate::{Caller, Engine, EngineError, JobState};
 /// Resources written between two updates of a job's progress (and checks for cancellation).
 const PROGRESS_EVERY: u64 = 10_000;
-/// Patients one AuditEvent of an export names at most; a larger export writes several.
-const PATIENTS_PER_EVENT: usize = 1_000;
 
 /// Whose data an export covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,19 +401,12 @@ impl Engine {
     }
 
     /// An export is a disclosure: DICOM Export events naming the request and the patients
-    /// whose Patient resources it wrote.
+    /// whose Patient resources it wrote (one event per patient).
     async fn audit_export(&self, caller: &Caller, request: &str, patients: BTreeSet<String>) {
-        let patients: Vec<String> = patients.into_iter().collect();
-        let mut chunks: Vec<&[String]> = patients.chunks(PATIENTS_PER_EVENT).collect();
-        if chunks.is_empty() {
-            chunks.push(&[]);
-        }
-        for chunk in chunks {
-            let mut audited = Audited::new(EXPORT);
-            audited.query = Some(request.to_owned());
-            audited.patients = chunk.iter().cloned().collect();
-            self.audit(caller, audited).await;
-        }
+        let mut audited = Audited::new(EXPORT);
+        audited.query = Some(request.to_owned());
+        audited.patients = patients;
+        self.audit(caller, audited).await;
     }
 
     /// Where export jobs write their files (one directory per job).

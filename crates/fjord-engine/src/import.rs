@@ -274,18 +274,17 @@ impl Engine {
         let mut audited = Audited::new(IMPORT);
         for prepared in creates.iter().chain(updates) {
             unit.imported(prepared.resource_type);
-            audited.entities.push(format!(
+            let entity = format!(
                 "{}/{}/_history/{}",
                 prepared.resource_type, prepared.id, prepared.version
-            ));
+            );
             if let Some(value) = &prepared.value {
-                audited.patients.extend(patients_in(
-                    &registry,
-                    prepared.resource_type,
-                    &prepared.id,
-                    value,
-                ));
+                audited.belongs_to(
+                    &entity,
+                    patients_in(&registry, prepared.resource_type, &prepared.id, value),
+                );
             }
+            audited.entities.push(entity);
         }
         unit.audited = Some(audited);
         Ok(())

@@ -221,11 +221,12 @@ impl Subscriptions {
         let mut audited = Audited::notification(&state.id, destination);
         if carries_resources(&live.spec) {
             for event in events {
-                audited.named(format!(
+                let entity = format!(
                     "{}/{}/_history/{}",
                     event.resource_type, event.id, event.version
-                ));
-                audited.patients.extend(event.patients.iter().cloned());
+                );
+                audited.belongs_to(&entity, event.patients.iter().cloned());
+                audited.named(entity);
             }
         }
         let result = self
