@@ -498,3 +498,76 @@ async fn a_snapshot_sees_neither_later_writes_nor_blocks_them() {
     assert_eq!(ids, ["a", "c"]);
     now.finish().await.unwrap();
 }
+
+fn event_of(subscription: &str, seq: i64) -> fjord_store::SubscriptionEvent {
+    fjord_store::SubscriptionEvent {
+        subscription: subscription.into(),
+        number: 0,
+        seq,
+        resource_type: "Observation".into(),
+        id: format!("o{seq}"),
+        version: 1,
+        deleted: false,
+        at: OffsetDateTime::now_utc(),
+        context: Vec::new(),
+        patients: Vec::new(),
+    }
+}
+
+/// A dispatcher round applies a subscription's changes in their order: turned off and
+/// requested again within one round, it ends requested (it used to end off, and was never
+/// delivered again); deleted and created again, it starts afresh with a state of its own.
+#[tokio::test]
+async fn a_dispatch_round_applies_a_subscriptions_changes_in_order() {
+    use fjord_store::{ChangeCursor, DispatchRound, Started};
+    let db = fjord_testkit::database().await;
+    let tenant = db.store.create_tenant("hf-a", "A").await.unwrap();
+    let mut work = db.store.begin(tenant.key).await.unwrap();
+    work.record_subscription_access("s", "{}").await.unwrap();
+    work.commit().await.unwrap();
+    let started = |seq| Started {
+        id: "s".into(),
+        seq,
+        access: "{}".into(),
+    };
+    let cursor = ChangeCursor::default();
+    let state = || async {
+        let state = db
+            .store
+            .subscription_state(tenant.key, "s")
+            .await
+            .unwrap()
+            .unwrap();
+        (state.status, state.since_seq, state.events)
+    };
+    let dispatch = |round| db.store.record_dispatch(tenant.key, "test", &cursor, round);
+
+    let mut round = DispatchRound::default();
+    round.start(started(1));
+    round.events.push(event_of("s", 2));
+    round.stop("s".into());
+    round.start(started(3));
+    dispatch(round).await.unwrap();
+    assert_eq!(state().await, ("requested".into(), 3, 1));
+
+    let mut round = DispatchRound::default();
+    round.stop("s".into());
+    dispatch(round).await.unwrap();
+    assert_eq!(state().await.0, "off");
+
+    // Deleted (its earlier event goes with it) and created again in the next round.
+    let mut round = DispatchRound::default();
+    round.events.push(event_of("s", 4));
+    round.remove("s".into());
+    round.start(started(5));
+    round.events.push(event_of("s", 6));
+    let numbered = dispatch(round).await.unwrap();
+    assert_eq!(numbered.iter().map(|e| e.number).collect::<Vec<_>>(), [1]);
+    assert_eq!(state().await, ("requested".into(), 5, 1));
+    let kept = db
+        .store
+        .subscription_events(tenant.key, "s", 1, 100, 100)
+        .await
+        .unwrap();
+    assert_eq!(kept.iter().map(|e| e.seq).collect::<Vec<_>>(), [6]);
+}

@@ -35,7 +35,7 @@ pub use resources::{
     Expected, HistoryPage, HistoryScope, NewVersion, Op, StoredVersion, WriteOutcome,
 };
 pub use search::{PreviousPage, SearchPage, UnknownCursor};
-pub use subscriptions::{Delivery, DispatchRound, SubscriptionEvent, SubscriptionState};
+pub use subscriptions::{Delivery, DispatchRound, Started, SubscriptionEvent, SubscriptionState};
 pub use tenants::{Tenant, TenantKey, TenantSettings, UnknownProfile, ValidationMode};
 pub use work::{Locked, Work};
 

@@ -52,14 +52,54 @@ pub struct SubscriptionEvent {
 /// What one round of the dispatcher changes, written in one transaction.
 #[derive(Debug, Default)]
 pub struct DispatchRound {
-    /// Subscriptions (re)started: status `requested`, failures cleared, matched from `seq` on.
-    pub started: Vec<(String, i64)>,
+    /// Subscriptions (re)started: status `requested`, failures cleared, matched from `seq` on,
+    /// with the access record of their writer (a state is made anew for one deleted and
+    /// created again within the round).
+    pub started: Vec<Started>,
     /// Subscriptions the client turned off.
     pub stopped: Vec<String>,
-    /// Subscriptions deleted: their state and events go.
+    /// Subscriptions deleted: their state and events go (before any start of the round).
     pub removed: Vec<String>,
     /// Events in change-log order.
     pub events: Vec<SubscriptionEvent>,
+}
+
+/// A subscription (re)started by a dispatcher round.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub id: String,
+    /// Its version's position in the change log: it matches the changes after it.
+    pub seq: i64,
+    /// The access record of the client that wrote it.
+    pub access: String,
+}
+
+impl DispatchRound {
+    /// Notes a subscription started; this round's earlier stop of it no longer holds.
+    pub fn start(&mut self, started: Started) {
+        self.stopped.retain(|id| *id != started.id);
+        self.started.retain(|s| s.id != started.id);
+        self.started.push(started);
+    }
+
+    /// Notes a subscription turned off; this round's earlier start of it no longer holds.
+    pub fn stop(&mut self, id: String) {
+        self.started.retain(|s| s.id != id);
+        if !self.stopped.contains(&id) {
+            self.stopped.push(id);
+        }
+    }
+
+    /// Notes a subscription deleted; this round's earlier start or stop of it, and the events
+    /// it raised, no longer hold.
+    pub fn remove(&mut self, id: String) {
+        self.started.retain(|s| s.id != id);
+        self.events.retain(|e| e.subscription != id);
+        self.stopped.retain(|s| *s != id);
+        if !self.removed.contains(&id) {
+            self.removed.push(id);
+        }
+    }
 }
 
 const STATE_COLUMNS: &str =
@@ -215,28 +255,8 @@ impl Store {
     ) -> Result<Vec<SubscriptionEvent>, StoreError> {
         let mut work = self.begin(tenant).await?;
         let connection = work.connection();
-        for (id, seq) in &round.started {
-            sqlx::query(
-                "UPDATE subscription_state SET status = 'requested', failures = 0, error = NULL, \
-                 since_seq = $3 WHERE tenant = $1 AND id = $2",
-            )
-            .bind(tenant.0)
-            .bind(id)
-            .bind(seq)
-            .execute(&mut *connection)
-            .await
-            .map_err(StoreError::database)?;
-        }
-        for id in &round.stopped {
-            sqlx::query(
-                "UPDATE subscription_state SET status = 'off' WHERE tenant = $1 AND id = $2",
-            )
-            .bind(tenant.0)
-            .bind(id)
-            .execute(&mut *connection)
-            .await
-            .map_err(StoreError::database)?;
-        }
+        // Deletes first: a subscription deleted and created again within the round starts
+        // afresh, with a new state.
         for table in ["subscription_event", "subscription_state"] {
             let column = if table == "subscription_event" {
                 "subscription"
@@ -248,6 +268,31 @@ impl Store {
             ))
             .bind(tenant.0)
             .bind(&round.removed)
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database)?;
+        }
+        for started in &round.started {
+            sqlx::query(
+                "INSERT INTO subscription_state (tenant, id, access, status, since_seq) \
+                 VALUES ($1, $2, $4::jsonb, 'requested', $3) \
+                 ON CONFLICT (tenant, id) DO UPDATE SET status = 'requested', failures = 0, \
+                 error = NULL, since_seq = EXCLUDED.since_seq",
+            )
+            .bind(tenant.0)
+            .bind(&started.id)
+            .bind(started.seq)
+            .bind(&started.access)
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::database)?;
+        }
+        for id in &round.stopped {
+            sqlx::query(
+                "UPDATE subscription_state SET status = 'off' WHERE tenant = $1 AND id = $2",
+            )
+            .bind(tenant.0)
+            .bind(id)
             .execute(&mut *connection)
             .await
             .map_err(StoreError::database)?;

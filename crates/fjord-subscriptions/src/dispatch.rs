@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use fjord_engine::{Access, Caller, Permission, Tenant};
 use fjord_search::{IndexEntry, IndexTerms, IndexValue, Registry};
-use fjord_store::{Change, DispatchRound, SubscriptionEvent, SubscriptionState, TenantKey};
+use fjord_store::{
+    Change, DispatchRound, Started, SubscriptionEvent, SubscriptionState, TenantKey,
+};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -173,7 +175,6 @@ impl Subscriptions {
             .read()
             .expect("live subscriptions")
             .get(&(tenant, id.to_owned()))
-            .cloned()
     }
 
     pub(crate) fn live_of(
@@ -244,11 +245,8 @@ impl Subscriptions {
 
     /// Whether a subscription of the tenant may match changes of this type.
     fn wanted(&self, tenant: TenantKey, resource_type: &str) -> bool {
-        self.live
-            .read()
-            .expect("live subscriptions")
-            .iter()
-            .any(|((key, _), live)| *key == tenant && wants_type(&live.spec, resource_type))
+        let live = self.live.read().expect("live subscriptions");
+        !live.candidates(tenant, resource_type).is_empty()
     }
 
     /// A Subscription was written: it starts, changes, stops or goes.
@@ -263,7 +261,7 @@ impl Subscriptions {
         let key = (tenant.key, change.id.clone());
         let Some(body) = &change.body else {
             self.live.write().expect("live subscriptions").remove(&key);
-            round.removed.push(change.id.clone());
+            round.remove(change.id.clone());
             woken.push(change.id.clone());
             return Ok(());
         };
@@ -285,7 +283,7 @@ impl Subscriptions {
         let starts = match live.spec.status.as_str() {
             "off" => {
                 self.live.write().expect("live subscriptions").remove(&key);
-                round.stopped.push(change.id.clone());
+                round.stop(change.id.clone());
                 woken.push(change.id.clone());
                 return Ok(());
             }
@@ -295,7 +293,11 @@ impl Subscriptions {
             _ => was.is_none() || matches!(state.status.as_str(), "error" | "off"),
         };
         let live = if starts {
-            round.started.push((change.id.clone(), change.seq));
+            round.start(Started {
+                id: change.id.clone(),
+                seq: change.seq,
+                access: state.access.clone(),
+            });
             Live {
                 since_seq: change.seq,
                 ..live
@@ -322,38 +324,16 @@ impl Subscriptions {
         change: &Change,
         events: &mut Vec<SubscriptionEvent>,
     ) -> Result<(), SubscriptionError> {
-        let wants = |key: &TenantKey, live: &Live| {
-            *key == tenant.key
-                && live.since_seq < change.seq
-                && wants_type(&live.spec, &change.resource_type)
-        };
-        // Only the parameters the candidates name are extracted, unless one's grant is limited:
-        // its compartment and scope parameters need them all. (Two passes over the live set,
-        // without copying it: a change meets every subscription of its tenant.)
-        let mut needed: Option<Vec<String>> = Some(Vec::new());
-        let mut any = false;
-        for ((key, _), live) in self.live.read().expect("live subscriptions").iter() {
-            if !wants(key, live) {
-                continue;
-            }
-            any = true;
-            match (&mut needed, live.access.is_unrestricted()) {
-                (Some(codes), true) => {
-                    let named = live.spec.parameters.iter();
-                    for (_, code) in named.filter(|(t, _)| t == "*" || *t == change.resource_type) {
-                        // A handful of codes, named by most subscriptions alike.
-                        if !codes.contains(code) {
-                            codes.push(code.clone());
-                        }
-                    }
-                }
-                _ => needed = None,
-            }
-        }
-        if !any {
+        let candidates = self
+            .live
+            .read()
+            .expect("live subscriptions")
+            .candidates(tenant.key, &change.resource_type);
+        if !candidates.any_started_before(change.seq) {
             return Ok(());
         }
-        let needed: Option<Vec<&str>> = needed
+        let needed: Option<Vec<&str>> = candidates
+            .needed
             .as_ref()
             .map(|codes| codes.iter().map(String::as_str).collect());
         let needed = needed.as_deref();
@@ -388,8 +368,11 @@ impl Subscriptions {
         // Found once, for the first event the change raises (a delete's, on the version before).
         let mut patients: Option<Vec<String>> = None;
         let mut revoked = Vec::new();
-        for ((key, id), live) in self.live.read().expect("live subscriptions").iter() {
-            if !wants(key, live) {
+        // What the subscriber would see decides: the new version, or the deleted one.
+        let seen = parsed.current.as_ref().or(parsed.previous.as_ref());
+        let keys = seen.map_or(&[][..], |(_, terms)| terms.keys.as_slice());
+        for (id, live) in candidates.meeting(keys) {
+            if live.since_seq >= change.seq {
                 continue;
             }
             if self.is_revoked(&live.access) {
@@ -490,19 +473,6 @@ impl Subscriptions {
     /// The caller a subscription reads as.
     pub(crate) fn caller_of(&self, tenant: &Tenant, live: &Live) -> Caller {
         Caller::new(tenant.clone(), live.access.clone())
-    }
-}
-
-/// Whether a subscription may match a change of this type at all.
-fn wants_type(spec: &Spec, resource_type: &str) -> bool {
-    match &spec.kind {
-        Kind::Topic { topic, filters } => topic.triggers.iter().any(|t| match &t.resource_type {
-            Some(t) => t == resource_type,
-            None => filters.iter().any(|(t, _)| t == resource_type),
-        }),
-        Kind::Criteria {
-            resource_type: t, ..
-        } => t == resource_type,
     }
 }
 

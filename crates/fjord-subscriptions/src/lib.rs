@@ -19,6 +19,7 @@
 
 mod delivery;
 mod dispatch;
+mod live;
 mod marks;
 mod notification;
 mod socket;
@@ -96,7 +97,7 @@ pub struct Subscriptions {
     settings: DeliverySettings,
     revoked: Option<RevocationCheck>,
     /// The subscriptions the dispatcher matches, shared with the workers that deliver them.
-    live: RwLock<HashMap<(TenantKey, String), Arc<dispatch::Live>>>,
+    live: RwLock<live::LiveSet>,
     /// Running delivery workers, each with its wake-up.
     workers: Mutex<HashMap<(TenantKey, String), Arc<tokio::sync::Notify>>>,
     /// This service, for the workers it spawns.
