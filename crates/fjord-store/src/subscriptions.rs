@@ -256,9 +256,14 @@ impl Store {
         let mut work = self.begin(tenant).await?;
         let connection = work.connection();
         // Deletes first: a subscription deleted and created again within the round starts
-        // afresh, with a new state.
-        for table in ["subscription_event", "subscription_state"] {
-            let column = if table == "subscription_event" {
+        // afresh, with a new state. (Most rounds delete nothing, and send no statement.)
+        let deletes = if round.removed.is_empty() {
+            &[][..]
+        } else {
+            &["subscription_event", "subscription_state"][..]
+        };
+        for table in deletes {
+            let column = if *table == "subscription_event" {
                 "subscription"
             } else {
                 "id"

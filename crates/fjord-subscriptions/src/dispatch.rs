@@ -3,7 +3,7 @@
 //! cursor, in one transaction.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fjord_engine::{Access, Caller, Permission, Tenant};
 use fjord_search::{IndexEntry, IndexTerms, IndexValue, Registry};
@@ -26,6 +26,10 @@ const CONSUMER: &str = "subscriptions";
 const BATCH: usize = 256;
 /// How long the dispatcher sleeps when no write wakes it (writes of other processes, audit).
 const POLL: Duration = Duration::from_millis(500);
+/// The least time between two rounds that read changes.
+const ROUND_GAP: Duration = Duration::from_millis(10);
+/// How often the dispatcher lists the tenants again (a new one is served within this).
+const TENANTS_EVERY: Duration = Duration::from_secs(1);
 
 /// A subscription the dispatcher matches.
 #[derive(Debug)]
@@ -50,27 +54,44 @@ impl Subscriptions {
         tokio::spawn(self.clone().flush_marks());
         tokio::spawn(self.clone().prune_events());
         let mut loaded: std::collections::HashSet<TenantKey> = Default::default();
+        let mut tenants = Vec::new();
+        let mut listed: Option<Instant> = None;
         loop {
-            match self.engine.list_tenants().await {
-                Ok(tenants) => {
-                    for tenant in tenants {
-                        if !loaded.contains(&tenant.key) {
-                            match self.load(&tenant).await {
-                                Ok(()) => {
-                                    loaded.insert(tenant.key);
-                                }
-                                Err(error) => {
-                                    tracing::warn!(tenant = %tenant.id, %error, "subscriptions not loaded");
-                                    continue;
-                                }
-                            }
+            // The tenants are listed at most once a second, not once per round.
+            if listed.is_none_or(|at| at.elapsed() >= TENANTS_EVERY) {
+                match self.engine.list_tenants().await {
+                    Ok(all) => {
+                        tenants = all;
+                        listed = Some(Instant::now());
+                    }
+                    Err(error) => tracing::warn!(%error, "tenants unknown to the dispatcher"),
+                }
+            }
+            let mut read = false;
+            for tenant in &tenants {
+                if !loaded.contains(&tenant.key) {
+                    match self.load(tenant).await {
+                        Ok(()) => {
+                            loaded.insert(tenant.key);
                         }
-                        if let Err(error) = self.dispatch(&tenant).await {
-                            tracing::warn!(tenant = %tenant.id, %error, "subscription dispatch failed");
+                        Err(error) => {
+                            tracing::warn!(tenant = %tenant.id, %error, "subscriptions not loaded");
+                            continue;
                         }
                     }
                 }
-                Err(error) => tracing::warn!(%error, "tenants unknown to the dispatcher"),
+                match self.dispatch(tenant).await {
+                    Ok(changes) => read |= changes,
+                    Err(error) => {
+                        tracing::warn!(tenant = %tenant.id, %error, "subscription dispatch failed")
+                    }
+                }
+            }
+            if read {
+                // Under a stream of writes, rounds a little apart read many changes each rather
+                // than one each: a round costs the database the same whatever it reads. A lone
+                // write finds the dispatcher waiting below and is matched at once.
+                tokio::time::sleep(ROUND_GAP).await;
             }
             let _ = tokio::time::timeout(POLL, self.engine.changes_written()).await;
         }
@@ -191,10 +212,11 @@ impl Subscriptions {
         })
     }
 
-    /// Matches the tenant's changes up to the end of its log as of now.
+    /// Matches the tenant's changes up to the end of its log as of now; whether there were any.
     #[tracing::instrument(skip_all, fields(tenant = %tenant.id))]
-    async fn dispatch(&self, tenant: &Tenant) -> Result<(), SubscriptionError> {
+    async fn dispatch(&self, tenant: &Tenant) -> Result<bool, SubscriptionError> {
         let store = self.engine.store();
+        let mut read = false;
         loop {
             let cursor = store
                 .consumer_cursor(tenant.key, CONSUMER)
@@ -211,8 +233,9 @@ impl Subscriptions {
                 .changes_without_bodies_of(tenant.key, &cursor, BATCH, skipped)
                 .await?;
             if batch.changes.is_empty() && batch.cursor == cursor {
-                return Ok(());
+                return Ok(read);
             }
+            read = true;
             let registry = self.engine.search_registry(tenant).await?;
             let mut round = DispatchRound::default();
             let mut woken = Vec::new();
@@ -238,7 +261,7 @@ impl Subscriptions {
                 self.wake(tenant, &id);
             }
             if !batch.full {
-                return Ok(());
+                return Ok(read);
             }
         }
     }
