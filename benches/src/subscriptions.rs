@@ -188,7 +188,11 @@ fn main() -> anyhow::Result<()> {
     // The probe alone, its subscription active and nothing else going on.
     let before = received.count.load(Ordering::SeqCst);
     set_subscriptions(addr, &subscribers[patients..], &endpoint, "requested")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
     while received.count.load(Ordering::SeqCst) == before {
+        if Instant::now() > deadline {
+            bail!("the probe's subscription was not handshaken again");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let running = Arc::new(AtomicBool::new(true));
