@@ -73,29 +73,33 @@ struct Notification {
 /// Patterns ask): a patient's token finds the events of its own patient (their compartment), and
 /// must not learn from them which other patients the same request touched. Each names its
 /// patient and, of the entities, only that patient's and those of no patient.
-fn per_patient(audited: Audited) -> Vec<Audited> {
+fn per_patient(mut audited: Audited) -> Vec<Audited> {
     if audited.patients.len() < 2 {
         return vec![audited];
     }
-    audited
-        .patients
-        .iter()
+    let entities = std::mem::take(&mut audited.entities);
+    let owners = std::mem::take(&mut audited.owners);
+    let patients = std::mem::take(&mut audited.patients);
+    patients
+        .into_iter()
         .map(|patient| {
-            let entities = audited
-                .entities
+            let entities = entities
                 .iter()
-                .filter(|e| audited.owners.get(*e).is_none_or(|of| of.contains(patient)))
+                .filter(|e| owners.get(*e).is_none_or(|of| of.contains(&patient)))
                 .cloned()
                 .collect();
             Audited {
                 entities,
-                patients: BTreeSet::from([patient.clone()]),
-                owners: HashMap::new(),
-                read: Vec::new(),
+                patients: BTreeSet::from([patient]),
                 ..audited.clone()
             }
         })
         .collect()
+}
+
+/// How an event names a version: `Type/id/_history/n`.
+fn version_entity(resource_type: &str, id: &str, version: i64) -> String {
+    format!("{resource_type}/{id}/_history/{version}")
 }
 
 /// What the audit trail calls a notification: data exported to a subscriber.
@@ -138,8 +142,21 @@ impl Audited {
         self.entities.push(reference);
     }
 
+    /// Names a version written or sent, and the patients it belongs to.
+    pub fn named_version(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+        patients: impl IntoIterator<Item = String>,
+    ) {
+        let entity = version_entity(resource_type, id, version);
+        self.belongs_to(&entity, patients);
+        self.entities.push(entity);
+    }
+
     /// Notes the patients an entity (`Type/id/_history/n`) belongs to.
-    pub fn belongs_to(&mut self, entity: &str, patients: impl IntoIterator<Item = String>) {
+    fn belongs_to(&mut self, entity: &str, patients: impl IntoIterator<Item = String>) {
         let mut patients = patients.into_iter().peekable();
         if patients.peek().is_none() {
             return;
@@ -183,9 +200,10 @@ impl Audited {
     }
 
     pub fn add(&mut self, version: &StoredVersion) {
-        self.entities.push(format!(
-            "{}/{}/_history/{}",
-            version.resource_type, version.id, version.version
+        self.entities.push(version_entity(
+            &version.resource_type,
+            &version.id,
+            version.version,
         ));
         self.read.push(version.clone());
     }
@@ -272,10 +290,8 @@ impl Engine {
                         } else {
                             continue;
                         };
-                        let entity = format!(
-                            "{}/{}/_history/{}",
-                            version.resource_type, version.id, version.version
-                        );
+                        let entity =
+                            version_entity(&version.resource_type, &version.id, version.version);
                         audited.belongs_to(&entity, patients);
                     }
                 }
@@ -486,9 +502,7 @@ pub(crate) fn note_write(
     if audited.interaction != interaction {
         audited.interaction = "transaction";
     }
-    let entity = format!("{resource_type}/{id}/_history/{version}");
-    audited.belongs_to(&entity, patients);
-    audited.entities.push(entity);
+    audited.named_version(resource_type, id, version, patients);
 }
 
 /// The patients whose compartment a resource is in: itself, or the patients its compartment

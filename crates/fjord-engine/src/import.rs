@@ -274,17 +274,16 @@ impl Engine {
         let mut audited = Audited::new(IMPORT);
         for prepared in creates.iter().chain(updates) {
             unit.imported(prepared.resource_type);
-            let entity = format!(
-                "{}/{}/_history/{}",
-                prepared.resource_type, prepared.id, prepared.version
+            let patients = prepared
+                .value
+                .as_ref()
+                .map(|value| patients_in(&registry, prepared.resource_type, &prepared.id, value));
+            audited.named_version(
+                prepared.resource_type,
+                &prepared.id,
+                prepared.version,
+                patients.into_iter().flatten(),
             );
-            if let Some(value) = &prepared.value {
-                audited.belongs_to(
-                    &entity,
-                    patients_in(&registry, prepared.resource_type, &prepared.id, value),
-                );
-            }
-            audited.entities.push(entity);
         }
         unit.audited = Some(audited);
         Ok(())

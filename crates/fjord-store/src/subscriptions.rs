@@ -257,25 +257,20 @@ impl Store {
         let connection = work.connection();
         // Deletes first: a subscription deleted and created again within the round starts
         // afresh, with a new state. (Most rounds delete nothing, and send no statement.)
-        let deletes = if round.removed.is_empty() {
-            &[][..]
-        } else {
-            &["subscription_event", "subscription_state"][..]
-        };
-        for table in deletes {
-            let column = if *table == "subscription_event" {
-                "subscription"
-            } else {
-                "id"
-            };
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE tenant = $1 AND {column} = ANY($2)"
-            ))
-            .bind(tenant.0)
-            .bind(&round.removed)
-            .execute(&mut *connection)
-            .await
-            .map_err(StoreError::database)?;
+        if !round.removed.is_empty() {
+            for (table, column) in [
+                ("subscription_event", "subscription"),
+                ("subscription_state", "id"),
+            ] {
+                sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE tenant = $1 AND {column} = ANY($2)"
+                ))
+                .bind(tenant.0)
+                .bind(&round.removed)
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::database)?;
+            }
         }
         for started in &round.started {
             sqlx::query(

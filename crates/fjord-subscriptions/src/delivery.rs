@@ -221,12 +221,12 @@ impl Subscriptions {
         let mut audited = Audited::notification(&state.id, destination);
         if carries_resources(&live.spec) {
             for event in events {
-                let entity = format!(
-                    "{}/{}/_history/{}",
-                    event.resource_type, event.id, event.version
+                audited.named_version(
+                    &event.resource_type,
+                    &event.id,
+                    event.version,
+                    event.patients.iter().cloned(),
                 );
-                audited.belongs_to(&entity, event.patients.iter().cloned());
-                audited.named(entity);
             }
         }
         let result = self

@@ -406,8 +406,7 @@ impl Subscriptions {
             if let Some(context) = self.raises(registry, live, &parsed) {
                 let patients = patients
                     .get_or_insert_with(|| {
-                        let version = parsed.current.as_ref().or(parsed.previous.as_ref());
-                        version.map_or_else(Vec::new, |(value, _)| {
+                        seen.map_or_else(Vec::new, |(value, _)| {
                             fjord_engine::patients_in(
                                 registry,
                                 &change.resource_type,

@@ -63,6 +63,8 @@ pub(crate) struct Candidates {
     keyed: HashMap<i64, Vec<usize>>,
     /// Positions in `all` of the others, met by every change.
     unkeyed: Vec<usize>,
+    /// The earliest position in the change log after which a candidate matches.
+    earliest_start: i64,
     /// The parameters matching needs extracted from a change; `None` for all of them (a
     /// candidate's grant is limited: its compartment and scope parameters need them all).
     pub needed: Option<Vec<String>>,
@@ -96,6 +98,11 @@ impl Candidates {
             }
         }
         Candidates {
+            earliest_start: all
+                .iter()
+                .map(|(_, l)| l.since_seq)
+                .min()
+                .unwrap_or(i64::MAX),
             all,
             keyed,
             unkeyed,
@@ -109,7 +116,7 @@ impl Candidates {
 
     /// Whether any candidate matches changes at this position of the log (it started before).
     pub fn any_started_before(&self, seq: i64) -> bool {
-        self.all.iter().any(|(_, live)| live.since_seq < seq)
+        self.earliest_start < seq
     }
 
     /// The candidates a version with these index keys may match, each once.
