@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::dispatch::Live;
+use crate::handoff::{Take, Worker};
 use crate::notification::Notice;
 use crate::spec::{ChannelType, Content, Kind, Spec};
 use crate::{SubscriptionError, Subscriptions};
@@ -30,35 +31,43 @@ enum Next {
 impl Subscriptions {
     /// Makes sure a worker delivers the subscription's pending work, and wakes it.
     pub(crate) fn wake(&self, tenant: &Tenant, id: &str) {
+        self.hand(tenant, id, Vec::new());
+    }
+
+    /// [`Subscriptions::wake`], handing the worker the events a dispatcher round just recorded
+    /// (in number order), so that it need not read them back.
+    pub(crate) fn hand(&self, tenant: &Tenant, id: &str, events: Vec<SubscriptionEvent>) {
         let key = (tenant.key, id.to_owned());
         let mut workers = self.workers.lock().expect("workers");
-        if let Some(wake) = workers.get(&key) {
-            wake.notify_one();
+        if let Some(worker) = workers.get(&key) {
+            worker.hand(events);
+            worker.wake.notify_one();
             return;
         }
         let Some(me) = self.me.upgrade() else {
             return;
         };
-        let wake = Arc::new(Notify::new());
-        workers.insert(key, wake.clone());
+        let worker = Arc::new(Worker::default());
+        worker.hand(events);
+        workers.insert(key, worker.clone());
         let (tenant, id) = (tenant.clone(), id.to_owned());
-        tokio::spawn(async move { me.work(tenant, id, wake).await });
+        tokio::spawn(async move { me.work(tenant, id, worker).await });
     }
 
-    #[tracing::instrument(skip(self, tenant, wake), fields(tenant = %tenant.id))]
-    async fn work(self: Arc<Self>, tenant: Tenant, id: String, wake: Arc<Notify>) {
-        // What this worker delivered, ahead of the notes the flusher writes.
-        let mut delivered = 0;
+    #[tracing::instrument(skip(self, tenant, worker), fields(tenant = %tenant.id))]
+    async fn work(self: Arc<Self>, tenant: Tenant, id: String, worker: Arc<Worker>) {
+        let mut progress = Progress::default();
         let mut waiting = Pending {
             metrics: &self.metrics,
             tenant: &tenant.id,
             counted: 0,
         };
         loop {
-            match (self.step(&tenant, &id, &wake, &mut delivered, &mut waiting)).await {
+            match (self.step(&tenant, &id, &worker, &mut progress, &mut waiting)).await {
                 Ok(Next::Continue) => {}
                 Ok(Next::Stop) => break,
                 Err(error) => {
+                    progress.known = None;
                     tracing::warn!(%error, "subscription delivery: the database failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -88,14 +97,28 @@ impl Subscriptions {
         &self,
         tenant: &Tenant,
         id: &str,
-        wake: &Notify,
-        delivered: &mut i64,
+        worker: &Worker,
+        progress: &mut Progress,
         pending: &mut Pending<'_>,
     ) -> Result<Next, SubscriptionError> {
         let live = self.live(tenant.key, id);
         let Some(live) = live else {
             return Ok(Next::Stop);
         };
+        if progress.since_seq != Some(live.since_seq) {
+            // Started afresh (deleted and created again): numbers begin anew.
+            if progress.since_seq.is_some() {
+                progress.delivered = 0;
+            }
+            progress.since_seq = Some(live.since_seq);
+        }
+        if let Some(next) = self
+            .step_from_memory(tenant, id, &live, worker, progress, pending)
+            .await
+        {
+            return next;
+        }
+        let delivered = &mut progress.delivered;
         let websocket = live.spec.channel.kind == ChannelType::Websocket;
         let store = self.engine.store();
         let Some((state, events)) = store
@@ -104,6 +127,7 @@ impl Subscriptions {
         else {
             return Ok(Next::Stop);
         };
+        worker.forget_through(state.delivered.max(*delivered));
         let waiting = state.events - state.delivered.max(*delivered);
         pending.set(if state.status == "active" { waiting } else { 0 });
         if self.is_revoked(&live.access) {
@@ -143,7 +167,7 @@ impl Subscriptions {
             }
             // A websocket subscription's events wait for a connection; binding one wakes this.
             "active" if websocket && !self.has_socket(tenant.key, id) => {
-                self.idle(tenant, &live, &state, wake).await
+                self.idle(tenant, &live, &state, &worker.wake).await
             }
             "active" if !events.is_empty() => {
                 let last = events.last().map_or(state.delivered, |e| e.number);
@@ -166,7 +190,17 @@ impl Subscriptions {
                 }
                 // Caught up with what was read: later events wake the worker.
                 self.mark_delivered(tenant.key, id, last);
-                self.idle(tenant, &live, &state, wake).await
+                let state = SubscriptionState {
+                    delivered: last,
+                    failures: 0,
+                    error: None,
+                    ..state
+                };
+                progress.known = Some(Known {
+                    live: live.clone(),
+                    state: state.clone(),
+                });
+                self.idle(tenant, &live, &state, &worker.wake).await
             }
             "active" if state.delivered.max(*delivered) < state.events => {
                 // Numbers without stored events (removed meanwhile): nothing to send.
@@ -174,9 +208,74 @@ impl Subscriptions {
                 self.mark_delivered(tenant.key, id, state.events);
                 Ok(Next::Continue)
             }
-            "active" => self.idle(tenant, &live, &state, wake).await,
+            "active" => {
+                if state.failures == 0 {
+                    progress.known = Some(Known {
+                        live: live.clone(),
+                        state: state.clone(),
+                    });
+                }
+                self.idle(tenant, &live, &state, &worker.wake).await
+            }
             _ => Ok(Next::Stop),
         }
+    }
+
+    /// The step a worker takes from what it knows, without reading the store: a wait when
+    /// nothing new was handed, or a notification of handed events that follow the delivered
+    /// ones. `None` when the store must be read.
+    async fn step_from_memory(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        live: &Arc<Live>,
+        worker: &Worker,
+        progress: &mut Progress,
+        pending: &mut Pending<'_>,
+    ) -> Option<Result<Next, SubscriptionError>> {
+        let known = progress.known.take()?;
+        // Written again since (restarted, changed, or set back): the store knows how.
+        let same = Arc::ptr_eq(&known.live, live);
+        let websocket = live.spec.channel.kind == ChannelType::Websocket;
+        if !same || self.is_revoked(&live.access) || (websocket && !self.has_socket(tenant.key, id))
+        {
+            return None;
+        }
+        if !worker.has_after(progress.delivered) {
+            let next = self.idle(tenant, live, &known.state, &worker.wake).await;
+            progress.known = Some(known);
+            return Some(next);
+        }
+        // The last notification's mark must be stored before the next one goes.
+        if self.mark_waiting(tenant.key, id) {
+            return None;
+        }
+        let Take::Events(events) = worker.take(progress.delivered, live.spec.max_count) else {
+            return None;
+        };
+        let last = events.last().map_or(progress.delivered, |e| e.number);
+        let state = SubscriptionState {
+            events: last,
+            ..known.state.clone()
+        };
+        if let Err(error) = self.deliver(tenant, live, &state, &events).await {
+            if websocket {
+                // The events wait in the store for the next connection.
+                return Some(Ok(Next::Continue));
+            }
+            return Some(self.failed(tenant, &state, &error).await);
+        }
+        progress.delivered = last;
+        pending.set(0);
+        self.mark_delivered(tenant.key, id, last);
+        progress.known = Some(Known {
+            state: SubscriptionState {
+                delivered: last,
+                ..state
+            },
+            live: known.live,
+        });
+        Some(Ok(Next::Continue))
     }
 
     /// Waits for new events, sending a heartbeat whenever the period passes without any.
@@ -509,6 +608,23 @@ fn context_carried(bundle: &Value) -> Vec<String> {
 fn origin(endpoint: &str) -> Option<String> {
     let origin = url::Url::parse(endpoint).ok()?.origin();
     origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
+/// What a worker carries from one step to the next.
+#[derive(Default)]
+struct Progress {
+    /// Every event up to this number was delivered, ahead of the marks in the store.
+    delivered: i64,
+    /// The start (`since_seq`) the delivered number counts from.
+    since_seq: Option<i64>,
+    /// The state as of the last step, while the subscription is active, without failures, and
+    /// caught up with everything but the handed events.
+    known: Option<Known>,
+}
+
+struct Known {
+    live: Arc<Live>,
+    state: SubscriptionState,
 }
 
 /// A worker's share of its tenant's pending-events gauge, taken back when the worker stops.

@@ -254,11 +254,17 @@ impl Subscriptions {
             let events = store
                 .record_dispatch(tenant.key, CONSUMER, &batch.cursor, round)
                 .await?;
-            woken.extend(events.into_iter().map(|e| e.subscription));
-            woken.sort();
-            woken.dedup();
-            for id in woken {
-                self.wake(tenant, &id);
+            // Each worker gets its events in hand, in number order; the others a wake-up.
+            let mut handed: std::collections::BTreeMap<String, Vec<SubscriptionEvent>> =
+                woken.into_iter().map(|id| (id, Vec::new())).collect();
+            for event in events {
+                handed
+                    .entry(event.subscription.clone())
+                    .or_default()
+                    .push(event);
+            }
+            for (id, events) in handed {
+                self.hand(tenant, &id, events);
             }
             if !batch.full {
                 return Ok(read);

@@ -19,6 +19,7 @@
 
 mod delivery;
 mod dispatch;
+mod handoff;
 mod live;
 mod marks;
 mod notification;
@@ -98,8 +99,8 @@ pub struct Subscriptions {
     revoked: Option<RevocationCheck>,
     /// The subscriptions the dispatcher matches, shared with the workers that deliver them.
     live: RwLock<live::LiveSet>,
-    /// Running delivery workers, each with its wake-up.
-    workers: Mutex<HashMap<(TenantKey, String), Arc<tokio::sync::Notify>>>,
+    /// Running delivery workers, each with its wake-up and the events handed to it.
+    workers: Mutex<HashMap<(TenantKey, String), Arc<handoff::Worker>>>,
     /// This service, for the workers it spawns.
     me: Weak<Subscriptions>,
     /// The server's public origin (`https://host`), for the URLs notifications carry.
