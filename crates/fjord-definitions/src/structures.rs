@@ -1,7 +1,7 @@
 //! Types and their elements: what FHIRPath navigation, `is`/`as` and validation need to know of
 //! the R4 structure definitions.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::OnceLock;
 
 use crate::generated::structures::{ELEMENTS, TYPES};
@@ -179,7 +179,7 @@ pub fn elements_of(structure: &str) -> impl Iterator<Item = &'static ElementDef>
     .flatten()
 }
 
-type Children = HashMap<&'static str, HashMap<&'static str, &'static ElementDef>>;
+type Children = FxHashMap<&'static str, FxHashMap<&'static str, &'static ElementDef>>;
 
 /// Elements by the structure that introduces them and their name (without `[x]`): navigation
 /// runs on every step of every FHIRPath evaluation, so it is two hash lookups, not a string
@@ -187,7 +187,7 @@ type Children = HashMap<&'static str, HashMap<&'static str, &'static ElementDef>
 fn children_by_structure() -> &'static Children {
     static CHILDREN: OnceLock<Children> = OnceLock::new();
     CHILDREN.get_or_init(|| {
-        let mut children: Children = HashMap::new();
+        let mut children: Children = FxHashMap::default();
         for element in ELEMENTS {
             if let Some((owner, _)) = element.path.rsplit_once('.') {
                 children
