@@ -748,6 +748,46 @@ fn a_receiver_slower_than_the_timeout_has_failed() {
 }
 
 #[test]
+fn failing_heartbeats_count_until_the_subscription_is_in_error() {
+    let smart = Smart::start_with_env(
+        "subs-heartbeat-error",
+        &[],
+        &[
+            ("FJORD_SUBSCRIPTION_MAX_FAILURES", "3"),
+            ("FJORD_SUBSCRIPTION_RETRY_MS", "100"),
+        ],
+    );
+    let writer = smart.token("t1", "system/*.cruds", None);
+    let receiver = Receiver::start();
+    let heartbeat = [channel_extension(
+        "backport-heartbeat-period",
+        "valueUnsignedInt",
+        1,
+    )];
+    let subscription = topic_subscription(
+        "resource-created",
+        &["Observation?"],
+        "id-only",
+        &receiver.url,
+        &heartbeat,
+    );
+    let id = created(&smart.call(&writer, "POST", "/Subscription", Some(&subscription)));
+    receiver.wait_for(20, "the handshake", |r| !r.is_empty());
+    wait_until(10, "active", || {
+        resource_status(&smart, &writer, &id) == "active"
+    });
+    // Idle and caught up, the worker waits in memory; each heartbeat that fails counts, so the
+    // third puts the subscription in error rather than starting the count again.
+    receiver.answer(503);
+    wait_for_error(&smart, &writer, &id, "503");
+    let heartbeats = receiver.notifications("heartbeat").len();
+    assert!(
+        heartbeats >= 3,
+        "{heartbeats} heartbeats reached the receiver"
+    );
+}
+
+#[test]
 fn a_subscription_stops_when_the_token_that_made_it_is_revoked() {
     let smart = Smart::start("subs-revoke", &[]);
     load(&smart);

@@ -196,11 +196,8 @@ impl Subscriptions {
                     error: None,
                     ..state
                 };
-                progress.known = Some(Known {
-                    live: live.clone(),
-                    state: state.clone(),
-                });
-                self.idle(tenant, &live, &state, &worker.wake).await
+                self.idle_caught_up(tenant, &live, state, worker, progress)
+                    .await
             }
             "active" if state.delivered.max(*delivered) < state.events => {
                 // Numbers without stored events (removed meanwhile): nothing to send.
@@ -209,13 +206,8 @@ impl Subscriptions {
                 Ok(Next::Continue)
             }
             "active" => {
-                if state.failures == 0 {
-                    progress.known = Some(Known {
-                        live: live.clone(),
-                        state: state.clone(),
-                    });
-                }
-                self.idle(tenant, &live, &state, &worker.wake).await
+                self.idle_caught_up(tenant, &live, state, worker, progress)
+                    .await
             }
             _ => Ok(Next::Stop),
         }
@@ -242,9 +234,10 @@ impl Subscriptions {
             return None;
         }
         if !worker.has_after(progress.delivered) {
-            let next = self.idle(tenant, live, &known.state, &worker.wake).await;
-            progress.known = Some(known);
-            return Some(next);
+            return Some(
+                self.idle_caught_up(tenant, live, known.state, worker, progress)
+                    .await,
+            );
         }
         // The last notification's mark must be stored before the next one goes.
         if self.mark_waiting(tenant.key, id) {
@@ -278,6 +271,29 @@ impl Subscriptions {
         Some(Ok(Next::Continue))
     }
 
+    /// [`Subscriptions::idle`] for a worker that delivered everything in the store: woken, it
+    /// keeps the state for its next step from memory. A heartbeat sent meanwhile may have
+    /// counted a failure in the store, so after one the next step reads the state from there.
+    async fn idle_caught_up(
+        &self,
+        tenant: &Tenant,
+        live: &Arc<Live>,
+        state: SubscriptionState,
+        worker: &Worker,
+        progress: &mut Progress,
+    ) -> Result<Next, SubscriptionError> {
+        if !wait_for_events(live, &worker.wake).await {
+            return self.heartbeat(tenant, live, &state).await;
+        }
+        if state.failures == 0 {
+            progress.known = Some(Known {
+                live: live.clone(),
+                state,
+            });
+        }
+        Ok(Next::Continue)
+    }
+
     /// Waits for new events, sending a heartbeat whenever the period passes without any.
     async fn idle(
         &self,
@@ -286,15 +302,18 @@ impl Subscriptions {
         state: &SubscriptionState,
         wake: &Notify,
     ) -> Result<Next, SubscriptionError> {
-        let Some(period) = live.spec.heartbeat else {
-            wake.notified().await;
-            return Ok(Next::Continue);
-        };
-        if tokio::time::timeout(period, wake.notified()).await.is_ok()
-            || !matches!(live.spec.kind, Kind::Topic { .. })
-        {
+        if wait_for_events(live, wake).await {
             return Ok(Next::Continue);
         }
+        self.heartbeat(tenant, live, state).await
+    }
+
+    async fn heartbeat(
+        &self,
+        tenant: &Tenant,
+        live: &Live,
+        state: &SubscriptionState,
+    ) -> Result<Next, SubscriptionError> {
         let notice = Notice::bare("heartbeat", live.spec.content);
         let heartbeat = self.notification(tenant, live, state, notice).await?;
         match self.transmit(tenant.key, live, &heartbeat).await {
@@ -574,6 +593,20 @@ impl Subscriptions {
         .await;
         if let Err(error) = result {
             tracing::info!(subscription = id, %error, status, "the Subscription's status was not written");
+        }
+    }
+}
+
+/// Waits until woken (true), or until the heartbeat period passes when a heartbeat is due
+/// (false): topic-based subscriptions with a period.
+async fn wait_for_events(live: &Live, wake: &Notify) -> bool {
+    match (live.spec.heartbeat, &live.spec.kind) {
+        (Some(period), Kind::Topic { .. }) => {
+            tokio::time::timeout(period, wake.notified()).await.is_ok()
+        }
+        _ => {
+            wake.notified().await;
+            true
         }
     }
 }

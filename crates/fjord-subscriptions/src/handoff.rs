@@ -12,15 +12,22 @@ use std::sync::Mutex;
 use fjord_store::SubscriptionEvent;
 use tokio::sync::Notify;
 
-/// Handed events a worker keeps at most. Past it the queue is dropped, and the worker reads the
-/// store: a subscription that cannot deliver does not hold its backlog in memory.
+/// Handed events a worker keeps at most. Past it the queue is dropped and the worker told to
+/// read the store: a subscription that cannot deliver does not hold its backlog in memory.
 const HANDED_MAX: usize = 64;
 
 /// A running delivery worker, as the dispatcher and the socket binder see it.
 #[derive(Debug, Default)]
 pub(crate) struct Worker {
     pub wake: Notify,
-    handed: Mutex<VecDeque<SubscriptionEvent>>,
+    handed: Mutex<Handed>,
+}
+
+#[derive(Debug, Default)]
+struct Handed {
+    events: VecDeque<SubscriptionEvent>,
+    /// Events were dropped since the worker last read the store.
+    dropped: bool,
 }
 
 /// What the handed events allow a worker to do next.
@@ -38,26 +45,27 @@ impl Worker {
     /// Appends events of one dispatcher round, numbered in order.
     pub fn hand(&self, events: Vec<SubscriptionEvent>) {
         let mut handed = self.handed.lock().expect("handed events");
-        if handed.len() + events.len() > HANDED_MAX {
-            // A gap from here on sends the worker to the store.
-            handed.clear();
+        if handed.events.len() + events.len() > HANDED_MAX {
+            handed.events.clear();
+            handed.dropped = true;
             return;
         }
-        handed.extend(events);
+        handed.events.extend(events);
     }
 
     /// Drops the handed events up to `delivered`, which the worker sent already.
     pub fn forget_through(&self, delivered: i64) {
-        let mut handed = self.handed.lock().expect("handed events");
-        while handed.front().is_some_and(|e| e.number <= delivered) {
-            handed.pop_front();
+        let events = &mut self.handed.lock().expect("handed events").events;
+        while events.front().is_some_and(|e| e.number <= delivered) {
+            events.pop_front();
         }
     }
 
-    /// Whether events after `delivered` were handed.
+    /// Whether events after `delivered` were handed (or dropped).
     pub fn has_after(&self, delivered: i64) -> bool {
         self.forget_through(delivered);
-        !self.handed.lock().expect("handed events").is_empty()
+        let handed = self.handed.lock().expect("handed events");
+        handed.dropped || !handed.events.is_empty()
     }
 
     /// The events of the next notification, when the handed ones allow it: all of them, if
@@ -67,10 +75,14 @@ impl Worker {
     pub fn take(&self, delivered: i64, max_count: usize) -> Take {
         self.forget_through(delivered);
         let mut handed = self.handed.lock().expect("handed events");
-        match handed.front() {
+        if std::mem::take(&mut handed.dropped) {
+            return Take::Store;
+        }
+        let count = handed.events.len();
+        match handed.events.front() {
             None => Take::Nothing,
-            Some(first) if first.number == delivered + 1 && handed.len() <= max_count => {
-                Take::Events(handed.drain(..).collect())
+            Some(first) if first.number == delivered + 1 && count <= max_count => {
+                Take::Events(handed.events.drain(..).collect())
             }
             Some(_) => Take::Store,
         }
@@ -135,8 +147,15 @@ mod tests {
         let worker = Worker::default();
         worker.hand(events(1..=HANDED_MAX as i64));
         worker.hand(events(HANDED_MAX as i64 + 1..=HANDED_MAX as i64 + 1));
-        assert_eq!(worker.take(0, 1000), Take::Nothing);
-        worker.hand(events(HANDED_MAX as i64 + 2..=HANDED_MAX as i64 + 2));
+        // Nothing is in memory, yet events wait in the store.
+        assert!(worker.has_after(0));
         assert_eq!(worker.take(0, 1000), Take::Store);
+        // Read from the store through 65; what comes next follows.
+        assert!(!worker.has_after(HANDED_MAX as i64 + 1));
+        worker.hand(events(HANDED_MAX as i64 + 2..=HANDED_MAX as i64 + 2));
+        assert_eq!(
+            numbers(worker.take(HANDED_MAX as i64 + 1, 1)),
+            [HANDED_MAX as i64 + 2]
+        );
     }
 }
