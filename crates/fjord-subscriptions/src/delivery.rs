@@ -251,6 +251,8 @@ impl Subscriptions {
             events: last,
             ..known.state.clone()
         };
+        // Pending until delivered, through a failure's back-off too, as when read from the store.
+        pending.set(last - progress.delivered);
         if let Err(error) = self.deliver(tenant, live, &state, &events).await {
             if websocket {
                 // The events wait in the store for the next connection.
