@@ -88,7 +88,6 @@ fn settings_are_shown_replaced_checked_and_take_effect_at_once() {
             "trustedIssuers": [],
         })
     );
-
     for bad in [
         json!({ "referentialIntegrity": false, "typo": true }),
         json!({ "requireIfMatch": "yes" }),
@@ -101,6 +100,25 @@ fn settings_are_shown_replaced_checked_and_take_effect_at_once() {
     }
     // A refused change changes nothing.
     assert_eq!(send("GET", &url, &[], None).json(), defaults.json());
+
+    // Settings absent by default are settings too.
+    let external = set_settings(
+        &base,
+        json!({ "authorizationServer": { "tokenEndpoint": "https://idp.hf.no/token" } }),
+    );
+    assert_eq!(external.status, 200, "{}", external.body);
+    let discovery = send(
+        "GET",
+        &format!("{base}/.well-known/smart-configuration"),
+        &[],
+        None,
+    );
+    assert_eq!(
+        discovery.json()["token_endpoint"],
+        "https://idp.hf.no/token",
+        "{}",
+        discovery.body
+    );
 
     // Absent keys take their defaults; the change is live for the next request.
     let changed = set_settings(&base, json!({ "requireIfMatch": true }));

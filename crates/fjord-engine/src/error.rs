@@ -7,6 +7,9 @@ pub enum EngineError {
     /// No tenant with this id.
     #[error("unknown tenant '{0}'")]
     UnknownTenant(String),
+    /// The tenant is suspended: its data is kept, its requests refused.
+    #[error("tenant '{0}' is suspended")]
+    Suspended(String),
     /// Not an R4 resource type.
     #[error("unknown resource type '{0}'")]
     UnknownType(String),

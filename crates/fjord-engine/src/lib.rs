@@ -40,7 +40,7 @@ pub use fjord_patch::PatchError;
 pub use fjord_search::{Scope, SearchQuery, Summary};
 pub use fjord_smart::{Access, AuthError, Permission};
 pub use fjord_store::{
-    HistoryPage, Op, PreviousPage, SearchPage, StoredVersion, Tenant, TenantSettings,
+    CorsPolicy, HistoryPage, Op, PreviousPage, SearchPage, StoredVersion, Tenant, TenantSettings,
     UnknownProfile, ValidationMode,
 };
 pub use fjord_validation::{Issue as ValidationIssue, Severity as ValidationSeverity};

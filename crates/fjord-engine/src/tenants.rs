@@ -78,6 +78,38 @@ impl Engine {
         Ok(tenant)
     }
 
+    /// The tenant with this id, unless it is suspended (`Suspended`): what requests to it
+    /// resolve.
+    pub async fn serving_tenant(&self, id: &str) -> Result<Tenant, EngineError> {
+        let tenant = self.tenant(id).await?;
+        match tenant.suspended_at {
+            Some(_) => Err(EngineError::Suspended(tenant.id)),
+            None => Ok(tenant),
+        }
+    }
+
+    /// Renames a tenant (its display name) or suspends or resumes it; applies to the next
+    /// request.
+    pub async fn change_tenant(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        suspended: Option<bool>,
+    ) -> Result<Tenant, EngineError> {
+        if name.is_some_and(|n| n.trim().is_empty()) {
+            return Err(EngineError::BadRequest(
+                "a tenant's name is not empty".into(),
+            ));
+        }
+        let tenant = self
+            .store
+            .change_tenant(id, name, suspended)
+            .await?
+            .ok_or_else(|| EngineError::UnknownTenant(id.to_owned()))?;
+        self.shared.tenants.put(&tenant);
+        Ok(tenant)
+    }
+
     /// All tenants.
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, EngineError> {
         Ok(self.store.list_tenants().await?)

@@ -38,11 +38,29 @@ async fn admin_only(req: &HttpRequest, state: &AppState) -> Result<Negotiated, A
     Ok(format)
 }
 
+/// A JSON body of the administration API, or a 400 saying what was `expected`.
+fn admin_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    expected: &str,
+    format: Negotiated,
+) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "structure",
+            format!("expected {expected}: {e}"),
+        )
+        .in_format(format)
+    })
+}
+
 fn tenant_json(tenant: &Tenant) -> serde_json::Value {
     json!({
         "id": tenant.id,
         "name": tenant.name,
         "createdAt": format_instant(tenant.created_at),
+        "status": if tenant.suspended_at.is_some() { "suspended" } else { "active" },
+        "suspendedAt": tenant.suspended_at.map(format_instant),
         "settings": tenant.settings,
     })
 }
@@ -73,20 +91,52 @@ pub(crate) async fn create_tenant(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let format = admin_only(&req, &state).await?;
-    let new: NewTenant = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "structure",
-            format!("expected {{\"id\": …, \"name\": …}}: {e}"),
-        )
-        .in_format(format)
-    })?;
+    let new: NewTenant = admin_body(&body, r#"{"id": …, "name": …}"#, format)?;
     let tenant = state
         .engine
         .create_tenant(&new.id, &new.name)
         .await
         .map_err(|e| ApiError::from(e).in_format(format))?;
     Ok(HttpResponse::Created().json(tenant_json(&tenant)))
+}
+
+/// `PATCH /admin/tenants/{id}`: what changes of a tenant.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantChange {
+    /// The display name; the id in its URLs stays.
+    name: Option<String>,
+    status: Option<TenantStatus>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum TenantStatus {
+    Active,
+    /// Requests answered 503; data, settings and subscriptions kept.
+    Suspended,
+}
+
+pub(crate) async fn change_tenant(
+    req: HttpRequest,
+    state: Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let format = admin_only(&req, &state).await?;
+    let change: TenantChange = admin_body(
+        &body,
+        r#"{"name": …, "status": "active" | "suspended"}"#,
+        format,
+    )?;
+    let suspended = change.status.map(|s| matches!(s, TenantStatus::Suspended));
+    let tenant = state
+        .engine
+        .change_tenant(&id, change.name.as_deref(), suspended)
+        .await
+        .map_err(|e| ApiError::from(e).in_format(format))?;
+    tracing::info!(tenant = %tenant.id, suspended = tenant.suspended_at.is_some(), "tenant changed");
+    Ok(HttpResponse::Ok().json(tenant_json(&tenant)))
 }
 
 pub(crate) async fn show_tenant(
@@ -198,15 +248,31 @@ fn parse_settings(body: &[u8]) -> Result<TenantSettings, ApiError> {
     let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "structure", message);
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("the settings are not JSON: {e}")))?;
-    let known = serde_json::to_value(TenantSettings::default()).expect("settings serialize");
-    let (Some(given), Some(known)) = (value.as_object(), known.as_object()) else {
+    let known = TenantSettings::keys();
+    let Some(given) = value.as_object() else {
         return Err(invalid("the settings are a JSON object".into()));
     };
-    if let Some(unknown) = given.keys().find(|key| !known.contains_key(*key)) {
-        let names: Vec<&String> = known.keys().collect();
+    if let Some(unknown) = given.keys().find(|key| !known.contains(key)) {
         return Err(invalid(format!(
-            "unknown setting '{unknown}'; the settings are {names:?}"
+            "unknown setting '{unknown}'; the settings are {known:?}"
         )));
     }
-    serde_json::from_value(value).map_err(|e| invalid(format!("invalid settings: {e}")))
+    let mut settings: TenantSettings =
+        serde_json::from_value(value).map_err(|e| invalid(format!("invalid settings: {e}")))?;
+    if let Some(base) = &settings.public_base_url {
+        let checked = crate::checked_base_url(base).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "value",
+                format!("publicBaseUrl: {e}"),
+            )
+        })?;
+        settings.public_base_url = Some(checked);
+    }
+    if let Some(policy) = settings.cors.take() {
+        let checked = crate::cors::checked_policy(policy)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "value", format!("cors: {e}")))?;
+        settings.cors = Some(checked);
+    }
+    Ok(settings)
 }

@@ -84,7 +84,7 @@ impl AuthConfig {
             .iter()
             .chain(&self.dev_issuer)
             .collect();
-        let base_url = crate::resources::base_url(req, &tenant.id);
+        let base_url = crate::public::tenant_base(req, tenant);
         let verified = self
             .verifier
             .verify(token, &issuers, &base_url)
@@ -123,7 +123,7 @@ impl AuthConfig {
                         )))
                     }
                 };
-                let url = format!("{}{}", crate::resources::origin(req), req.path());
+                let url = crate::public::request_url(req, Some(tenant));
                 let request = ProofRequest {
                     method: req.method().as_str(),
                     url: &url,
@@ -148,7 +148,7 @@ impl AuthConfig {
                 "no issuer of administration tokens is configured".into(),
             )));
         };
-        let audience = format!("{}/admin", crate::resources::origin(req));
+        let audience = format!("{}/admin", crate::public::origin(req));
         let verified = self
             .verifier
             .verify(token, &[dev], &audience)

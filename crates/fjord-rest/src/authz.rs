@@ -42,7 +42,7 @@ pub(crate) fn authorization_server(
         return Some(configured.clone());
     }
     state.config.auth.dev_server()?;
-    let origin = crate::resources::origin(req);
+    let origin = crate::public::origin(req);
     let at = |endpoint: &str| Some(format!("{origin}/auth/{}/{endpoint}", tenant.id));
     Some(AuthorizationServer {
         issuer: Some(fjord_smart::DEV_ISSUER.into()),
@@ -109,7 +109,7 @@ async fn answer_authorization(
 ) -> HttpResponse {
     let (Some(dev), Ok(tenant)) = (
         state.config.auth.dev_server(),
-        state.engine.tenant(tenant).await,
+        state.engine.serving_tenant(tenant).await,
     ) else {
         return html(StatusCode::NOT_FOUND, page::refusal_page("no such tenant"));
     };
@@ -129,7 +129,7 @@ async fn answer_authorization(
         patient: field("patient"),
         fhir_user: field("fhir_user"),
     });
-    let base_url = crate::resources::base_url(req, &tenant.id);
+    let base_url = crate::public::tenant_base(req, &tenant);
     match dev.authorize(&tenant.id, &base_url, &request, login.as_ref()) {
         Authorization::Redirect(location) => HttpResponse::build(redirect_status)
             .insert_header((header::LOCATION, location))
@@ -247,7 +247,7 @@ async fn oauth(
 ) -> HttpResponse {
     let (Some(dev), Ok(tenant)) = (
         state.config.auth.dev_server(),
-        state.engine.tenant(tenant).await,
+        state.engine.serving_tenant(tenant).await,
     ) else {
         let unknown = OAuthError {
             code: "invalid_request",
@@ -269,8 +269,8 @@ async fn oauth(
     }
     let pairs = form_pairs(body);
     let basic = basic_credentials(req);
-    let base_url = crate::resources::base_url(req, &tenant.id);
-    let url = format!("{}{}", crate::resources::origin(req), req.path());
+    let base_url = crate::public::tenant_base(req, &tenant);
+    let url = crate::public::request_url(req, None);
     let at = Endpoint {
         tenant: &tenant.id,
         base_url: &base_url,

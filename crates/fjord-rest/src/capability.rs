@@ -49,7 +49,7 @@ pub(crate) async fn smart_configuration(
 ) -> Result<HttpResponse, ApiError> {
     let tenant = state
         .engine
-        .tenant(tenant)
+        .serving_tenant(tenant)
         .await
         .map_err(|e| ApiError::from(e).in_format(negotiate::lenient(req)))?;
     let document = crate::authz::authorization_server(req, state, &tenant)

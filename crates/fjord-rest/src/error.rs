@@ -120,6 +120,7 @@ fn status_of(error: &EngineError) -> (StatusCode, &'static str) {
             (StatusCode::NOT_FOUND, "not-found")
         }
         EngineError::Gone(_) => (StatusCode::GONE, "deleted"),
+        EngineError::Suspended(_) => (StatusCode::SERVICE_UNAVAILABLE, "suspended"),
         EngineError::Invalid(_) => (StatusCode::BAD_REQUEST, "structure"),
         EngineError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid"),
         EngineError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invariant"),

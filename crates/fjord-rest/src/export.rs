@@ -31,7 +31,7 @@ pub(crate) async fn kick_off(
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
     let params = operation_parameters(req, state, &ctx, payload).await?;
-    let request = export_request(req, level, &params).map_err(|e| ctx.err(e))?;
+    let request = export_request(req, &ctx, level, &params).map_err(|e| ctx.err(e))?;
     let job = state.engine.start_export(&ctx.caller, request).await;
     let job = ctx.audited(state, "operation", job, |_| None).await?;
     let location = format!("{}/$export/{}", ctx.base(req), job.id);
@@ -46,6 +46,7 @@ pub(crate) async fn kick_off(
 /// without a filter the client asked for would disclose more than it meant.
 fn export_request(
     req: &HttpRequest,
+    ctx: &Ctx,
     level: ExportLevel,
     params: &[(String, String)],
 ) -> Result<ExportRequest, ApiError> {
@@ -54,7 +55,7 @@ fn export_request(
         types: Vec::new(),
         since: None,
         type_filters: Vec::new(),
-        request: format!("{}{}", crate::resources::origin(req), req.uri()),
+        request: crate::public::request_url_with_query(req, Some(&ctx.caller.tenant)),
     };
     for (name, value) in params {
         match name.as_str() {

@@ -11,12 +11,14 @@ mod authz;
 mod batch;
 mod bundle;
 mod capability;
+mod cors;
 mod error;
 mod export;
 mod import;
 mod jobs;
 mod metrics;
 mod negotiate;
+mod public;
 mod reindex;
 mod resources;
 mod router;
@@ -32,6 +34,7 @@ use fjord_engine::Engine;
 
 pub use auth::{AuthConfig, AuthMode, ADMIN_SCOPE};
 pub use error::ApiError;
+pub use public::{checked_base_url, Gateway};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -40,6 +43,8 @@ pub struct RestConfig {
     pub max_body_bytes: usize,
     /// How requests are authenticated.
     pub auth: AuthConfig,
+    /// How clients reach the server (public URL, trusted proxies).
+    pub gateway: Gateway,
 }
 
 /// Shared state of all handlers.
@@ -71,57 +76,14 @@ pub fn bind(
         actix_web::App::new()
             .wrap_fn(move |req, service| metrics::measure(metrics.clone(), req, service))
             .wrap_fn(request_span)
-            .wrap(cors(mode))
+            .wrap(cors::server_policy(mode))
+            .wrap(actix_web::middleware::from_fn(cors::tenant_layer))
             .configure(move |cfg| configure(cfg, state))
     })
     .shutdown_timeout(30)
     .bind(listen)?;
     let addrs = server.addrs();
     Ok((server.run(), addrs))
-}
-
-/// Browser apps read from any origin while every request needs a token: tokens travel in the
-/// `Authorization` header, never in cookies, so an open policy hands a foreign page nothing it
-/// did not already hold. Without authentication any page the developer visits could read the
-/// server, so only pages served from this machine (`localhost`, loopback addresses) may.
-fn cors(mode: AuthMode) -> actix_cors::Cors {
-    let cors = match mode {
-        AuthMode::Required => actix_cors::Cors::default()
-            .allow_any_origin()
-            .send_wildcard(),
-        AuthMode::Off => actix_cors::Cors::default()
-            .allowed_origin_fn(|origin, _| origin.to_str().is_ok_and(is_local_origin)),
-    };
-    cors.allow_any_method()
-        .allow_any_header()
-        .expose_headers([
-            "Location",
-            "Content-Location",
-            "ETag",
-            "Last-Modified",
-            "WWW-Authenticate",
-            "X-Request-Id",
-        ])
-        .max_age(3600)
-}
-
-/// `http(s)://localhost[:port]` or a loopback address.
-fn is_local_origin(origin: &str) -> bool {
-    let Some(rest) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
-        return false;
-    };
-    let host = match rest.strip_prefix('[') {
-        // [::1]:port
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => rest.split(':').next().unwrap_or_default(),
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The header that carries a request's id, both ways.
@@ -200,6 +162,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         .service(
             web::resource("/admin/tenants/{id}")
                 .route(web::get().to(admin::show_tenant))
+                .route(web::patch().to(admin::change_tenant))
                 .default_service(fallback()),
         )
         .service(
@@ -213,8 +176,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
 
 #[cfg(test)]
 mod tests {
-    use super::is_local_origin;
-
     #[test]
     fn only_plain_request_ids_are_taken() {
         assert!(super::is_plain_request_id("3f2a-77_b.c:9"));
@@ -222,27 +183,5 @@ mod tests {
         assert!(!super::is_plain_request_id("a b"));
         assert!(!super::is_plain_request_id("x\ny=forged"));
         assert!(!super::is_plain_request_id(&"a".repeat(129)));
-    }
-
-    #[test]
-    fn only_this_machine_is_a_local_origin() {
-        for local in [
-            "http://localhost:3000",
-            "http://localhost",
-            "http://127.0.0.1:8080",
-            "https://127.0.0.2",
-            "http://[::1]:5173",
-        ] {
-            assert!(is_local_origin(local), "{local}");
-        }
-        for foreign in [
-            "http://evil.example",
-            "http://localhost.evil.example",
-            "http://10.0.0.1:3000",
-            "null",
-            "file://",
-        ] {
-            assert!(!is_local_origin(foreign), "{foreign}");
-        }
     }
 }

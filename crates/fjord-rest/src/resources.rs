@@ -47,12 +47,12 @@ impl Ctx {
         let in_format = |e: ApiError| e.in_format(negotiated);
         let tenant = state
             .engine
-            .tenant(tenant)
+            .serving_tenant(tenant)
             .await
             .map_err(|e| in_format(e.into()))?;
         req.extensions_mut()
             .insert(crate::metrics::ResolvedTenant(tenant.id.clone()));
-        let address = req.peer_addr().map(|a| a.ip().to_string());
+        let address = crate::public::client_address(req).map(|a| a.to_string());
         match state.config.auth.authenticate(req, &tenant).await {
             Ok(access) => Ok(Ctx {
                 caller: Caller::new(tenant, access).with_address(address),
@@ -93,7 +93,7 @@ impl Ctx {
         let negotiated = negotiate(req)?;
         let tenant = state
             .engine
-            .tenant(tenant)
+            .serving_tenant(tenant)
             .await
             .map_err(|e| ApiError::from(e).in_format(negotiated))?;
         Ok(Ctx {
@@ -102,25 +102,14 @@ impl Ctx {
         })
     }
 
-    /// The tenant's base URL as the client addressed it (only the writes and Bundles need it).
+    /// The tenant's base URL as the client reached it (only the writes and Bundles need it).
     pub fn base(&self, req: &HttpRequest) -> String {
-        base_url(req, &self.caller.id)
+        crate::public::tenant_base(req, &self.caller.tenant)
     }
 
     pub fn err(&self, error: impl Into<ApiError>) -> ApiError {
         error.into().in_format(self.negotiated)
     }
-}
-
-/// `scheme://host/fhir/{tenant}` as the request names it.
-pub(crate) fn base_url(req: &HttpRequest, tenant: &str) -> String {
-    format!("{}/fhir/{tenant}", origin(req))
-}
-
-/// `scheme://host` of the request, as the client named it.
-pub(crate) fn origin(req: &HttpRequest) -> String {
-    let info = req.connection_info();
-    format!("{}://{}", info.scheme(), info.host())
 }
 
 pub(crate) async fn read_body(

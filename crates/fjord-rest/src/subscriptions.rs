@@ -97,7 +97,7 @@ pub(crate) async fn websocket(
     tenant: &str,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = state.engine.tenant(tenant).await?;
+    let tenant = state.engine.serving_tenant(tenant).await?;
     let Some(subscriptions) = state.subscriptions.clone() else {
         return Err(ApiError::bad_request(
             "this server delivers no subscriptions",

@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fjord_authz::{Clients, DevAuthServer};
 use fjord_engine::{Caller, Engine, ParseLimits};
-use fjord_rest::{AppState, AuthConfig, AuthMode, RestConfig};
+use fjord_rest::{AppState, AuthConfig, AuthMode, Gateway, RestConfig};
 use fjord_smart::{DevIssuer, TokenRequest};
 use fjord_subscriptions::{DeliverySettings, RevocationCheck, Subscriptions, Topics};
 
@@ -173,6 +173,16 @@ enum TenantCommand {
     },
     /// List the tenants.
     List,
+    /// Change a tenant's display name (the id in its URLs stays).
+    Rename {
+        id: String,
+        /// The new display name.
+        name: String,
+    },
+    /// Refuse a tenant's requests (503) until it is resumed; its data stays.
+    Suspend { id: String },
+    /// Serve a suspended tenant again.
+    Resume { id: String },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -378,8 +388,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 TenantCommand::List => {
                     for tenant in engine.list_tenants().await? {
-                        println!("{}\t{}", tenant.id, tenant.name);
+                        let status = match tenant.suspended_at {
+                            Some(_) => "suspended",
+                            None => "active",
+                        };
+                        println!("{}\t{}\t{status}", tenant.id, tenant.name);
                     }
+                }
+                TenantCommand::Rename { id, name } => {
+                    let tenant = engine.change_tenant(&id, Some(&name), None).await?;
+                    println!("renamed tenant {} ({})", tenant.id, tenant.name);
+                }
+                TenantCommand::Suspend { id } => {
+                    engine.change_tenant(&id, None, Some(true)).await?;
+                    println!("suspended tenant {id}");
+                }
+                TenantCommand::Resume { id } => {
+                    engine.change_tenant(&id, None, Some(false)).await?;
+                    println!("resumed tenant {id}");
                 }
             }
             Ok(())
@@ -485,6 +511,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             .await?;
     }
     let auth = auth_config(&settings, database.is_embedded())?;
+    let gateway = Gateway::new(settings.public_url.as_deref(), &settings.trusted_proxies)
+        .map_err(|e| anyhow::anyhow!("public_url or trusted_proxies: {e}"))?;
     let instance = database.store.instance_id().await?;
     let text_index = fjord_text::TextIndex::open(&settings.text_dir, &instance)
         .with_context(|| format!("opening the text index in {}", settings.text_dir.display()))?;
@@ -513,13 +541,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         config: RestConfig {
             max_body_bytes: settings.max_body_bytes,
             auth,
+            gateway,
         },
         subscriptions: Some(subscriptions.clone()),
         metrics,
     };
+    let gateway_url = state.config.gateway.public_url().map(str::to_owned);
     let (server, addrs) = fjord_rest::bind(state, &settings.listen)
         .with_context(|| format!("binding {}", settings.listen))?;
-    if let Some(addr) = addrs.first() {
+    if let Some(public) = gateway_url {
+        subscriptions.set_origin(&public);
+    } else if let Some(addr) = addrs.first() {
         let host = match addr.ip() {
             ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),

@@ -37,6 +37,9 @@ struct FileSettings {
     max_connections: Option<u32>,
     shared_buffers_mb: Option<u64>,
     max_bundle_entries: Option<usize>,
+    public_url: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
     auth: Option<AuthSetting>,
     dev_issuer: Option<bool>,
     jwks_refetch_seconds: Option<u64>,
@@ -114,6 +117,12 @@ pub struct Settings {
     /// `shared_buffers` of the embedded cluster; a quarter of the memory unless set.
     pub shared_buffers_mb: u64,
     pub max_bundle_entries: usize,
+    /// The server's public URL behind the region's gateway (`FJORD_PUBLIC_URL`): tenants'
+    /// base URLs are `{public_url}/fhir/{tenant}` unless a tenant sets its own.
+    pub public_url: Option<String>,
+    /// Proxies whose `Forwarded`/`X-Forwarded-*` headers are believed
+    /// (`FJORD_TRUSTED_PROXIES`, comma-separated addresses or networks).
+    pub trusted_proxies: Vec<String>,
     /// `None`: required, unless the embedded default listens on loopback only.
     pub auth: Option<AuthSetting>,
     /// Whether the development issuer and authorization server are on; `None`: on with the
@@ -179,6 +188,16 @@ impl Settings {
             max_bundle_entries: file
                 .max_bundle_entries
                 .unwrap_or(fjord_engine::DEFAULT_MAX_BUNDLE_ENTRIES),
+            public_url: std::env::var("FJORD_PUBLIC_URL").ok().or(file.public_url),
+            trusted_proxies: match std::env::var("FJORD_TRUSTED_PROXIES") {
+                Ok(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                Err(_) => file.trusted_proxies,
+            },
             auth: auth.or(file.auth),
             dev_issuer: file.dev_issuer,
             jwks_refetch_seconds: file.jwks_refetch_seconds.unwrap_or(10),

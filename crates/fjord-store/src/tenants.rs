@@ -24,6 +24,8 @@ pub struct Tenant {
     pub name: String,
     pub created_at: OffsetDateTime,
     pub settings: TenantSettings,
+    /// Since when the tenant's requests are refused, if they are.
+    pub suspended_at: Option<OffsetDateTime>,
 }
 
 /// What a tenant has chosen. Stored as JSON; absent keys take these defaults, and keys this
@@ -54,6 +56,53 @@ pub struct TenantSettings {
     /// CapabilityStatement name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_server: Option<fjord_smart::AuthorizationServer>,
+    /// The tenant's FHIR base URL as its clients reach it through the region's gateway
+    /// (`https://fhir.hf.no/r4`): what every `Location`, `fullUrl`, paging link, discovery
+    /// document and token audience names instead of the address the request came in on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_base_url: Option<String>,
+    /// Which browser pages may call the tenant's API (CORS), instead of the server's policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsPolicy>,
+}
+
+/// A tenant's CORS policy: the pages (origins) that may call its API, with which methods and
+/// request headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct CorsPolicy {
+    /// `https://app.hf.no` (scheme, host and port), or `*` for any.
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    /// Request headers a page may send, case-insensitive; `*` for any.
+    pub allowed_headers: Vec<String>,
+    /// How long a browser may keep a preflight's answer.
+    pub max_age_seconds: u32,
+}
+
+impl Default for CorsPolicy {
+    fn default() -> CorsPolicy {
+        CorsPolicy {
+            allowed_origins: Vec::new(),
+            allowed_methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+                .map(String::from)
+                .to_vec(),
+            allowed_headers: [
+                "Authorization",
+                "Content-Type",
+                "Accept",
+                "If-Match",
+                "If-None-Exist",
+                "If-None-Match",
+                "Prefer",
+                "DPoP",
+                "X-Request-Id",
+            ]
+            .map(String::from)
+            .to_vec(),
+            max_age_seconds: 3600,
+        }
+    }
 }
 
 /// How validation reports a `meta.profile` it does not know.
@@ -93,6 +142,24 @@ impl Default for TenantSettings {
             unknown_profile: UnknownProfile::Warning,
             trusted_issuers: Vec::new(),
             authorization_server: None,
+            public_base_url: None,
+            cors: None,
+        }
+    }
+}
+
+impl TenantSettings {
+    /// The names of every setting, those absent by default included.
+    pub fn keys() -> Vec<String> {
+        let every = TenantSettings {
+            authorization_server: Some(Default::default()),
+            public_base_url: Some(String::new()),
+            cors: Some(Default::default()),
+            ..TenantSettings::default()
+        };
+        match serde_json::to_value(every) {
+            Ok(serde_json::Value::Object(keys)) => keys.into_iter().map(|(k, _)| k).collect(),
+            _ => Vec::new(),
         }
     }
 }
@@ -108,7 +175,7 @@ pub fn is_valid_tenant_id(id: &str) -> bool {
 }
 
 /// The columns `tenant_from_row` reads.
-const TENANT_COLUMNS: &str = "id, key, name, created_at, settings::text AS settings";
+const TENANT_COLUMNS: &str = "id, key, name, created_at, settings::text AS settings, suspended_at";
 
 const TENANT_TABLES: [&str; 4] = [
     "resource_version",
@@ -204,6 +271,31 @@ impl Store {
         .map_err(StoreError::database)?;
         Ok(row.as_ref().map(tenant_from_row))
     }
+
+    /// Renames a tenant (its display name; the id in its URLs stays), or suspends or resumes
+    /// it; the tenant as it is now, or `None` when there is none.
+    #[tracing::instrument(skip(self, name))]
+    pub async fn change_tenant(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        suspended: Option<bool>,
+    ) -> Result<Option<Tenant>, StoreError> {
+        // A suspension keeps its first instant when repeated.
+        let row = sqlx::query(&format!(
+            "UPDATE tenant SET name = coalesce($2, name), \
+               suspended_at = CASE $3 WHEN true THEN coalesce(suspended_at, now()) \
+                                      WHEN false THEN NULL ELSE suspended_at END \
+             WHERE id = $1 RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(name)
+        .bind(suspended)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::database)?;
+        Ok(row.as_ref().map(tenant_from_row))
+    }
 }
 
 fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Tenant {
@@ -214,6 +306,7 @@ fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Tenant {
         name: row.get("name"),
         created_at: row.get("created_at"),
         settings: serde_json::from_str(&settings).unwrap_or_default(),
+        suspended_at: row.get("suspended_at"),
     }
 }
 

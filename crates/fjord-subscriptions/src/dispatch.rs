@@ -68,7 +68,8 @@ impl Subscriptions {
                 }
             }
             let mut read = false;
-            for tenant in &tenants {
+            // A suspended tenant's log waits: its changes are matched once it is resumed.
+            for tenant in tenants.iter().filter(|t| t.suspended_at.is_none()) {
                 if !loaded.contains(&tenant.key) {
                     match self.load(tenant).await {
                         Ok(()) => {

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use fjord_engine::{Engine, EngineError};
+use fjord_engine::{Engine, EngineError, Tenant};
 use fjord_store::{StoreError, TenantKey};
 
 pub use notification::{EventsQuery, NOTIFICATION_PROFILE, STATUS_PROFILE};
@@ -172,8 +172,11 @@ impl Subscriptions {
         &self.topics
     }
 
-    /// The base URL of a tenant's FHIR API.
-    fn base(&self, tenant: &str) -> String {
-        format!("{}/fhir/{tenant}", self.origin.read().expect("origin"))
+    /// The base URL of a tenant's FHIR API: its public base URL, else under the server's.
+    fn base(&self, tenant: &Tenant) -> String {
+        match &tenant.settings.public_base_url {
+            Some(base) => base.clone(),
+            None => format!("{}/fhir/{}", self.origin.read().expect("origin"), tenant.id),
+        }
     }
 }

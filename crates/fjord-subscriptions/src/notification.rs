@@ -64,7 +64,7 @@ impl Subscriptions {
         let Notice {
             events, content, ..
         } = notice;
-        let base = self.base(&tenant.id);
+        let base = self.base(tenant);
         let status = self.status_parameters(tenant, live, state, notice);
         let mut entries = vec![json!({
             "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
@@ -108,7 +108,7 @@ impl Subscriptions {
             events,
             content,
         } = notice;
-        let base = self.base(&tenant.id);
+        let base = self.base(tenant);
         let mut parameters = vec![
             json!({ "name": "subscription", "valueReference": { "reference": format!("{base}/Subscription/{}", state.id) } }),
         ];

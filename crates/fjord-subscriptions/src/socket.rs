@@ -77,7 +77,7 @@ impl Subscriptions {
                 expires: Instant::now() + TOKEN_LIFETIME,
             },
         );
-        let url = self.base(&caller.id).replacen("http", "ws", 1) + "/$subscription-websocket";
+        let url = self.base(caller).replacen("http", "ws", 1) + "/$subscription-websocket";
         Ok(json!({
             "resourceType": "Parameters",
             "parameter": [

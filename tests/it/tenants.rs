@@ -1,0 +1,135 @@
+//! Tenant administration through `/admin` and the `fjord tenant` command: rename, suspend
+//! (requests refused with 503, data kept) and resume, taking effect without a restart.
+
+use std::time::{Duration, Instant};
+
+use fjord_tests::{fjord_binary, send, Reply};
+use serde_json::json;
+
+use crate::add_tenant;
+
+const JSON: (&str, &str) = ("Content-Type", "application/fhir+json");
+
+fn change(origin: &str, tenant: &str, body: &str) -> Reply {
+    send(
+        "PATCH",
+        &format!("{origin}/admin/tenants/{tenant}"),
+        &[("Content-Type", "application/json")],
+        Some(body),
+    )
+}
+
+#[test]
+fn a_suspended_tenant_is_refused_until_resumed_and_keeps_its_data() {
+    let database = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(fjord_testkit::database());
+    let server = fjord_tests::Server::start(&["--database-url", &database.url]);
+    let base = add_tenant(&server, "t1");
+    let other = add_tenant(&server, "t2");
+    let body = json!({ "resourceType": "Patient", "id": "p1", "active": true }).to_string();
+    for base in [&base, &other] {
+        let stored = send("PUT", &format!("{base}/Patient/p1"), &[JSON], Some(&body));
+        assert_eq!(stored.status, 201, "{}", stored.body);
+    }
+
+    for bad in [
+        r#"{"status":"closed"}"#,
+        r#"{"id":"t9"}"#,
+        r#"{"name":" "}"#,
+    ] {
+        let refused = change(&server.origin, "t1", bad);
+        assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
+    }
+    assert_eq!(change(&server.origin, "nobody", "{}").status, 404);
+
+    let renamed = change(&server.origin, "t1", r#"{"name":"Helse Bergen HF"}"#);
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert_eq!(renamed.json()["name"], "Helse Bergen HF");
+    assert_eq!(renamed.json()["status"], "active");
+
+    let suspended = change(&server.origin, "t1", r#"{"status":"suspended"}"#);
+    assert_eq!(suspended.status, 200, "{}", suspended.body);
+    assert_eq!(suspended.json()["status"], "suspended");
+    assert!(suspended.json()["suspendedAt"].is_string());
+    for (method, path, body) in [
+        ("GET", "/Patient/p1", None),
+        ("GET", "/Patient?active=true", None),
+        ("GET", "/metadata", None),
+        ("GET", "/.well-known/smart-configuration", None),
+        ("PUT", "/Patient/p1", Some(body.as_str())),
+    ] {
+        let refused = send(method, &format!("{base}{path}"), &[JSON], body);
+        assert_eq!(refused.status, 503, "{method} {path}: {}", refused.body);
+        if path != "/.well-known/smart-configuration" {
+            let outcome = refused.json();
+            assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
+            assert_eq!(outcome["issue"][0]["code"], "suspended", "{outcome}");
+        }
+    }
+    // Other tenants go on, and the administrator still sees the suspended one.
+    assert_eq!(
+        send("GET", &format!("{other}/Patient/p1"), &[], None).status,
+        200
+    );
+    let listed = send(
+        "GET",
+        &format!("{}/admin/tenants", server.origin),
+        &[],
+        None,
+    )
+    .json();
+    let t1 = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "t1")
+        .cloned()
+        .unwrap();
+    assert_eq!(t1["status"], "suspended");
+
+    let resumed = change(&server.origin, "t1", r#"{"status":"active"}"#);
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    let read = send("GET", &format!("{base}/Patient/p1"), &[], None);
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.json()["meta"]["versionId"], "1");
+    assert_eq!(read.json()["active"], true);
+
+    // The command line changes the same rows; a running server follows within seconds.
+    let fjord = |args: &[&str]| {
+        let out = std::process::Command::new(fjord_binary())
+            .args(["tenant"])
+            .args(args)
+            .args(["--database-url", &database.url])
+            .env("FJORD_LOG", "warn")
+            .output()
+            .expect("fjord tenant");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    fjord(&["suspend", "t1"]);
+    assert!(fjord(&["list"]).contains("t1\tHelse Bergen HF\tsuspended"));
+    let status_within = |wanted: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = send("GET", &format!("{base}/Patient/p1"), &[], None).status;
+            if status == wanted {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still {status}, not {wanted}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    status_within(503);
+    fjord(&["resume", "t1"]);
+    fjord(&["rename", "t1", "Helse Vest IKT"]);
+    status_within(200);
+    let shown = send(
+        "GET",
+        &format!("{}/admin/tenants/t1", server.origin),
+        &[],
+        None,
+    )
+    .json();
+    assert_eq!(shown["name"], "Helse Vest IKT");
+}
