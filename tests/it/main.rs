@@ -12,6 +12,7 @@ mod e2e;
 mod embedded;
 mod examples;
 mod export;
+mod faults;
 mod fhirpath;
 mod gateway;
 mod generate;

@@ -210,7 +210,8 @@ impl Audited {
 
     pub fn failed(mut self, error: &EngineError) -> Audited {
         let code = match error {
-            EngineError::Store(_) | EngineError::Internal(_) => 8,
+            // The server's failure (8), not the client's (4).
+            EngineError::Store(_) | EngineError::Internal(_) | EngineError::Unavailable(_) => 8,
             _ => 4,
         };
         self.failure = Some((code, error.to_string()));
@@ -381,15 +382,39 @@ impl Engine {
                 None => by_tenant.push((tenant, vec![event])),
             }
         }
-        for (tenant, stored) in by_tenant {
-            let caller = Caller::internal(tenant);
-            let versions: Vec<NewVersion<'_>> =
-                stored.iter().map(StoredEvent::new_version).collect();
-            let mut unit = self.begin(&caller).await?;
-            let result = unit.create_many(&versions).await.map_err(EngineError::from);
-            written += self.finish(&caller, unit, result).await?;
+        let mut groups = by_tenant.into_iter();
+        while let Some((tenant, stored)) = groups.next() {
+            match self.write_events(&tenant, &stored).await {
+                Ok(count) => written += count,
+                Err(error @ EngineError::Unavailable(_)) => {
+                    // The database is away: the events wait for the next flush, ahead of those
+                    // buffered since, so none is lost to an outage.
+                    let unwritten = std::iter::once((tenant, stored)).chain(groups).flat_map(
+                        |(tenant, events)| events.into_iter().map(move |e| (tenant.clone(), e)),
+                    );
+                    let mut pending = self.shared.audit.pending.lock().expect("audit buffer");
+                    let since = std::mem::take(&mut *pending);
+                    pending.extend(unwritten);
+                    pending.extend(since);
+                    return Err(error);
+                }
+                Err(error) => return Err(error),
+            }
         }
         Ok(written)
+    }
+
+    /// Writes one tenant's buffered events in one unit of work.
+    async fn write_events(
+        &self,
+        tenant: &Tenant,
+        stored: &[StoredEvent],
+    ) -> Result<usize, EngineError> {
+        let caller = Caller::internal(tenant.clone());
+        let versions: Vec<NewVersion<'_>> = stored.iter().map(StoredEvent::new_version).collect();
+        let mut unit = self.begin(&caller).await?;
+        let result = unit.create_many(&versions).await.map_err(EngineError::from);
+        self.finish(&caller, unit, result).await
     }
 
     /// Adds the AuditEvent of what `unit` wrote to it, before it commits.

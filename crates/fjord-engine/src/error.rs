@@ -82,6 +82,9 @@ pub enum EngineError {
     #[error(transparent)]
     Auth(#[from] fjord_smart::AuthError),
     /// Storage failed.
+    /// The database cannot be reached now; the request may be sent again.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -91,6 +94,7 @@ impl From<StoreError> for EngineError {
         match error {
             // Transactions that deadlocked: the client may retry.
             StoreError::Conflict(message) => EngineError::Conflict(message),
+            StoreError::Unavailable(message) => EngineError::Unavailable(message),
             other => EngineError::Store(other),
         }
     }

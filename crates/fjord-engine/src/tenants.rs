@@ -29,23 +29,29 @@ impl TenantCache {
 impl Engine {
     /// The tenant with this id, or `UnknownTenant`.
     pub async fn tenant(&self, id: &str) -> Result<Tenant, EngineError> {
-        if let Some((tenant, read_at)) = self
+        let cached = self
             .shared
             .tenants
             .by_id
             .read()
             .expect("tenant cache")
             .get(id)
-        {
+            .cloned();
+        if let Some((tenant, read_at)) = &cached {
             if read_at.elapsed() < TENANT_FRESHNESS {
                 return Ok(tenant.clone());
             }
         }
-        let tenant = self
-            .store
-            .tenant(id)
-            .await?
-            .ok_or_else(|| EngineError::UnknownTenant(id.to_owned()))?;
+        let tenant = match self.store.tenant(id).await {
+            Ok(found) => found.ok_or_else(|| EngineError::UnknownTenant(id.to_owned()))?,
+            // With the database away the tenant last read still names the partitions its
+            // request fails on (503), and the audit trail its event is kept for.
+            Err(StoreError::Unavailable(error)) => match cached {
+                Some((tenant, _)) => return Ok(tenant),
+                None => return Err(EngineError::Unavailable(error)),
+            },
+            Err(error) => return Err(error.into()),
+        };
         self.shared.tenants.put(&tenant);
         Ok(tenant)
     }

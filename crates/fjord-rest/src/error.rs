@@ -121,6 +121,7 @@ fn status_of(error: &EngineError) -> (StatusCode, &'static str) {
         }
         EngineError::Gone(_) => (StatusCode::GONE, "deleted"),
         EngineError::Suspended(_) => (StatusCode::SERVICE_UNAVAILABLE, "suspended"),
+        EngineError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "transient"),
         EngineError::Invalid(_) => (StatusCode::BAD_REQUEST, "structure"),
         EngineError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid"),
         EngineError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invariant"),
@@ -156,8 +157,16 @@ fn status_of(error: &EngineError) -> (StatusCode, &'static str) {
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> ApiError {
         let (status, code) = status_of(&error);
-        if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
-            tracing::error!(error = %error, "interaction failed");
+        match status {
+            // The database away, or the tenant suspended: expected in operation, and many at once.
+            StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::warn!(error = %error, "interaction refused")
+            }
+            StatusCode::NOT_IMPLEMENTED => {}
+            status if status.is_server_error() => {
+                tracing::error!(error = %error, "interaction failed")
+            }
+            _ => {}
         }
         let mut api = ApiError::new(status, code, error.to_string());
         let (entry, error) = match error {
@@ -223,6 +232,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
+        if self.code == "transient" {
+            // The database is away (restarting, failing over): soon, not at once.
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
         if let Some(challenge) = &self.challenge {
             response.insert_header((
                 actix_web::http::header::WWW_AUTHENTICATE,

@@ -4,6 +4,10 @@ pub enum StoreError {
     /// The database could not be reached or answered with an error.
     #[error("database error: {0}")]
     Database(String),
+    /// The database cannot be reached now (down, restarting, out of connections); the same
+    /// request may succeed later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// Concurrent transactions deadlocked or could not be serialised; retrying may succeed.
     #[error("concurrent changes conflicted: {0}")]
     Conflict(String),
@@ -20,6 +24,27 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn database(error: sqlx::Error) -> StoreError {
-        StoreError::Database(error.to_string())
+        if is_connection_lost(&error) {
+            StoreError::Unavailable(error.to_string())
+        } else {
+            StoreError::Database(error.to_string())
+        }
+    }
+}
+
+/// Whether `error` says the connection, or the server behind it, is gone rather than that the
+/// statement failed: a socket error, a pool that could not connect, or SQLSTATE class 08
+/// (connection exception), 57P (the server shutting down or starting) or 53300 (too many
+/// connections).
+pub(crate) fn is_connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
     }
 }

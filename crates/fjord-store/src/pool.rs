@@ -60,7 +60,9 @@ impl Lease {
         match pool.get().await {
             Ok(connection) => Ok(Lease(Some(connection))),
             Err(managed::PoolError::Backend(e)) => Err(StoreError::database(e)),
-            Err(e) => Err(StoreError::Database(format!("no database connection: {e}"))),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "no database connection: {e}"
+            ))),
         }
     }
 
@@ -75,7 +77,11 @@ impl Lease {
     pub(crate) fn settle<T>(mut self, result: Result<T, sqlx::Error>) -> Result<T, StoreError> {
         let reusable = match &result {
             Ok(_) => true,
-            Err(e) => matches!(e, sqlx::Error::Database(_) | sqlx::Error::RowNotFound),
+            // A server going down reports it as a database error on a connection it then closes.
+            Err(e) => {
+                matches!(e, sqlx::Error::Database(_) | sqlx::Error::RowNotFound)
+                    && !crate::error::is_connection_lost(e)
+            }
         };
         if reusable {
             drop(self.0.take());
