@@ -125,6 +125,13 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Asks the server to shut down (SIGTERM) and waits for it; how it exited.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().expect("the server's exit")
+    }
+
     /// Asks the server to shut down (SIGTERM) and waits for it.
     pub fn stop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

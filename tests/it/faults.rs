@@ -157,3 +157,71 @@ fn a_database_restart_under_load_is_answered_with_503_and_loses_no_acknowledged_
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sigterm_under_load_drains_requests_writes_the_audit_trail_and_stops_postgres_cleanly() {
+    let dir = crate::embedded::data_dir("shutdown");
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    let mut server = Server::start(&["--data-dir", &dir_arg]);
+    let base = server.base("default");
+    let stored = send(
+        "PUT",
+        &format!("{base}/Patient/p1"),
+        &[JSON],
+        Some(r#"{"resourceType":"Patient","id":"p1"}"#),
+    );
+    assert_eq!(stored.status, 201, "{}", stored.body);
+
+    // Readers until the server stops answering; each answered read is audited in the buffer.
+    let answered = Arc::new(Mutex::new(0usize));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (base, answered) = (base.clone(), answered.clone());
+            std::thread::spawn(move || loop {
+                match ureq::get(&format!("{base}/Patient/p1")).call() {
+                    Ok(reply) => {
+                        assert_eq!(reply.status(), 200);
+                        *answered.lock().unwrap() += 1;
+                    }
+                    Err(ureq::Error::Status(status, reply)) => panic!(
+                        "{status} while shutting down: {}",
+                        reply.into_string().unwrap_or_default()
+                    ),
+                    // Connections refused: the server has stopped listening.
+                    Err(_) => break,
+                }
+            })
+        })
+        .collect();
+    while *answered.lock().unwrap() < 500 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = server.terminate();
+    assert!(status.success(), "fjord exited with {status}");
+    for reader in readers {
+        reader.join().expect("a reader saw a failure");
+    }
+    let answered = *answered.lock().unwrap();
+    let log = std::fs::read_to_string(dir.join("postgres/postgres.log")).unwrap_or_default();
+    assert!(
+        log.contains("database system is shut down"),
+        "postgres did not shut down cleanly: {log}"
+    );
+    assert!(!dir.join("postgres/postmaster.pid").exists());
+
+    // Every answered read left its event, written at shutdown if not before.
+    let server = Server::start(&["--data-dir", &dir_arg]);
+    let audited = send(
+        "GET",
+        &format!(
+            "{base}/AuditEvent?action=R&_summary=count",
+            base = server.base("default")
+        ),
+        &[],
+        None,
+    );
+    assert_eq!(audited.status, 200, "{}", audited.body);
+    assert_eq!(audited.json()["total"].as_u64(), Some(answered as u64));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
