@@ -133,3 +133,70 @@ fn a_suspended_tenant_is_refused_until_resumed_and_keeps_its_data() {
     .json();
     assert_eq!(shown["name"], "Helse Vest IKT");
 }
+
+#[test]
+fn a_client_past_its_rate_limit_is_answered_429_by_tenant_and_address() {
+    let database = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(fjord_testkit::database());
+    let server = fjord_tests::Server::start_with(
+        "127.0.0.1:0",
+        &["--database-url", &database.url],
+        &[
+            ("FJORD_RATE_LIMIT_PER_SECOND", "2"),
+            ("FJORD_RATE_LIMIT_BURST", "5"),
+            // Clients told apart by the addresses this proxy (the test) forwards.
+            ("FJORD_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    );
+    let limited = add_tenant(&server, "t1");
+    let own = add_tenant(&server, "t2");
+    let settings = |tenant: &str, body: serde_json::Value| {
+        send(
+            "PUT",
+            &format!("{}/admin/tenants/{tenant}/settings", server.origin),
+            &[("Content-Type", "application/json")],
+            Some(&body.to_string()),
+        )
+    };
+    let refused = settings("t2", json!({ "rateLimit": { "perSecond": 0, "burst": 5 } }));
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    let stored = settings(
+        "t2",
+        json!({ "rateLimit": { "perSecond": 1000, "burst": 1000 } }),
+    );
+    assert_eq!(stored.status, 200, "{}", stored.body);
+
+    let read = |base: &str, client: &str| {
+        send(
+            "GET",
+            &format!("{base}/Patient?_count=1"),
+            &[("X-Forwarded-For", client)],
+            None,
+        )
+    };
+    for n in 0..5 {
+        let reply = read(&limited, "203.0.113.1");
+        assert_eq!(reply.status, 200, "request {n}: {}", reply.body);
+    }
+    let throttled = read(&limited, "203.0.113.1");
+    assert_eq!(throttled.status, 429, "{}", throttled.body);
+    assert_eq!(throttled.json()["issue"][0]["code"], "throttled");
+    let wait: u64 = throttled
+        .header("Retry-After")
+        .and_then(|s| s.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=2).contains(&wait), "{wait}");
+    // Another client, and the same client at a tenant with a limit of its own, go on.
+    assert_eq!(read(&limited, "203.0.113.2").status, 200);
+    for _ in 0..20 {
+        assert_eq!(read(&own, "203.0.113.1").status, 200);
+    }
+    // Administration and health checks are not limited.
+    for _ in 0..10 {
+        let ready = send("GET", &format!("{}/health/ready", server.origin), &[], None);
+        assert_eq!(ready.status, 200);
+    }
+    std::thread::sleep(Duration::from_secs(wait));
+    assert_eq!(read(&limited, "203.0.113.1").status, 200);
+}

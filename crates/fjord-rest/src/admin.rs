@@ -269,6 +269,16 @@ fn parse_settings(body: &[u8]) -> Result<TenantSettings, ApiError> {
         })?;
         settings.public_base_url = Some(checked);
     }
+    if settings
+        .rate_limit
+        .is_some_and(|l| l.per_second == 0 || l.burst == 0)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "value",
+            "rateLimit: perSecond and burst are at least 1 (leave rateLimit out for the server's)",
+        ));
+    }
     if let Some(policy) = settings.cors.take() {
         let checked = crate::cors::checked_policy(policy)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "value", format!("cors: {e}")))?;

@@ -16,6 +16,7 @@ mod error;
 mod export;
 mod import;
 mod jobs;
+mod limits;
 mod metrics;
 mod negotiate;
 mod public;
@@ -34,6 +35,7 @@ use fjord_engine::Engine;
 
 pub use auth::{AuthConfig, AuthMode, ADMIN_SCOPE};
 pub use error::ApiError;
+pub use limits::RateLimits;
 pub use public::{checked_base_url, Gateway};
 
 /// Settings of the HTTP layer.
@@ -45,6 +47,8 @@ pub struct RestConfig {
     pub auth: AuthConfig,
     /// How clients reach the server (public URL, trusted proxies).
     pub gateway: Gateway,
+    /// Requests per client and tenant.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 /// Shared state of all handlers.
@@ -74,6 +78,8 @@ pub fn bind(
         let mode = state.config.auth.mode;
         let metrics = state.metrics.clone();
         actix_web::App::new()
+            // Innermost first: throttled answers are counted and carry CORS headers.
+            .wrap(actix_web::middleware::from_fn(limits::rate_limit))
             .wrap_fn(move |req, service| metrics::measure(metrics.clone(), req, service))
             .wrap_fn(request_span)
             .wrap(cors::server_policy(mode))

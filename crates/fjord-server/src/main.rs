@@ -542,6 +542,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             max_body_bytes: settings.max_body_bytes,
             auth,
             gateway,
+            rate_limits: Arc::new(fjord_rest::RateLimits::new(settings.rate_limit)),
         },
         subscriptions: Some(subscriptions.clone()),
         metrics,

@@ -40,6 +40,7 @@ struct FileSettings {
     public_url: Option<String>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    rate_limit: Option<RateLimitSetting>,
     auth: Option<AuthSetting>,
     dev_issuer: Option<bool>,
     jwks_refetch_seconds: Option<u64>,
@@ -96,6 +97,37 @@ impl SubscriptionSettings {
     }
 }
 
+/// `[rate_limit]`: requests per second each client may make to a tenant, and at once.
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RateLimitSetting {
+    per_second: u32,
+    burst: Option<u32>,
+}
+
+/// The file's `[rate_limit]`, with the environment over it; a rate of 0 is no limit.
+fn rate_limit(file: Option<RateLimitSetting>) -> anyhow::Result<Option<fjord_engine::RateLimit>> {
+    let number = |name: &str| -> anyhow::Result<Option<u32>> {
+        match std::env::var(name) {
+            Ok(text) => {
+                Ok(Some(text.trim().parse().map_err(|_| {
+                    anyhow::anyhow!("{name}: not a number: {text}")
+                })?))
+            }
+            Err(_) => Ok(None),
+        }
+    };
+    let per_second = number("FJORD_RATE_LIMIT_PER_SECOND")?.or(file.map(|l| l.per_second));
+    let burst = number("FJORD_RATE_LIMIT_BURST")?.or(file.and_then(|l| l.burst));
+    Ok(match per_second {
+        Some(0) | None => None,
+        Some(per_second) => Some(fjord_engine::RateLimit {
+            per_second,
+            burst: burst.unwrap_or(per_second).max(1),
+        }),
+    })
+}
+
 /// `--auth`: whether requests need an access token.
 #[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -123,6 +155,9 @@ pub struct Settings {
     /// Proxies whose `Forwarded`/`X-Forwarded-*` headers are believed
     /// (`FJORD_TRUSTED_PROXIES`, comma-separated addresses or networks).
     pub trusted_proxies: Vec<String>,
+    /// Requests per second (and burst) each client may make to a tenant without a limit of
+    /// its own (`FJORD_RATE_LIMIT_PER_SECOND`, `FJORD_RATE_LIMIT_BURST`); `None`: no limit.
+    pub rate_limit: Option<fjord_engine::RateLimit>,
     /// `None`: required, unless the embedded default listens on loopback only.
     pub auth: Option<AuthSetting>,
     /// Whether the development issuer and authorization server are on; `None`: on with the
@@ -198,6 +233,7 @@ impl Settings {
                     .collect(),
                 Err(_) => file.trusted_proxies,
             },
+            rate_limit: rate_limit(file.rate_limit)?,
             auth: auth.or(file.auth),
             dev_issuer: file.dev_issuer,
             jwks_refetch_seconds: file.jwks_refetch_seconds.unwrap_or(10),

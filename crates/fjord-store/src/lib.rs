@@ -36,7 +36,9 @@ pub use resources::{
 };
 pub use search::{PreviousPage, SearchPage, UnknownCursor};
 pub use subscriptions::{Delivery, DispatchRound, Started, SubscriptionEvent, SubscriptionState};
-pub use tenants::{CorsPolicy, Tenant, TenantKey, TenantSettings, UnknownProfile, ValidationMode};
+pub use tenants::{
+    CorsPolicy, RateLimit, Tenant, TenantKey, TenantSettings, UnknownProfile, ValidationMode,
+};
 pub use work::{Locked, Work};
 
 /// Connections of one kind of pool, summed over its pools.

@@ -64,6 +64,18 @@ pub struct TenantSettings {
     /// Which browser pages may call the tenant's API (CORS), instead of the server's policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsPolicy>,
+    /// How many requests each client (network address) may make to the tenant, instead of
+    /// the server's limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Requests a client may make: `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 /// A tenant's CORS policy: the pages (origins) that may call its API, with which methods and
@@ -144,6 +156,7 @@ impl Default for TenantSettings {
             authorization_server: None,
             public_base_url: None,
             cors: None,
+            rate_limit: None,
         }
     }
 }
@@ -155,6 +168,10 @@ impl TenantSettings {
             authorization_server: Some(Default::default()),
             public_base_url: Some(String::new()),
             cors: Some(Default::default()),
+            rate_limit: Some(RateLimit {
+                per_second: 1,
+                burst: 1,
+            }),
             ..TenantSettings::default()
         };
         match serde_json::to_value(every) {
