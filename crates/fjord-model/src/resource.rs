@@ -129,12 +129,13 @@ impl Resource {
         let (text, divs) = narrative::extract_xml_divs(&text, limits.max_depth)?;
         let inner = guarded(|| fhirbolt::serde::xml::from_str::<R4Resource>(&text, Some(STRICT)))
             .map_err(|e| ParseError::new(format!("invalid FHIR XML: {e}")))?;
-        if divs.is_empty() {
-            return Resource::checked(inner);
-        }
+        // fhirbolt's XML reader lets required elements be missing where its JSON reader does
+        // not: read back through JSON, so both formats accept the same resources.
         let mut value = Resource { inner }.to_value();
         narrative::restore_divs(&mut value, &divs);
-        Resource::checked(from_value(&value))
+        let inner =
+            read_value(&value).map_err(|e| ParseError::new(format!("invalid FHIR XML: {e}")))?;
+        Resource::checked(inner)
     }
 
     fn checked(inner: R4Resource) -> Result<Resource, ParseError> {
@@ -250,6 +251,12 @@ fn guarded<E: ToString>(
 fn from_value(value: &serde_json::Value) -> R4Resource {
     let bytes = serde_json::to_vec(value).expect("serializing a value");
     fhirbolt::serde::json::from_slice(&bytes, None).expect("a resource fhirbolt wrote reads back")
+}
+
+/// A resource from its JSON value, strictly, as a JSON body would be read.
+fn read_value(value: &serde_json::Value) -> Result<R4Resource, String> {
+    let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    guarded(|| fhirbolt::serde::json::from_slice::<R4Resource>(&bytes, Some(STRICT)))
 }
 
 /// Rejects JSON nested deeper than `max_depth` before any recursive parser sees it.
@@ -409,5 +416,22 @@ mod tests {
         let xml = r.to_xml();
         let back = Resource::from_xml(xml.as_bytes(), &ParseLimits::default()).unwrap();
         assert_eq!(back.to_json(), json);
+    }
+
+    /// Found by the `resource_xml` fuzz target: with a narrative, the second read panicked.
+    #[test]
+    fn xml_missing_a_required_element_is_refused_as_json_is() {
+        let div = r#"<text><status value="generated"/><div xmlns="http://www.w3.org/1999/xhtml">x</div></text>"#;
+        for narrative in ["", div] {
+            let xml = format!(
+                r#"<Observation xmlns="http://hl7.org/fhir">{narrative}<status vuale="final"/><code><text value="puls"/></code></Observation>"#
+            );
+            let refused = Resource::from_xml(xml.as_bytes(), &ParseLimits::default());
+            assert!(
+                refused.is_err(),
+                "{narrative}: {:?}",
+                refused.map(|r| r.to_json())
+            );
+        }
     }
 }
