@@ -99,17 +99,10 @@ pub(crate) fn checked_policy(mut policy: CorsPolicy) -> Result<CorsPolicy, Strin
     Ok(policy)
 }
 
-/// The tenant a `/fhir/{tenant}/…` path names.
-fn tenant_of(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/fhir/")?;
-    let tenant = rest.split('/').next()?;
-    (!tenant.is_empty()).then_some(tenant)
-}
-
 /// The tenant's policy for a request with an `Origin`, if its tenant has one.
 async fn tenant_policy(req: &ServiceRequest) -> Option<CorsPolicy> {
     req.headers().get(header::ORIGIN)?;
-    let tenant = tenant_of(req.path())?;
+    let tenant = crate::router::tenant_of(req.path())?;
     let state = req.app_data::<Data<AppState>>()?;
     // An unknown tenant is the handler's 404, under the server's policy.
     state.engine.tenant(tenant).await.ok()?.settings.cors
@@ -249,6 +242,7 @@ mod tests {
         assert!(allows_headers(&policy, "authorization"));
         assert!(allows_headers(&policy, ""));
         assert!(!allows_headers(&policy, "Authorization, X-Secret"));
+        use crate::router::tenant_of;
         assert_eq!(tenant_of("/fhir/hf1/Patient"), Some("hf1"));
         assert_eq!(tenant_of("/fhir/"), None);
         assert_eq!(tenant_of("/admin/tenants"), None);

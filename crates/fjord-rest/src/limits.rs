@@ -99,7 +99,7 @@ pub(crate) async fn rate_limit(
 
 /// How long the request's client must wait, if it is over its tenant's limit.
 async fn over_limit(req: &ServiceRequest) -> Option<std::time::Duration> {
-    let tenant = req.path().strip_prefix("/fhir/")?.split('/').next()?;
+    let tenant = crate::router::tenant_of(req.path())?;
     let state = req.app_data::<Data<AppState>>()?;
     let limits = &state.config.rate_limits;
     // Unknown tenants are the handler's 404; no setting to read.

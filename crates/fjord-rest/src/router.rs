@@ -245,6 +245,13 @@ fn terminology_operation(name: &str) -> terminology::Operation {
     }
 }
 
+/// The tenant a `/fhir/{tenant}/…` path names.
+pub(crate) fn tenant_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/fhir/")?;
+    let tenant = rest.split('/').next()?;
+    (!tenant.is_empty()).then_some(tenant)
+}
+
 /// Serves every request that no static route took.
 pub(crate) async fn dispatch(
     req: HttpRequest,
