@@ -86,7 +86,10 @@ impl<'a> Evaluator<'_, 'a> {
                 let items = self.eval(inner, focus, scope)?;
                 match singleton(&items)?.map(|v| v.system()) {
                     None => Vec::new(),
-                    Some(Value::Integer(i)) => vec![Value::Integer(-i)],
+                    // Overflow gives the empty collection, as for the other operators.
+                    Some(Value::Integer(i)) => {
+                        i.checked_neg().map(Value::Integer).into_iter().collect()
+                    }
                     Some(Value::Decimal(d)) => vec![Value::Decimal(-d)],
                     Some(Value::Quantity(d, u)) => vec![Value::Quantity(-d, u)],
                     Some(_) => return Err(EvalError::Type("'-' needs a number".into())),
@@ -336,14 +339,20 @@ fn arithmetic<'a>(
             }
         }
         (Add | Subtract, Value::Temporal(t), Value::Quantity(v, u)) => {
+            if !Temporal::is_calendar_duration(u) {
+                return Err(EvalError::Type(format!("'{u}' is not a calendar duration")));
+            }
             let amount = if op == Add { *v } else { -*v };
-            Some(Value::Temporal(t.add(amount, u).ok_or_else(|| {
-                EvalError::Type(format!("'{u}' is not a calendar duration"))
-            })?))
+            t.add(amount, u).map(Value::Temporal)
         }
-        (Add | Subtract, Value::Quantity(x, u), Value::Quantity(y, v)) if u == v => Some(
-            Value::Quantity(if op == Add { x + y } else { x - y }, u.clone()),
-        ),
+        (Add | Subtract, Value::Quantity(x, u), Value::Quantity(y, v)) if u == v => {
+            let sum = if op == Add {
+                x.checked_add(*y)
+            } else {
+                x.checked_sub(*y)
+            };
+            sum.map(|d| Value::Quantity(d, u.clone()))
+        }
         (Multiply | Divide, Value::Quantity(x, u), Value::Quantity(y, v)) => {
             let (x, u) = crate::units::canonical(*x, u);
             let (y, v) = crate::units::canonical(*y, v);
@@ -353,7 +362,7 @@ fn arithmetic<'a>(
                 } else {
                     format!("{u}.{v}")
                 };
-                Some(Value::Quantity(x * y, unit))
+                x.checked_mul(y).map(|d| Value::Quantity(d, unit))
             } else {
                 let unit = if u == v {
                     "1".to_owned()
@@ -365,11 +374,13 @@ fn arithmetic<'a>(
             }
         }
         (Multiply, Value::Quantity(x, u), other) | (Multiply, other, Value::Quantity(x, u)) => {
-            decimal(other).map(|d| Value::Quantity(x * d, u.clone()))
+            decimal(other)
+                .and_then(|d| x.checked_mul(d))
+                .map(|d| Value::Quantity(d, u.clone()))
         }
         (Divide, Value::Quantity(x, u), other) => decimal(other)
-            .filter(|d| !d.is_zero())
-            .map(|d| Value::Quantity(x / d, u.clone())),
+            .and_then(|d| x.checked_div(d))
+            .map(|d| Value::Quantity(d, u.clone())),
         _ => {
             let (Some(x), Some(y)) = (decimal(&a), decimal(&b)) else {
                 return Err(EvalError::Type(format!(

@@ -145,4 +145,41 @@ mod tests {
         );
         assert_eq!(eval_on("Resource.id.exists()", &observation), ["false"]);
     }
+
+    /// Found by the `fhirpath` fuzz target (the quantity product); the rest are its neighbours.
+    /// Overflow gives the empty collection, as integer overflow does in FHIRPath.
+    #[test]
+    fn arithmetic_beyond_the_range_of_numbers_is_empty() {
+        let patient = serde_json::json!({"resourceType": "Patient", "birthDate": "1980-02-29"});
+        for expression in [
+            "-44444444444444444444444444443'b'*3-1'a'*2",
+            "79228162514264337593543950335 'kg' * 79228162514264337593543950335 'kg'",
+            "79228162514264337593543950335 'g' + 79228162514264337593543950335 'g'",
+            "79228162514264337593543950335 'g' / 0.0000000000000000000000000001",
+            "-(-9223372036854775807 - 1)",
+            "(-9223372036854775807 - 1).abs()",
+            "'79228162514264337593543950335'.toDecimal().highBoundary()",
+            "10.log(1)",
+            "birthDate + 9223372036854775807 years",
+            "birthDate + 9223372036854775807 'ms'",
+            "birthDate - 9000 years",
+            "@2020-01-01T00:00:00Z + 9223372036854775807 seconds",
+        ] {
+            let expr = parse(expression).unwrap_or_else(|e| panic!("{expression}: {e}"));
+            let result = evaluate_resource(&expr, &patient);
+            assert!(
+                matches!(result.as_deref(), Ok([])),
+                "{expression}: {result:?}"
+            );
+        }
+        assert_eq!(eval_on("birthDate + 1 year", &patient), ["1981-02-28"]);
+        assert_eq!(
+            eval_on("0.0000000000000000000000000001.lowBoundary()", &patient),
+            ["0.00000000"]
+        );
+        assert_eq!(
+            eval_on("0.0000000000000000000000000001.lowBoundary(28)", &patient),
+            ["0.0000000000000000000000000001"]
+        );
+    }
 }

@@ -16,8 +16,13 @@ pub(crate) fn decimal_boundary(value: Decimal, digits: Option<i64>, high: bool) 
     if !(0..=28).contains(&digits) {
         return None;
     }
-    let half = Decimal::new(5, value.scale() + 1);
-    let bound = if high { value + half } else { value - half };
+    // A value written to all 28 places stands for itself.
+    let half = Decimal::try_new(5, value.scale() + 1).unwrap_or(Decimal::ZERO);
+    let bound = if high {
+        value.checked_add(half)?
+    } else {
+        value.checked_sub(half)?
+    };
     let digits = digits as u32;
     let mut result = if digits < bound.scale() {
         let strategy = if high {
@@ -51,7 +56,7 @@ pub(crate) fn math<'a>(
     let decimal = |d: Option<Decimal>| d.map(Value::Decimal);
     let result = match name {
         "abs" => match item {
-            Value::Integer(i) => Some(Value::Integer(i.abs())),
+            Value::Integer(i) => i.checked_abs().map(Value::Integer),
             Value::Quantity(d, u) => Some(Value::Quantity(d.abs(), u)),
             _ => Some(Value::Decimal(value.abs())),
         },
@@ -78,7 +83,7 @@ pub(crate) fn math<'a>(
                 Value::Decimal(d) => Some(d),
                 _ => None,
             });
-            base.and_then(|b| Some(value.checked_ln()? / b.checked_ln()?))
+            base.and_then(|b| value.checked_ln()?.checked_div(b.checked_ln()?))
                 .map(|d| Value::Decimal(d.round_dp(8).normalize()))
         }
         _ => {

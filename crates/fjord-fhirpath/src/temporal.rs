@@ -228,24 +228,35 @@ impl Temporal {
         (level(a.precision) == level(b.precision)).then_some(Ordering::Equal)
     }
 
+    /// Whether `unit` is a calendar duration a temporal value can be moved by.
+    pub fn is_calendar_duration(unit: &str) -> bool {
+        calendar_step(unit).is_some()
+    }
+
     /// Adds a calendar duration (`unit` as in FHIRPath: `year(s)`, `'mo'`, `day`, `'s'`…).
-    /// `None` for a unit that is not a calendar duration.
+    /// `None` for a unit that is not a calendar duration, or a result outside the years a FHIR
+    /// date can hold.
     pub fn add(&self, amount: Decimal, unit: &str) -> Option<Temporal> {
+        /// More days than years 1 to 9999 hold: anything beyond cannot land in range.
+        const SPAN_DAYS: i64 = 10_000 * 366;
+        const DAY_MILLIS: i64 = 86_400_000;
+        let (step, factor) = calendar_step(unit)?;
+        let limit = match step {
+            Step::Months => SPAN_DAYS / 28,
+            Step::Days => SPAN_DAYS,
+            Step::Millis => SPAN_DAYS * DAY_MILLIS,
+        };
+        let amount = (amount.trunc().to_i64())
+            .and_then(|whole| whole.checked_mul(factor))
+            .filter(|scaled| scaled.abs() <= limit)?;
         let mut result = self.clone();
-        let whole = amount.trunc().to_i64()?;
-        // UCUM's `a` and `mo` are not calendar durations (a year of 365.25 days): refused.
-        match unit {
-            "year" | "years" => result.add_months(whole * 12),
-            "month" | "months" => result.add_months(whole),
-            "week" | "weeks" | "wk" => result.add_days(whole * 7),
-            "day" | "days" | "d" => result.add_days(whole),
-            "hour" | "hours" | "h" => result.add_minutes(whole * 60),
-            "minute" | "minutes" | "min" => result.add_minutes(whole),
-            "second" | "seconds" | "s" => result.add_millis(whole * 1000),
-            "millisecond" | "milliseconds" | "ms" => result.add_millis(whole),
-            _ => return None,
+        match step {
+            Step::Months => result.add_months(amount),
+            Step::Days => result.add_days(amount),
+            Step::Millis => result.add_millis(amount),
         }
-        Some(result)
+        (result.kind == TemporalKind::Time || (1..=9999).contains(&result.parts[0]))
+            .then_some(result)
     }
 
     fn add_months(&mut self, months: i64) {
@@ -283,6 +294,29 @@ impl Temporal {
         self.parts[5] = of_day / 1000 % 60;
         self.parts[6] = of_day % 1000;
     }
+}
+
+/// What a calendar duration moves, and by how many of them per unit.
+enum Step {
+    Months,
+    Days,
+    Millis,
+}
+
+/// UCUM's `a` and `mo` are not calendar durations (a year of 365.25 days): `None`, as for any
+/// unit that is not one.
+fn calendar_step(unit: &str) -> Option<(Step, i64)> {
+    Some(match unit {
+        "year" | "years" => (Step::Months, 12),
+        "month" | "months" => (Step::Months, 1),
+        "week" | "weeks" | "wk" => (Step::Days, 7),
+        "day" | "days" | "d" => (Step::Days, 1),
+        "hour" | "hours" | "h" => (Step::Millis, 3_600_000),
+        "minute" | "minutes" | "min" => (Step::Millis, 60_000),
+        "second" | "seconds" | "s" => (Step::Millis, 1000),
+        "millisecond" | "milliseconds" | "ms" => (Step::Millis, 1),
+        _ => return None,
+    })
 }
 
 impl std::fmt::Display for Temporal {

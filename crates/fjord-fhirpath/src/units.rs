@@ -60,13 +60,16 @@ pub fn calendar_against_ucum(u: &str, v: &str) -> bool {
 }
 
 /// A UCUM quantity in its dimension's base unit (`70 kg` → `70000 g`); `None` for a unit not in
-/// the table.
+/// the table. Beyond a decimal's range the value saturates.
 pub fn ucum_canonical(value: Decimal, code: &str) -> Option<(Decimal, String)> {
     FACTORS
         .iter()
         .find(|(unit, ..)| *unit == code)
         .map(|(_, base, mantissa, scale)| {
-            (value * Decimal::new(*mantissa, *scale), (*base).to_owned())
+            (
+                value.saturating_mul(Decimal::new(*mantissa, *scale)),
+                (*base).to_owned(),
+            )
         })
 }
 

@@ -129,12 +129,14 @@ impl Resource {
         let (text, divs) = narrative::extract_xml_divs(&text, limits.max_depth)?;
         let inner = guarded(|| fhirbolt::serde::xml::from_str::<R4Resource>(&text, Some(STRICT)))
             .map_err(|e| ParseError::new(format!("invalid FHIR XML: {e}")))?;
-        // fhirbolt's XML reader lets required elements be missing where its JSON reader does
-        // not: read back through JSON, so both formats accept the same resources.
-        let mut value = Resource { inner }.to_value();
+        // fhirbolt's XML reader lets required elements be missing, and decimals that are no
+        // numbers through, where its JSON reader does not: read back through JSON, so both
+        // formats accept the same resources.
+        let invalid = |e: &dyn std::fmt::Display| ParseError::new(format!("invalid FHIR XML: {e}"));
+        let json = fhirbolt::serde::json::to_string(&inner, None).map_err(|e| invalid(&e))?;
+        let mut value: serde_json::Value = serde_json::from_str(&json).map_err(|e| invalid(&e))?;
         narrative::restore_divs(&mut value, &divs);
-        let inner =
-            read_value(&value).map_err(|e| ParseError::new(format!("invalid FHIR XML: {e}")))?;
+        let inner = read_value(&value).map_err(|e| invalid(&e))?;
         Resource::checked(inner)
     }
 
@@ -212,7 +214,8 @@ impl Resource {
 
     /// Canonical JSON: compact, elements in specification order.
     pub fn to_json(&self) -> String {
-        // fhirbolt only fails on writer I/O errors, which a String never raises.
+        // fhirbolt fails on a decimal that is not a number, which only its XML reader lets in
+        // and `from_xml` refuses, and on writer I/O errors, which a String never raises.
         fhirbolt::serde::json::to_string(&self.inner, None).expect("serializing to a String")
     }
 
@@ -432,6 +435,36 @@ mod tests {
                 "{narrative}: {:?}",
                 refused.map(|r| r.to_json())
             );
+        }
+    }
+
+    /// Found by the `resource_xml` fuzz target: fhirbolt's XML reader keeps any text as a
+    /// decimal, and writing it out panicked.
+    #[test]
+    fn xml_decimal_that_is_no_number_is_refused() {
+        let observation = |value: &str| {
+            format!(
+                r#"<Observation xmlns="http://hl7.org/fhir"><status value="final"/><code><text value="vekt"/></code><valueQuantity><value value="{value}"/></valueQuantity></Observation>"#
+            )
+        };
+        for bad in ["min", "", "1,5", "NaN", "0x10", "1.2.3"] {
+            let refused = Resource::from_xml(observation(bad).as_bytes(), &ParseLimits::default());
+            assert!(
+                refused.is_err(),
+                "{bad}: {:?}",
+                refused.map(|r| r.to_json())
+            );
+        }
+        for good in ["72.50", "-0.5", "0"] {
+            let read = Resource::from_xml(observation(good).as_bytes(), &ParseLimits::default())
+                .unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert!(
+                read.to_json().contains(&format!(r#""value":{good}"#)),
+                "{good}"
+            );
+            assert!(read
+                .to_xml()
+                .contains(&format!(r#"<value value="{good}"/>"#)));
         }
     }
 }

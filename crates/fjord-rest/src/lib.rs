@@ -19,6 +19,7 @@ mod jobs;
 mod limits;
 mod metrics;
 mod negotiate;
+mod panics;
 mod public;
 mod reindex;
 mod resources;
@@ -78,7 +79,9 @@ pub fn bind(
         let mode = state.config.auth.mode;
         let metrics = state.metrics.clone();
         actix_web::App::new()
-            // Innermost first: throttled answers are counted and carry CORS headers.
+            // Innermost first: throttled answers and caught panics are counted and carry CORS
+            // headers.
+            .wrap(actix_web::middleware::from_fn(panics::contain))
             .wrap(actix_web::middleware::from_fn(limits::rate_limit))
             .wrap_fn(move |req, service| metrics::measure(metrics.clone(), req, service))
             .wrap_fn(request_span)

@@ -452,10 +452,12 @@ fn dates(item: &Value) -> Vec<IndexValue> {
     }
 }
 
-/// Half a unit in the last written digit: `1.5` stands for [1.45, 1.55).
+/// Half a unit in the last written digit: `1.5` stands for [1.45, 1.55). A value written to
+/// more places than a decimal holds (28) stands for itself; the range saturates at the
+/// decimal's bounds rather than overflow.
 pub(crate) fn precision_range(value: Decimal) -> (Decimal, Decimal) {
-    let half = Decimal::new(5, value.scale() + 1);
-    (value - half, value + half)
+    let half = Decimal::try_new(5, value.scale() + 1).unwrap_or(Decimal::ZERO);
+    (value.saturating_sub(half), value.saturating_add(half))
 }
 
 fn number(item: &Value) -> Option<IndexValue> {

@@ -201,6 +201,31 @@ mod tests {
         assert!(values(&blood_pressure(), "_id").is_empty());
     }
 
+    /// A stored decimal at the bounds of what a decimal holds is indexed, not a panic on write.
+    #[test]
+    fn decimals_at_the_bounds_index() {
+        // Parsed from text: a Rust float literal would lose the places.
+        let risk: serde_json::Value = serde_json::from_str(
+            r#"{"resourceType": "RiskAssessment",
+                "prediction": [{"probabilityDecimal": 0.4422222222222222221481701556}]}"#,
+        )
+        .unwrap();
+        let [IndexValue::Number { low, high, .. }] = values(&risk, "probability")[..] else {
+            panic!("one number");
+        };
+        assert_eq!(low, high);
+        let heavy = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "valueQuantity": {"value": 79228162514264337593543950335u128,
+                "system": "http://unitsofmeasure.org", "code": "kg"}});
+        let [IndexValue::Quantity { canonical, .. }] = &values(&heavy, "value-quantity")[..] else {
+            panic!("one quantity");
+        };
+        assert_eq!(
+            canonical,
+            &Some((rust_decimal::Decimal::MAX, "g".to_owned()))
+        );
+    }
+
     #[test]
     fn numbers_carry_their_precision() {
         let risk =

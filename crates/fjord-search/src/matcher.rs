@@ -176,8 +176,9 @@ pub fn number_bounds(prefix: Prefix, low: Decimal, high: Decimal) -> (Decimal, D
     if prefix != Prefix::Ap {
         return (low, high);
     }
-    let margin = ((low + high) / Decimal::TWO).abs() / Decimal::TEN;
-    (low - margin, high + margin)
+    let middle = low / Decimal::TWO + high / Decimal::TWO;
+    let margin = middle.abs() / Decimal::TEN;
+    (low.saturating_sub(margin), high.saturating_add(margin))
 }
 
 /// `Any` (`decisive` true) or `All` (false) of `parts`: one part with the decisive answer

@@ -363,3 +363,37 @@ fn uri_above_and_below_follow_path_segments() {
     assert!(has("above", "http://acme.org/fhir/ValueSet/123"));
     assert!(!has("above", "http://acme.org/fhir/ValueSet"));
 }
+
+/// Found by the `search_url` fuzz target: a value written to all 28 places a decimal holds had
+/// no precision range, and a value at a decimal's bound overflowed it.
+#[test]
+fn decimals_at_the_bounds_of_precision_and_range_parse() {
+    let places_28 = "4.4422222222222222221481701556";
+    let largest = "79228162514264337593543950335";
+    for value in [
+        places_28.to_owned(),
+        format!("ap{places_28}"),
+        largest.to_owned(),
+        format!("ap{largest}"),
+        format!("-{largest}"),
+    ] {
+        parse("RiskAssessment", &[("probability", &value)]).unwrap();
+        for unit in [
+            "",
+            "|http://unitsofmeasure.org|kg",
+            "|http://unitsofmeasure.org|kPa",
+        ] {
+            parse(
+                "Observation",
+                &[("value-quantity", &format!("{value}{unit}"))],
+            )
+            .unwrap();
+        }
+        parse(
+            "Observation",
+            &[("component-code-value-quantity", &format!("8480-6${value}"))],
+        )
+        .unwrap();
+    }
+    assert!(parse("RiskAssessment", &[("probability", "1e400")]).is_err());
+}
