@@ -9,8 +9,8 @@ use crate::receiver::Receiver;
 use crate::smart::{load, observation, Smart, VITAL};
 use crate::subscriptions::{created, every_observation, new_observation, wait_until};
 
-/// The AuditEvents a search of the audit reader finds.
-fn events(smart: &Smart, query: &str) -> Vec<Value> {
+/// The AuditEvents of t1 a search of the audit reader finds.
+pub(crate) fn events(smart: &Smart, query: &str) -> Vec<Value> {
     let reader = smart.token("t1", "user/AuditEvent.rs", None);
     let reply = smart.call(
         &reader,

@@ -29,6 +29,7 @@ mod rest;
 mod search;
 mod search_scopes;
 mod searching;
+mod sharing;
 mod smart;
 mod smart_scopes;
 mod smart_tls;

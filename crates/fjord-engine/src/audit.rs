@@ -22,6 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use fjord_search::{IndexValue, Registry};
+use fjord_smart::Shared;
 use fjord_store::{Expected, NewVersion, Op, StoredVersion, Tenant};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -35,6 +36,11 @@ const DICOM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 
 const PATIENT_EXTENSION: &str =
     "http://hl7.no/fhir/StructureDefinition/auditevent-patient-extension";
+
+/// The code system of Fjord's own audit subtypes.
+pub const FJORD_AUDIT: &str = "urn:fjord:audit";
+/// The subtype of an access by another tenant's caller under a sharing grant.
+pub const CROSS_TENANT: &str = "cross-tenant";
 
 /// What an interaction did, for its AuditEvent.
 #[derive(Debug, Clone)]
@@ -695,6 +701,9 @@ fn audit_event(caller: &Caller, audited: &Audited) -> Value {
             event.insert("outcomeDesc".into(), json!(why));
         }
     }
+    if let Some(shared) = caller.access.sharing() {
+        mark_cross_tenant(&mut event, &mut agents, shared);
+    }
     event.insert("agent".into(), json!(agents));
     event.insert(
         "source".into(),
@@ -712,4 +721,34 @@ fn audit_event(caller: &Caller, audited: &Audited) -> Value {
         event.insert("entity".into(), json!(entities));
     }
     Value::Object(event)
+}
+
+/// Marks an event of an access by another tenant's caller, under a sharing grant: the subtype
+/// `urn:fjord:audit|cross-tenant`, the purpose the token asserted, and the caller's home
+/// tenant as an agent beside the user.
+fn mark_cross_tenant(event: &mut Map<String, Value>, agents: &mut Vec<Value>, shared: &Shared) {
+    let marker = json!({
+        "system": FJORD_AUDIT,
+        "code": CROSS_TENANT,
+        "display": "another tenant's caller, under the sharing policy",
+    });
+    match event.get_mut("subtype").and_then(Value::as_array_mut) {
+        Some(subtypes) => subtypes.push(marker),
+        None => {
+            event.insert("subtype".into(), json!([marker]));
+        }
+    }
+    let coding = match shared.purpose.split_once('|') {
+        Some((system, code)) => json!({ "system": system, "code": code }),
+        None => json!({ "code": shared.purpose }),
+    };
+    event.insert(
+        "purposeOfEvent".into(),
+        json!([{ "coding": [coding], "text": shared.purpose }]),
+    );
+    agents.push(json!({
+        "type": { "text": "the caller's home tenant" },
+        "who": { "identifier": { "system": "urn:fjord:tenant", "value": shared.home_tenant } },
+        "requestor": false,
+    }));
 }

@@ -232,7 +232,7 @@ pub(crate) async fn set_settings(
         .tenant(&id)
         .await
         .map_err(|e| ApiError::from(e).in_format(format))?;
-    let settings = parse_settings(&body)
+    let settings = parse_settings(&body, &id)
         .and_then(|new| keep_secrets(new, &old.settings))
         .map_err(|e| e.in_format(format))?;
     let tenant = state
@@ -244,7 +244,7 @@ pub(crate) async fn set_settings(
 }
 
 /// A settings object: only known keys, each of the right type.
-fn parse_settings(body: &[u8]) -> Result<TenantSettings, ApiError> {
+fn parse_settings(body: &[u8], owner: &str) -> Result<TenantSettings, ApiError> {
     let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "structure", message);
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("the settings are not JSON: {e}")))?;
@@ -278,6 +278,13 @@ fn parse_settings(body: &[u8]) -> Result<TenantSettings, ApiError> {
             "value",
             "rateLimit: perSecond and burst are at least 1 (leave rateLimit out for the server's)",
         ));
+    }
+    for grant in &settings.sharing {
+        let problem = grant.problem(owner, |t| fjord_model::resource_type(t).is_some());
+        if let Some(problem) = problem {
+            let message = format!("sharing: {problem}");
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "value", message));
+        }
     }
     if let Some(policy) = settings.cors.take() {
         let checked = crate::cors::checked_policy(policy)

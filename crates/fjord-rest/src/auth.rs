@@ -8,8 +8,8 @@ use std::time::Duration;
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpRequest;
 use fjord_authz::DevAuthServer;
-use fjord_engine::{Access, AuthError, Tenant};
-use fjord_smart::{ProofChecker, ProofRequest, TrustedIssuer, Verifier, DEV_ISSUER};
+use fjord_engine::{Access, AuthError, Engine, Tenant};
+use fjord_smart::{ProofChecker, ProofRequest, TrustedIssuer, Verified, Verifier, DEV_ISSUER};
 
 use crate::ApiError;
 
@@ -68,23 +68,56 @@ impl AuthConfig {
         self.dev.as_deref()
     }
 
-    /// What the caller of a FHIR request to `tenant` may do.
+    /// What the caller of a FHIR request to `tenant` may do: its own token, or, where the
+    /// tenant's sharing policy names the token's home tenant, what the policy opens to it.
     pub(crate) async fn authenticate(
         &self,
         req: &HttpRequest,
         tenant: &Tenant,
+        engine: &Engine,
     ) -> Result<Access, ApiError> {
         if self.mode == AuthMode::Off {
             return Ok(Access::unrestricted());
         }
+        let own = match self.verify(req, tenant, tenant).await {
+            Ok(verified) => return Ok(verified.access),
+            Err(error) => error,
+        };
+        for grant in &tenant.settings.sharing {
+            // A suspended or unknown home tenant's tokens open nothing.
+            let Ok(home) = engine.serving_tenant(&grant.tenant).await else {
+                continue;
+            };
+            let Ok(verified) = self.verify(req, &home, tenant).await else {
+                continue;
+            };
+            return grant.admit(verified).ok_or_else(|| {
+                auth_error(AuthError::InsufficientScope(format!(
+                    "a token of {} reads here only for a purpose this tenant's sharing policy \
+                     accepts, asserted in the claim '{}'",
+                    home.id, grant.purpose.claim
+                )))
+            });
+        }
+        Err(own)
+    }
+
+    /// The request's token checked as one of `home`'s (its issuers and base URL) presented to
+    /// `tenant`, with its DPoP proof when it is bound to a key.
+    async fn verify(
+        &self,
+        req: &HttpRequest,
+        home: &Tenant,
+        tenant: &Tenant,
+    ) -> Result<Verified, ApiError> {
         let (scheme, token) = credentials(req)?;
-        let issuers: Vec<&TrustedIssuer> = tenant
+        let issuers: Vec<&TrustedIssuer> = home
             .settings
             .trusted_issuers
             .iter()
             .chain(&self.dev_issuer)
             .collect();
-        let base_url = crate::public::tenant_base(req, tenant);
+        let base_url = crate::public::tenant_base(req, home);
         let verified = self
             .verifier
             .verify(token, &issuers, &base_url)
@@ -133,7 +166,7 @@ impl AuthConfig {
                 self.proofs.check(proof, request).map_err(auth_error)?;
             }
         }
-        Ok(verified.access)
+        Ok(verified)
     }
 
     /// Whether the request may use the administration API: a development-issuer token with

@@ -53,7 +53,12 @@ impl Ctx {
         req.extensions_mut()
             .insert(crate::metrics::ResolvedTenant(tenant.id.clone()));
         let address = crate::public::client_address(req).map(|a| a.to_string());
-        match state.config.auth.authenticate(req, &tenant).await {
+        match state
+            .config
+            .auth
+            .authenticate(req, &tenant, &state.engine)
+            .await
+        {
             Ok(access) => Ok(Ctx {
                 caller: Caller::new(tenant, access).with_address(address),
                 negotiated,

@@ -6,8 +6,8 @@
 
 use fjord_search::{Filter, Registry, Scope as SearchScope};
 
-use crate::scope::{Context, Permission, Scope};
-use crate::AuthError;
+use crate::scope::{Context, Permission, Permissions, Scope};
+use crate::{AuthError, Shared};
 
 /// Who is calling, as the token says: recorded in audit, never used to decide.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,6 +36,8 @@ struct AccessRecord {
     patient: Option<String>,
     #[serde(default)]
     principal: Option<Principal>,
+    #[serde(default)]
+    shared: Option<Shared>,
 }
 
 /// A caller's access: everything (no authentication, or a trusted internal task), or what a
@@ -51,6 +53,8 @@ struct Grants {
     /// The launch context's patient (`patient` claim).
     patient: Option<String>,
     principal: Principal,
+    /// Another tenant's caller reading under a sharing grant: the scopes are narrowed to it.
+    shared: Option<Shared>,
 }
 
 /// What the scopes say about one permission on one resource type.
@@ -86,8 +90,47 @@ impl Access {
                 scopes,
                 patient,
                 principal,
+                shared: None,
             }),
         }
+    }
+
+    /// The access narrowed to what a sharing grant opens: reading and searching its resource
+    /// types, within the token's own scopes. A wildcard scope becomes one scope per type.
+    pub fn shared(self, shared: Shared) -> Access {
+        let Some(mut grants) = self.grants else {
+            return self;
+        };
+        let readable = Permissions::NONE
+            .with(Permission::Read)
+            .with(Permission::Search);
+        grants.scopes = grants
+            .scopes
+            .into_iter()
+            .flat_map(|scope| {
+                let permissions = scope.permissions.intersection(readable);
+                let types: Vec<String> = match &scope.resource_type {
+                    _ if permissions == Permissions::NONE => Vec::new(),
+                    None => shared.resource_types.clone(),
+                    Some(t) if shared.resource_types.contains(t) => vec![t.clone()],
+                    Some(_) => Vec::new(),
+                };
+                types.into_iter().map(move |t| Scope {
+                    resource_type: Some(t),
+                    permissions,
+                    ..scope.clone()
+                })
+            })
+            .collect();
+        grants.shared = Some(shared);
+        Access {
+            grants: Some(grants),
+        }
+    }
+
+    /// The sharing grant the caller reads under, when its token is another tenant's.
+    pub fn sharing(&self) -> Option<&Shared> {
+        self.grants.as_ref()?.shared.as_ref()
     }
 
     /// The access as JSON, for [`Access::from_record`].
@@ -96,6 +139,7 @@ impl Access {
             unrestricted: self.grants.is_none(),
             patient: self.grants.as_ref().and_then(|g| g.patient.clone()),
             principal: self.grants.as_ref().map(|g| g.principal.clone()),
+            shared: self.grants.as_ref().and_then(|g| g.shared.clone()),
         };
         serde_json::to_string(&record).expect("an access record serializes")
     }
@@ -111,11 +155,15 @@ impl Access {
         let principal = record
             .principal
             .ok_or("an access record without its principal")?;
-        Ok(Access::granted(
+        let access = Access::granted(
             crate::scope::parse_scopes(principal.scope.split_whitespace()),
             record.patient,
             principal,
-        ))
+        );
+        Ok(match record.shared {
+            Some(shared) => access.shared(shared),
+            None => access,
+        })
     }
 
     pub fn is_unrestricted(&self) -> bool {
@@ -278,6 +326,48 @@ mod tests {
         let open = Access::unrestricted();
         assert_eq!(Access::from_record(&open.record()).unwrap(), open);
         assert!(Access::from_record("{\"unrestricted\":false}").is_err());
+    }
+
+    #[test]
+    fn shared_access_reads_only_the_granted_types_within_the_token_scopes() {
+        let shared = Shared {
+            home_tenant: "hf-b".into(),
+            purpose: "TREAT".into(),
+            resource_types: vec!["Observation".into(), "CarePlan".into()],
+        };
+        let wide = access("user/*.cruds", None).shared(shared.clone());
+        for permission in [Permission::Read, Permission::Search] {
+            assert_eq!(wide.grant(permission, "Observation"), Grant::Full);
+            assert_eq!(wide.grant(permission, "CarePlan"), Grant::Full);
+            assert_eq!(wide.grant(permission, "Patient"), Grant::Denied);
+        }
+        for permission in [Permission::Create, Permission::Update, Permission::Delete] {
+            assert_eq!(wide.grant(permission, "Observation"), Grant::Denied);
+        }
+        assert!(!wide.grants_everything(Permission::Read));
+        assert_eq!(wide.sharing(), Some(&shared));
+        // Never more than the token's own scopes.
+        let narrow = access("user/Observation.r user/Patient.rs", None).shared(shared.clone());
+        assert_eq!(narrow.grant(Permission::Read, "Observation"), Grant::Full);
+        assert_eq!(
+            narrow.grant(Permission::Search, "Observation"),
+            Grant::Denied
+        );
+        assert_eq!(narrow.grant(Permission::Read, "Patient"), Grant::Denied);
+        // A patient scope keeps its patient.
+        let patient = access("patient/*.rs", Some("p1")).shared(shared.clone());
+        assert!(matches!(
+            patient.grant(Permission::Search, "Observation"),
+            Grant::Limited(rules) if rules[0].patient == Some(Some("p1"))
+        ));
+        // Kept beside a job, the access stays as narrow.
+        let principal = Principal {
+            scope: "user/*.cruds".into(),
+            ..Principal::default()
+        };
+        let granted =
+            Access::granted(parse_scopes(["user/*.cruds"]), None, principal).shared(shared);
+        assert_eq!(Access::from_record(&granted.record()).unwrap(), granted);
     }
 
     #[test]

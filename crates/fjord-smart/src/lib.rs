@@ -7,6 +7,7 @@
 //! - [`access`]: what the scopes grant, as filters over the search index that the engine adds to
 //!   every query before it runs (the policy is a query rewrite, never a filter on results).
 //! - [`assertion`]: client assertions (RFC 7523) checked against a client's registered keys.
+//! - [`sharing`]: another tenant's users reading under the owner's sharing policy (§9).
 //! - [`discovery`]: `.well-known/smart-configuration` and the CapabilityStatement's security.
 //! - [`dev`]: the development issuer's key, with which `fjord token` and the development
 //!   authorization server sign.
@@ -19,6 +20,7 @@ pub mod dev;
 pub mod discovery;
 pub mod dpop;
 pub mod scope;
+pub mod sharing;
 pub mod token;
 
 pub use access::{Access, Grant, Principal};
@@ -27,7 +29,8 @@ pub use discovery::AuthorizationServer;
 pub use dpop::{ProofChecker, ProofKey, ProofRequest};
 pub use jsonwebtoken::jwk::{Jwk, JwkSet};
 pub use scope::{Permission, Scope};
-pub use token::{TrustedIssuer, Verified, Verifier};
+pub use sharing::{Shared, SharingGrant};
+pub use token::{RequiredClaim, TrustedIssuer, Verified, Verifier};
 
 /// Why a request is not let through (RFC 6750 §3.1).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -75,7 +75,12 @@ impl Permissions {
         self.0 & other.0 == other.0
     }
 
-    fn with(self, permission: Permission) -> Permissions {
+    /// The permissions in both sets.
+    pub fn intersection(self, other: Permissions) -> Permissions {
+        Permissions(self.0 & other.0)
+    }
+
+    pub(crate) fn with(self, permission: Permission) -> Permissions {
         Permissions(self.0 | permission.bit())
     }
 

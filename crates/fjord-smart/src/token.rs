@@ -58,7 +58,7 @@ pub struct TrustedIssuer {
     /// A claim the token must carry with one of these values for this tenant (an HF's
     /// organisation number, say), when one issuer serves several tenants.
     #[serde(default)]
-    pub tenant_claim: Option<TenantClaim>,
+    pub tenant_claim: Option<RequiredClaim>,
     /// Clock skew allowed on `exp`, `nbf` and `iat`.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
@@ -112,11 +112,23 @@ impl Default for ClaimNames {
     }
 }
 
+/// A claim a token must carry with one of `values` (a string, or an array holding one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TenantClaim {
+pub struct RequiredClaim {
     pub claim: String,
     pub values: Vec<String>,
+}
+
+impl RequiredClaim {
+    /// The first of the claim's values that is one of `values`.
+    pub fn held_by<'c>(&self, claims: &'c Map<String, Value>) -> Option<&'c str> {
+        let accepted = |v: &'c Value| v.as_str().filter(|s| self.values.iter().any(|t| t == s));
+        match claims.get(&self.claim)? {
+            Value::Array(values) => values.iter().find_map(accepted),
+            value => accepted(value),
+        }
+    }
 }
 
 /// A token that passed every check.
@@ -127,6 +139,8 @@ pub struct Verified {
     pub bound_to: Option<String>,
     /// `jti`, by which an issuer may have revoked the token.
     pub token_id: Option<String>,
+    /// Every claim, checked: what a sharing policy asks of the token (its purpose).
+    pub claims: Map<String, Value>,
 }
 
 impl Verified {
@@ -140,6 +154,7 @@ impl Verified {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             token_id: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
+            claims: claims.clone(),
         }
     }
 }
@@ -491,17 +506,7 @@ fn check_claims(
         return invalid("the token is not meant for this server (aud)");
     }
     if let Some(tenant) = &issuer.tenant_claim {
-        let value = claims.get(&tenant.claim);
-        let matches = |v: &Value| {
-            v.as_str()
-                .is_some_and(|s| tenant.values.iter().any(|t| t == s))
-        };
-        let ok = match value {
-            Some(Value::Array(values)) => values.iter().any(matches),
-            Some(v) => matches(v),
-            None => false,
-        };
-        if !ok {
+        if tenant.held_by(claims).is_none() {
             return invalid("the token is not meant for this tenant");
         }
     }

@@ -68,6 +68,9 @@ pub struct TenantSettings {
     /// the server's limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Other tenants whose users may read some of this tenant's data, for a purpose their
+    /// token asserts (the region's shared record); empty, none may.
+    pub sharing: Vec<fjord_smart::SharingGrant>,
 }
 
 /// Requests a client may make: `per_second` on average, `burst` at once.
@@ -157,6 +160,7 @@ impl Default for TenantSettings {
             public_base_url: None,
             cors: None,
             rate_limit: None,
+            sharing: Vec::new(),
         }
     }
 }

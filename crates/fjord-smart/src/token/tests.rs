@@ -173,7 +173,7 @@ fn claims_are_mapped_as_the_issuer_says() {
             roles: vec!["hso:subject:application-role:*".into()],
             ..ClaimNames::default()
         },
-        tenant_claim: Some(TenantClaim {
+        tenant_claim: Some(RequiredClaim {
             claim: "helseid://claims/client/claims/orgnr_parent".into(),
             values: vec!["983974899".into()],
         }),
