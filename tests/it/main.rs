@@ -20,6 +20,7 @@ mod import;
 mod indexing;
 mod integrity;
 mod layers;
+mod limits;
 mod metrics;
 mod modifiers;
 mod paging;

@@ -217,7 +217,10 @@ impl Audited {
     pub fn failed(mut self, error: &EngineError) -> Audited {
         let code = match error {
             // The server's failure (8), not the client's (4).
-            EngineError::Store(_) | EngineError::Internal(_) | EngineError::Unavailable(_) => 8,
+            EngineError::Store(_)
+            | EngineError::Internal(_)
+            | EngineError::Unavailable(_)
+            | EngineError::TimedOut(_) => 8,
             _ => 4,
         };
         self.failure = Some((code, error.to_string()));

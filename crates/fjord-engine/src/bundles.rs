@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use fjord_model::{resource_type, Format, Resource};
+use fjord_model::{resource_type, Format, ParseLimits, Resource};
 use fjord_search::{Scope, SearchQuery};
 use fjord_store::{Expected, Op, StoredVersion};
 use serde_json::Value;
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::conditional::Condition;
 use crate::integrity::Unit;
 use crate::search::query_params;
-use crate::{version_of_etag, Caller, Engine, EngineError, Written};
+use crate::{version_of_etag, Caller, Engine, EngineError, TenantLimits, Written};
 
 /// Entries a bundle may have at most, unless configured otherwise.
 pub const DEFAULT_MAX_BUNDLE_ENTRIES: usize = 10_000;
@@ -96,14 +96,21 @@ impl Engine {
     /// Parses a Bundle body (JSON or XML) into FHIR JSON, its envelope checked. In JSON each
     /// entry's resource is checked when its entry runs, as any resource written is: once, and
     /// failing that entry alone (a batch's other entries still run).
-    pub fn parse_bundle(&self, body: &[u8], format: Format) -> Result<Value, EngineError> {
+    pub fn parse_bundle(
+        &self,
+        body: &[u8],
+        format: Format,
+        limits: &ParseLimits,
+    ) -> Result<Value, EngineError> {
         let parsed = match format {
             Format::Json => serde_json::from_slice::<Value>(body).ok(),
             Format::Xml => None,
         };
         // XML, or JSON that does not parse: the model converts it, or says what is wrong where.
         let Some(mut bundle) = parsed else {
-            return self.checked_bundle(body, format).map(|b| b.to_value());
+            return self
+                .checked_bundle(body, format, limits)
+                .map(|b| b.to_value());
         };
         let entries = bundle.get_mut("entry").and_then(Value::as_array_mut);
         let resources: Vec<Option<Value>> = entries
@@ -116,7 +123,7 @@ impl Engine {
             .unwrap_or_default();
         let envelope =
             serde_json::to_vec(&bundle).map_err(|e| EngineError::Internal(e.to_string()))?;
-        self.checked_bundle(&envelope, format)?;
+        self.checked_bundle(&envelope, format, limits)?;
         if let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) {
             for (entry, resource) in entries.iter_mut().zip(resources) {
                 if let (Some(entry), Some(resource)) = (entry.as_object_mut(), resource) {
@@ -128,8 +135,13 @@ impl Engine {
     }
 
     /// A Bundle parsed by the model, strictly.
-    fn checked_bundle(&self, body: &[u8], format: Format) -> Result<Resource, EngineError> {
-        let bundle = Resource::parse(body, format, &self.limits).map_err(EngineError::Invalid)?;
+    fn checked_bundle(
+        &self,
+        body: &[u8],
+        format: Format,
+        limits: &ParseLimits,
+    ) -> Result<Resource, EngineError> {
+        let bundle = Resource::parse(body, format, limits).map_err(EngineError::Invalid)?;
         if bundle.resource_type() != "Bundle" {
             return Err(EngineError::BadRequest(format!(
                 "the base takes a Bundle, not a {}",
@@ -162,11 +174,14 @@ impl Engine {
             Some(Value::Array(entries)) => entries,
             _ => Vec::new(),
         };
-        if raw.len() > self.max_bundle_entries {
+        let max_entries = TenantLimits::tighter(
+            self.max_bundle_entries,
+            caller.tenant.settings.limits.max_bundle_entries,
+        );
+        if raw.len() > max_entries {
             return Err(EngineError::TooLarge(format!(
-                "the bundle has {} entries; at most {} are accepted",
+                "the bundle has {} entries; at most {max_entries} are accepted",
                 raw.len(),
-                self.max_bundle_entries
             )));
         }
         let count = raw.len();
@@ -499,7 +514,7 @@ impl Engine {
         }
         value["id"] = Value::String(id.to_owned());
         let body = serde_json::to_vec(&value).map_err(|e| EngineError::Internal(e.to_string()))?;
-        let resource = self.parse_for(resource_type, &body, Format::Json)?;
+        let resource = self.parse_for(caller, resource_type, &body, Format::Json)?;
         match entry.method {
             Method::Post => {
                 self.write(
@@ -532,7 +547,7 @@ impl Engine {
             ));
         };
         rewrite_references(&mut body, local)?;
-        let patch = self.patch_of_entry(body)?;
+        let patch = self.patch_of_entry(body, &self.parse_limits(caller))?;
         let (resource_type, id) = match &entry.target {
             Target::Instance(resource_type, id) => (*resource_type, id.clone()),
             Target::Query(resource_type, _) => {

@@ -92,7 +92,7 @@ impl Engine {
         condition: &str,
     ) -> Result<Written, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
-        let resource = self.parse_for(resource_type, body, format)?;
+        let resource = self.parse_for(caller, resource_type, body, format)?;
         let condition = self.condition(caller, resource_type, condition).await?;
         let mut work = self.begin(caller).await?;
         let result = match self.create_match(&mut work, &condition).await {
@@ -116,7 +116,7 @@ impl Engine {
         if_match: Option<i64>,
     ) -> Result<Written, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
-        let resource = self.parse_for(resource_type, body, format)?;
+        let resource = self.parse_for(caller, resource_type, body, format)?;
         let condition = self.condition(caller, resource_type, condition).await?;
         let mut work = self.begin(caller).await?;
         let result = match self

@@ -85,6 +85,9 @@ pub enum EngineError {
     /// The database cannot be reached now; the request may be sent again.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The request ran past its time limit.
+    #[error("{0}")]
+    TimedOut(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -95,6 +98,7 @@ impl From<StoreError> for EngineError {
             // Transactions that deadlocked: the client may retry.
             StoreError::Conflict(message) => EngineError::Conflict(message),
             StoreError::Unavailable(message) => EngineError::Unavailable(message),
+            StoreError::TimedOut => EngineError::TimedOut(StoreError::TimedOut.to_string()),
             other => EngineError::Store(other),
         }
     }

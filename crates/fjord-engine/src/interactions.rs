@@ -1,4 +1,4 @@
-use fjord_model::{resource_type, Format, Resource};
+use fjord_model::{resource_type, Format, ParseLimits, Resource};
 use fjord_store::{
     Expected, HistoryPage, HistoryScope, IndexTerms, NewVersion, Op, StoredVersion, WriteOutcome,
 };
@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::integrity::Unit;
 use crate::registries::SEARCH_PARAMETER;
-use crate::{Caller, Engine, EngineError, Permission, ValidationIssue};
+use crate::{Caller, Engine, EngineError, Permission, TenantLimits, ValidationIssue};
 
 const SUBSCRIPTION: &str = "Subscription";
 
@@ -100,13 +100,23 @@ impl Engine {
         resource_type(name).ok_or_else(|| EngineError::UnknownType(name.to_owned()))
     }
 
+    /// The parse limits of the caller's tenant: the server's, or its own where tighter.
+    pub fn parse_limits(&self, caller: &Caller) -> ParseLimits {
+        let tenant = caller.tenant.settings.limits.max_json_depth;
+        ParseLimits {
+            max_depth: TenantLimits::tighter(self.limits.max_depth, tenant),
+        }
+    }
+
     pub(crate) fn parse_for(
         &self,
+        caller: &Caller,
         resource_type: &str,
         body: &[u8],
         format: Format,
     ) -> Result<Resource, EngineError> {
-        let resource = Resource::parse(body, format, &self.limits).map_err(EngineError::Invalid)?;
+        let resource = Resource::parse(body, format, &self.parse_limits(caller))
+            .map_err(EngineError::Invalid)?;
         if resource.resource_type() != resource_type {
             return Err(EngineError::BadRequest(format!(
                 "the body is a {} but the URL names {resource_type}",
@@ -130,7 +140,7 @@ impl Engine {
         format: Format,
     ) -> Result<Written, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
-        let mut resource = self.parse_for(resource_type, body, format)?;
+        let mut resource = self.parse_for(caller, resource_type, body, format)?;
         let id = Uuid::new_v4().to_string();
         resource.set_id(Some(&id));
         self.write(
@@ -158,7 +168,7 @@ impl Engine {
     ) -> Result<Written, EngineError> {
         let resource_type = self.resource_type(resource_type)?;
         check_id(id)?;
-        let resource = self.parse_for(resource_type, body, format)?;
+        let resource = self.parse_for(caller, resource_type, body, format)?;
         match resource.id() {
             Some(body_id) if body_id == id => {}
             Some(body_id) => {

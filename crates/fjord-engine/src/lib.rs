@@ -41,7 +41,7 @@ pub use fjord_search::{Scope, SearchQuery, Summary};
 pub use fjord_smart::{Access, AuthError, Permission};
 pub use fjord_store::{
     CorsPolicy, HistoryPage, Op, PreviousPage, RateLimit, SearchPage, StoredVersion, Tenant,
-    TenantSettings, UnknownProfile, ValidationMode,
+    TenantLimits, TenantSettings, UnknownProfile, ValidationMode,
 };
 pub use fjord_validation::{Issue as ValidationIssue, Severity as ValidationSeverity};
 pub use import::{ImportLine, Imported, LineFailure};

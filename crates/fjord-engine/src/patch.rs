@@ -2,7 +2,7 @@
 //! the result validated and written as an update of that version.
 
 use base64::Engine as _;
-use fjord_model::{Format, Resource};
+use fjord_model::{Format, ParseLimits, Resource};
 use fjord_store::Op;
 use serde_json::Value;
 
@@ -31,12 +31,16 @@ impl Engine {
     /// The patch a bundle entry carries as its resource: a `Parameters` (FHIRPath Patch,
     /// checked like any Parameters resource), or a `Binary` whose content type is
     /// `application/json-patch+json` (JSON Patch).
-    pub(crate) fn patch_of_entry(&self, resource: Value) -> Result<Patch, EngineError> {
+    pub(crate) fn patch_of_entry(
+        &self,
+        resource: Value,
+        limits: &ParseLimits,
+    ) -> Result<Patch, EngineError> {
         match resource["resourceType"].as_str() {
             Some("Parameters") => {
                 let bytes = serde_json::to_vec(&resource)
                     .map_err(|e| EngineError::Internal(e.to_string()))?;
-                self.parse_patch(PatchBody::FhirPath(&bytes, Format::Json))
+                self.parse_patch(PatchBody::FhirPath(&bytes, Format::Json), limits)
             }
             Some("Binary") if resource["contentType"] == "application/json-patch+json" => {
                 let data = resource["data"].as_str().unwrap_or_default();
@@ -45,7 +49,7 @@ impl Engine {
                     .map_err(|e| {
                         EngineError::BadRequest(format!("Binary.data is not base64: {e}"))
                     })?;
-                self.parse_patch(PatchBody::JsonPatch(&bytes))
+                self.parse_patch(PatchBody::JsonPatch(&bytes), limits)
             }
             _ => Err(EngineError::BadRequest(
                 "a PATCH entry carries a Parameters resource (FHIRPath Patch) or a Binary of \
@@ -56,7 +60,11 @@ impl Engine {
     }
 
     /// Parses a PATCH body: JSON Patch, or a `Parameters` resource checked like any resource.
-    pub fn parse_patch(&self, body: PatchBody<'_>) -> Result<Patch, EngineError> {
+    pub fn parse_patch(
+        &self,
+        body: PatchBody<'_>,
+        limits: &ParseLimits,
+    ) -> Result<Patch, EngineError> {
         match body {
             PatchBody::JsonPatch(bytes) => {
                 let document: Value = serde_json::from_slice(bytes).map_err(|e| {
@@ -71,7 +79,7 @@ impl Engine {
             }
             PatchBody::FhirPath(bytes, format) => {
                 let parameters =
-                    Resource::parse(bytes, format, &self.limits).map_err(EngineError::Invalid)?;
+                    Resource::parse(bytes, format, limits).map_err(EngineError::Invalid)?;
                 if parameters.resource_type() != "Parameters" {
                     return Err(EngineError::BadRequest(format!(
                         "a FHIRPath Patch is a Parameters resource, not a {} (JSON Patch needs Content-Type application/json-patch+json)",
@@ -186,7 +194,7 @@ impl Engine {
             ));
         }
         let body = serde_json::to_vec(&value).map_err(|e| EngineError::Internal(e.to_string()))?;
-        let resource = self.parse_for(resource_type, &body, Format::Json)?;
+        let resource = self.parse_for(caller, resource_type, &body, Format::Json)?;
         self.update_in(work, caller, id, resource, Some(current))
             .await
     }

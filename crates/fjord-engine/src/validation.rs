@@ -138,7 +138,7 @@ impl Engine {
             return self.validate_delete(caller, resource_type, id).await;
         }
         let value: Value = match request.body {
-            Some((body, format)) => match self.parse_for(resource_type, body, format) {
+            Some((body, format)) => match self.parse_for(caller, resource_type, body, format) {
                 Ok(resource) => resource.to_value(),
                 Err(EngineError::Invalid(error)) => {
                     let mut found = issue(fjord_validation::IssueType::Structure, error.message);

@@ -279,6 +279,20 @@ fn parse_settings(body: &[u8], owner: &str) -> Result<TenantSettings, ApiError> 
             "rateLimit: perSecond and burst are at least 1 (leave rateLimit out for the server's)",
         ));
     }
+    let limits = &settings.limits;
+    let given = [
+        limits.max_body_bytes,
+        limits.max_bundle_entries,
+        limits.max_json_depth,
+        limits.request_timeout_seconds.map(|s| s as usize),
+    ];
+    if given.contains(&Some(0)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "value",
+            "limits: each limit is at least 1 (leave one out for the server's)",
+        ));
+    }
     for grant in &settings.sharing {
         let problem = grant.problem(owner, |t| fjord_model::resource_type(t).is_some());
         if let Some(problem) = problem {

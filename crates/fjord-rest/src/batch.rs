@@ -21,12 +21,13 @@ pub(crate) async fn bundle(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    let body = read_body(req, payload, state.config.max_body_bytes).await?;
+    let body = read_body(req, payload, ctx.max_body_bytes(state)).await?;
     let format = body_format(req, &body).map_err(|e| ctx.err(e))?;
     // Parsing and checking a bundle of thousands of entries is long work for one thread: off
     // the worker, whose other connections would otherwise wait (and time out) behind it.
     let engine = state.engine.clone();
-    let bundle = web::block(move || engine.parse_bundle(&body, format))
+    let limits = engine.parse_limits(&ctx.caller);
+    let bundle = web::block(move || engine.parse_bundle(&body, format, &limits))
         .await
         .map_err(|e| ctx.err(fjord_engine::EngineError::Internal(e.to_string())))?
         .map_err(|e| ctx.err(e))?;

@@ -122,6 +122,7 @@ fn status_of(error: &EngineError) -> (StatusCode, &'static str) {
         EngineError::Gone(_) => (StatusCode::GONE, "deleted"),
         EngineError::Suspended(_) => (StatusCode::SERVICE_UNAVAILABLE, "suspended"),
         EngineError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "transient"),
+        EngineError::TimedOut(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
         EngineError::Invalid(_) => (StatusCode::BAD_REQUEST, "structure"),
         EngineError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid"),
         EngineError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invariant"),

@@ -12,6 +12,7 @@ mod batch;
 mod bundle;
 mod capability;
 mod cors;
+mod deadline;
 mod error;
 mod export;
 mod import;
@@ -50,6 +51,8 @@ pub struct RestConfig {
     pub gateway: Gateway,
     /// Requests per client and tenant.
     pub rate_limits: Arc<RateLimits>,
+    /// How long a FHIR request may take before it is answered 503 `timeout`; `None`: no limit.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// Shared state of all handlers.
@@ -82,6 +85,7 @@ pub fn bind(
             // Innermost first: throttled answers and caught panics are counted and carry CORS
             // headers.
             .wrap(actix_web::middleware::from_fn(panics::contain))
+            .wrap(actix_web::middleware::from_fn(deadline::deadline))
             .wrap(actix_web::middleware::from_fn(limits::rate_limit))
             .wrap_fn(move |req, service| metrics::measure(metrics.clone(), req, service))
             .wrap_fn(request_span)

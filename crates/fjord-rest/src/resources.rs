@@ -112,6 +112,12 @@ impl Ctx {
         crate::public::tenant_base(req, &self.caller.tenant)
     }
 
+    /// The largest body the tenant takes: the server's limit, or the tenant's where tighter.
+    pub fn max_body_bytes(&self, state: &AppState) -> usize {
+        let tenant = self.caller.tenant.settings.limits.max_body_bytes;
+        fjord_engine::TenantLimits::tighter(state.config.max_body_bytes, tenant)
+    }
+
     pub fn err(&self, error: impl Into<ApiError>) -> ApiError {
         error.into().in_format(self.negotiated)
     }
@@ -295,7 +301,7 @@ pub(crate) async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    let body = read_body(req, payload, state.config.max_body_bytes).await?;
+    let body = read_body(req, payload, ctx.max_body_bytes(state)).await?;
     let format = body_format(req, &body).map_err(|e| ctx.err(e))?;
     let condition = req
         .headers()
@@ -330,7 +336,7 @@ pub(crate) async fn update(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    let body = read_body(req, payload, state.config.max_body_bytes).await?;
+    let body = read_body(req, payload, ctx.max_body_bytes(state)).await?;
     let format = body_format(req, &body).map_err(|e| ctx.err(e))?;
     let expected = if_match(req).map_err(|e| ctx.err(e))?;
     let engine = &state.engine;
@@ -369,7 +375,7 @@ pub(crate) async fn patch(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    let body = read_body(req, payload, state.config.max_body_bytes).await?;
+    let body = read_body(req, payload, ctx.max_body_bytes(state)).await?;
     let is_json_patch = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -382,7 +388,10 @@ pub(crate) async fn patch(
     };
     let expected = if_match(req).map_err(|e| ctx.err(e))?;
     let engine = &state.engine;
-    let patch = engine.parse_patch(patch_body).map_err(|e| ctx.err(e))?;
+    let limits = engine.parse_limits(&ctx.caller);
+    let patch = engine
+        .parse_patch(patch_body, &limits)
+        .map_err(|e| ctx.err(e))?;
     let written = match id {
         Some(id) => {
             engine

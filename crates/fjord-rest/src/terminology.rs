@@ -76,7 +76,7 @@ pub(crate) async fn operation_parameters(
     ctx: &Ctx,
     payload: web::Payload,
 ) -> Result<Vec<(String, String)>, ApiError> {
-    let body = read_body(req, payload, state.config.max_body_bytes).await?;
+    let body = read_body(req, payload, ctx.max_body_bytes(state)).await?;
     let mut params: Vec<(String, String)> = query_pairs(req);
     if !body.iter().all(u8::is_ascii_whitespace) {
         let format = body_format(req, &body).map_err(|e| ctx.err(e))?;

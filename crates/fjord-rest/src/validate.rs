@@ -22,7 +22,7 @@ pub(crate) async fn validate(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = Ctx::new(req, state, tenant).await?;
-    let body = read_body(req, payload, state.config.max_body_bytes).await?;
+    let body = read_body(req, payload, ctx.max_body_bytes(state)).await?;
     let mut mode: Option<String> = None;
     let mut profile: Option<String> = None;
     for (name, value) in query_pairs(req) {

@@ -517,8 +517,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let text_index = fjord_text::TextIndex::open(&settings.text_dir, &instance)
         .with_context(|| format!("opening the text index in {}", settings.text_dir.display()))?;
     let metrics = Arc::new(fjord_metrics::Metrics::new());
+    let store = match settings.request_timeout {
+        Some(limit) => database.store.clone().with_statement_timeout(limit),
+        None => database.store.clone(),
+    };
     let engine = Engine::new(
-        database.store.clone(),
+        store,
         ParseLimits {
             max_depth: settings.max_json_depth,
         },
@@ -543,6 +547,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             auth,
             gateway,
             rate_limits: Arc::new(fjord_rest::RateLimits::new(settings.rate_limit)),
+            request_timeout: settings.request_timeout,
         },
         subscriptions: Some(subscriptions.clone()),
         metrics,

@@ -37,6 +37,7 @@ struct FileSettings {
     max_connections: Option<u32>,
     shared_buffers_mb: Option<u64>,
     max_bundle_entries: Option<usize>,
+    request_timeout_seconds: Option<u64>,
     public_url: Option<String>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
@@ -107,18 +108,8 @@ struct RateLimitSetting {
 
 /// The file's `[rate_limit]`, with the environment over it; a rate of 0 is no limit.
 fn rate_limit(file: Option<RateLimitSetting>) -> anyhow::Result<Option<fjord_engine::RateLimit>> {
-    let number = |name: &str| -> anyhow::Result<Option<u32>> {
-        match std::env::var(name) {
-            Ok(text) => {
-                Ok(Some(text.trim().parse().map_err(|_| {
-                    anyhow::anyhow!("{name}: not a number: {text}")
-                })?))
-            }
-            Err(_) => Ok(None),
-        }
-    };
-    let per_second = number("FJORD_RATE_LIMIT_PER_SECOND")?.or(file.map(|l| l.per_second));
-    let burst = number("FJORD_RATE_LIMIT_BURST")?.or(file.and_then(|l| l.burst));
+    let per_second = env_number("FJORD_RATE_LIMIT_PER_SECOND")?.or(file.map(|l| l.per_second));
+    let burst = env_number("FJORD_RATE_LIMIT_BURST")?.or(file.and_then(|l| l.burst));
     Ok(match per_second {
         Some(0) | None => None,
         Some(per_second) => Some(fjord_engine::RateLimit {
@@ -126,6 +117,17 @@ fn rate_limit(file: Option<RateLimitSetting>) -> anyhow::Result<Option<fjord_eng
             burst: burst.unwrap_or(per_second).max(1),
         }),
     })
+}
+
+/// The number in environment variable `name`, if it is set.
+fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
+    match std::env::var(name) {
+        Ok(text) => match text.trim().parse() {
+            Ok(number) => Ok(Some(number)),
+            Err(_) => anyhow::bail!("{name}: not a number: {text}"),
+        },
+        Err(_) => Ok(None),
+    }
 }
 
 /// `--auth`: whether requests need an access token.
@@ -149,6 +151,9 @@ pub struct Settings {
     /// `shared_buffers` of the embedded cluster; a quarter of the memory unless set.
     pub shared_buffers_mb: u64,
     pub max_bundle_entries: usize,
+    /// How long a FHIR request may take (`FJORD_REQUEST_TIMEOUT_SECONDS`, default 60; 0: no
+    /// limit); also the longest a database statement of a tenant may run.
+    pub request_timeout: Option<std::time::Duration>,
     /// The server's public URL behind the region's gateway (`FJORD_PUBLIC_URL`): tenants'
     /// base URLs are `{public_url}/fhir/{tenant}` unless a tenant sets its own.
     pub public_url: Option<String>,
@@ -223,6 +228,13 @@ impl Settings {
             max_bundle_entries: file
                 .max_bundle_entries
                 .unwrap_or(fjord_engine::DEFAULT_MAX_BUNDLE_ENTRIES),
+            request_timeout: match env_number("FJORD_REQUEST_TIMEOUT_SECONDS")?
+                .or(file.request_timeout_seconds)
+                .unwrap_or(60)
+            {
+                0 => None,
+                seconds => Some(std::time::Duration::from_secs(seconds)),
+            },
             public_url: std::env::var("FJORD_PUBLIC_URL").ok().or(file.public_url),
             trusted_proxies: match std::env::var("FJORD_TRUSTED_PROXIES") {
                 Ok(list) => list

@@ -8,6 +8,9 @@ pub enum StoreError {
     /// request may succeed later.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// A statement ran past its time limit and was cancelled (SQLSTATE 57014).
+    #[error("the database cancelled a statement that ran past its time limit")]
+    TimedOut,
     /// Concurrent transactions deadlocked or could not be serialised; retrying may succeed.
     #[error("concurrent changes conflicted: {0}")]
     Conflict(String),
@@ -26,6 +29,9 @@ impl StoreError {
     pub(crate) fn database(error: sqlx::Error) -> StoreError {
         if is_connection_lost(&error) {
             StoreError::Unavailable(error.to_string())
+        } else if matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+        {
+            StoreError::TimedOut
         } else {
             StoreError::Database(error.to_string())
         }

@@ -49,6 +49,10 @@ impl Store {
             sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .execute(&mut *connection)
                 .await?;
+            // An export streams for as long as its data takes: no statement time limit.
+            sqlx::query("SET LOCAL statement_timeout = 0")
+                .execute(&mut *connection)
+                .await?;
             // The first statement takes the snapshot.
             let time: OffsetDateTime = sqlx::query_scalar(
                 "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity \

@@ -37,7 +37,8 @@ pub use resources::{
 pub use search::{PreviousPage, SearchPage, UnknownCursor};
 pub use subscriptions::{Delivery, DispatchRound, Started, SubscriptionEvent, SubscriptionState};
 pub use tenants::{
-    CorsPolicy, RateLimit, Tenant, TenantKey, TenantSettings, UnknownProfile, ValidationMode,
+    CorsPolicy, RateLimit, Tenant, TenantKey, TenantLimits, TenantSettings, UnknownProfile,
+    ValidationMode,
 };
 pub use work::{Locked, Work};
 
@@ -66,6 +67,8 @@ pub struct Store {
     common_keys: search::CommonKeys,
     options: PgConnectOptions,
     max_connections: u32,
+    /// The longest a statement on a tenant's connection may run (`statement_timeout`).
+    statement_timeout: Option<std::time::Duration>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -86,7 +89,16 @@ impl Store {
             common_keys: Default::default(),
             options,
             max_connections,
+            statement_timeout: None,
         })
+    }
+
+    /// Stops any statement on a tenant's connection after `limit` (Postgres cancels it: a
+    /// request past its time limit stops costing the database). Long exports lift it for their
+    /// snapshot.
+    pub fn with_statement_timeout(mut self, limit: std::time::Duration) -> Store {
+        self.statement_timeout = Some(limit);
+        self
     }
 
     /// A handle sharing the administrative pool but with tenant pools of its own, for one async
@@ -113,10 +125,14 @@ impl Store {
             None => {
                 // JIT compiles plans whose estimates look big and costs tens of milliseconds
                 // per statement; searches answer in a few.
-                let options = self.options.clone().options([
+                let mut options = self.options.clone().options([
                     ("fjord.tenant", tenant.0.to_string()),
                     ("jit", "off".to_owned()),
                 ]);
+                if let Some(limit) = self.statement_timeout {
+                    let millis = limit.as_millis().to_string();
+                    options = options.options([("statement_timeout", millis)]);
+                }
                 let created = pool::tenant_pool(options, self.max_connections)?;
                 let mut pools = self.tenant_pools.write().expect("tenant pools");
                 match pools.entry(tenant) {

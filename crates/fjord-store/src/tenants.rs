@@ -71,6 +71,31 @@ pub struct TenantSettings {
     /// Other tenants whose users may read some of this tenant's data, for a purpose their
     /// token asserts (the region's shared record); empty, none may.
     pub sharing: Vec<fjord_smart::SharingGrant>,
+    /// Limits tighter than the server's for this tenant's requests.
+    pub limits: TenantLimits,
+}
+
+/// A tenant's limits on what one request may ask; each only tightens the server's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct TenantLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bundle_entries: Option<usize>,
+    /// Deepest nesting of JSON objects and arrays, or XML elements, in a body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_json_depth: Option<usize>,
+    /// How long a request may take before it is answered 503 `timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_timeout_seconds: Option<u64>,
+}
+
+impl TenantLimits {
+    /// The tighter of the server's limit and the tenant's.
+    pub fn tighter<T: Ord + Copy>(server: T, tenant: Option<T>) -> T {
+        tenant.map_or(server, |tenant| tenant.min(server))
+    }
 }
 
 /// Requests a client may make: `per_second` on average, `burst` at once.
@@ -161,6 +186,7 @@ impl Default for TenantSettings {
             cors: None,
             rate_limit: None,
             sharing: Vec::new(),
+            limits: TenantLimits::default(),
         }
     }
 }
