@@ -86,6 +86,8 @@ fn settings_are_shown_replaced_checked_and_take_effect_at_once() {
             "requiredProfiles": {},
             "unknownProfile": "warning",
             "trustedIssuers": [],
+            "sharing": [],
+            "limits": {},
         })
     );
     for bad in [

@@ -313,3 +313,86 @@ fn requests_carry_an_id_into_json_logs_and_back_to_the_client() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With an OTLP endpoint configured, the spans go to the collector: a request's span with its
+/// id, the engine's interaction inside it; never a resource id, a search's values or a body.
+#[test]
+fn traces_are_exported_over_otlp_without_personal_identifiers() {
+    let receiver = crate::receiver::Receiver::start();
+    let database = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(fjord_testkit::database());
+    // Its URL's path is `/notify`: the traces go there.
+    let endpoint = receiver.url.clone();
+    let server = fjord_tests::Server::start_with(
+        "127.0.0.1:0",
+        &["--database-url", &database.url],
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let base = crate::add_tenant(&server, "t1");
+    // A person number as a resource id, in an identifier and in a search.
+    let person = "13031353453";
+    let patient = format!(
+        r#"{{"resourceType":"Patient","id":"{person}","identifier":[{{"system":"urn:oid:2.16.578.1.12.4.1.4.1","value":"{person}"}}],"name":[{{"family":"Tracedottir"}}]}}"#
+    );
+    let json = ("Content-Type", "application/fhir+json");
+    let put = send(
+        "PUT",
+        &format!("{base}/Patient/{person}"),
+        &[json, ("X-Request-Id", "otlp-put-1")],
+        Some(&patient),
+    );
+    assert_eq!(put.status, 201, "{}", put.body);
+    let conditional = send(
+        "POST",
+        &format!("{base}/Patient"),
+        &[json, ("If-None-Exist", &format!("identifier={person}"))],
+        Some(&patient),
+    );
+    assert_eq!(conditional.status, 200, "{}", conditional.body);
+    let read = send(
+        "GET",
+        &format!("{base}/Patient/{person}"),
+        &[("X-Request-Id", "otlp-read-1")],
+        None,
+    );
+    assert_eq!(read.status, 200, "{}", read.body);
+
+    // Protobuf keeps strings as they are: the exports can be searched for them.
+    let exported = || -> String {
+        (receiver.received().into_iter())
+            .filter(|r| r.method == "POST" && r.path == "/notify")
+            .map(|r| r.body)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !exported().contains("otlp-read-1") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let traces = exported();
+    for expected in [
+        "otlp-put-1",
+        "otlp-read-1",
+        "fjord",
+        "request",
+        "read",
+        "update",
+    ] {
+        assert!(
+            traces.contains(expected),
+            "no '{expected}' in the exported spans"
+        );
+    }
+    let sent = receiver.received();
+    let export = sent.iter().find(|r| r.path == "/notify").unwrap();
+    assert_eq!(
+        export.header("content-type"),
+        Some("application/x-protobuf")
+    );
+    for secret in [person, "Tracedottir"] {
+        assert!(!traces.contains(secret), "'{secret}' was exported");
+    }
+}

@@ -82,7 +82,7 @@ impl Engine {
 
     /// `create` with `If-None-Exist`: no match creates (201), one match is returned as it is
     /// (200), more than one is 412.
-    #[tracing::instrument(skip(self, body), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, %resource_type))]
     pub async fn conditional_create(
         &self,
         caller: &Caller,
@@ -105,7 +105,7 @@ impl Engine {
 
     /// `update` of `Type?condition`: the one match is updated; without a match the resource
     /// is created (with the body's id, if it has one); more than one match is 412.
-    #[tracing::instrument(skip(self, body), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, %resource_type))]
     pub async fn conditional_update(
         &self,
         caller: &Caller,
@@ -135,7 +135,7 @@ impl Engine {
     /// `delete` of `Type?condition`: the one match is deleted; none deletes nothing; more than
     /// one is 412, unless the tenant allows deleting several (at most
     /// [`MAX_CONDITIONAL_DELETES`]). Returns what was deleted.
-    #[tracing::instrument(skip(self), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, %resource_type))]
     pub async fn conditional_delete(
         &self,
         caller: &Caller,

@@ -131,7 +131,7 @@ impl Engine {
     }
 
     /// `create`: stores the body under a new server-assigned id (an id in the body is ignored).
-    #[tracing::instrument(skip(self, body), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, %resource_type))]
     pub async fn create(
         &self,
         caller: &Caller,
@@ -156,7 +156,7 @@ impl Engine {
 
     /// `update`, including update-as-create with a client-chosen id. `if_match` is the version the
     /// client expects to replace.
-    #[tracing::instrument(skip(self, body), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, %resource_type))]
     pub async fn update(
         &self,
         caller: &Caller,
@@ -220,7 +220,7 @@ impl Engine {
     /// `delete`: writes a deletion version. Deleting what does not exist (or is deleted) succeeds
     /// and changes nothing; it returns `None`. With `cascade` (where the tenant allows it) what
     /// refers to the resource is deleted too.
-    #[tracing::instrument(skip(self), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, %resource_type))]
     pub async fn delete(
         &self,
         caller: &Caller,
@@ -403,7 +403,7 @@ impl Engine {
     }
 
     /// `read`: the current version; `Gone` when deleted.
-    #[tracing::instrument(skip(self), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, %resource_type))]
     pub async fn read(
         &self,
         caller: &Caller,
@@ -429,7 +429,7 @@ impl Engine {
     }
 
     /// `vread`: one version; `Gone` when that version is a deletion.
-    #[tracing::instrument(skip(self), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, %resource_type))]
     pub async fn vread(
         &self,
         caller: &Caller,
@@ -463,7 +463,7 @@ impl Engine {
     }
 
     /// `history` at instance (`Some(type), Some(id)`), type or system level.
-    #[tracing::instrument(skip(self), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, resource_type = ?resource_type))]
     pub async fn history(
         &self,
         caller: &Caller,

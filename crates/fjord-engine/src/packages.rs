@@ -33,7 +33,7 @@ pub struct Installed {
 
 impl Engine {
     /// Stores a package's conformance resources (FHIR JSON) in the caller.
-    #[tracing::instrument(skip(self, resources), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id))]
     pub async fn install_package(
         &self,
         caller: &Caller,

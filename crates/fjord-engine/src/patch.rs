@@ -93,7 +93,7 @@ impl Engine {
 
     /// `patch`: applies `patch` to the current version of `Type/id` and stores the result as
     /// an update of it, validated like one. `If-Match` must name the current version.
-    #[tracing::instrument(skip(self, patch), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, %resource_type))]
     pub async fn patch(
         &self,
         caller: &Caller,
@@ -112,7 +112,7 @@ impl Engine {
     }
 
     /// `patch` of `Type?condition`: the one match is patched; none is 404, more than one 412.
-    #[tracing::instrument(skip(self, patch), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, %resource_type))]
     pub async fn conditional_patch(
         &self,
         caller: &Caller,

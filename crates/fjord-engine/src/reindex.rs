@@ -22,7 +22,7 @@ pub type ReindexJob = Job<ReindexProgress>;
 
 impl Engine {
     /// Starts reindexing `resource_type` (every type when `None`) on this runtime.
-    #[tracing::instrument(skip(self), fields(tenant = %caller.id))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.id, resource_type = ?resource_type))]
     pub async fn start_reindex(
         &self,
         caller: &Caller,

@@ -4,6 +4,7 @@ mod clients;
 mod embedded;
 mod generate;
 mod import;
+mod otlp;
 mod package;
 mod settings;
 
@@ -186,24 +187,45 @@ enum TenantCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::EnvFilter;
+
     let cli = Cli::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr);
+    let filter =
+        |name: &str| EnvFilter::try_from_env(name).unwrap_or_else(|_| "info,sqlx=warn".into());
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // One JSON object per line, with the spans (a request's id) in it, for log collectors.
-    if std::env::var("FJORD_LOG_FORMAT").is_ok_and(|f| f == "json") {
+    let logs = if std::env::var("FJORD_LOG_FORMAT").is_ok_and(|f| f == "json") {
         logs.json()
             .with_current_span(true)
             .with_span_list(true)
-            .init();
+            .boxed()
     } else {
-        logs.init();
-    }
+        logs.boxed()
+    };
+    let (traces, tracer_provider) = match otlp::configured() {
+        true => {
+            let (layer, provider) = otlp::layer()?;
+            (
+                Some(layer.with_filter(filter("FJORD_TRACE"))),
+                Some(provider),
+            )
+        }
+        false => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter("FJORD_LOG")))
+        .with(traces)
+        .init();
     quiet_caught_parser_panics();
-    fjord_rest::block_on(run(cli))
+    let result = fjord_rest::block_on(run(cli));
+    // Sends the spans still batched.
+    if let Some(provider) = tracer_provider {
+        if let Err(error) = provider.shutdown() {
+            tracing::warn!(%error, "exporting the last traces");
+        }
+    }
+    result
 }
 
 /// The database (migrated; the embedded default gets its `default` tenant) and an engine on it,

@@ -49,7 +49,7 @@ impl Store {
 
     /// Replaces the index terms of `version` of a resource, if it is still the current one;
     /// false when it is not.
-    #[tracing::instrument(skip(self, terms))]
+    #[tracing::instrument(skip_all, fields(tenant = tenant.0, %resource_type))]
     pub async fn replace_terms(
         &self,
         tenant: TenantKey,

@@ -111,7 +111,7 @@ pub struct HistoryPage {
 
 impl Store {
     /// The latest version of a resource, deleted or not.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip_all, fields(tenant = tenant.0, %resource_type))]
     pub async fn read_latest(
         &self,
         tenant: TenantKey,
@@ -124,7 +124,7 @@ impl Store {
     }
 
     /// One version of a resource.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip_all, fields(tenant = tenant.0, %resource_type))]
     pub async fn read_version(
         &self,
         tenant: TenantKey,
@@ -154,7 +154,7 @@ impl Store {
     }
 
     /// A page of history, newest first. `cursor` is the `next_cursor` of the previous page.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip_all, fields(tenant = tenant.0))]
     pub async fn history(
         &self,
         tenant: TenantKey,

@@ -233,7 +233,7 @@ const TENANT_TABLES: [&str; 4] = [
 
 impl Store {
     /// Creates a tenant with its partitions and change sequence, all in one transaction.
-    #[tracing::instrument(skip(self, name))]
+    #[tracing::instrument(skip_all, fields(tenant = %id))]
     pub async fn create_tenant(&self, id: &str, name: &str) -> Result<Tenant, StoreError> {
         if !is_valid_tenant_id(id) {
             return Err(StoreError::InvalidTenantId(id.to_owned()));
@@ -301,7 +301,7 @@ impl Store {
     }
 
     /// Replaces a tenant's settings; the tenant as it is now, or `None` when there is none.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip_all, fields(tenant = %id))]
     pub async fn set_tenant_settings(
         &self,
         id: &str,
@@ -321,7 +321,7 @@ impl Store {
 
     /// Renames a tenant (its display name; the id in its URLs stays), or suspends or resumes
     /// it; the tenant as it is now, or `None` when there is none.
-    #[tracing::instrument(skip(self, name))]
+    #[tracing::instrument(skip_all, fields(tenant = %id))]
     pub async fn change_tenant(
         &self,
         id: &str,
