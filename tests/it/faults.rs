@@ -15,7 +15,7 @@ const JSON: (&str, &str) = ("Content-Type", "application/fhir+json");
 const ROLE: &str = "fjord";
 
 /// A cluster of this test alone, so that stopping it disturbs no other test.
-fn private_cluster(dir: &std::path::Path) -> Cluster {
+pub(crate) fn private_cluster(dir: &std::path::Path) -> Cluster {
     let binaries = Binaries::locate().expect("PostgreSQL server binaries");
     let options = ClusterOptions {
         fast_init: true,
@@ -24,108 +24,119 @@ fn private_cluster(dir: &std::path::Path) -> Cluster {
     Cluster::start(&binaries, dir, &options).expect("starting the private cluster")
 }
 
-/// Statuses answered to creates, and the ids of those acknowledged.
-#[derive(Default)]
-struct Outcomes {
-    statuses: BTreeMap<u16, usize>,
-    acknowledged: Vec<String>,
+/// A private cluster in `dir` with a migrated database and tenant `t1`, and a server on it.
+pub(crate) fn private_server(dir: &std::path::Path) -> (Cluster, Server) {
+    let cluster = private_cluster(dir);
+    let url = cluster.url(ROLE, "fjord");
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            Store::prepare_database(&cluster.url(SUPERUSER, "postgres"), ROLE, "fjord")
+                .await
+                .expect("database");
+            let store = Store::connect(&url, 2).await.expect("connect");
+            store.migrate().await.expect("migrate");
+            store.ensure_tenant("t1", "T1").await.expect("tenant");
+            store.close().await;
+        });
+    (cluster, Server::start(&["--database-url", &url]))
 }
 
-#[test]
-fn a_database_restart_under_load_is_answered_with_503_and_loses_no_acknowledged_write() {
-    let dir = std::env::temp_dir().join(format!("fjord-faults-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut cluster = private_cluster(&dir);
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let url = cluster.url(ROLE, "fjord");
-    runtime.block_on(async {
-        Store::prepare_database(&cluster.url(SUPERUSER, "postgres"), ROLE, "fjord")
-            .await
-            .expect("database");
-        let store = Store::connect(&url, 2).await.expect("connect");
-        store.migrate().await.expect("migrate");
-        store.ensure_tenant("t1", "T1").await.expect("tenant");
-        store.close().await;
-    });
-    let server = Server::start(&["--database-url", &url]);
-    let base = server.base("t1");
-    let ready = || send("GET", &format!("{}/health/ready", server.origin), &[], None).status;
-    assert_eq!(ready(), 200);
+/// Statuses answered to creates, and the ids of those acknowledged.
+#[derive(Default)]
+pub(crate) struct Outcomes {
+    pub statuses: BTreeMap<u16, usize>,
+    pub acknowledged: Vec<String>,
+}
 
-    let running = Arc::new(AtomicBool::new(true));
-    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
-    let writers: Vec<_> = (0..4)
-        .map(|_| {
-            let (running, outcomes, base) = (running.clone(), outcomes.clone(), base.clone());
-            std::thread::spawn(move || {
-                while running.load(Ordering::SeqCst) {
-                    let reply = send(
-                        "POST",
-                        &format!("{base}/Patient"),
-                        &[JSON],
-                        Some(r#"{"resourceType":"Patient","active":true}"#),
-                    );
-                    let mut outcomes = outcomes.lock().unwrap();
-                    *outcomes.statuses.entry(reply.status).or_default() += 1;
-                    if reply.status == 201 {
-                        outcomes
-                            .acknowledged
-                            .push(reply.json()["id"].as_str().unwrap().into());
-                    } else {
-                        assert_eq!(reply.status, 503, "{}", reply.body);
-                        assert_eq!(reply.header("Retry-After"), Some("1"));
-                        assert_eq!(reply.json()["issue"][0]["code"], "transient");
-                        drop(outcomes);
-                        std::thread::sleep(Duration::from_millis(20));
+/// Clients creating Patients in a loop until stopped, each refusal checked by `refusal`.
+pub(crate) struct Writers {
+    running: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<Outcomes>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Writers {
+    pub fn start(
+        clients: usize,
+        base: &str,
+        body: &str,
+        refusal: fn(&fjord_tests::Reply),
+    ) -> Writers {
+        let running = Arc::new(AtomicBool::new(true));
+        let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (running, outcomes) = (running.clone(), outcomes.clone());
+                let (url, body) = (format!("{base}/Patient"), body.to_owned());
+                std::thread::spawn(move || {
+                    while running.load(Ordering::SeqCst) {
+                        let reply = send("POST", &url, &[JSON], Some(&body));
+                        let mut outcomes = outcomes.lock().unwrap();
+                        *outcomes.statuses.entry(reply.status).or_default() += 1;
+                        if reply.status == 201 {
+                            let id = reply.json()["id"].as_str().unwrap().to_owned();
+                            outcomes.acknowledged.push(id);
+                        } else {
+                            drop(outcomes);
+                            refusal(&reply);
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
                     }
-                }
+                })
             })
-        })
-        .collect();
-    let acknowledged = || outcomes.lock().unwrap().acknowledged.len();
-    let wait_for_more = |than: usize, what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while acknowledged() <= than {
+            .collect();
+        Writers {
+            running,
+            outcomes,
+            threads,
+        }
+    }
+
+    pub fn acknowledged(&self) -> usize {
+        self.outcomes.lock().unwrap().acknowledged.len()
+    }
+
+    /// How many creates were answered other than 201.
+    pub fn refused(&self) -> usize {
+        let outcomes = self.outcomes.lock().unwrap();
+        outcomes
+            .statuses
+            .iter()
+            .filter(|(s, _)| **s != 201)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Waits until more than `than` creates were acknowledged; panics after `seconds`.
+    pub fn wait_for_more(&self, than: usize, seconds: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while self.acknowledged() <= than {
             assert!(Instant::now() < deadline, "no write succeeded {what}");
             std::thread::sleep(Duration::from_millis(50));
         }
-    };
-    wait_for_more(20, "before the fault");
-
-    cluster.stop();
-    std::thread::sleep(Duration::from_secs(2));
-    let during = acknowledged();
-    assert_eq!(ready(), 503, "the database is down");
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(
-        acknowledged(),
-        during,
-        "a write was acknowledged without a database"
-    );
-    let refused = outcomes.lock().unwrap().statuses.get(&503).copied();
-    assert!(
-        refused.unwrap_or(0) > 0,
-        "no 503 while the database was away"
-    );
-
-    let _cluster = private_cluster(&dir);
-    wait_for_more(during + 20, "after the database came back");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ready() != 200 {
-        assert!(Instant::now() < deadline, "never ready again");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    running.store(false, Ordering::SeqCst);
-    for writer in writers {
-        writer.join().expect("a writer failed");
     }
 
-    let outcomes = outcomes.lock().unwrap();
+    pub fn stop(self) -> Outcomes {
+        self.running.store(false, Ordering::SeqCst);
+        for thread in self.threads {
+            thread.join().expect("a writer failed");
+        }
+        Arc::try_unwrap(self.outcomes)
+            .ok()
+            .expect("the writers are done")
+            .into_inner()
+            .unwrap()
+    }
+}
+
+/// Every acknowledged create reads back, and the type holds no fewer resources: nothing but
+/// writes whose answer was lost with the connection is beyond them.
+pub(crate) fn acknowledged_writes_read_back(base: &str, outcomes: &Outcomes) {
     for id in &outcomes.acknowledged {
         let read = send("GET", &format!("{base}/Patient/{id}"), &[], None);
         assert_eq!(read.status, 200, "acknowledged Patient/{id} was lost");
     }
-    // Nothing beyond them but writes whose answer was lost with the connection.
     let searched = send("GET", &format!("{base}/Patient?_summary=count"), &[], None);
     let total = searched.json()["total"].as_u64().unwrap_or_default() as usize;
     assert!(
@@ -133,6 +144,50 @@ fn a_database_restart_under_load_is_answered_with_503_and_loses_no_acknowledged_
         "{total} Patients for {} acknowledged creates",
         outcomes.acknowledged.len()
     );
+}
+
+#[test]
+fn a_database_restart_under_load_is_answered_with_503_and_loses_no_acknowledged_write() {
+    let dir = std::env::temp_dir().join(format!("fjord-faults-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mut cluster, server) = private_server(&dir);
+    let base = server.base("t1");
+    let ready = || send("GET", &format!("{}/health/ready", server.origin), &[], None).status;
+    assert_eq!(ready(), 200);
+
+    let writers = Writers::start(
+        4,
+        &base,
+        r#"{"resourceType":"Patient","active":true}"#,
+        |reply| {
+            assert_eq!(reply.status, 503, "{}", reply.body);
+            assert_eq!(reply.header("Retry-After"), Some("1"));
+            assert_eq!(reply.json()["issue"][0]["code"], "transient");
+        },
+    );
+    writers.wait_for_more(20, 60, "before the fault");
+
+    cluster.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    let during = writers.acknowledged();
+    assert_eq!(ready(), 503, "the database is down");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        writers.acknowledged(),
+        during,
+        "a write was acknowledged without a database"
+    );
+    assert!(writers.refused() > 0, "no 503 while the database was away");
+
+    let _cluster = private_cluster(&dir);
+    writers.wait_for_more(during + 20, 60, "after the database came back");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready() != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let outcomes = writers.stop();
+    acknowledged_writes_read_back(&base, &outcomes);
     // Each refused create left its AuditEvent (a serious failure, 8), buffered while the
     // database was away and written once it was back.
     let refused = outcomes.statuses.get(&503).copied().unwrap_or_default() as u64;

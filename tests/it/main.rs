@@ -8,6 +8,7 @@ mod change_feed;
 mod conditional;
 mod custom_parameters;
 mod definitions;
+mod disk_full;
 mod e2e;
 mod embedded;
 mod examples;

@@ -27,7 +27,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn database(error: sqlx::Error) -> StoreError {
-        if is_connection_lost(&error) {
+        if is_connection_lost(&error) || is_disk_full(&error) {
             StoreError::Unavailable(error.to_string())
         } else if matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
         {
@@ -36,6 +36,12 @@ impl StoreError {
             StoreError::Database(error.to_string())
         }
     }
+}
+
+/// Whether the database could not write for want of disk space (SQLSTATE 53100): the write is
+/// refused as a whole, and the same request succeeds once space is freed.
+fn is_disk_full(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("53100"))
 }
 
 /// Whether `error` says the connection, or the server behind it, is gone rather than that the
