@@ -100,8 +100,13 @@ fn crash_and_recover(name: &str, kill_postgres: bool) {
         let read = send("GET", &format!("{base}{path}"), &[], None);
         assert_eq!(read.status, 200, "{location} was acknowledged but is lost");
     }
+    let created: Vec<String> = (acknowledged.iter())
+        .map(|l| l.split("/fhir/default/").nth(1).unwrap())
+        .map(|path| path.split("/_history").next().unwrap().to_owned())
+        .collect();
+    crate::faults::change_log_holds_each_once(&base, "Observation", &created);
     println!(
-        "{} acknowledged creates all read back after SIGKILL",
+        "{} acknowledged creates all read back after SIGKILL, each once in the change log",
         acknowledged.len()
     );
     drop(restarted);

@@ -130,9 +130,48 @@ impl Writers {
     }
 }
 
+/// The change log of `resource_type` as its history shows it, newest first, page by page: every
+/// acknowledged create (`Type/id`) is in it exactly once, and no change is listed twice.
+pub(crate) fn change_log_holds_each_once(base: &str, resource_type: &str, acknowledged: &[String]) {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    // Pages of 200: the disk-full test's Patients are 20 KB each.
+    let mut next = Some(format!("{base}/{resource_type}/_history?_count=200"));
+    while let Some(url) = next.take() {
+        let page = send("GET", &url, &[], None);
+        assert_eq!(page.status, 200, "{}", page.body);
+        let page = page.json();
+        for entry in page["entry"].as_array().into_iter().flatten() {
+            let resource = &entry["resource"];
+            let change = format!(
+                "{resource_type}/{}/_history/{}",
+                resource["id"].as_str().unwrap_or_default(),
+                resource["meta"]["versionId"].as_str().unwrap_or_default()
+            );
+            *seen.entry(change).or_default() += 1;
+        }
+        next = (page["link"].as_array().into_iter().flatten())
+            .find(|l| l["relation"] == "next")
+            .and_then(|l| l["url"].as_str().map(str::to_owned));
+    }
+    if let Some((change, times)) = seen.iter().find(|(_, n)| **n > 1) {
+        panic!("{change} is in the change log {times} times");
+    }
+    for created in acknowledged {
+        let first = format!("{created}/_history/1");
+        assert!(
+            seen.contains_key(&first),
+            "{first} is missing from the change log"
+        );
+    }
+}
+
 /// Every acknowledged create reads back, and the type holds no fewer resources: nothing but
-/// writes whose answer was lost with the connection is beyond them.
+/// writes whose answer was lost with the connection is beyond them; the change log lists each.
 pub(crate) fn acknowledged_writes_read_back(base: &str, outcomes: &Outcomes) {
+    let created: Vec<String> = (outcomes.acknowledged.iter())
+        .map(|id| format!("Patient/{id}"))
+        .collect();
+    change_log_holds_each_once(base, "Patient", &created);
     for id in &outcomes.acknowledged {
         let read = send("GET", &format!("{base}/Patient/{id}"), &[], None);
         assert_eq!(read.status, 200, "acknowledged Patient/{id} was lost");
