@@ -132,6 +132,47 @@ fn a_suspended_tenant_is_refused_until_resumed_and_keeps_its_data() {
     )
     .json();
     assert_eq!(shown["name"], "Helse Vest IKT");
+
+    // Settings from the command line: checked as the API checks them, followed by the server.
+    let settings_file = std::env::temp_dir().join(format!("fjord-settings-{}", std::process::id()));
+    std::fs::write(
+        &settings_file,
+        r#"{"requireIfMatch": true, "limits": {"maxBodyBytes": 0}}"#,
+    )
+    .unwrap();
+    let refused = std::process::Command::new(fjord_binary())
+        .args(["tenant", "settings", "t1", "--set"])
+        .arg(&settings_file)
+        .args(["--database-url", &database.url])
+        .env("FJORD_LOG", "warn")
+        .output()
+        .expect("fjord tenant settings");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("limits"),
+        "{refused:?}"
+    );
+    std::fs::write(&settings_file, r#"{"requireIfMatch": true}"#).unwrap();
+    let set = fjord(&["settings", "t1", "--set", settings_file.to_str().unwrap()]);
+    let set: serde_json::Value = serde_json::from_str(&set).expect("the settings as JSON");
+    assert_eq!(set["requireIfMatch"], true);
+    let _ = std::fs::remove_file(&settings_file);
+    let shown: serde_json::Value = serde_json::from_str(&fjord(&["settings", "t1"])).unwrap();
+    assert_eq!(shown, set);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let put = send("PUT", &format!("{base}/Patient/p1"), &[JSON], Some(&body));
+        if put.status == 400 {
+            assert!(put.body.contains("If-Match"), "{}", put.body);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "If-Match still not required: {}",
+            put.status
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

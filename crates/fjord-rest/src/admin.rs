@@ -161,7 +161,7 @@ pub(crate) async fn show_settings(
 const KEPT_SECRET: &str = "********";
 
 /// The settings as the API shows them: introspection secrets masked.
-fn shown(settings: &TenantSettings) -> TenantSettings {
+pub fn shown(settings: &TenantSettings) -> TenantSettings {
     let mut shown = settings.clone();
     for issuer in &mut shown.trusted_issuers {
         if let Some(introspection) = &mut issuer.introspection {
@@ -232,15 +232,23 @@ pub(crate) async fn set_settings(
         .tenant(&id)
         .await
         .map_err(|e| ApiError::from(e).in_format(format))?;
-    let settings = parse_settings(&body, &id)
-        .and_then(|new| keep_secrets(new, &old.settings))
-        .map_err(|e| e.in_format(format))?;
+    let settings = checked_settings(&body, &id, &old.settings).map_err(|e| e.in_format(format))?;
     let tenant = state
         .engine
         .set_tenant_settings(&id, &settings)
         .await
         .map_err(|e| ApiError::from(e).in_format(format))?;
     Ok(HttpResponse::Ok().json(shown(&tenant.settings)))
+}
+
+/// New settings for tenant `id` from a JSON body, checked as the API and `fjord tenant settings`
+/// check them, with masked secrets kept from the `stored` ones.
+pub fn checked_settings(
+    body: &[u8],
+    id: &str,
+    stored: &TenantSettings,
+) -> Result<TenantSettings, ApiError> {
+    parse_settings(body, id).and_then(|new| keep_secrets(new, stored))
 }
 
 /// A settings object: only known keys, each of the right type.

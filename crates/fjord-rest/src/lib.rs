@@ -35,6 +35,7 @@ use std::sync::Arc;
 use actix_web::web;
 use fjord_engine::Engine;
 
+pub use admin::{checked_settings, shown as shown_settings};
 pub use auth::{AuthConfig, AuthMode, ADMIN_SCOPE};
 pub use error::ApiError;
 pub use limits::RateLimits;

@@ -184,6 +184,14 @@ enum TenantCommand {
     Suspend { id: String },
     /// Serve a suspended tenant again.
     Resume { id: String },
+    /// Show a tenant's settings (JSON, secrets masked), or replace them with `--set FILE`
+    /// (checked as the administration API checks them; a running server follows within 2 s).
+    Settings {
+        id: String,
+        /// A JSON file of settings, or `-` for standard input.
+        #[arg(long)]
+        set: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -428,6 +436,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 TenantCommand::Resume { id } => {
                     engine.change_tenant(&id, None, Some(false)).await?;
                     println!("resumed tenant {id}");
+                }
+                TenantCommand::Settings { id, set } => {
+                    let mut tenant = engine.tenant(&id).await?;
+                    if let Some(file) = set {
+                        let body = match file.to_str() {
+                            Some("-") => std::io::read_to_string(std::io::stdin())?.into_bytes(),
+                            _ => std::fs::read(&file)
+                                .with_context(|| format!("reading {}", file.display()))?,
+                        };
+                        let settings = fjord_rest::checked_settings(&body, &id, &tenant.settings)
+                            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                        tenant = engine.set_tenant_settings(&id, &settings).await?;
+                    }
+                    let shown = fjord_rest::shown_settings(&tenant.settings);
+                    println!("{}", serde_json::to_string_pretty(&shown)?);
                 }
             }
             Ok(())
