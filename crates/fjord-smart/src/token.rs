@@ -116,6 +116,8 @@ impl Default for ClaimNames {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequiredClaim {
+    /// A claim's name, or a JSON Pointer into the claims (`/authorization_details/0/
+    /// purpose_of_use/code`) for a value nested in a structured claim.
     pub claim: String,
     pub values: Vec<String>,
 }
@@ -124,7 +126,18 @@ impl RequiredClaim {
     /// The first of the claim's values that is one of `values`.
     pub fn held_by<'c>(&self, claims: &'c Map<String, Value>) -> Option<&'c str> {
         let accepted = |v: &'c Value| v.as_str().filter(|s| self.values.iter().any(|t| t == s));
-        match claims.get(&self.claim)? {
+        let value = match self.claim.strip_prefix('/') {
+            Some(pointer) => {
+                let (name, rest) = pointer.split_once('/').unwrap_or((pointer, ""));
+                let name = name.replace("~1", "/").replace("~0", "~");
+                match rest {
+                    "" => claims.get(&name)?,
+                    rest => claims.get(&name)?.pointer(&format!("/{rest}"))?,
+                }
+            }
+            None => claims.get(&self.claim)?,
+        };
+        match value {
             Value::Array(values) => values.iter().find_map(accepted),
             value => accepted(value),
         }

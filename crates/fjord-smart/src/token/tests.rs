@@ -275,3 +275,38 @@ fn rsa_encoding(private: &rsa::RsaPrivateKey) -> EncodingKey {
     let pem = private.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF).unwrap();
     EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()
 }
+
+#[test]
+fn a_required_claim_may_be_nested_in_a_structured_claim() {
+    let claims: Map<String, Value> = serde_json::from_value(json!({
+        "purpose": ["TREAT", "ETREAT"],
+        "helseid://claims/client/claims/orgnr_parent": "983974899",
+        "authorization_details": [{
+            "type": "nhn:tillitsrammeverk:parameters",
+            "purpose_of_use": {"system": "urn:oid:2.16.840.1.113883.1.11.20448", "code": "TREAT"}
+        }]
+    }))
+    .unwrap();
+    let required = |claim: &str, value: &str| RequiredClaim {
+        claim: claim.into(),
+        values: vec![value.into()],
+    };
+    assert_eq!(
+        required("purpose", "ETREAT").held_by(&claims),
+        Some("ETREAT")
+    );
+    assert_eq!(required("purpose", "COVERAGE").held_by(&claims), None);
+    let nested = "/authorization_details/0/purpose_of_use/code";
+    assert_eq!(required(nested, "TREAT").held_by(&claims), Some("TREAT"));
+    assert_eq!(required(nested, "HRESCH").held_by(&claims), None);
+    assert_eq!(
+        required("/authorization_details/1/purpose_of_use/code", "TREAT").held_by(&claims),
+        None
+    );
+    // A name with slashes, escaped as JSON Pointer escapes them.
+    let org = "/helseid:~1~1claims~1client~1claims~1orgnr_parent";
+    assert_eq!(
+        required(org, "983974899").held_by(&claims),
+        Some("983974899")
+    );
+}
