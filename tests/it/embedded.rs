@@ -67,6 +67,30 @@ fn crash_and_recover(name: &str, kill_postgres: bool) {
             })
         })
         .collect();
+    // Searches and reads beside the writes: the load is mixed when the kill comes.
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (base, acknowledged, stop) = (base.clone(), acknowledged.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut answered = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let last = acknowledged.lock().unwrap().last().cloned();
+                    let url = match (answered % 2, last) {
+                        (0, Some(location)) => location,
+                        _ => format!("{base}/Observation?code:text=puls&_count=20"),
+                    };
+                    match ureq::get(&url).call() {
+                        Ok(reply) => assert_eq!(reply.status(), 200),
+                        Err(ureq::Error::Status(status, _)) => panic!("{status} for {url}"),
+                        // The server is gone.
+                        Err(_) => break,
+                    }
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
     while acknowledged.lock().unwrap().len() < 200 {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -84,6 +108,8 @@ fn crash_and_recover(name: &str, kill_postgres: bool) {
     for writer in writers {
         writer.join().unwrap();
     }
+    let reads: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 0, "no read or search was answered before the kill");
     let acknowledged = acknowledged.lock().unwrap().clone();
     if kill_postgres {
         assert!(
