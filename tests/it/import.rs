@@ -308,6 +308,29 @@ fn import_operation_runs_in_the_background_for_its_client_only() {
     let status_url = started.header("Content-Location").unwrap().to_owned();
     assert_eq!(at("DELETE", &status_url, &writer).status, 202);
     assert_eq!(at("GET", &status_url, &writer).status, 404);
+    // The tenant's JSON depth limit holds for imported lines too.
+    smart.set_t1_settings(&json!({"limits": {"maxJsonDepth": 12}}));
+    let mut extension = json!({"url": "http://example.org/leaf", "valueString": "x"});
+    for _ in 0..8 {
+        extension = json!({"url": "http://example.org/nested", "extension": [extension]});
+    }
+    let deep = json!({"resourceType": "Patient", "id": "deep", "extension": [extension]});
+    let shallow = json!({"resourceType": "Patient", "id": "shallow"});
+    let body = format!("{deep}\n{shallow}");
+    let started = post(&writer, &body, "application/fhir+ndjson");
+    let (outcome, _) = finished(started.header("Content-Location").unwrap(), &writer);
+    assert_eq!(
+        outcome["issue"][0]["diagnostics"], "2 lines: 1 created, 0 updated, 0 unchanged, 1 failed",
+        "{outcome}"
+    );
+    assert_eq!(outcome["issue"][1]["location"][0], "line 1");
+    assert!(
+        outcome["issue"][1]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("deep"),
+        "{outcome}"
+    );
     // The CapabilityStatement offers it.
     let metadata = send("GET", &format!("{base}/metadata"), &[], None).json();
     let operations = metadata["rest"][0]["operation"].as_array().unwrap();

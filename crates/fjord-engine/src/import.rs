@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fjord_model::{for_each_object, Format, Resource};
+use fjord_model::{for_each_object, Format, ParseLimits, Resource};
 use fjord_store::{Expected, NewVersion, Op, StoredVersion};
 
 use crate::audit::{patients_in, Audited, IMPORT};
@@ -89,8 +89,9 @@ impl Engine {
         // is compared with what its earlier line stored.
         let mut batch: Vec<Parsed> = Vec::new();
         let mut named: HashSet<(&'static str, String)> = HashSet::new();
+        let limits = self.parse_limits(caller);
         for line in lines {
-            let parsed = match self.parse_line(&line) {
+            let parsed = match self.parse_line(&line, &limits) {
                 Ok(parsed) => parsed,
                 Err(failure) => {
                     imported.failed.push(failure);
@@ -112,13 +113,13 @@ impl Engine {
         Ok(imported)
     }
 
-    fn parse_line(&self, line: &ImportLine) -> Result<Parsed, LineFailure> {
+    fn parse_line(&self, line: &ImportLine, limits: &ParseLimits) -> Result<Parsed, LineFailure> {
         let fail = |resource: Option<String>, error: String| LineFailure {
             line: line.number,
             resource,
             error,
         };
-        let resource = Resource::parse(&line.text, Format::Json, &self.limits)
+        let resource = Resource::parse(&line.text, Format::Json, limits)
             .map_err(|e| fail(None, format!("invalid resource: {e}")))?;
         let resource_type = fjord_model::resource_type(resource.resource_type())
             .ok_or_else(|| fail(None, "unknown resource type".into()))?;
