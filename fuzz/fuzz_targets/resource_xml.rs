@@ -5,16 +5,7 @@ use fjord_model::{ParseLimits, Resource};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(
-    init: {
-        // fjord-model catches fhirbolt's panics on malformed input and answers an error, as
-        // the server does; only other panics are crashes.
-        let aborting = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !info.location().is_some_and(|l| l.file().contains("fhirbolt")) {
-                aborting(info);
-            }
-        }));
-    },
+    init: fjord_fuzz::ignore_caught_parser_panics(),
     |body: &[u8]| {
         let limits = ParseLimits::default();
         if let Ok(resource) = Resource::from_xml(body, &limits) {

@@ -10,11 +10,10 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::web::Data;
 use actix_web::HttpResponse;
 use fjord_engine::CorsPolicy;
 
-use crate::{AppState, AuthMode};
+use crate::AuthMode;
 
 /// Headers a page may read from answers.
 const EXPOSED: &str = "Location, Content-Location, ETag, Last-Modified, WWW-Authenticate, X-Request-Id, X-Progress, Retry-After";
@@ -102,10 +101,8 @@ pub(crate) fn checked_policy(mut policy: CorsPolicy) -> Result<CorsPolicy, Strin
 /// The tenant's policy for a request with an `Origin`, if its tenant has one.
 async fn tenant_policy(req: &ServiceRequest) -> Option<CorsPolicy> {
     req.headers().get(header::ORIGIN)?;
-    let tenant = crate::router::tenant_of(req.path())?;
-    let state = req.app_data::<Data<AppState>>()?;
     // An unknown tenant is the handler's 404, under the server's policy.
-    state.engine.tenant(tenant).await.ok()?.settings.cors
+    crate::router::tenant_settings(req).await?.cors
 }
 
 fn allows_origin(policy: &CorsPolicy, origin: &str) -> bool {

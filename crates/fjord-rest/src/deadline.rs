@@ -51,13 +51,11 @@ pub(crate) async fn deadline(
 
 /// The time limit of a FHIR request: the server's, or its tenant's where tighter.
 async fn time_limit(req: &ServiceRequest) -> Option<Duration> {
-    let tenant = crate::router::tenant_of(req.path())?;
+    crate::router::tenant_of(req.path())?;
     let state = req.app_data::<Data<AppState>>()?;
     let server = state.config.request_timeout?;
     // An unknown tenant is the handler's 404, answered at once.
-    let own = match state.engine.tenant(tenant).await {
-        Ok(found) => found.settings.limits.request_timeout_seconds,
-        Err(_) => None,
-    };
+    let settings = crate::router::tenant_settings(req).await;
+    let own = settings.and_then(|s| s.limits.request_timeout_seconds);
     Some(TenantLimits::tighter(server, own.map(Duration::from_secs)))
 }

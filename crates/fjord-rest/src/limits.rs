@@ -103,10 +103,10 @@ async fn over_limit(req: &ServiceRequest) -> Option<std::time::Duration> {
     let state = req.app_data::<Data<AppState>>()?;
     let limits = &state.config.rate_limits;
     // Unknown tenants are the handler's 404; no setting to read.
-    let limit = match state.engine.tenant(tenant).await {
-        Ok(found) => found.settings.rate_limit.or(limits.default)?,
-        Err(_) => limits.default?,
-    };
+    let own = crate::router::tenant_settings(req)
+        .await
+        .and_then(|s| s.rate_limit);
+    let limit = own.or(limits.default)?;
     let client = crate::public::client_address(req.request())?;
     limits.check(tenant, limit, client)
 }

@@ -252,6 +252,17 @@ pub(crate) fn tenant_of(path: &str) -> Option<&str> {
     (!tenant.is_empty()).then_some(tenant)
 }
 
+/// The settings of the tenant a `/fhir/{tenant}/…` request names, for the layers in front of the
+/// handlers (CORS, rate and time limits): `None` outside `/fhir/` and for an unknown tenant
+/// (the handler's 404). Read from the engine's tenant cache, so each layer's look costs no I/O.
+pub(crate) async fn tenant_settings(
+    req: &actix_web::dev::ServiceRequest,
+) -> Option<fjord_engine::TenantSettings> {
+    let tenant = tenant_of(req.path())?;
+    let state = req.app_data::<Data<AppState>>()?;
+    state.engine.tenant(tenant).await.ok().map(|t| t.settings)
+}
+
 /// Serves every request that no static route took.
 pub(crate) async fn dispatch(
     req: HttpRequest,

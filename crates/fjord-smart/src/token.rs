@@ -158,16 +158,17 @@ pub struct Verified {
 
 impl Verified {
     /// What checked claims of `issuer` grant, and the key they bind the token to.
-    fn of(claims: &Map<String, Value>, issuer: &TrustedIssuer) -> Verified {
+    fn of(claims: Map<String, Value>, issuer: &TrustedIssuer) -> Verified {
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
         Verified {
-            access: access_of(claims, issuer),
+            access: access_of(&claims, issuer),
             bound_to: claims
                 .get("cnf")
                 .and_then(|c| c.get("jkt"))
                 .and_then(Value::as_str)
                 .map(str::to_owned),
-            token_id: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
-            claims: claims.clone(),
+            token_id: text("jti"),
+            claims,
         }
     }
 }
@@ -258,7 +259,7 @@ impl Verifier {
         let verified = signed_claims(token, &key, header.alg)
             .ok_or_else(|| invalid("the token's signature does not verify"))?;
         check_claims(&verified, issuer, base_url, now(), Source::SignedToken)?;
-        Ok(Verified::of(&verified, issuer))
+        Ok(Verified::of(verified, issuer))
     }
 
     /// An opaque token, asked of the issuers that introspect (RFC 7662); their answers are
@@ -292,7 +293,7 @@ impl Verifier {
             };
             let Some(claims) = claims else { continue };
             check_introspected(&claims, issuer, base_url, now())?;
-            return Ok(Verified::of(&claims, issuer));
+            return Ok(Verified::of(claims, issuer));
         }
         Err(AuthError::InvalidToken(
             "the token is not a JWT, and no issuer of this tenant knows it as active".into(),
