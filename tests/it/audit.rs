@@ -246,12 +246,13 @@ fn every_interaction_leaves_an_audit_event() {
     assert!(!reply.body.contains("Patient/b\""), "{}", reply.body);
 }
 
-/// A notification is a disclosure: each one that carries events leaves an AuditEvent (DICOM
-/// Export) naming the subscription, what it carried, the patients and the endpoint's origin,
-/// with the subscriber's user as the agent; one that failed says why. Handshakes and
-/// heartbeats carry nothing and leave none.
+/// A notification is a disclosure: those that carry events leave an AuditEvent (DICOM Export)
+/// naming the subscription, what they carried, the patients and the endpoint's origin, with the
+/// subscriber's user as the agent. A subscription's notifications within a few seconds are one
+/// event, its `period` the time they went in; one that failed is an event of its own, at once,
+/// and says why. Handshakes and heartbeats carry nothing and leave none.
 #[test]
-fn every_notification_leaves_an_audit_event() {
+fn notifications_leave_audit_events() {
     let smart = Smart::start("audit-notifications", &[]);
     load(&smart);
     let writer = smart.token("t1", "system/*.cruds", None);
@@ -277,6 +278,13 @@ fn every_notification_leaves_an_audit_event() {
     receiver.wait_for(20, "a's event", |r| {
         r.iter().any(|r| r.body.contains("event-notification"))
     });
+    new_observation(&smart, &writer, "a-n3", "a", VITAL);
+    receiver.wait_for(20, "a's second event", |r| {
+        r.iter()
+            .filter(|r| r.body.contains("event-notification"))
+            .count()
+            == 2
+    });
     // The receiver goes down: the next notification fails, and says so.
     receiver.set_up(false);
     new_observation(&smart, &writer, "a-n2", "a", VITAL);
@@ -285,6 +293,10 @@ fn every_notification_leaves_an_audit_event() {
     wait_until(20, "the failed notification's event", || {
         events(&smart, &query).iter().any(|e| e["outcome"] == "4")
     });
+    // The two delivered notifications' event comes when their window closes.
+    wait_until(30, "the delivered notifications' event", || {
+        events(&smart, &query).iter().any(|e| e["outcome"] == "0")
+    });
     wait_for_flush();
 
     let exports = events(&smart, &query);
@@ -292,7 +304,7 @@ fn every_notification_leaves_an_audit_event() {
     assert_eq!(
         delivered.len(),
         1,
-        "only a's event, no handshake: {exports:?}"
+        "one event for a's two notifications, none for the handshake: {exports:?}"
     );
     let event = delivered[0];
     assert_eq!(event["action"], "R");
@@ -302,8 +314,18 @@ fn every_notification_leaves_an_audit_event() {
         [
             format!("Subscription/{id}").as_str(),
             "Observation/a-n1/_history/1",
+            "Observation/a-n3/_history/1",
             "Patient/a"
         ]
+    );
+    let (start, end) = (
+        event["period"]["start"].as_str().unwrap_or_default(),
+        event["period"]["end"].as_str().unwrap_or_default(),
+    );
+    assert!(!start.is_empty() && start <= end, "{event}");
+    assert!(
+        end <= event["recorded"].as_str().unwrap_or_default(),
+        "{event}"
     );
     assert_eq!(event["entity"][0]["role"]["code"], "9", "the subscriber");
     assert_eq!(

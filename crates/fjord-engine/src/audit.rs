@@ -13,6 +13,8 @@
 //! A notification to a subscriber is a disclosure too: it is recorded as a DICOM Export by the
 //! subscriber's user, naming the subscription (role subscriber), what the notification carried,
 //! the patients it concerns and the endpoint's origin.
+//! The notifications of one subscription within a few seconds may be one event
+//! ([`Audited::absorb`]), its `period` the time they went in.
 //!
 //! The shape follows the Norwegian AuditEvent profile (`no-domain-Trustframework-Auditevent`)
 //! where Fjord knows the facts: the patient extension, `agent.who` as the user (`fhirUser`,
@@ -73,6 +75,8 @@ struct Notification {
     subscription: String,
     /// The endpoint's origin (`https://host:port`), for a rest-hook.
     destination: Option<String>,
+    /// When the first notification the event records went (see [`Audited::absorb`]).
+    since: time::OffsetDateTime,
 }
 
 /// An event naming several patients, as one event per patient (as IHE's Basic Audit Log
@@ -138,6 +142,7 @@ impl Audited {
             notification: Some(Notification {
                 subscription: format!("Subscription/{subscription}"),
                 destination,
+                since: now(),
             }),
             ..Audited::new(NOTIFY)
         }
@@ -171,6 +176,33 @@ impl Audited {
         for patient in patients {
             self.patients.insert(patient.clone());
             owners.insert(patient);
+        }
+    }
+
+    /// Whether [`Audited::absorb`] may add `later` to this: both are notifications of the same
+    /// subscription to the same destination, and neither failed.
+    pub fn absorbs(&self, later: &Audited) -> bool {
+        let same = match (&self.notification, &later.notification) {
+            (Some(first), Some(then)) => {
+                first.subscription == then.subscription && first.destination == then.destination
+            }
+            _ => false,
+        };
+        same && self.failure.is_none() && later.failure.is_none()
+    }
+
+    /// Adds what a later notification carried (see [`Audited::absorbs`]): one event records
+    /// both, its `period` from the first to the last.
+    pub fn absorb(&mut self, later: Audited) {
+        debug_assert!(self.absorbs(&later));
+        for entity in later.entities {
+            if !self.entities.contains(&entity) {
+                self.entities.push(entity);
+            }
+        }
+        self.patients.extend(later.patients);
+        for (entity, patients) in later.owners {
+            self.owners.entry(entity).or_default().extend(patients);
         }
     }
 
@@ -694,7 +726,15 @@ fn audit_event(caller: &Caller, audited: &Audited) -> Value {
         );
     }
     event.insert("action".into(), json!(audited.action()));
-    event.insert("recorded".into(), json!(format_instant(now())));
+    let recorded = now();
+    if let Some(notification) = &audited.notification {
+        // The notifications the event records went within this period.
+        event.insert(
+            "period".into(),
+            json!({ "start": format_instant(notification.since), "end": format_instant(recorded) }),
+        );
+    }
+    event.insert("recorded".into(), json!(format_instant(recorded)));
     match &audited.failure {
         None => {
             event.insert("outcome".into(), json!("0"));

@@ -620,6 +620,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     server.await?;
     tracing::info!("shutting down");
     // What the requests drained last recorded, before the database goes.
+    subscriptions.flush_audit_digests().await;
     if let Err(error) = state_engine.flush_audit().await {
         tracing::error!(%error, "writing the audit trail at shutdown");
     }

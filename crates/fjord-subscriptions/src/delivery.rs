@@ -7,6 +7,7 @@
 //! is stored before the next notification goes (see `marks`), so a crash sends the last
 //! notification again rather than never, and nothing before it.
 
+use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ use crate::handoff::{Take, Worker};
 use crate::notification::Notice;
 use crate::spec::{ChannelType, Content, Kind, Spec};
 use crate::{SubscriptionError, Subscriptions};
+
+/// The most of an endpoint's answer read so that its connection can be used again.
+const ANSWER_KEPT: u64 = 64 * 1024;
 
 /// What a worker does next.
 enum Next {
@@ -326,7 +330,7 @@ impl Subscriptions {
     }
 
     /// Sends events (one notification Bundle, or as classic R4 does) and records what went to
-    /// whom in the audit trail, delivered or not.
+    /// whom in the audit trail, delivered or not (see `digest`).
     async fn deliver(
         &self,
         tenant: &Tenant,
@@ -360,8 +364,7 @@ impl Subscriptions {
             ChannelType::Websocket => "websocket",
         };
         (self.metrics).notified(&tenant.id, channel, result.is_ok());
-        self.engine
-            .audit(&self.caller_of(tenant, live), audited)
+        self.audit_delivered(tenant.key, &state.id, self.caller_of(tenant, live), audited)
             .await;
         result
     }
@@ -487,7 +490,13 @@ impl Subscriptions {
                 None => request.call(),
             };
             match result {
-                Ok(_) => Ok(()),
+                Ok(response) => {
+                    // A body read to its end hands the connection back for the next
+                    // notification; one past this size is not worth keeping it for.
+                    let mut body = response.into_reader().take(ANSWER_KEPT);
+                    let _ = std::io::copy(&mut body, &mut std::io::sink());
+                    Ok(())
+                }
                 Err(ureq::Error::Status(status, _)) => {
                     Err(format!("the endpoint answered {status}"))
                 }

@@ -53,6 +53,7 @@ impl Subscriptions {
     pub async fn run_dispatcher(self: Arc<Self>) {
         tokio::spawn(self.clone().flush_marks());
         tokio::spawn(self.clone().prune_events());
+        tokio::spawn(self.clone().follow_audit_digests());
         let mut loaded: std::collections::HashSet<TenantKey> = Default::default();
         let mut tenants = Vec::new();
         let mut listed: Option<Instant> = None;

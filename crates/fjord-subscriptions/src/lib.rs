@@ -11,6 +11,7 @@
 //!   notifications, heartbeats), retries with exponential back-off and jitter, and after the
 //!   configured number of failures sets the subscription to `error` (events keep counting).
 //! - `notification`: the notification Bundles, and `$status` and `$events`.
+//! - `digest`: a subscription's notifications of a few seconds, one AuditEvent.
 //! - `socket`: websocket channels without the websocket (`fjord-rest` owns it):
 //!   `$get-ws-binding-token`, binding a connection, notifications written to it.
 //!
@@ -18,6 +19,7 @@
 //! are matched only on versions that token's read grant admits.
 
 mod delivery;
+mod digest;
 mod dispatch;
 mod handoff;
 mod live;
@@ -109,6 +111,8 @@ pub struct Subscriptions {
     http: ureq::Agent,
     /// Deliveries not yet noted in the store.
     marks: marks::DeliveryMarks,
+    /// Delivered notifications not yet in the audit trail.
+    digests: digest::AuditDigests,
     /// Where deliveries are counted.
     metrics: Arc<fjord_metrics::Metrics>,
     /// Websocket binding tokens.
@@ -151,6 +155,7 @@ impl Subscriptions {
                 .redirects(0)
                 .build(),
             marks: Default::default(),
+            digests: Default::default(),
             metrics,
             ws_tokens: Default::default(),
             sockets: Default::default(),
