@@ -237,8 +237,8 @@ fn main() -> anyhow::Result<()> {
          Single creates of a blood-pressure Observation for {patients} patients, in rounds of two runs: \
          with every subscription `off` (the baseline), then with {patients} active rest-hook subscriptions \
          (`dho-observation-created`, one per patient, `id-only`) delivering to a receiver in the driver; \
-         each notification writes its AuditEvent, as each create does. The rounds alternate the runs so \
-         that neither always meets the larger database.\n\n\
+         each subscription's notifications are audited, one AuditEvent per 10 s window, as each create \
+         is. The rounds alternate the runs so that neither always meets the larger database.\n\n\
          | round | baseline creates/s | p50 ms | p99 ms | with subscriptions creates/s | p50 ms | p99 ms | ratio | delivered/s during the run | drained after (s) | latency p50 / p99 ms |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
          {table}\n\
