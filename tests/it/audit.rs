@@ -359,3 +359,36 @@ fn notifications_leave_audit_events() {
     // A's own audit view finds what was sent about a.
     assert!(!events(&smart, &format!("{export}&patient=Patient/a")).is_empty());
 }
+
+/// A shutdown records the notifications whose window is still open: nothing sent goes
+/// unrecorded because the server stopped.
+#[test]
+fn a_shutdown_records_the_notifications_not_yet_audited() {
+    let mut smart = Smart::start("audit-notifications-shutdown", &[]);
+    load(&smart);
+    let writer = smart.token("t1", "system/*.cruds", None);
+    let subscriber = smart.token(
+        "t1",
+        "system/Observation.rs system/Subscription.cruds",
+        None,
+    );
+    let receiver = Receiver::start();
+    let subscription = every_observation(&receiver.url);
+    let id = created(&smart.call(&subscriber, "POST", "/Subscription", Some(&subscription)));
+    receiver.wait_for(20, "the handshake", |r| !r.is_empty());
+    new_observation(&smart, &writer, "a-s1", "a", VITAL);
+    receiver.wait_for(20, "the event", |r| {
+        r.iter().any(|r| r.body.contains("event-notification"))
+    });
+    // Well within the notification's 10 s window.
+    smart.restart();
+    let query = format!(
+        "type=http://dicom.nema.org/resources/ontology/DCM|110106&entity=Subscription/{id}"
+    );
+    let exports = events(&smart, &query);
+    assert_eq!(exports.len(), 1, "{exports:?}");
+    assert!(
+        entities(&exports[0]).contains(&"Observation/a-s1/_history/1"),
+        "{exports:?}"
+    );
+}

@@ -18,6 +18,9 @@ pub(crate) struct Smart {
     pub server: Server,
     pub dir: PathBuf,
     pub issuer: DevIssuer,
+    /// The server's arguments and environment, for [`Smart::restart`].
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Smart {
@@ -46,8 +49,13 @@ impl Smart {
         let issuer = DevIssuer::load_or_create(&dir.join("auth").join("dev-issuer.pem")).unwrap();
         let smart = Smart {
             server,
-            dir,
+            dir: dir.clone(),
             issuer,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let admin = smart.admin_token();
         for tenant in ["t1", "t2"] {
@@ -60,6 +68,20 @@ impl Smart {
             assert_eq!(reply.status, 201, "{}", reply.body);
         }
         smart
+    }
+
+    /// Shuts the server down (SIGTERM), checks it exited cleanly, and starts it again on the
+    /// same database and data directory (on a new port).
+    pub fn restart(&mut self) {
+        let exit = self.server.terminate();
+        assert!(exit.success(), "the server's exit: {exit}");
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.server = Server::start_with("127.0.0.1:0", &args, &env);
     }
 
     /// `fjord COMMAND --data-dir DIR ARGS…` on the server's data directory; its output.
