@@ -19,7 +19,7 @@ use fjord_store::TenantKey;
 use crate::Subscriptions;
 
 /// How long a subscription's notifications are gathered into one event.
-pub(crate) const WINDOW: Duration = Duration::from_secs(10);
+const WINDOW: Duration = Duration::from_secs(10);
 /// Entities after which a digest is recorded before its window closes: events stay small.
 const MAX_ENTITIES: usize = 100;
 /// How often closed windows are looked for.
@@ -87,18 +87,10 @@ impl Subscriptions {
     }
 
     async fn record_digests(&self, all: bool) {
-        let due: Vec<Digest> = {
-            let mut digests = self.digests.0.lock().expect("audit digests");
-            let closed: Vec<(TenantKey, String)> = digests
-                .iter()
-                .filter(|(_, d)| all || d.opened.elapsed() >= WINDOW)
-                .map(|(key, _)| key.clone())
-                .collect();
-            closed
-                .iter()
-                .filter_map(|key| digests.remove(key))
-                .collect()
-        };
+        let due: Vec<Digest> = (self.digests.0.lock().expect("audit digests"))
+            .extract_if(|_, digest| all || digest.opened.elapsed() >= WINDOW)
+            .map(|(_, digest)| digest)
+            .collect();
         for digest in due {
             self.engine.audit(&digest.caller, digest.audited).await;
         }
