@@ -7,7 +7,6 @@
 //! is stored before the next notification goes (see `marks`), so a crash sends the last
 //! notification again rather than never, and nothing before it.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,12 +18,10 @@ use tokio::sync::Notify;
 
 use crate::dispatch::Live;
 use crate::handoff::{Take, Worker};
-use crate::notification::Notice;
+use crate::http::Send;
+use crate::notification::{Notice, Notification};
 use crate::spec::{ChannelType, Content, Kind, Spec};
 use crate::{SubscriptionError, Subscriptions};
-
-/// The most of an endpoint's answer read so that its connection can be used again.
-const ANSWER_KEPT: u64 = 64 * 1024;
 
 /// What a worker does next.
 enum Next {
@@ -399,8 +396,8 @@ impl Subscriptions {
                     )
                     .await
                     .map_err(|e| e.to_string())?;
-                for context in context_carried(&bundle) {
-                    audited.named(context);
+                for context in bundle.context_carried() {
+                    audited.named(context.to_owned());
                 }
                 self.transmit(tenant.key, live, &bundle).await
             }
@@ -442,12 +439,17 @@ impl Subscriptions {
     }
 
     /// Sends a notification Bundle over the subscription's channel.
-    async fn transmit(&self, tenant: TenantKey, live: &Live, bundle: &Value) -> Result<(), String> {
+    async fn transmit(
+        &self,
+        tenant: TenantKey,
+        live: &Live,
+        bundle: &Notification,
+    ) -> Result<(), String> {
         match live.spec.channel.kind {
             ChannelType::RestHook => self.post_bundle(live, bundle).await,
             ChannelType::Websocket => {
                 match self
-                    .send_to_socket(tenant, &live.spec.id, bundle.to_string())
+                    .send_to_socket(tenant, &live.spec.id, bundle.to_json())
                     .await?
                 {
                     true => Ok(()),
@@ -457,9 +459,9 @@ impl Subscriptions {
         }
     }
 
-    async fn post_bundle(&self, live: &Live, bundle: &Value) -> Result<(), String> {
+    async fn post_bundle(&self, live: &Live, bundle: &Notification) -> Result<(), String> {
         let endpoint = live.spec.channel.endpoint.clone().unwrap_or_default();
-        let body = serde_json::to_vec(bundle).map_err(|e| e.to_string())?;
+        let body = bundle.to_json().into_bytes();
         self.send(live, "POST", endpoint, Some(body)).await
     }
 
@@ -472,47 +474,20 @@ impl Subscriptions {
         url: String,
         body: Option<Vec<u8>>,
     ) -> Result<(), String> {
-        let mut request = self.http.request(method, &url).timeout(live.spec.timeout);
-        for (name, value) in &live.spec.channel.headers {
-            request = request.set(name, value);
-        }
-        let mime = live
+        let media_type = live
             .spec
             .channel
             .payload
-            .clone()
-            .unwrap_or_else(|| "application/fhir+json".into());
-        let timeout = live.spec.timeout;
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let result = match body {
-                Some(body) => request.set("Content-Type", &mime).send_bytes(&body),
-                None => request.call(),
-            };
-            match result {
-                Ok(response) => {
-                    // A body read to its end hands the connection back for the next
-                    // notification; one past this size is not worth keeping it for.
-                    let mut body = response.into_reader().take(ANSWER_KEPT);
-                    let _ = std::io::copy(&mut body, &mut std::io::sink());
-                    Ok(())
-                }
-                Err(ureq::Error::Status(status, _)) => {
-                    Err(format!("the endpoint answered {status}"))
-                }
-                // The message names no URL: an endpoint may carry a secret in its query.
-                Err(_) if started.elapsed() >= timeout => Err(format!(
-                    "the endpoint did not answer within {} s",
-                    timeout.as_secs()
-                )),
-                Err(error) => Err(format!(
-                    "the endpoint could not be reached: {}",
-                    error.kind()
-                )),
-            }
-        })
-        .await
-        .map_err(|e| e.to_string())?
+            .as_deref()
+            .unwrap_or("application/fhir+json");
+        let send = Send {
+            method,
+            url: &url,
+            headers: &live.spec.channel.headers,
+            body: body.map(|body| (body, media_type)),
+            timeout: live.spec.timeout,
+        };
+        self.http.send(send).await
     }
 
     /// Counts a failure; past the limit the subscription goes to `error`, else waits.
@@ -631,20 +606,6 @@ fn carries_resources(spec: &Spec) -> bool {
             spec.channel.kind == ChannelType::RestHook && spec.channel.payload.is_some()
         }
     }
-}
-
-/// The additional context a notification carried: its entries read as the subscriber (`GET`).
-fn context_carried(bundle: &Value) -> Vec<String> {
-    let entries = bundle["entry"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    entries
-        .iter()
-        .skip(1)
-        .filter(|e| e["request"]["method"] == "GET" && e.get("resource").is_some())
-        .filter_map(|e| e["request"]["url"].as_str().map(str::to_owned))
-        .collect()
 }
 
 /// An endpoint's origin (`scheme://host:port`): what the audit trail names, since the path or

@@ -10,6 +10,7 @@
 //! - `delivery`: a worker per subscription sends its events in number order (handshake,
 //!   notifications, heartbeats), retries with exponential back-off and jitter, and after the
 //!   configured number of failures sets the subscription to `error` (events keep counting).
+//! - `http`: the rest-hook client (hyper, rustls with the machine's trust store).
 //! - `notification`: the notification Bundles, and `$status` and `$events`.
 //! - `digest`: a subscription's notifications of a few seconds, one AuditEvent.
 //! - `socket`: websocket channels without the websocket (`fjord-rest` owns it):
@@ -22,6 +23,7 @@ mod delivery;
 mod digest;
 mod dispatch;
 mod handoff;
+mod http;
 mod live;
 mod marks;
 mod notification;
@@ -108,7 +110,7 @@ pub struct Subscriptions {
     /// The server's public origin (`https://host`), for the URLs notifications carry.
     origin: RwLock<String>,
     /// One client for every rest-hook: its connections to an endpoint are kept and reused.
-    http: ureq::Agent,
+    http: http::RestHookClient,
     /// Deliveries not yet noted in the store.
     marks: marks::DeliveryMarks,
     /// Delivered notifications not yet in the audit trail.
@@ -149,11 +151,7 @@ impl Subscriptions {
             workers: Default::default(),
             me: me.clone(),
             origin: RwLock::new("http://localhost".into()),
-            http: ureq::AgentBuilder::new()
-                .max_idle_connections(1000)
-                .max_idle_connections_per_host(16)
-                .redirects(0)
-                .build(),
+            http: http::RestHookClient::new(),
             marks: Default::default(),
             digests: Default::default(),
             metrics,

@@ -6,9 +6,12 @@
 
 use fjord_engine::{Caller, EngineError, Tenant};
 use fjord_store::{SubscriptionEvent, SubscriptionState};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::dispatch::Live;
 use crate::spec::Content;
@@ -60,18 +63,21 @@ impl Subscriptions {
         live: &Live,
         state: &SubscriptionState,
         notice: Notice<'_>,
-    ) -> Result<Value, SubscriptionError> {
+    ) -> Result<Notification, SubscriptionError> {
         let Notice {
             events, content, ..
         } = notice;
         let base = self.base(tenant);
         let status = self.status_parameters(tenant, live, state, notice);
-        let mut entries = vec![json!({
-            "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-            "resource": status,
-            "request": { "method": "GET", "url": format!("{base}/Subscription/{}/$status", state.id) },
-            "response": { "status": "200" },
-        })];
+        let mut entries = vec![Entry {
+            full_url: format!("urn:uuid:{}", Uuid::new_v4()),
+            resource: Some(EntryResource::Status(status)),
+            request: Request {
+                method: "GET",
+                url: format!("{base}/Subscription/{}/$status", state.id),
+            },
+            response: Response::status("200"),
+        }];
         if content != Content::Empty {
             let caller = self.caller_of(tenant, live);
             for event in events {
@@ -85,14 +91,14 @@ impl Subscriptions {
                 }
             }
         }
-        Ok(json!({
-            "resourceType": "Bundle",
-            "id": uuid::Uuid::new_v4().to_string(),
-            "meta": { "profile": [NOTIFICATION_PROFILE] },
-            "type": "history",
-            "timestamp": instant(OffsetDateTime::now_utc()),
-            "entry": entries,
-        }))
+        Ok(Notification {
+            resource_type: "Bundle",
+            id: Uuid::new_v4().to_string(),
+            meta: Meta::profile(NOTIFICATION_PROFILE),
+            kind: "history",
+            timestamp: instant(OffsetDateTime::now_utc()),
+            entry: entries,
+        })
     }
 
     /// The `Parameters` that open a notification and answer `$status`.
@@ -102,44 +108,48 @@ impl Subscriptions {
         live: &Live,
         state: &SubscriptionState,
         notice: Notice<'_>,
-    ) -> Value {
+    ) -> StatusParameters {
         let Notice {
             kind,
             events,
             content,
         } = notice;
+        use ParameterValue::{Canonical, Code, Instant, Part, Reference, Text};
         let base = self.base(tenant);
-        let mut parameters = vec![
-            json!({ "name": "subscription", "valueReference": { "reference": format!("{base}/Subscription/{}", state.id) } }),
-        ];
+        let subscription = format!("{base}/Subscription/{}", state.id);
+        let mut parameters = vec![Parameter::new("subscription", Reference(subscription))];
         if let Some(topic) = live.spec.topic_url() {
-            parameters.push(json!({ "name": "topic", "valueCanonical": topic }));
+            parameters.push(Parameter::new("topic", Canonical(topic.to_owned())));
         }
-        parameters.push(json!({ "name": "status", "valueCode": state.status }));
-        parameters.push(json!({ "name": "type", "valueCode": kind }));
-        parameters.push(json!({ "name": "events-since-subscription-start", "valueString": state.events.to_string() }));
+        parameters.push(Parameter::new("status", Code(state.status.clone())));
+        parameters.push(Parameter::new("type", Code(kind.to_owned())));
+        let count = ParameterValue::String(state.events.to_string());
+        parameters.push(Parameter::new("events-since-subscription-start", count));
         for event in events {
+            let number = ParameterValue::String(event.number.to_string());
             let mut parts = vec![
-                json!({ "name": "event-number", "valueString": event.number.to_string() }),
-                json!({ "name": "timestamp", "valueInstant": instant(event.at) }),
+                Parameter::new("event-number", number),
+                Parameter::new("timestamp", Instant(instant(event.at))),
             ];
             if content != Content::Empty {
-                parts.push(json!({ "name": "focus", "valueReference": { "reference": format!("{base}/{}/{}", event.resource_type, event.id) } }));
+                let focus = format!("{base}/{}/{}", event.resource_type, event.id);
+                parts.push(Parameter::new("focus", Reference(focus)));
                 for reference in &event.context {
-                    parts.push(json!({ "name": "additional-context", "valueReference": { "reference": format!("{base}/{reference}") } }));
+                    let context = Reference(format!("{base}/{reference}"));
+                    parts.push(Parameter::new("additional-context", context));
                 }
             }
-            parameters.push(json!({ "name": "notification-event", "part": parts }));
+            parameters.push(Parameter::new("notification-event", Part(parts)));
         }
         if let Some(error) = &state.error {
-            parameters.push(json!({ "name": "error", "valueCodeableConcept": { "text": error } }));
+            parameters.push(Parameter::new("error", Text(error.clone())));
         }
-        json!({
-            "resourceType": "Parameters",
-            "id": uuid::Uuid::new_v4().to_string(),
-            "meta": { "profile": [STATUS_PROFILE] },
-            "parameter": parameters,
-        })
+        StatusParameters {
+            resource_type: "Parameters",
+            id: Uuid::new_v4().to_string(),
+            meta: Meta::profile(STATUS_PROFILE),
+            parameter: parameters,
+        }
     }
 
     /// The entry of an event's focus: its version as of the event, or only where it is.
@@ -149,8 +159,7 @@ impl Subscriptions {
         base: &str,
         event: &SubscriptionEvent,
         content: Content,
-    ) -> Result<Value, SubscriptionError> {
-        let url = format!("{base}/{}/{}", event.resource_type, event.id);
+    ) -> Result<Entry, SubscriptionError> {
         // Only a full-resource notification reads the version; the event says if it is a delete.
         let body = match content {
             Content::FullResource if !event.deleted => self
@@ -161,7 +170,7 @@ impl Subscriptions {
                 .and_then(|v| v.body),
             _ => None,
         };
-        let (method, request_url, status) = match (event.deleted, event.version) {
+        let (method, url, status) = match (event.deleted, event.version) {
             (true, _) => (
                 "DELETE",
                 format!("{}/{}", event.resource_type, event.id),
@@ -174,31 +183,38 @@ impl Subscriptions {
                 "200",
             ),
         };
-        let mut entry = json!({
-            "fullUrl": url,
-            "request": { "method": method, "url": request_url },
-            "response": { "status": status },
-        });
-        if let Some(body) = body {
-            let resource: Value = serde_json::from_str(&body)
-                .map_err(|e| EngineError::Internal(format!("stored body unreadable: {e}")))?;
-            entry["response"]["etag"] = json!(format!("W/\"{}\"", event.version));
-            entry["resource"] = resource;
-        }
-        Ok(entry)
+        let mut response = Response::status(status);
+        let resource = match body {
+            Some(body) => {
+                response.etag = Some(format!("W/\"{}\"", event.version));
+                let stored = RawValue::from_string(body)
+                    .map_err(|e| EngineError::Internal(format!("stored body unreadable: {e}")))?;
+                Some(EntryResource::Stored(stored))
+            }
+            None => None,
+        };
+        Ok(Entry {
+            full_url: format!("{base}/{}/{}", event.resource_type, event.id),
+            resource,
+            request: Request { method, url },
+            response,
+        })
     }
 
     /// A context resource as the subscriber may read it now; `None` when it may not.
-    async fn context_entry(&self, caller: &Caller, base: &str, reference: &str) -> Option<Value> {
+    async fn context_entry(&self, caller: &Caller, base: &str, reference: &str) -> Option<Entry> {
         let (resource_type, id) = reference.split_once('/')?;
         let version = self.engine.read(caller, resource_type, id).await.ok()?;
-        let resource: Value = serde_json::from_str(version.body.as_deref()?).ok()?;
-        Some(json!({
-            "fullUrl": format!("{base}/{reference}"),
-            "resource": resource,
-            "request": { "method": "GET", "url": reference },
-            "response": { "status": "200" },
-        }))
+        let resource = RawValue::from_string(version.body?).ok()?;
+        Some(Entry {
+            full_url: format!("{base}/{reference}"),
+            resource: Some(EntryResource::Stored(resource)),
+            request: Request {
+                method: "GET",
+                url: reference.to_owned(),
+            },
+            response: Response::status("200"),
+        })
     }
 
     /// `$status`: a searchset of the status of the subscription `id`, or of every subscription
@@ -236,6 +252,8 @@ impl Subscriptions {
             };
             let notice = Notice::bare("query-status", live.spec.content);
             let parameters = self.status_parameters(&caller.tenant, &live, &state, notice);
+            let parameters = serde_json::to_value(parameters)
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
             entries.push(json!({
                 "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
                 "resource": parameters,
@@ -284,17 +302,19 @@ impl Subscriptions {
         let events = store
             .subscription_events(caller.key, id, since, until, MAX_EVENTS)
             .await?;
-        self.notification(
-            &caller.tenant,
-            &live,
-            &state,
-            Notice {
-                kind: "query-event",
-                events: &events,
-                content,
-            },
-        )
-        .await
+        let notification = self
+            .notification(
+                &caller.tenant,
+                &live,
+                &state,
+                Notice {
+                    kind: "query-event",
+                    events: &events,
+                    content,
+                },
+            )
+            .await?;
+        Ok(serde_json::to_value(notification).map_err(|e| EngineError::Internal(e.to_string()))?)
     }
 
     /// The subscription as the dispatcher holds it, or read from its stored version (one turned
@@ -315,4 +335,146 @@ impl Subscriptions {
 
 pub(crate) fn instant(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A notification Bundle. Typed rather than a `Value`, so that a notification is written
+/// straight to its JSON: under load one goes out for every change a subscription matches.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Notification {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    id: String,
+    meta: Meta,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: String,
+    entry: Vec<Entry>,
+}
+
+impl Notification {
+    pub fn to_json(&self) -> String {
+        // Strings and stored JSON only: nothing here fails to serialise.
+        serde_json::to_string(self).expect("a notification serialises")
+    }
+
+    /// The additional context the notification carried: its entries read as the subscriber.
+    pub fn context_carried(&self) -> impl Iterator<Item = &str> {
+        self.entry
+            .iter()
+            .skip(1)
+            .filter(|e| e.request.method == "GET" && e.resource.is_some())
+            .map(|e| e.request.url.as_str())
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry {
+    full_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<EntryResource>,
+    request: Request,
+    response: Response,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+enum EntryResource {
+    Status(StatusParameters),
+    /// A stored version, as stored.
+    Stored(Box<RawValue>),
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Request {
+    method: &'static str,
+    url: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Response {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+}
+
+impl Response {
+    fn status(status: &'static str) -> Response {
+        Response { status, etag: None }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Meta {
+    profile: [&'static str; 1],
+}
+
+impl Meta {
+    fn profile(profile: &'static str) -> Meta {
+        Meta { profile: [profile] }
+    }
+}
+
+/// The subscription status `Parameters`.
+#[derive(Debug, serde::Serialize)]
+struct StatusParameters {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    id: String,
+    meta: Meta,
+    parameter: Vec<Parameter>,
+}
+
+/// A parameter: its name, and its value of the type it names.
+#[derive(Debug)]
+struct Parameter {
+    name: &'static str,
+    value: ParameterValue,
+}
+
+#[derive(Debug)]
+enum ParameterValue {
+    Reference(String),
+    Canonical(String),
+    Code(String),
+    String(String),
+    Instant(String),
+    /// A `valueCodeableConcept` of text only.
+    Text(String),
+    Part(Vec<Parameter>),
+}
+
+impl Parameter {
+    fn new(name: &'static str, value: ParameterValue) -> Parameter {
+        Parameter { name, value }
+    }
+}
+
+impl Serialize for Parameter {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Reference<'a> {
+            reference: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        struct Text<'a> {
+            text: &'a str,
+        }
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("name", self.name)?;
+        match &self.value {
+            ParameterValue::Reference(reference) => {
+                map.serialize_entry("valueReference", &Reference { reference })?
+            }
+            ParameterValue::Canonical(value) => map.serialize_entry("valueCanonical", value)?,
+            ParameterValue::Code(value) => map.serialize_entry("valueCode", value)?,
+            ParameterValue::String(value) => map.serialize_entry("valueString", value)?,
+            ParameterValue::Instant(value) => map.serialize_entry("valueInstant", value)?,
+            ParameterValue::Text(text) => {
+                map.serialize_entry("valueCodeableConcept", &Text { text })?
+            }
+            ParameterValue::Part(parts) => map.serialize_entry("part", parts)?,
+        }
+        map.end()
+    }
 }

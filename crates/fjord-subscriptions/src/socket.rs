@@ -138,7 +138,7 @@ impl Subscriptions {
                         .notification(tenant, &live, &state, notice)
                         .await
                         .map_err(|e| e.to_string())?;
-                    first.push(handshake.to_string());
+                    first.push(handshake.to_json());
                 }
                 Kind::Criteria { .. } => first.push(format!("bound {id}")),
             }
