@@ -4,8 +4,8 @@
 //! Single creates of home measurements for 1,000 patients from 16 clients, in rounds of two
 //! runs: with every subscription `off` (the baseline, same process run), then with 1,000 active
 //! rest-hook subscriptions (one per patient, `dho-observation-created` filtered by patient)
-//! delivering to a receiver in this process. The rounds alternate, so the growing database
-//! favours neither run; the median ratio is the figure. During each loaded run a probe posts a
+//! delivering to a receiver in this process. The rounds alternate which run goes first, so
+//! the growing database favours neither; the median ratio is the figure. During each loaded run a probe posts a
 //! measurement for its own subscribed patient every 20 ms: latency is from the probe's answer
 //! (the write committed) to the notification's arrival.
 
@@ -131,59 +131,27 @@ fn main() -> anyhow::Result<()> {
         .chain(["probe".to_owned()])
         .collect();
 
-    // Rounds alternate the two runs, so neither always meets the larger database.
+    // Rounds alternate which run goes first, so neither always meets the larger database.
+    let loaded_run = || {
+        loaded_run(
+            addr,
+            &subscribers,
+            &endpoint,
+            &received,
+            &ingest,
+            args.clients,
+        )
+    };
     let mut rounds = Vec::new();
-    for _ in 0..args.rounds.max(1) {
-        let baseline = ingest(args.clients)?;
-        let before = received.count.load(Ordering::SeqCst);
-        set_subscriptions(addr, &subscribers, &endpoint, "requested")?;
-        // Every handshake answered: all are active.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while received.count.load(Ordering::SeqCst) < before + subscribers.len() as u64 {
-            if Instant::now() > deadline {
-                bail!(
-                    "only {} handshakes arrived",
-                    received.count.load(Ordering::SeqCst) - before
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_secs(2));
-        let before = received.count.load(Ordering::SeqCst);
-        let running = Arc::new(AtomicBool::new(true));
-        let probe = {
-            let running = running.clone();
-            std::thread::spawn(move || probe_writes(addr, &running))
+    for n in 0..args.rounds.max(1) {
+        let (baseline, loaded) = if n % 2 == 0 {
+            let baseline = ingest(args.clients)?;
+            (baseline, loaded_run()?)
+        } else {
+            let loaded = loaded_run()?;
+            (ingest(args.clients)?, loaded)
         };
-        let loaded = ingest(args.clients)?;
-        running.store(false, Ordering::SeqCst);
-        let answered = probe.join().expect("probe")?;
-        let delivered_in_run = received.count.load(Ordering::SeqCst) - before;
-        // The backlog the run left, drained.
-        let raised = loaded.latencies.len() as u64 + answered.len() as u64;
-        let drain_started = Instant::now();
-        while received.count.load(Ordering::SeqCst) - before < raised {
-            if drain_started.elapsed() > Duration::from_secs(120) {
-                bail!(
-                    "notifications stopped at {} of {raised}; the server counts {} events",
-                    received.count.load(Ordering::SeqCst) - before,
-                    raised_events(addr)?
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let drained = drain_started.elapsed();
-        let latency = latency_ms(&received, &answered);
-        rounds.push(Round {
-            baseline,
-            loaded,
-            delivered_in_run,
-            raised,
-            drained,
-            latency,
-            probes: answered.len(),
-        });
-        set_subscriptions(addr, &subscribers, &endpoint, "off")?;
+        rounds.push(Round { baseline, ..loaded });
     }
     // The probe alone, its subscription active and nothing else going on.
     let before = received.count.load(Ordering::SeqCst);
@@ -235,10 +203,10 @@ fn main() -> anyhow::Result<()> {
         "## Subscriptions ({} rounds of two {} s runs, {} clients, 2-core machine)\n\n\
          `cargo run --release -p fjord-benches --bin fjord-subscription-load` on a fresh embedded default. \
          Single creates of a blood-pressure Observation for {patients} patients, in rounds of two runs: \
-         with every subscription `off` (the baseline), then with {patients} active rest-hook subscriptions \
+         with every subscription `off` (the baseline), and with {patients} active rest-hook subscriptions \
          (`dho-observation-created`, one per patient, `id-only`) delivering to a receiver in the driver; \
          each subscription's notifications are audited, one AuditEvent per 10 s window, as each create \
-         is. The rounds alternate the runs so that neither always meets the larger database.\n\n\
+         is. The rounds alternate which run goes first, so that neither always meets the larger database.\n\n\
          | round | baseline creates/s | p50 ms | p99 ms | with subscriptions creates/s | p50 ms | p99 ms | ratio | delivered/s during the run | drained after (s) | latency p50 / p99 ms |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
          {table}\n\
@@ -258,6 +226,67 @@ fn main() -> anyhow::Result<()> {
     write_section(&args.out, "subscriptions", &text)?;
     println!("{text}");
     Ok(())
+}
+
+/// The ingest with every subscription active, probes posting beside it; the round it makes,
+/// its baseline still to be filled in. The subscriptions are off again when it returns.
+fn loaded_run(
+    addr: SocketAddr,
+    subscribers: &[String],
+    endpoint: &str,
+    received: &Received,
+    ingest: &dyn Fn(usize) -> std::io::Result<Outcome>,
+    clients: usize,
+) -> anyhow::Result<Round> {
+    let before = received.count.load(Ordering::SeqCst);
+    set_subscriptions(addr, subscribers, endpoint, "requested")?;
+    // Every handshake answered: all are active.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while received.count.load(Ordering::SeqCst) < before + subscribers.len() as u64 {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} handshakes arrived",
+                received.count.load(Ordering::SeqCst) - before
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let before = received.count.load(Ordering::SeqCst);
+    let running = Arc::new(AtomicBool::new(true));
+    let probe = {
+        let running = running.clone();
+        std::thread::spawn(move || probe_writes(addr, &running))
+    };
+    let loaded = ingest(clients)?;
+    running.store(false, Ordering::SeqCst);
+    let answered = probe.join().expect("probe")?;
+    let delivered_in_run = received.count.load(Ordering::SeqCst) - before;
+    // The backlog the run left, drained.
+    let raised = loaded.latencies.len() as u64 + answered.len() as u64;
+    let drain_started = Instant::now();
+    while received.count.load(Ordering::SeqCst) - before < raised {
+        if drain_started.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "notifications stopped at {} of {raised}; the server counts {} events",
+                received.count.load(Ordering::SeqCst) - before,
+                raised_events(addr)?
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let drained = drain_started.elapsed();
+    let latency = latency_ms(received, &answered);
+    set_subscriptions(addr, subscribers, endpoint, "off")?;
+    Ok(Round {
+        baseline: Outcome::default(),
+        loaded,
+        delivered_in_run,
+        raised,
+        drained,
+        latency,
+        probes: answered.len(),
+    })
 }
 
 /// Sets every subscriber's Subscription (id `sub-{subscriber}`) to `status`, creating it the
