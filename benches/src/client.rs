@@ -133,7 +133,6 @@ impl Blocking {
 }
 
 /// Successes per second, failures and the latency of every success of a closed-loop run.
-#[derive(Default)]
 pub struct Outcome {
     pub per_second: f64,
     pub errors: u64,

@@ -2,12 +2,12 @@
 //! notifications arrive, on Fjord's embedded default; written to `benches/RESULTS.md`.
 //!
 //! Single creates of home measurements for 1,000 patients from 16 clients, in rounds of two
-//! runs: with every subscription `off` (the baseline, same process run), then with 1,000 active
+//! runs: with every subscription `off` (the baseline, same process run), and with 1,000 active
 //! rest-hook subscriptions (one per patient, `dho-observation-created` filtered by patient)
 //! delivering to a receiver in this process. The rounds alternate which run goes first, so
-//! the growing database favours neither; the median ratio is the figure. During each loaded run a probe posts a
-//! measurement for its own subscribed patient every 20 ms: latency is from the probe's answer
-//! (the write committed) to the notification's arrival.
+//! the growing database favours neither; the median ratio is the figure. During each loaded
+//! run a probe posts a measurement for its own subscribed patient every 20 ms: latency is from
+//! the probe's answer (the write committed) to the notification's arrival.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,23 +55,28 @@ struct Received {
     arrivals: Mutex<HashMap<String, Instant>>,
 }
 
-/// One round: the ingest with every subscription off, then with all of them active.
+/// One round: the ingest with every subscription off, and with all of them active.
 struct Round {
     baseline: Outcome,
-    loaded: Outcome,
-    /// Notifications that arrived during the loaded run.
+    loaded: Loaded,
+}
+
+/// The run with every subscription active.
+struct Loaded {
+    ingest: Outcome,
+    /// Notifications that arrived during the run.
     delivered_in_run: u64,
-    /// Notifications the loaded run raised, and how long after it the last one arrived.
+    /// Notifications the run raised, and how long after it the last one arrived.
     raised: u64,
     drained: Duration,
-    /// Latency p50 and p99 of the probes during the loaded run, and their number.
+    /// Latency p50 and p99 of the probes during the run, and their number.
     latency: [f64; 2],
     probes: usize,
 }
 
 impl Round {
     fn ratio(&self) -> f64 {
-        self.loaded.per_second / self.baseline.per_second
+        self.loaded.ingest.per_second / self.baseline.per_second
     }
 }
 
@@ -132,7 +137,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
 
     // Rounds alternate which run goes first, so neither always meets the larger database.
-    let loaded_run = || {
+    let run_loaded = || {
         loaded_run(
             addr,
             &subscribers,
@@ -146,12 +151,12 @@ fn main() -> anyhow::Result<()> {
     for n in 0..args.rounds.max(1) {
         let (baseline, loaded) = if n % 2 == 0 {
             let baseline = ingest(args.clients)?;
-            (baseline, loaded_run()?)
+            (baseline, run_loaded()?)
         } else {
-            let loaded = loaded_run()?;
+            let loaded = run_loaded()?;
             (ingest(args.clients)?, loaded)
         };
-        rounds.push(Round { baseline, ..loaded });
+        rounds.push(Round { baseline, loaded });
     }
     // The probe alone, its subscription active and nothing else going on.
     let before = received.count.load(Ordering::SeqCst);
@@ -187,18 +192,18 @@ fn main() -> anyhow::Result<()> {
             round.baseline.per_second,
             round.baseline.percentile_ms(0.5),
             round.baseline.percentile_ms(0.99),
-            round.loaded.per_second,
-            round.loaded.percentile_ms(0.5),
-            round.loaded.percentile_ms(0.99),
+            round.loaded.ingest.per_second,
+            round.loaded.ingest.percentile_ms(0.5),
+            round.loaded.ingest.percentile_ms(0.99),
             round.ratio(),
-            round.delivered_in_run as f64 / args.seconds as f64,
-            round.drained.as_secs_f64(),
-            round.latency[0],
-            round.latency[1],
+            round.loaded.delivered_in_run as f64 / args.seconds as f64,
+            round.loaded.drained.as_secs_f64(),
+            round.loaded.latency[0],
+            round.loaded.latency[1],
         ));
     }
-    let raised: u64 = rounds.iter().map(|r| r.raised).sum();
-    let probes: usize = rounds.iter().map(|r| r.probes).sum();
+    let raised: u64 = rounds.iter().map(|r| r.loaded.raised).sum();
+    let probes: usize = rounds.iter().map(|r| r.loaded.probes).sum();
     let text = format!(
         "## Subscriptions ({} rounds of two {} s runs, {} clients, 2-core machine)\n\n\
          `cargo run --release -p fjord-benches --bin fjord-subscription-load` on a fresh embedded default. \
@@ -228,8 +233,8 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The ingest with every subscription active, probes posting beside it; the round it makes,
-/// its baseline still to be filled in. The subscriptions are off again when it returns.
+/// The ingest with every subscription active, probes posting beside it. The subscriptions are
+/// off again when it returns.
 fn loaded_run(
     addr: SocketAddr,
     subscribers: &[String],
@@ -237,7 +242,7 @@ fn loaded_run(
     received: &Received,
     ingest: &dyn Fn(usize) -> std::io::Result<Outcome>,
     clients: usize,
-) -> anyhow::Result<Round> {
+) -> anyhow::Result<Loaded> {
     let before = received.count.load(Ordering::SeqCst);
     set_subscriptions(addr, subscribers, endpoint, "requested")?;
     // Every handshake answered: all are active.
@@ -258,12 +263,12 @@ fn loaded_run(
         let running = running.clone();
         std::thread::spawn(move || probe_writes(addr, &running))
     };
-    let loaded = ingest(clients)?;
+    let outcome = ingest(clients)?;
     running.store(false, Ordering::SeqCst);
     let answered = probe.join().expect("probe")?;
     let delivered_in_run = received.count.load(Ordering::SeqCst) - before;
     // The backlog the run left, drained.
-    let raised = loaded.latencies.len() as u64 + answered.len() as u64;
+    let raised = outcome.latencies.len() as u64 + answered.len() as u64;
     let drain_started = Instant::now();
     while received.count.load(Ordering::SeqCst) - before < raised {
         if drain_started.elapsed() > Duration::from_secs(120) {
@@ -278,9 +283,8 @@ fn loaded_run(
     let drained = drain_started.elapsed();
     let latency = latency_ms(received, &answered);
     set_subscriptions(addr, subscribers, endpoint, "off")?;
-    Ok(Round {
-        baseline: Outcome::default(),
-        loaded,
+    Ok(Loaded {
+        ingest: outcome,
         delivered_in_run,
         raised,
         drained,

@@ -587,6 +587,12 @@ pub(crate) fn delete_expectation(
     }
 }
 
+/// The weak entity tag of a version (`W/"3"`), as `ETag` and `Bundle.entry.response.etag`
+/// carry it.
+pub fn etag_of(version: i64) -> String {
+    format!("W/\"{version}\"")
+}
+
 /// The version an entity tag names (`W/"3"`, `"3"` or `3`).
 pub fn version_of_etag(tag: &str) -> Option<i64> {
     tag.trim()

@@ -46,7 +46,7 @@ pub use fjord_store::{
 pub use fjord_validation::{Issue as ValidationIssue, Severity as ValidationSeverity};
 pub use import::{ImportLine, Imported, LineFailure};
 pub use import_jobs::{ImportJob, ImportProgress};
-pub use interactions::{format_instant, version_of_etag, HistoryQuery, Written};
+pub use interactions::{etag_of, format_instant, version_of_etag, HistoryQuery, Written};
 pub use jobs::{Job, JobState};
 pub use packages::{Installed, PACKAGE_TYPES};
 pub use patch::{Patch, PatchBody};

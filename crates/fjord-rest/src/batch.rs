@@ -115,7 +115,7 @@ fn written_entry(written: &Written, status: &str, resource: Option<&str>) -> Str
             "{}/{}/_history/{}",
             written.resource_type, written.id, written.version
         ),
-        "etag": format!("W/\"{}\"", written.version),
+        "etag": fjord_engine::etag_of(written.version),
         "lastModified": format_instant(written.last_updated),
     });
     // Stored despite them (lenient validation): the entry tells its issues.
@@ -134,7 +134,7 @@ fn written_entry(written: &Written, status: &str, resource: Option<&str>) -> Str
 fn read_entry(version: &StoredVersion) -> String {
     let response = json!({
         "status": "200 OK",
-        "etag": format!("W/\"{}\"", version.version),
+        "etag": fjord_engine::etag_of(version.version),
         "lastModified": format_instant(version.last_updated),
     });
     format!(

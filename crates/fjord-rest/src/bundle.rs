@@ -29,7 +29,7 @@ pub(crate) fn history(req: &HttpRequest, base: &str, page: &HistoryPage) -> Valu
                 "request": { "method": method, "url": request_url },
                 "response": {
                     "status": status,
-                    "etag": format!("W/\"{}\"", v.version),
+                    "etag": fjord_engine::etag_of(v.version),
                     "lastModified": format_instant(v.last_updated),
                 },
             });

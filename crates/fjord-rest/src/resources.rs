@@ -5,7 +5,8 @@ use actix_web::http::StatusCode;
 use actix_web::web;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use fjord_engine::{
-    version_of_etag, Audited, Caller, EngineError, HistoryQuery, PatchBody, StoredVersion, Written,
+    etag_of, version_of_etag, Audited, Caller, EngineError, HistoryQuery, PatchBody, StoredVersion,
+    Written,
 };
 use futures_util::StreamExt;
 use time::format_description::well_known::Rfc3339;
@@ -156,7 +157,7 @@ pub(crate) async fn read_body(
 }
 
 fn etag(version: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("W/\"{version}\"")).expect("digits are a valid header")
+    HeaderValue::from_str(&etag_of(version)).expect("digits are a valid header")
 }
 
 const HTTP_DATE: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::dispatch::Live;
 use crate::handoff::{Take, Worker};
-use crate::http::Send;
+use crate::http::HookRequest;
 use crate::notification::{Notice, Notification};
 use crate::spec::{ChannelType, Content, Kind, Spec};
 use crate::{SubscriptionError, Subscriptions};
@@ -480,14 +480,14 @@ impl Subscriptions {
             .payload
             .as_deref()
             .unwrap_or("application/fhir+json");
-        let send = Send {
+        let request = HookRequest {
             method,
             url: &url,
             headers: &live.spec.channel.headers,
             body: body.map(|body| (body, media_type)),
             timeout: live.spec.timeout,
         };
-        self.http.send(send).await
+        self.http.send(request).await
     }
 
     /// Counts a failure; past the limit the subscription goes to `error`, else waits.

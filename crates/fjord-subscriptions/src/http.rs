@@ -25,13 +25,12 @@ const IDLE_PER_HOST: usize = 64;
 const IDLE_FOR: Duration = Duration::from_secs(60);
 
 /// One client for every rest-hook.
-#[derive(Clone)]
 pub(crate) struct RestHookClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 /// One request to a subscriber.
-pub(crate) struct Send<'a> {
+pub(crate) struct HookRequest<'a> {
     pub method: &'a str,
     pub url: &'a str,
     pub headers: &'a [(String, String)],
@@ -73,9 +72,9 @@ impl RestHookClient {
 
     /// Sends the request; `Err` with the reason unless the endpoint answered 2xx within the
     /// timeout.
-    pub async fn send(&self, send: Send<'_>) -> Result<(), String> {
-        let timeout = send.timeout;
-        match tokio::time::timeout(timeout, self.exchange(send)).await {
+    pub async fn send(&self, request: HookRequest<'_>) -> Result<(), String> {
+        let timeout = request.timeout;
+        match tokio::time::timeout(timeout, self.exchange(request)).await {
             Ok(result) => result,
             Err(_) => Err(format!(
                 "the endpoint did not answer within {} s",
@@ -84,21 +83,21 @@ impl RestHookClient {
         }
     }
 
-    async fn exchange(&self, send: Send<'_>) -> Result<(), String> {
-        let uri: Uri = send
+    async fn exchange(&self, hook: HookRequest<'_>) -> Result<(), String> {
+        let uri: Uri = hook
             .url
             .parse()
             .map_err(|_| "the endpoint is not a valid URL".to_owned())?;
-        let method = Method::from_bytes(send.method.as_bytes()).map_err(|e| e.to_string())?;
+        let method = Method::from_bytes(hook.method.as_bytes()).map_err(|e| e.to_string())?;
         let mut request = Request::builder().method(method).uri(uri);
-        for (name, value) in send.headers {
+        for (name, value) in hook.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("the channel header '{name}' is not a valid name"))?;
             let value = HeaderValue::from_str(value)
                 .map_err(|_| format!("the channel header '{name}' has no valid value"))?;
             request = request.header(name, value);
         }
-        let body = match send.body {
+        let body = match hook.body {
             Some((body, media_type)) => {
                 request = request.header(CONTENT_TYPE, media_type);
                 Full::new(Bytes::from(body))
@@ -170,8 +169,8 @@ mod tests {
         (url, served)
     }
 
-    fn post(url: &str) -> Send<'_> {
-        Send {
+    fn post(url: &str) -> HookRequest<'_> {
+        HookRequest {
             method: "POST",
             url,
             headers: &[],

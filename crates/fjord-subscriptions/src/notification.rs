@@ -186,7 +186,7 @@ impl Subscriptions {
         let mut response = Response::status(status);
         let resource = match body {
             Some(body) => {
-                response.etag = Some(format!("W/\"{}\"", event.version));
+                response.etag = Some(fjord_engine::etag_of(event.version));
                 let stored = RawValue::from_string(body)
                     .map_err(|e| EngineError::Internal(format!("stored body unreadable: {e}")))?;
                 Some(EntryResource::Stored(stored))
