@@ -348,7 +348,11 @@ impl Engine {
         let (body, value, index, issues) = match resource {
             Some(mut resource) => {
                 resource.set_version(&version.to_string(), &format_instant(last_updated));
-                let value = resource.to_value();
+                // One serialisation: the stored body, and (read back) the value checked and
+                // indexed.
+                let body = resource.to_json();
+                let value: serde_json::Value =
+                    serde_json::from_str(&body).expect("fhirbolt writes valid JSON");
                 if resource_type == SEARCH_PARAMETER {
                     self.check_search_parameter(&value)?;
                 }
@@ -364,7 +368,7 @@ impl Engine {
                 let index = fjord_search::index_terms(resource_type, &entries);
                 self.authorize_write(caller, &registry, resource_type, id, expected, Some(&index))
                     .await?;
-                (Some(resource.to_json()), Some(value), index, issues)
+                (Some(body), Some(value), index, issues)
             }
             None => {
                 self.authorize_write(caller, &registry, resource_type, id, expected, None)
