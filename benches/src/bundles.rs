@@ -7,18 +7,16 @@
 //! new and then posted again as a producer's retry (every entry finds its match). The baseline,
 //! measured in the same run, is the single create of the same Observation.
 
-use std::io::Read;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
 
-use fjord_benches::client::{closed_loop, Outcome, Reply};
+use fjord_benches::client::{closed_loop, count, Outcome, Reply};
 use fjord_benches::fixtures::{measurement_batch, BLOOD_PRESSURE, REFERENCED};
 use fjord_benches::server::{put_all, settle, start_fjord, write_section};
+use fjord_benches::synthea::{self, post, report};
 
 /// Entries of a PHG batch.
 const BATCH_SIZE: usize = 50;
@@ -58,7 +56,7 @@ struct Row {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bundles = synthea_bundles(&args)?;
+    let bundles = synthea::read_bundles(&args.synthea)?;
     let data_dir = PathBuf::from(format!("/tmp/fjord-bundle-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut server = start_fjord(&args.fjord, &data_dir)?;
@@ -80,7 +78,24 @@ fn main() -> anyhow::Result<()> {
         1,
     );
 
-    let synthea = load_synthea(&args, addr, bundles)?;
+    let loaded = synthea::load(addr, "/fhir/default", &bundles, args.transaction_clients)?;
+    if loaded.failed > 0 {
+        bail!("{} Synthea bundles failed", loaded.failed);
+    }
+    let latency = |q| loaded.transactions.percentile_ms(q);
+    let synthea = Row {
+        name: format!(
+            "Synthea load: {} bundles, {} resources, transactions from {} clients",
+            bundles.len(),
+            loaded.resources,
+            args.transaction_clients
+        ),
+        bundles_per_second: Some(bundles.len() as f64 / loaded.seconds),
+        resources_per_second: loaded.resources as f64 / loaded.seconds,
+        latency_ms: [latency(0.5), latency(0.95), latency(0.99)],
+        errors: 0,
+        target: "≥ 2500 resources/s".into(),
+    };
     // The PHG batches search by identifier among what the load stored: with the statistics
     // autovacuum would gather in time, not the empty tables' of before the load.
     settle(&data_dir.join("postgres"))?;
@@ -128,91 +143,6 @@ fn main() -> anyhow::Result<()> {
     write_results(&args, baseline, synthea, new, again)
 }
 
-/// The raw bundles, the two `0-*` batch files first (they sort first).
-fn synthea_bundles(args: &Args) -> anyhow::Result<Vec<(String, usize)>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.synthea)
-        .with_context(|| format!("{} (the Synthea bundles)", args.synthea.display()))?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    files.retain(|path| path.to_string_lossy().ends_with(".json.bz2"));
-    files.sort();
-    files
-        .iter()
-        .map(|path| {
-            let mut text = String::new();
-            bzip2::read::BzDecoder::new(std::fs::File::open(path)?).read_to_string(&mut text)?;
-            let bundle: serde_json::Value = serde_json::from_str(&text)?;
-            let entries = bundle["entry"].as_array().map_or(0, Vec::len);
-            Ok((text, entries))
-        })
-        .collect()
-}
-
-/// The whole load: the batch files one after the other, then the transactions.
-fn load_synthea(
-    args: &Args,
-    addr: SocketAddr,
-    bundles: Vec<(String, usize)>,
-) -> anyhow::Result<Row> {
-    let resources: usize = bundles.iter().map(|(_, n)| n).sum();
-    let (batches, transactions) = bundles.split_at(2.min(bundles.len()));
-    let started = Instant::now();
-    let mut outcomes = Vec::new();
-    for (part, clients) in [(batches, 1), (transactions, args.transaction_clients)] {
-        let requests: Rc<Vec<Vec<u8>>> = Rc::new(
-            part.iter()
-                .map(|(text, _)| post(addr, "/fhir/default", text))
-                .collect(),
-        );
-        let outcome = closed_loop(
-            addr,
-            clients,
-            Duration::from_secs(3600),
-            move |n| requests.get(n as usize).cloned(),
-            |reply| {
-                let ok = reply.status == 200 && !contains(&reply.body, b"\"outcome\"");
-                if !ok {
-                    report(reply);
-                }
-                ok
-            },
-        )?;
-        if outcome.errors > 0 {
-            bail!("{} Synthea bundles failed", outcome.errors);
-        }
-        outcomes.push(outcome);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let transactions = outcomes.pop().expect("two parts");
-    let latency = |q| transactions.percentile_ms(q);
-    eprintln!(
-        "synthea: {resources} resources in {:.1} s: {:.0}/s",
-        elapsed,
-        resources as f64 / elapsed
-    );
-    Ok(Row {
-        name: format!(
-            "Synthea load: {} bundles, {resources} resources, transactions from {} clients",
-            bundles.len(),
-            args.transaction_clients
-        ),
-        bundles_per_second: Some(bundles.len() as f64 / elapsed),
-        resources_per_second: resources as f64 / elapsed,
-        latency_ms: [latency(0.5), latency(0.95), latency(0.99)],
-        errors: 0,
-        target: "≥ 2500 resources/s".into(),
-    })
-}
-
-fn post(addr: SocketAddr, path: &str, body: &str) -> Vec<u8> {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/fhir+json\r\n\
-         Prefer: return=minimal\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 /// A batch response whose every entry has `status`.
 fn answered(reply: &Reply, status: &str) -> bool {
     let needle = format!("\"status\":\"{status}\"");
@@ -221,26 +151,6 @@ fn answered(reply: &Reply, status: &str) -> bool {
         report(reply);
     }
     ok
-}
-
-fn report(reply: &Reply) {
-    let body = String::from_utf8_lossy(&reply.body);
-    eprintln!(
-        "unexpected answer {}: {}",
-        reply.status,
-        &body[..body.len().min(400)]
-    );
-}
-
-fn count(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack
-        .windows(needle.len())
-        .filter(|w| *w == needle)
-        .count()
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn row(name: &str, batch: Option<usize>, outcome: Outcome, resources_each: usize) -> Row {

@@ -155,11 +155,30 @@ impl Outcome {
 
 /// Runs `clients` connections in a closed loop for `duration` on the current thread: each sends
 /// `request(n)` (n counts requests across all clients) until it gives `None` or time is up, and
-/// `accept` judges the reply.
+/// `accept` judges the reply. A request unanswered within 10 s fails.
 pub fn closed_loop(
     addr: SocketAddr,
     clients: usize,
     duration: Duration,
+    request: impl Fn(u64) -> Option<Vec<u8>> + 'static,
+    accept: impl Fn(&Reply) -> bool + 'static,
+) -> io::Result<Outcome> {
+    closed_loop_within(
+        addr,
+        clients,
+        duration,
+        Duration::from_secs(10),
+        request,
+        accept,
+    )
+}
+
+/// [`closed_loop`] with requests that may take up to `answer_within` (large bundles).
+pub fn closed_loop_within(
+    addr: SocketAddr,
+    clients: usize,
+    duration: Duration,
+    answer_within: Duration,
     request: impl Fn(u64) -> Option<Vec<u8>> + 'static,
     accept: impl Fn(&Reply) -> bool + 'static,
 ) -> io::Result<Outcome> {
@@ -200,7 +219,7 @@ pub fn closed_loop(
                         };
                         let at = Instant::now();
                         let exchange = open.exchange(&bytes);
-                        match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+                        match tokio::time::timeout(answer_within, exchange).await {
                             Ok(Ok(reply)) if accept(&reply) => {
                                 ok.set(ok.get() + 1);
                                 latencies.borrow_mut().push(at.elapsed().as_micros() as u64);
@@ -210,7 +229,10 @@ pub fn closed_loop(
                                 if errors.get() == 0 {
                                     match failed {
                                         Ok(Err(e)) => eprintln!("first failure: {e}"),
-                                        _ => eprintln!("first failure: no answer within 10 s"),
+                                        _ => eprintln!(
+                                            "first failure: no answer within {} s",
+                                            answer_within.as_secs()
+                                        ),
                                     }
                                 }
                                 errors.set(errors.get() + 1);
@@ -230,4 +252,17 @@ pub fn closed_loop(
         errors: errors.get(),
         latencies: latencies.take(),
     })
+}
+
+/// How often `needle` occurs in `haystack` (a reply's body).
+pub fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+/// Whether `needle` occurs in `haystack` (a reply's body).
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -18,7 +18,7 @@ use clap::Parser;
 
 use fjord_pg::{Binaries, Cluster, ClusterOptions, SUPERUSER};
 
-use fjord_benches::client::{closed_loop, Outcome};
+use fjord_benches::client::{closed_loop, contains, Outcome};
 use fjord_benches::fixtures::{BLOOD_PRESSURE, REFERENCED};
 
 /// Tenant settings with the referential-integrity check off.
@@ -169,10 +169,6 @@ fn by_id(
         |reply| reply.status == 200 && contains(&reply.body, b"\"85354-9\""),
     )?;
     Ok(measure(name, outcome))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn measure(name: &'static str, outcome: Outcome) -> Measure {

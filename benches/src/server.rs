@@ -9,15 +9,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-/// A Fjord server started by a driver: stopped gracefully (its embedded cluster with it) by
+/// A server started by a driver: stopped gracefully (Fjord's embedded cluster with it) by
 /// `stop`, or when dropped, so a driver that fails leaves no server behind.
-pub struct Fjord {
+pub struct Server {
     child: Child,
     /// `http://host:port`.
     pub origin: String,
 }
 
-impl Fjord {
+impl Server {
+    /// A started server process listening at `origin` (`http://host:port`).
+    pub fn new(child: Child, origin: String) -> Server {
+        Server { child, origin }
+    }
+
     /// The address it listens on.
     pub fn addr(&self) -> anyhow::Result<std::net::SocketAddr> {
         self.origin
@@ -44,14 +49,14 @@ impl Fjord {
     }
 }
 
-impl Drop for Fjord {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.stop();
     }
 }
 
 /// Starts `binary` on its embedded default under `data_dir`.
-pub fn start_fjord(binary: &Path, data_dir: &Path) -> anyhow::Result<Fjord> {
+pub fn start_fjord(binary: &Path, data_dir: &Path) -> anyhow::Result<Server> {
     let mut child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -74,10 +79,7 @@ pub fn start_fjord(binary: &Path, data_dir: &Path) -> anyhow::Result<Fjord> {
         }
     });
     // Held before waiting, so a server that does not come up is stopped too.
-    let mut fjord = Fjord {
-        child,
-        origin: String::new(),
-    };
+    let mut fjord = Server::new(child, String::new());
     fjord.origin = rx
         .recv_timeout(Duration::from_secs(120))
         .context("fjord did not start")?;
