@@ -5,8 +5,10 @@
 //! Fjord runs first, on its embedded default under a fresh data directory. Then the cluster is
 //! started again with the same settings, listening on `127.0.0.1` too (Helios's connection
 //! string cannot name a socket directory), and Helios runs on a database of its own in it.
-//! Every scenario is a closed loop of the same clients for the same time; both servers get the
-//! same requests under their own base (`/fhir/default` and `/`).
+//! Every scenario is a closed loop of the same clients for the same time, started once the
+//! machine is idle (what a server deferred, such as Fjord's buffered AuditEvents, is not
+//! charged to the next scenario; how long that took is printed); both servers get the same
+//! requests under their own base (`/fhir/default` and `/`).
 //!
 //! Scenarios: PHG ingest (single create of a blood-pressure Observation; batch of 50 conditional
 //! creates by identifier), Pega CRUD (update with `If-Match` of the version it updates), SMART
@@ -25,7 +27,7 @@ use std::cell::RefCell;
 
 use fjord_benches::client::{closed_loop, contains, count, Connection, Outcome, Reply};
 use fjord_benches::fixtures::{measurement_batch, BLOOD_PRESSURE, REFERENCED};
-use fjord_benches::server::{start_fjord, write_section, Server};
+use fjord_benches::server::{quiesce, start_fjord, write_section, Server};
 use fjord_benches::synthea;
 use fjord_pg::{Binaries, Cluster, ClusterOptions, SUPERUSER};
 
@@ -281,6 +283,8 @@ fn scenarios(
     })?;
     let clients = args.clients;
     let measure = |request: RequestFn, accept: AcceptFn| -> anyhow::Result<Outcome> {
+        let waited = quiesce(Duration::from_secs(300));
+        eprintln!("{name}: idle after {:.1} s", waited.as_secs_f64());
         let sender = target.clone();
         Ok(closed_loop(
             target.addr,
@@ -359,6 +363,7 @@ fn scenarios(
     )?;
     rows.push(Measured::of(&search, 1));
 
+    quiesce(Duration::from_secs(300));
     let base = format!("{}/", target.base);
     let loaded = synthea::load(target.addr, &base, bundles, args.transaction_clients)?;
     rows.push(Measured {
@@ -447,7 +452,7 @@ fn write_results(
          2 CPUs shared by the server, Postgres and the driver). Fjord on its embedded default \
          (every create and read also writes an AuditEvent; references checked); Helios \
          (`helios-hfs` 0.2.7, `--no-default-features --features R4,postgres`) on a database of \
-         the same cluster, started again with the same settings. Per second: requests (a batch \
+         the same cluster, started again with the same settings. Each scenario starts once the machine is idle. Per second: requests (a batch \
          counts its 50 resources); latency per request.\n\n\
          | scenario | Fjord /s | p50 / p95 / p99 ms | Helios /s | p50 / p95 / p99 ms | \
          throughput ratio | p99 ratio | errors (Fjord, Helios) | target |\n\

@@ -162,3 +162,39 @@ pub fn settle(cluster_dir: &std::path::Path) -> anyhow::Result<()> {
     eprintln!("vacuumed in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
+
+/// Waits until the machine is idle (under a tenth of its CPU busy over half a second), for at
+/// most `limit`; how long it waited. Work a server deferred (Fjord's buffered AuditEvents, a
+/// database's vacuum) is then done before the next scenario starts, not during it.
+pub fn quiesce(limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    let mut last = cpu_times();
+    while started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = cpu_times();
+        if let (Some((busy0, total0)), Some((busy1, total1))) = (last, now) {
+            let (busy, total) = (busy1 - busy0, total1 - total0);
+            if total > 0 && busy * 10 < total {
+                break;
+            }
+        }
+        last = now;
+    }
+    started.elapsed()
+}
+
+/// The machine's busy and total CPU time so far (`/proc/stat`, in ticks).
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map_while(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    // user nice system idle iowait ...: idle and iowait are not busy.
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}

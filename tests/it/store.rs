@@ -48,6 +48,19 @@ async fn tenants_get_partitions_and_reject_bad_ids() {
     )
     .await;
     assert!(partition.is_some(), "partition of the tenant exists");
+    // Its partition of the equality-key index bounds the pending list searches scan (0011).
+    let options: Option<String> = raw_scalar(
+        &db.url,
+        &format!(
+            "SELECT array_to_string(c.reloptions, ',') FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_index x ON x.indexrelid = c.oid \
+             WHERE i.inhparent = 'resource_current_by_key'::regclass \
+               AND x.indrelid = 'resource_current_{}'::regclass",
+            a.key.0
+        ),
+    )
+    .await;
+    assert_eq!(options.as_deref(), Some("gin_pending_list_limit=256"));
     let ids: Vec<String> = db
         .store
         .list_tenants()

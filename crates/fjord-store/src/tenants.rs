@@ -260,6 +260,12 @@ impl Store {
                 .await
                 .map_err(StoreError::database)?;
         }
+        // Its partition of the equality-key index gets the bound the others have (migration
+        // 0011).
+        sqlx::query("SELECT fjord_bound_gin_pending_lists()")
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::database)?;
         sqlx::query(&format!("CREATE SEQUENCE {}", tenant.key.change_sequence()))
             .execute(&mut *tx)
             .await
