@@ -15,6 +15,7 @@
 //! read by id and search by patient (over the Observations the creates stored), and the Synthea
 //! data set loaded as its files are (two batch files, then 120 transactions).
 
+use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use std::cell::RefCell;
 
 use fjord_benches::client::{closed_loop, contains, count, Connection, Outcome, Reply};
 use fjord_benches::fixtures::{measurement_batch, BLOOD_PRESSURE, REFERENCED};
@@ -160,7 +160,8 @@ fn run(args: &Args, work: &Path) -> anyhow::Result<()> {
 
     let binaries = Binaries::locate()?;
     let cluster_dir = data_dir.join("postgres");
-    let mut options = ClusterOptions {
+    // The settings of Fjord's embedded cluster, and a TCP listener for Helios.
+    let options = ClusterOptions {
         settings: vec![
             ("max_connections".into(), "200".into()),
             (
@@ -169,12 +170,10 @@ fn run(args: &Args, work: &Path) -> anyhow::Result<()> {
             ),
             ("autovacuum_naptime".into(), "10s".into()),
             ("max_wal_size".into(), "4GB".into()),
+            ("listen_addresses".into(), "127.0.0.1".into()),
         ],
         fast_init: false,
     };
-    options
-        .settings
-        .push(("listen_addresses".into(), "127.0.0.1".into()));
     let cluster = Cluster::start(&binaries, &cluster_dir, &options)?;
     psql(&binaries, &cluster_dir, "CREATE DATABASE helios")?;
     let mut helios = start_helios(args, work)?;
