@@ -13,10 +13,10 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Parser;
 
-use fjord_benches::client::{closed_loop, count, Outcome, Reply};
+use fjord_benches::client::{closed_loop, count, report, Outcome, Reply};
 use fjord_benches::fixtures::{measurement_batch, BLOOD_PRESSURE, REFERENCED};
 use fjord_benches::server::{put_all, settle, start_fjord, write_section};
-use fjord_benches::synthea::{self, post, report};
+use fjord_benches::synthea::{self, post};
 
 /// Entries of a PHG batch.
 const BATCH_SIZE: usize = 50;

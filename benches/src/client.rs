@@ -20,6 +20,46 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
+impl Reply {
+    /// The id a 201 names in its `Location` (`…/{resource_type}/{id}/_history/1`).
+    pub fn created_id(&self, resource_type: &str) -> Option<&str> {
+        if self.status != 201 {
+            return None;
+        }
+        let location = self.location.as_deref()?;
+        location
+            .split(&format!("/{resource_type}/"))
+            .nth(1)?
+            .split('/')
+            .next()
+    }
+}
+
+/// A request to `path` on `addr`, with `headers` (each ending in CRLF) and, unless it is a GET
+/// without one, a FHIR JSON body.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> Vec<u8> {
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}");
+    if !body.is_empty() || method != "GET" {
+        text += &format!(
+            "Content-Type: application/fhir+json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
+    text += "\r\n";
+    text += body;
+    text.into_bytes()
+}
+
+/// Prints the start of an answer a driver did not expect.
+pub fn report(reply: &Reply) {
+    let body = String::from_utf8_lossy(&reply.body);
+    eprintln!(
+        "unexpected answer {}: {}",
+        reply.status,
+        &body[..body.len().min(400)]
+    );
+}
+
 /// One persistent connection.
 pub struct Connection {
     stream: TcpStream,

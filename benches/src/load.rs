@@ -25,7 +25,7 @@ use fjord_benches::fixtures::{BLOOD_PRESSURE, REFERENCED};
 const UNCHECKED: &str = r#"{"referentialIntegrity": false}"#;
 /// Tenant settings with strict validation (base R4, Norwegian identifiers).
 const STRICT: &str = r#"{"validation": "strict"}"#;
-use fjord_benches::server::{put_all, start_fjord, write_section};
+use fjord_benches::server::{psql, put_all, start_fjord, write_section};
 
 #[derive(Parser)]
 #[command(about = "Load driver: Fjord against plain Postgres (pgbench) on the same machine")]
@@ -122,21 +122,15 @@ fn create_observations(
             args.clients,
             duration,
             move |_| Some(create_request.clone()),
-            move |reply| {
-                let id = reply
-                    .location
-                    .as_deref()
-                    .and_then(|l| l.split("/Observation/").nth(1)?.split('/').next());
-                match id {
-                    Some(id) if reply.status == 201 => {
-                        let mut ids = ids.borrow_mut();
-                        if ids.len() < 100_000 {
-                            ids.push(id.to_owned());
-                        }
-                        true
+            move |reply| match reply.created_id("Observation") {
+                Some(id) => {
+                    let mut ids = ids.borrow_mut();
+                    if ids.len() < 100_000 {
+                        ids.push(id.to_owned());
                     }
-                    _ => false,
+                    true
                 }
+                _ => false,
             },
         )?
     };
@@ -189,28 +183,7 @@ fn pgbench(args: &Args, cluster_dir: &Path, rows: usize) -> anyhow::Result<Vec<M
     let binaries = Binaries::locate()?;
     let mut cluster = Cluster::start(&binaries, cluster_dir, &ClusterOptions::default())?;
     let socket_dir = cluster.socket_dir().to_owned();
-    let psql = |sql: &str| -> anyhow::Result<()> {
-        let ok = Command::new(binaries.tool("psql"))
-            .args(["-q", "-h"])
-            .arg(&socket_dir)
-            .args([
-                "-U",
-                SUPERUSER,
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
-            .status()?
-            .success();
-        if ok {
-            Ok(())
-        } else {
-            bail!("psql failed: {sql}")
-        }
-    };
+    let psql = |sql: &str| psql(&socket_dir, "postgres", sql);
     psql("DROP TABLE IF EXISTS bench_insert, bench_read")?;
     psql("CREATE TABLE bench_insert (id text PRIMARY KEY, body text NOT NULL)")?;
     psql("CREATE TABLE bench_read (id bigint PRIMARY KEY, body text NOT NULL)")?;

@@ -25,9 +25,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use fjord_benches::client::{closed_loop, contains, count, Connection, Outcome, Reply};
+use fjord_benches::client::{
+    closed_loop, contains, count, report, request, Connection, Outcome, Reply,
+};
 use fjord_benches::fixtures::{measurement_batch, BLOOD_PRESSURE, REFERENCED};
-use fjord_benches::server::{quiesce, start_fjord, write_section, Server};
+use fjord_benches::server::{psql, quiesce, start_fjord, write_section, Server};
 use fjord_benches::synthea;
 use fjord_pg::{Binaries, Cluster, ClusterOptions, SUPERUSER};
 
@@ -83,17 +85,13 @@ struct Target {
 
 impl Target {
     fn request(&self, method: &str, path: &str, headers: &str, body: &str) -> Vec<u8> {
-        let (base, addr) = (self.base, self.addr);
-        let mut text = format!("{method} {base}/{path} HTTP/1.1\r\nHost: {addr}\r\n{headers}");
-        if !body.is_empty() || method != "GET" {
-            text += &format!(
-                "Content-Type: application/fhir+json\r\nContent-Length: {}\r\n",
-                body.len()
-            );
-        }
-        text += "\r\n";
-        text += body;
-        text.into_bytes()
+        request(
+            self.addr,
+            method,
+            &format!("{}/{path}", self.base),
+            headers,
+            body,
+        )
     }
 }
 
@@ -161,21 +159,12 @@ fn run(args: &Args, work: &Path) -> anyhow::Result<()> {
     let binaries = Binaries::locate()?;
     let cluster_dir = data_dir.join("postgres");
     // The settings of Fjord's embedded cluster, and a TCP listener for Helios.
-    let options = ClusterOptions {
-        settings: vec![
-            ("max_connections".into(), "200".into()),
-            (
-                "shared_buffers".into(),
-                format!("{}MB", fjord_pg::default_shared_buffers_mb()),
-            ),
-            ("autovacuum_naptime".into(), "10s".into()),
-            ("max_wal_size".into(), "4GB".into()),
-            ("listen_addresses".into(), "127.0.0.1".into()),
-        ],
-        fast_init: false,
-    };
+    let mut options = ClusterOptions::embedded(fjord_pg::default_shared_buffers_mb());
+    options
+        .settings
+        .push(("listen_addresses".into(), "127.0.0.1".into()));
     let cluster = Cluster::start(&binaries, &cluster_dir, &options)?;
-    psql(&binaries, &cluster_dir, "CREATE DATABASE helios")?;
+    psql(&cluster_dir, "postgres", "CREATE DATABASE helios")?;
     let mut helios = start_helios(args, work)?;
     let target = Target {
         addr: helios.addr()?,
@@ -192,17 +181,6 @@ fn run(args: &Args, work: &Path) -> anyhow::Result<()> {
         &helios_rows,
         [fjord_memory, helios_memory],
     )
-}
-
-fn psql(binaries: &Binaries, socket_dir: &Path, sql: &str) -> anyhow::Result<()> {
-    let ok = Command::new(binaries.tool("psql"))
-        .args(["-q", "-h"])
-        .arg(socket_dir)
-        .args(["-U", SUPERUSER, "-d", "postgres", "-c", sql])
-        .status()?
-        .success();
-    anyhow::ensure!(ok, "psql failed: {sql}");
-    Ok(())
 }
 
 /// Starts Helios on the `helios` database of the running cluster; ready once `/metadata`
@@ -237,12 +215,16 @@ fn start_helios(args: &Args, work: &Path) -> anyhow::Result<Server> {
         .spawn()
         .with_context(|| format!("starting {}", args.helios.display()))?;
     let server = Server::new(child, origin);
-    let addr = server.addr()?;
+    let helios = Target {
+        addr: server.addr()?,
+        base: "",
+    };
+    let metadata = helios.request("GET", "metadata", "", "");
     let started = Instant::now();
     loop {
-        let ready = Connection::blocking(addr)
+        let ready = Connection::blocking(helios.addr)
             .ok()
-            .and_then(|mut c| c.send(&metadata(addr), &[200]).ok());
+            .and_then(|mut c| c.send(std::str::from_utf8(&metadata).ok()?, &[200]).ok());
         if ready.is_some() {
             return Ok(server);
         }
@@ -251,10 +233,6 @@ fn start_helios(args: &Args, work: &Path) -> anyhow::Result<Server> {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-fn metadata(addr: SocketAddr) -> String {
-    format!("GET /metadata HTTP/1.1\r\nHost: {addr}\r\nAccept: application/fhir+json\r\n\r\n")
 }
 
 /// Seeds a server and runs every scenario on it.
@@ -304,12 +282,12 @@ fn scenarios(
             Some(target.request("POST", "Observation", "", &body))
         }),
         Box::new(move |reply| {
-            let Some(id) = created_id(reply) else {
+            let Some(id) = reply.created_id("Observation") else {
                 return false;
             };
             let mut ids = collected.borrow_mut();
             if ids.len() < 100_000 {
-                ids.push(id);
+                ids.push(id.to_owned());
             }
             true
         }),
@@ -407,33 +385,12 @@ fn patient(id: &str, revision: usize) -> String {
     )
 }
 
-/// The id of a 201's `Location` (`…/Observation/{id}/_history/1`).
-fn created_id(reply: &Reply) -> Option<String> {
-    if reply.status != 201 {
-        return None;
-    }
-    let location = reply.location.as_deref()?;
-    Some(
-        location
-            .split("/Observation/")
-            .nth(1)?
-            .split('/')
-            .next()?
-            .to_owned(),
-    )
-}
-
 /// Reports an answer a scenario did not expect (the first few); false.
 fn unexpected(reply: &Reply) -> bool {
     thread_local!(static REPORTED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
     if REPORTED.get() < 3 {
         REPORTED.set(REPORTED.get() + 1);
-        let body = String::from_utf8_lossy(&reply.body);
-        eprintln!(
-            "unexpected answer {}: {}",
-            reply.status,
-            &body[..body.len().min(300)]
-        );
+        report(reply);
     }
     false
 }

@@ -142,24 +142,21 @@ pub fn put_all(
 /// does not race it: `VACUUM (ANALYZE)` of Fjord's database, through the cluster's socket.
 pub fn settle(cluster_dir: &std::path::Path) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let psql = fjord_pg::Binaries::locate()?.tool("psql");
-    let ok = std::process::Command::new(psql)
+    psql(cluster_dir, "fjord", "VACUUM (ANALYZE)")?;
+    eprintln!("vacuumed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Runs `sql` in `database` as the superuser, through the socket in `socket_dir`.
+pub fn psql(socket_dir: &Path, database: &str, sql: &str) -> anyhow::Result<()> {
+    let ok = Command::new(fjord_pg::Binaries::locate()?.tool("psql"))
         .args(["-q", "-h"])
-        .arg(cluster_dir)
-        .args([
-            "-U",
-            fjord_pg::SUPERUSER,
-            "-d",
-            "fjord",
-            "-c",
-            "VACUUM (ANALYZE)",
-        ])
+        .arg(socket_dir)
+        .args(["-U", fjord_pg::SUPERUSER, "-d", database])
+        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
         .status()?
         .success();
-    if !ok {
-        anyhow::bail!("VACUUM (ANALYZE) failed");
-    }
-    eprintln!("vacuumed in {:.0} s", started.elapsed().as_secs_f64());
+    anyhow::ensure!(ok, "psql failed: {sql}");
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::client::{closed_loop_within, contains, Outcome, Reply};
+use crate::client::{closed_loop_within, contains, report, request, Outcome};
 
 /// One bundle file, decompressed.
 pub struct Bundle {
@@ -95,20 +95,5 @@ pub fn load(
 
 /// A POST of `body` to `path`, the answer minimal.
 pub fn post(addr: SocketAddr, path: &str, body: &str) -> Vec<u8> {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/fhir+json\r\n\
-         Prefer: return=minimal\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// Prints the start of an answer a driver did not expect.
-pub fn report(reply: &Reply) {
-    let body = String::from_utf8_lossy(&reply.body);
-    eprintln!(
-        "unexpected answer {}: {}",
-        reply.status,
-        &body[..body.len().min(400)]
-    );
+    request(addr, "POST", path, "Prefer: return=minimal\r\n", body)
 }

@@ -189,10 +189,18 @@ impl Engine {
     ) -> Result<Imported, EngineError> {
         let mut imported = Imported::default();
         let mut unit = self.begin(caller).await?;
-        let latest = match latest_of(&mut unit, batch).await {
-            Ok(latest) => latest,
-            Err(error) => return self.finish(caller, unit, Err(error.into())).await,
-        };
+        let names: Vec<(&str, &str)> = batch
+            .iter()
+            .map(|p| (p.resource_type, p.id.as_str()))
+            .collect();
+        let latest: HashMap<(String, String), StoredVersion> =
+            match unit.read_latest_many(&names).await {
+                Ok(found) => found
+                    .into_iter()
+                    .map(|v| ((v.resource_type.clone(), v.id.clone()), v))
+                    .collect(),
+                Err(error) => return self.finish(caller, unit, Err(error.into())).await,
+            };
         let mut creates: Vec<Prepared> = Vec::new();
         let mut updates: Vec<Prepared> = Vec::new();
         for (index, parsed) in batch.iter().enumerate() {
@@ -281,30 +289,6 @@ impl Engine {
         unit.audited = Some(audited);
         Ok(())
     }
-}
-
-/// The latest stored versions of a batch's resources. Types the tenant holds nothing of (a
-/// first load) are not looked up one by one: a concurrent creator of the same resource makes
-/// the batch's write fail with a conflict, and the retry looks again.
-async fn latest_of(
-    unit: &mut crate::integrity::Unit<'_>,
-    batch: &[Parsed],
-) -> Result<HashMap<(String, String), StoredVersion>, fjord_store::StoreError> {
-    let mut types: Vec<&str> = batch.iter().map(|p| p.resource_type).collect();
-    types.sort_unstable();
-    types.dedup();
-    let held = unit.types_held(&types).await?;
-    let names: Vec<(&str, &str)> = batch
-        .iter()
-        .filter(|p| held.iter().any(|t| t == p.resource_type))
-        .map(|p| (p.resource_type, p.id.as_str()))
-        .collect();
-    Ok(unit
-        .read_latest_many(&names)
-        .await?
-        .into_iter()
-        .map(|v| ((v.resource_type.clone(), v.id.clone()), v))
-        .collect())
 }
 
 const URN_UUID: &str = "urn:uuid:";

@@ -348,11 +348,8 @@ impl Engine {
         let (body, value, index, issues) = match resource {
             Some(mut resource) => {
                 resource.set_version(&version.to_string(), &format_instant(last_updated));
-                // One serialisation: the stored body, and (read back) the value checked and
-                // indexed.
-                let body = resource.to_json();
-                let value: serde_json::Value =
-                    serde_json::from_str(&body).expect("fhirbolt writes valid JSON");
+                // The stored body, and the value checked and indexed, from one serialisation.
+                let (body, value) = resource.to_json_and_value();
                 if resource_type == SEARCH_PARAMETER {
                     self.check_search_parameter(&value)?;
                 }

@@ -230,7 +230,14 @@ impl Resource {
 
     /// The resource as a JSON value (elements in specification order, decimals lexical).
     pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(&self.to_json()).expect("fhirbolt writes valid JSON")
+        self.to_json_and_value().1
+    }
+
+    /// [`Resource::to_json`] and [`Resource::to_value`] from one serialisation.
+    pub fn to_json_and_value(&self) -> (String, serde_json::Value) {
+        let json = self.to_json();
+        let value = serde_json::from_str(&json).expect("fhirbolt writes valid JSON");
+        (json, value)
     }
 }
 

@@ -169,6 +169,24 @@ pub struct ClusterOptions {
     pub fast_init: bool,
 }
 
+impl ClusterOptions {
+    /// The settings of Fjord's embedded cluster, with `shared_buffers` of `shared_buffers_mb`.
+    pub fn embedded(shared_buffers_mb: u64) -> ClusterOptions {
+        ClusterOptions {
+            settings: vec![
+                ("max_connections".into(), "200".into()),
+                ("shared_buffers".into(), format!("{shared_buffers_mb}MB")),
+                // Statistics within seconds of a bulk load, not a minute: without them a
+                // conditional create scans every resource of its type instead of the index.
+                ("autovacuum_naptime".into(), "10s".into()),
+                // Fewer checkpoints while bundles load; recovery replays at most this much.
+                ("max_wal_size".into(), "4GB".into()),
+            ],
+            fast_init: false,
+        }
+    }
+}
+
 /// A running cluster. Dropping it stops the postmaster if this process started it.
 #[derive(Debug)]
 pub struct Cluster {

@@ -29,21 +29,7 @@ impl Database {
         }
         let binaries = Binaries::locate()?;
         let dir = settings.data_dir.join("postgres");
-        let options = ClusterOptions {
-            settings: vec![
-                ("max_connections".into(), "200".into()),
-                (
-                    "shared_buffers".into(),
-                    format!("{}MB", settings.shared_buffers_mb),
-                ),
-                // Statistics within seconds of a bulk load, not a minute: without them a
-                // conditional create scans every resource of its type instead of the index.
-                ("autovacuum_naptime".into(), "10s".into()),
-                // Fewer checkpoints while bundles load; recovery replays at most this much.
-                ("max_wal_size".into(), "4GB".into()),
-            ],
-            fast_init: false,
-        };
+        let options = ClusterOptions::embedded(settings.shared_buffers_mb);
         let cluster = Cluster::start(&binaries, &dir, &options)
             .with_context(|| format!("starting the embedded Postgres in {}", dir.display()))?;
         Store::prepare_database(&cluster.url(SUPERUSER, "postgres"), ROLE, DATABASE).await?;

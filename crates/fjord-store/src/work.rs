@@ -134,20 +134,6 @@ impl Work<'_> {
             .collect())
     }
 
-    /// Which of `types` have resources (current or deleted) in the tenant, as this work sees
-    /// them.
-    pub async fn types_held(&mut self, types: &[&str]) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT t FROM unnest($2::text[]) AS t \
-             WHERE EXISTS (SELECT 1 FROM resource_current WHERE tenant = $1 AND type = t)",
-        )
-        .bind(self.tenant.0)
-        .bind(types)
-        .fetch_all(self.lease.connection())
-        .await
-        .map_err(classify)
-    }
-
     /// One version of a resource, as this work sees it.
     pub async fn read_version(
         &mut self,
