@@ -5,29 +5,22 @@
 //! the same current bodies out to files: the physical floor of each direction. Writes the rates
 //! and their ratios to its section of `benches/RESULTS.md`.
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
 
 use fjord_benches::client::Connection;
+use fjord_benches::dataset::{in_scratch, lines_of, DataSet};
 use fjord_benches::server::{settle, start_fjord, write_section};
 
 #[derive(Parser)]
 #[command(about = "Bulk import and $export rates of Fjord against plain Postgres")]
 struct Args {
-    /// The fjord binary to run.
-    #[arg(long, default_value = "target/release/fjord")]
-    fjord: PathBuf,
-    /// Patients of the generated data set (about 290 resources each over three months: the
-    /// default is a million).
-    #[arg(long, default_value_t = 3_400)]
-    patients: usize,
-    #[arg(long, default_value_t = 3)]
-    months: usize,
+    #[command(flatten)]
+    set: DataSet,
     /// `$export` runs measured (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -60,47 +53,18 @@ impl Rates {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let work = PathBuf::from(format!("/tmp/fjord-bulk-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    let result = run(&args, &work);
-    let _ = std::fs::remove_dir_all(&work);
-    result
+    in_scratch(Path::new("/tmp"), "fjord-bulk-load", |work| {
+        run(&args, work)
+    })
 }
 
 fn run(args: &Args, work: &Path) -> anyhow::Result<()> {
     let (input, data_dir) = (work.join("in"), work.join("data"));
-    let (patients, months) = (args.patients.to_string(), args.months.to_string());
-    let generate: [&OsStr; 9] = [
-        "generate".as_ref(),
-        "--patients".as_ref(),
-        patients.as_ref(),
-        "--months".as_ref(),
-        months.as_ref(),
-        "--seed".as_ref(),
-        "1".as_ref(),
-        "--out".as_ref(),
-        input.as_os_str(),
-    ];
-    fjord(args, &generate)?;
-    let files = ndjson_files(&input)?;
-    let resources = files
-        .iter()
-        .map(|f| lines_of(f))
-        .sum::<anyhow::Result<u64>>()?;
+    let (files, resources) = args.set.generate(1, &input)?;
     eprintln!("generated {resources} resources");
+    let import_seconds = args.set.import(&input, &data_dir)?;
 
-    // `fjord import` times itself, leaving out starting and stopping the embedded cluster.
-    let import_seconds = import_seconds(&fjord(
-        args,
-        &[
-            "import".as_ref(),
-            input.as_os_str(),
-            "--data-dir".as_ref(),
-            data_dir.as_os_str(),
-        ],
-    )?)?;
-
-    let mut server = start_fjord(&args.fjord, &data_dir)?;
+    let mut server = start_fjord(&args.set.fjord, &data_dir)?;
     let cluster = data_dir.join("postgres");
     let copy_in_seconds = copy_in(&cluster, &files, work)?;
     settle(&cluster)?;
@@ -161,8 +125,8 @@ fn write_results(
          | scenario | resources | Fjord s | Fjord /s | `COPY` s | `COPY` /s | ratio |\n\
          |---|---|---|---|---|---|---|\n{}\n{}\n",
         import.resources,
-        args.patients,
-        args.months,
+        args.set.patients,
+        args.set.months,
         exports.len(),
         runs.join(", "),
         import.row("bulk import"),
@@ -317,43 +281,4 @@ fn psql_output(cluster: &Path, sql: &str) -> anyhow::Result<String> {
     let output = psql_command(cluster, sql).args(["-A", "-t"]).output()?;
     anyhow::ensure!(output.status.success(), "psql failed: {sql}");
     Ok(String::from_utf8(output.stdout)?)
-}
-
-/// The seconds `fjord import` says it took: `PATH: N lines in S s (R/s): …`.
-fn import_seconds(said: &str) -> anyhow::Result<f64> {
-    said.lines()
-        .find_map(|line| {
-            let (_, rest) = line.split_once(" lines in ")?;
-            rest.split_once(" s")?.0.parse().ok()
-        })
-        .with_context(|| format!("fjord import did not say how long it took: {said}"))
-}
-
-/// Runs `fjord ARGS`; its standard output, unless it fails.
-fn fjord(args: &Args, arguments: &[&OsStr]) -> anyhow::Result<String> {
-    let output = Command::new(&args.fjord)
-        .args(arguments)
-        .env("FJORD_LOG", "warn")
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", args.fjord.display()))?;
-    if !output.status.success() {
-        bail!("fjord {arguments:?} failed");
-    }
-    Ok(String::from_utf8(output.stdout)?)
-}
-
-fn ndjson_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-fn lines_of(file: &Path) -> anyhow::Result<u64> {
-    let bytes = std::fs::read(file)?;
-    Ok(bytes.iter().filter(|b| **b == b'\n').count() as u64)
 }

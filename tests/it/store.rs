@@ -61,6 +61,17 @@ async fn tenants_get_partitions_and_reject_bad_ids() {
     )
     .await;
     assert_eq!(options.as_deref(), Some("gin_pending_list_limit=256"));
+    // And its keys the statistics target that tells a patient's key from a common one (0012).
+    let target: Option<String> = raw_scalar(
+        &db.url,
+        &format!(
+            "SELECT attstattarget::text FROM pg_attribute \
+             WHERE attrelid = 'resource_current_{}'::regclass AND attname = 'keys'",
+            a.key.0
+        ),
+    )
+    .await;
+    assert_eq!(target.as_deref(), Some("1000"));
     let ids: Vec<String> = db
         .store
         .list_tenants()

@@ -260,9 +260,9 @@ impl Store {
                 .await
                 .map_err(StoreError::database)?;
         }
-        // Its partition of the equality-key index gets the bound the others have (migration
-        // 0011).
-        sqlx::query("SELECT fjord_bound_gin_pending_lists()")
+        // Its partition of the equality keys gets the statistics target and the pending-list
+        // bound of the others (migrations 0011 and 0012).
+        sqlx::query("SELECT fjord_tune_key_index()")
             .execute(&mut *tx)
             .await
             .map_err(StoreError::database)?;
