@@ -5,5 +5,6 @@
 pub mod client;
 pub mod dataset;
 pub mod fixtures;
+pub mod pgbench;
 pub mod server;
 pub mod synthea;

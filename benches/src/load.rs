@@ -9,17 +9,17 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use fjord_pg::{Binaries, Cluster, ClusterOptions, SUPERUSER};
+use fjord_pg::{Binaries, Cluster, ClusterOptions};
 
 use fjord_benches::client::{closed_loop, contains, Outcome};
 use fjord_benches::fixtures::{BLOOD_PRESSURE, REFERENCED};
+use fjord_benches::pgbench;
 
 /// Tenant settings with the referential-integrity check off.
 const UNCHECKED: &str = r#"{"referentialIntegrity": false}"#;
@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
     // A graceful stop: Fjord stops its embedded cluster cleanly before pgbench starts it again.
     server.stop()?;
 
-    let reference = pgbench(&args, &data_dir.join("postgres"), ids.len())?;
+    let reference = pgbench_reference(&args, &data_dir.join("postgres"), ids.len())?;
     write_results(&args, &[create, strict, unchecked, read, vread], &reference)?;
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
@@ -179,7 +179,7 @@ fn measure(name: &'static str, outcome: Outcome) -> Measure {
 
 /// pgbench against the same cluster, started again through `fjord-pg` (as the account that owns
 /// it) after Fjord stopped it.
-fn pgbench(args: &Args, cluster_dir: &Path, rows: usize) -> anyhow::Result<Vec<Measure>> {
+fn pgbench_reference(args: &Args, cluster_dir: &Path, rows: usize) -> anyhow::Result<Vec<Measure>> {
     let binaries = Binaries::locate()?;
     let mut cluster = Cluster::start(&binaries, cluster_dir, &ClusterOptions::default())?;
     let socket_dir = cluster.socket_dir().to_owned();
@@ -187,71 +187,35 @@ fn pgbench(args: &Args, cluster_dir: &Path, rows: usize) -> anyhow::Result<Vec<M
     psql("DROP TABLE IF EXISTS bench_insert, bench_read")?;
     psql("CREATE TABLE bench_insert (id text PRIMARY KEY, body text NOT NULL)")?;
     psql("CREATE TABLE bench_read (id bigint PRIMARY KEY, body text NOT NULL)")?;
-    let literal = BLOOD_PRESSURE.replace('\'', "''");
+    let literal = pgbench::quoted(BLOOD_PRESSURE);
     psql(&format!(
         "INSERT INTO bench_read SELECT g, '{literal}' FROM generate_series(1, {rows}) g"
     ))?;
     psql("VACUUM ANALYZE bench_read")?;
-    let scripts = std::env::temp_dir().join(format!("fjord-load-scripts-{}", std::process::id()));
-    std::fs::create_dir_all(&scripts)?;
-    let insert = scripts.join("insert.sql");
-    std::fs::write(
-        &insert,
-        format!("INSERT INTO bench_insert VALUES (gen_random_uuid()::text, '{literal}');\n"),
-    )?;
-    let read = scripts.join("read.sql");
-    std::fs::write(
-        &read,
-        format!("\\set id random(1, {rows})\nSELECT body FROM bench_read WHERE id = :id;\n"),
-    )?;
+    let insert =
+        format!("INSERT INTO bench_insert VALUES (gen_random_uuid()::text, '{literal}');\n");
+    let read = format!("\\set id random(1, {rows})\nSELECT body FROM bench_read WHERE id = :id;\n");
     let mut measures = Vec::new();
     for (name, script) in [
         ("pgbench insert", &insert),
         ("pgbench read by primary key", &read),
     ] {
-        let output = Command::new(binaries.tool("pgbench"))
-            .args([
-                "-n",
-                "-M",
-                "prepared",
-                "-c",
-                &args.clients.to_string(),
-                "-j",
-                "2",
-                "-T",
-                &args.seconds.to_string(),
-                "-h",
-            ])
-            .arg(&socket_dir)
-            .args(["-U", SUPERUSER, "-f"])
-            .arg(script)
-            .arg("postgres")
-            .output()?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let tps = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("tps = ")?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<f64>()
-                    .ok()
-            })
-            .with_context(|| {
-                format!(
-                    "pgbench output: {text}{}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })?;
-        eprintln!("{name}: {tps:.0}/s");
+        let per_second = pgbench::tps(
+            &binaries,
+            &socket_dir,
+            "postgres",
+            args.clients,
+            args.seconds,
+            script,
+        )?;
+        eprintln!("{name}: {per_second:.0}/s");
         measures.push(Measure {
             name,
-            per_second: tps,
+            per_second,
             errors: 0,
         });
     }
     cluster.stop();
-    let _ = std::fs::remove_dir_all(scripts);
     Ok(measures)
 }
 

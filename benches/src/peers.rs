@@ -13,7 +13,8 @@
 //! Scenarios: PHG ingest (single create of a blood-pressure Observation; batch of 50 conditional
 //! creates by identifier), Pega CRUD (update with `If-Match` of the version it updates), SMART
 //! read by id and search by patient (over the Observations the creates stored), and the Synthea
-//! data set loaded as its files are (two batch files, then 120 transactions).
+//! data set loaded as its files are (two batch files, then 120 transactions). Last, pgbench runs
+//! SQL equivalent to each scenario but the Synthea load on the same cluster: the physical floor.
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener};
@@ -29,6 +30,7 @@ use fjord_benches::client::{
     closed_loop, contains, count, report, request, Connection, Outcome, Reply,
 };
 use fjord_benches::fixtures::{measurement_batch, BLOOD_PRESSURE, REFERENCED};
+use fjord_benches::pgbench::{self, quoted};
 use fjord_benches::server::{psql, quiesce, start_fjord, write_section, Server};
 use fjord_benches::synthea;
 use fjord_pg::{Binaries, Cluster, ClusterOptions, SUPERUSER};
@@ -173,14 +175,87 @@ fn run(args: &Args, work: &Path) -> anyhow::Result<()> {
     let helios_rows = scenarios(args, &target, "Helios", &bundles)?;
     let helios_memory = helios.peak_memory_kb();
     helios.stop()?;
+    quiesce(Duration::from_secs(300));
+    let postgres = postgres_reference(args, &binaries, cluster.socket_dir())?;
     drop(cluster);
 
     write_results(
         args,
-        &fjord_rows,
-        &helios_rows,
+        [&fjord_rows, &helios_rows],
+        &postgres,
         [fjord_memory, helios_memory],
     )
+}
+
+/// Plain Postgres doing in SQL what each scenario asks of a server, on the same cluster, by
+/// pgbench with the same clients for the same time: resources a second. A table of JSON bodies
+/// with the columns the scenarios look up by (identifier, subject), seeded like the servers.
+/// None for the Synthea load, whose transactions have no one SQL equivalent.
+fn postgres_reference(
+    args: &Args,
+    binaries: &Binaries,
+    socket_dir: &Path,
+) -> anyhow::Result<Vec<Option<f64>>> {
+    psql(socket_dir, "postgres", "CREATE DATABASE reference")?;
+    let sql = |text: &str| psql(socket_dir, "reference", text);
+    sql(
+        "CREATE TABLE observation (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+         identifier text UNIQUE, subject text NOT NULL, body jsonb NOT NULL)",
+    )?;
+    sql("CREATE INDEX ON observation (subject)")?;
+    sql("CREATE TABLE patient (id text PRIMARY KEY, version int NOT NULL, body jsonb NOT NULL)")?;
+    let observation = quoted(BLOOD_PRESSURE);
+    let updated = quoted(&patient("upd", 1));
+    let seeded = SEARCHED * SEARCHED_EACH;
+    sql(&format!(
+        "INSERT INTO patient SELECT 'upd-' || g, 1, '{updated}' FROM generate_series(0, {}) g",
+        UPDATED - 1
+    ))?;
+    sql(&format!(
+        "INSERT INTO observation (subject, body) SELECT 'Patient/srch-' || (g % {SEARCHED}), \
+         '{observation}' FROM generate_series(0, {}) g",
+        seeded - 1
+    ))?;
+    sql("VACUUM ANALYZE")?;
+    let scripts = [
+        format!(
+            "\\set k random(0, {})\nINSERT INTO observation (subject, body) \
+             VALUES ('Patient/peer-' || :k, '{observation}');\n",
+            PATIENTS - 1
+        ),
+        format!(
+            "\\set b random(1, 1000000000000)\nINSERT INTO observation (identifier, subject, body) \
+             SELECT :b || '-' || g, 'Patient/peer-1', '{observation}' \
+             FROM generate_series(1, {BATCH_SIZE}) g ON CONFLICT (identifier) DO NOTHING;\n"
+        ),
+        format!(
+            "\\set k random(0, {})\nUPDATE patient SET version = version + 1, body = '{updated}' \
+             WHERE id = 'upd-' || :k;\n",
+            UPDATED - 1
+        ),
+        format!("\\set n random(1, {seeded})\nSELECT body FROM observation WHERE seq = :n;\n"),
+        format!(
+            "\\set k random(0, {})\nSELECT body FROM observation \
+             WHERE subject = 'Patient/srch-' || :k ORDER BY seq LIMIT 50;\n",
+            SEARCHED - 1
+        ),
+    ];
+    let mut rates = Vec::new();
+    for (script, resources_each) in scripts.iter().zip([1, BATCH_SIZE, 1, 1, 1]) {
+        quiesce(Duration::from_secs(300));
+        let tps = pgbench::tps(
+            binaries,
+            socket_dir,
+            "reference",
+            args.clients,
+            args.seconds,
+            script,
+        )?;
+        eprintln!("Postgres: {:.0}/s", tps * resources_each as f64);
+        rates.push(Some(tps * resources_each as f64));
+    }
+    rates.push(None);
+    Ok(rates)
 }
 
 /// Starts Helios on the `helios` database of the running cluster; ready once `/metadata`
@@ -397,25 +472,30 @@ fn unexpected(reply: &Reply) -> bool {
 
 fn write_results(
     args: &Args,
-    fjord: &[Measured],
-    helios: &[Measured],
+    [fjord, helios]: [&[Measured]; 2],
+    postgres: &[Option<f64>],
     memory_kb: [Option<u64>; 2],
 ) -> anyhow::Result<()> {
     let mut text = format!(
-        "## Fjord against the Helios FHIR Server (same machine, same Postgres cluster)\n\n\
+        "## Fjord against the Helios FHIR Server and plain Postgres (same machine, same Postgres cluster)\n\n\
          Produced by `cargo build --release -p fjord-server -p fjord-benches && \
          target/release/fjord-peers --helios PATH/TO/hfs` ({} clients, {} s per scenario, \
          2 CPUs shared by the server, Postgres and the driver). Fjord on its embedded default \
          (every create and read also writes an AuditEvent; references checked); Helios \
          (`helios-hfs` 0.2.7, `--no-default-features --features R4,postgres`) on a database of \
-         the same cluster, started again with the same settings. Each scenario starts once the machine is idle. Per second: requests (a batch \
+         the same cluster, started again with the same settings; then, as the physical reference, \
+         pgbench running SQL that does what each scenario asks (insert a JSON body; insert 50 in \
+         one statement, skipping identifiers present; update by primary key; read by primary key; \
+         the first 50 rows of a subject by an index) on a database of the same cluster. \
+         Each scenario starts once the machine is idle. Per second: requests (a batch \
          counts its 50 resources); latency per request.\n\n\
          | scenario | Fjord /s | p50 / p95 / p99 ms | Helios /s | p50 / p95 / p99 ms | \
-         throughput ratio | p99 ratio | errors (Fjord, Helios) | target |\n\
-         |---|---:|---|---:|---|---:|---:|---|---|\n",
+         throughput ratio | p99 ratio | errors (Fjord, Helios) | target | Postgres /s | Fjord of Postgres |\n\
+         |---|---:|---|---:|---|---:|---:|---|---|---:|---:|\n",
         args.clients, args.seconds
     );
-    for (((scenario, wanted), fjord), helios) in SCENARIOS.iter().zip(fjord).zip(helios) {
+    let rows = SCENARIOS.iter().zip(fjord).zip(helios).zip(postgres);
+    for ((((scenario, wanted), fjord), helios), postgres) in rows {
         let rate = |m: &Measured| m.per_second * m.resources_each as f64;
         let latency = |m: &Measured| {
             let [p50, p95, p99] = m.latency_ms;
@@ -424,9 +504,13 @@ fn write_results(
         let ratio = rate(fjord) / rate(helios);
         let p99_ratio = fjord.latency_ms[2] / helios.latency_ms[2];
         let met = ratio >= *wanted && p99_ratio <= 1.0 / 3.0;
+        let (postgres, of_postgres) = match postgres {
+            Some(p) => (format!("{p:.0}"), format!("{:.2}", rate(fjord) / p)),
+            None => ("–".to_owned(), "–".to_owned()),
+        };
         text += &format!(
             "| {scenario} | {:.0} | {} | {:.0} | {} | {ratio:.2}× | {p99_ratio:.2} | {}, {} | \
-             ≥ {wanted}×, p99 ≤ 0.33 ({}) |\n",
+             ≥ {wanted}×, p99 ≤ 0.33 ({}) | {postgres} | {of_postgres} |\n",
             rate(fjord),
             latency(fjord),
             rate(helios),
