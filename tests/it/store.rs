@@ -61,8 +61,7 @@ async fn tenants_get_partitions_and_reject_bad_ids() {
     )
     .await;
     assert_eq!(options.as_deref(), Some("gin_pending_list_limit=256"));
-    // And its keys the statistics target that tells a patient's key from a common one (0012 to
-    // 0014).
+    // And its keys the statistics target that tells a patient's key from a common one (0012).
     let target: Option<String> = raw_scalar(
         &db.url,
         &format!(

@@ -261,7 +261,7 @@ impl Store {
                 .map_err(StoreError::database)?;
         }
         // Its partition of the equality keys gets the statistics target and the pending-list
-        // bound of the others (migrations 0011 to 0014).
+        // bound of the others (migrations 0011 and 0012).
         sqlx::query("SELECT fjord_tune_key_index()")
             .execute(&mut *tx)
             .await
