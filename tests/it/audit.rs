@@ -246,6 +246,102 @@ fn every_interaction_leaves_an_audit_event() {
     assert!(!reply.body.contains("Patient/b\""), "{}", reply.body);
 }
 
+/// Reads of one patient's resources by one actor between two flushes are one event, naming
+/// each version read once and the period the reads took place in; another actor's reads, or
+/// another patient's resources, are events of their own.
+#[test]
+fn reads_of_a_patient_by_an_actor_are_one_event() {
+    let smart = Smart::start("audit-reads", &[]);
+    load(&smart);
+    let user = |subject: &str| {
+        smart.issuer.mint(&fjord_smart::TokenRequest {
+            audience: smart.server.base("t1"),
+            scope: "user/*.rs".into(),
+            fhir_user: Some("Practitioner/pr".into()),
+            subject: Some(subject.into()),
+            client_id: Some("dho-app".into()),
+            ..Default::default()
+        })
+    };
+    let (kari, ola) = (user("kari"), user("ola"));
+    let read = |token: &str, path: &str| {
+        let reply = smart.call(token, "GET", path, None);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+    };
+    let of_a = [
+        "Patient/a/_history/1",
+        "Observation/a-vital/_history/1",
+        "Observation/a-lab/_history/1",
+    ];
+    for _ in 0..3 {
+        for entity in of_a {
+            read(
+                &kari,
+                &format!("/{}", entity.trim_end_matches("/_history/1")),
+            );
+        }
+    }
+    read(&kari, "/Observation/b-vital");
+    read(&ola, "/Observation/a-vital");
+    wait_for_flush();
+
+    let reads = events(&smart, "action=R");
+    let by = |subject: &str, patient: &str| -> Vec<Value> {
+        reads
+            .iter()
+            .filter(|e| subtype(e) == "read" && e["agent"][0]["altId"] == subject)
+            .filter(|e| entities(e).contains(&patient))
+            .cloned()
+            .collect()
+    };
+    let karis = by("kari", "Patient/a");
+    // Nine reads in a few milliseconds: one event, or two if a flush fell between them.
+    assert!(
+        (1..=2).contains(&karis.len()),
+        "{} events: {karis:?}",
+        karis.len()
+    );
+    let mut named: Vec<&str> = karis.iter().flat_map(entities).collect();
+    let total = named.len();
+    named.sort_unstable();
+    named.dedup();
+    assert_eq!(named.len(), total, "a version named twice in one event");
+    for entity in of_a {
+        assert!(named.contains(&entity), "{entity} in {karis:?}");
+    }
+    assert!(!named.contains(&"Observation/b-vital/_history/1"));
+    let merged = karis
+        .iter()
+        .max_by_key(|e| entities(e).len())
+        .expect("an event");
+    assert!(entities(merged).len() >= 3, "{merged}");
+    let period = &merged["period"];
+    assert!(
+        period["start"].as_str() <= period["end"].as_str(),
+        "{merged}"
+    );
+    assert_eq!(period["end"], merged["recorded"]);
+
+    // Another patient's resource, another actor: events of their own.
+    let b = by("kari", "Patient/b");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(
+        entities(&b[0]),
+        ["Observation/b-vital/_history/1", "Patient/b"]
+    );
+    let olas = by("ola", "Patient/a");
+    assert_eq!(olas.len(), 1, "{olas:?}");
+    assert_eq!(
+        entities(&olas[0]),
+        ["Observation/a-vital/_history/1", "Patient/a"]
+    );
+
+    let validator = smart.token("t1", "system/AuditEvent.r", None);
+    let checked = smart.call(&validator, "POST", "/AuditEvent/$validate", Some(merged));
+    assert_eq!(checked.status, 200, "{}", checked.body);
+    assert!(!checked.body.contains("\"error\""), "{}", checked.body);
+}
+
 /// A notification is a disclosure: those that carry events leave an AuditEvent (DICOM Export)
 /// naming the subscription, what they carried, the patients and the endpoint's origin, with the
 /// subscriber's user as the agent. A subscription's notifications within a few seconds are one

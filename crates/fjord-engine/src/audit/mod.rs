@@ -14,30 +14,32 @@
 //! subscriber's user, naming the subscription (role subscriber), what the notification carried,
 //! the patients it concerns and the endpoint's origin.
 //! The notifications of one subscription within a few seconds may be one event
-//! ([`Audited::absorb`]), its `period` the time they went in.
+//! ([`Audited::absorb`]), its `period` the time they went in. So are the reads (`read`, `vread`)
+//! of one patient's resources by one actor between two flushes ([`buffer`]): a SMART app opening
+//! a record reads dozens at once, and one event per read made the trail's writes, not the reads,
+//! what bounded the rate of reads.
 //!
 //! The shape follows the Norwegian AuditEvent profile (`no-domain-Trustframework-Auditevent`)
 //! where Fjord knows the facts: the patient extension, `agent.who` as the user (`fhirUser`,
 //! else the token's subject) with the client and role claims beside it, `source` the server.
 
+mod buffer;
+mod event;
+
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
 
 use fjord_search::{IndexValue, Registry};
-use fjord_smart::Shared;
-use fjord_store::{Expected, NewVersion, Op, StoredVersion, Tenant};
+use fjord_store::{Expected, NewVersion, Op, StoredVersion};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
+
+pub(crate) use buffer::AuditBuffer;
+use event::{audit_event, Actor};
 
 use crate::interactions::{format_instant, now};
 use crate::{Caller, Engine, EngineError};
 
 pub(crate) const AUDIT_EVENT: &str = "AuditEvent";
-
-const DICOM: &str = "http://dicom.nema.org/resources/ontology/DCM";
-
-const PATIENT_EXTENSION: &str =
-    "http://hl7.no/fhir/StructureDefinition/auditevent-patient-extension";
 
 /// The code system of Fjord's own audit subtypes.
 pub const FJORD_AUDIT: &str = "urn:fjord:audit";
@@ -66,6 +68,9 @@ pub struct Audited {
     pub unauthenticated: bool,
     /// A notification sent to a subscriber, not a request answered.
     notification: Option<Notification>,
+    /// When the first of several interactions the event records took place (notifications,
+    /// merged reads): its `period` runs from then to when it was recorded.
+    since: Option<time::OffsetDateTime>,
 }
 
 /// Where a notification went.
@@ -75,8 +80,6 @@ struct Notification {
     subscription: String,
     /// The endpoint's origin (`https://host:port`), for a rest-hook.
     destination: Option<String>,
-    /// When the first notification the event records went (see [`Audited::absorb`]).
-    since: time::OffsetDateTime,
 }
 
 /// An event naming several patients, as one event per patient (as IHE's Basic Audit Log
@@ -131,6 +134,7 @@ impl Audited {
             failure: None,
             unauthenticated: false,
             notification: None,
+            since: None,
         }
     }
 
@@ -142,8 +146,8 @@ impl Audited {
             notification: Some(Notification {
                 subscription: format!("Subscription/{subscription}"),
                 destination,
-                since: now(),
             }),
+            since: Some(now()),
             ..Audited::new(NOTIFY)
         }
     }
@@ -273,23 +277,6 @@ impl Audited {
     }
 }
 
-/// Buffered events beyond which the flusher is woken before its second is up.
-const FLUSH_AT: usize = 2_000;
-/// Buffered events beyond which a request waits for the flusher: memory stays bounded and no
-/// event is dropped; reads slow to the rate the trail is written at.
-const CAPACITY: usize = 20_000;
-
-/// Events waiting to be written, shared by the engines of a process.
-#[derive(Debug, Default)]
-pub(crate) struct AuditBuffer {
-    /// Events ready to be written, indexed already (by the requests, in parallel).
-    pending: Mutex<Vec<(Tenant, StoredEvent)>>,
-    /// Wakes the flusher early.
-    full: tokio::sync::Notify,
-    /// Tells waiting requests that a flush emptied the buffer.
-    drained: tokio::sync::Notify,
-}
-
 impl Caller {
     /// Whether the caller may write this version of a resource of this type: an AuditEvent is
     /// created (by Fjord, or by a client with a scope to create one) and then never changed.
@@ -312,8 +299,8 @@ impl Caller {
 }
 
 impl Engine {
-    /// Records a read or a refusal: written within a second by [`Engine::follow_audit`]. Waits
-    /// while the buffer is full.
+    /// Records a read or a refusal: written within a second by [`Engine::follow_audit`], reads
+    /// merged ([`Audited::merges`]). Waits while the buffer is full.
     pub async fn audit(&self, caller: &Caller, mut audited: Audited) {
         if !audited.read.is_empty() {
             match self.registry(caller).await {
@@ -340,10 +327,16 @@ impl Engine {
                 Err(error) => tracing::warn!(%error, "an audited read's patients are unknown"),
             }
         }
+        let actor = Actor::of(caller);
         let internal = Caller::internal(caller.tenant.clone());
         for audited in per_patient(audited) {
+            if audited.merges() {
+                self.buffer_read(&caller.tenant, actor.clone(), audited)
+                    .await;
+                continue;
+            }
             let stored = match self
-                .stored_event(&internal, audit_event(caller, &audited))
+                .stored_event(&internal, audit_event(&actor, &audited))
                 .await
             {
                 Ok(stored) => stored,
@@ -353,42 +346,6 @@ impl Engine {
                 }
             };
             self.buffer_event(internal.tenant.clone(), stored).await;
-        }
-    }
-
-    /// Queues an event for the flusher; waits while the buffer is full.
-    async fn buffer_event(&self, tenant: Tenant, stored: StoredEvent) {
-        let buffer = &self.shared.audit;
-        let mut event = Some((tenant, stored));
-        loop {
-            let drained = buffer.drained.notified();
-            {
-                let mut pending = buffer.pending.lock().expect("audit buffer");
-                if pending.len() < CAPACITY {
-                    pending.extend(event.take());
-                    if pending.len() >= FLUSH_AT {
-                        buffer.full.notify_one();
-                    }
-                    return;
-                }
-            }
-            buffer.full.notify_one();
-            drained.await;
-        }
-    }
-
-    /// Writes the buffered events once a second, or sooner when many wait; runs until the
-    /// process ends.
-    pub async fn follow_audit(&self) {
-        loop {
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(1),
-                self.shared.audit.full.notified(),
-            )
-            .await;
-            if let Err(error) = self.flush_audit().await {
-                tracing::error!(%error, "writing the audit trail");
-            }
         }
     }
 
@@ -410,54 +367,6 @@ impl Engine {
         }
     }
 
-    /// Writes every buffered event, one statement per tenant (also at shutdown).
-    pub async fn flush_audit(&self) -> Result<usize, EngineError> {
-        let pending = std::mem::take(&mut *self.shared.audit.pending.lock().expect("audit buffer"));
-        // Room again: requests waiting for it go on while these are written.
-        self.shared.audit.drained.notify_waiters();
-        let mut written = 0;
-        let mut by_tenant: Vec<(Tenant, Vec<StoredEvent>)> = Vec::new();
-        for (tenant, event) in pending {
-            match by_tenant.iter_mut().find(|(t, _)| t.key == tenant.key) {
-                Some((_, events)) => events.push(event),
-                None => by_tenant.push((tenant, vec![event])),
-            }
-        }
-        let mut groups = by_tenant.into_iter();
-        while let Some((tenant, stored)) = groups.next() {
-            match self.write_events(&tenant, &stored).await {
-                Ok(count) => written += count,
-                Err(error @ EngineError::Unavailable(_)) => {
-                    // The database is away: the events wait for the next flush, ahead of those
-                    // buffered since, so none is lost to an outage.
-                    let unwritten = std::iter::once((tenant, stored)).chain(groups).flat_map(
-                        |(tenant, events)| events.into_iter().map(move |e| (tenant.clone(), e)),
-                    );
-                    let mut pending = self.shared.audit.pending.lock().expect("audit buffer");
-                    let since = std::mem::take(&mut *pending);
-                    pending.extend(unwritten);
-                    pending.extend(since);
-                    return Err(error);
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(written)
-    }
-
-    /// Writes one tenant's buffered events in one unit of work.
-    async fn write_events(
-        &self,
-        tenant: &Tenant,
-        stored: &[StoredEvent],
-    ) -> Result<usize, EngineError> {
-        let caller = Caller::internal(tenant.clone());
-        let versions: Vec<NewVersion<'_>> = stored.iter().map(StoredEvent::new_version).collect();
-        let mut unit = self.begin(&caller).await?;
-        let result = unit.create_many(&versions).await.map_err(EngineError::from);
-        self.finish(&caller, unit, result).await
-    }
-
     /// Adds the AuditEvent of what `unit` wrote to it, before it commits.
     pub(crate) async fn audit_unit(
         &self,
@@ -469,7 +378,7 @@ impl Engine {
         };
         let internal = Caller::internal(caller.tenant.clone());
         for audited in per_patient(audited) {
-            let event = audit_event(caller, &audited);
+            let event = audit_event(&Actor::of(caller), &audited);
             self.write_audit_event(&internal, unit, event).await?;
         }
         Ok(())
@@ -602,196 +511,4 @@ fn compartment_parameters(resource_type: &str) -> &'static [&'static str] {
     fjord_definitions::compartment("Patient")
         .and_then(|c| c.parameters_of(resource_type))
         .unwrap_or_default()
-}
-
-/// The AuditEvent of an interaction by `caller`, its elements in the specification's order.
-fn audit_event(caller: &Caller, audited: &Audited) -> Value {
-    let principal = caller.access.principal();
-    let mut user = Map::new();
-    let who = match principal {
-        Some(principal) => match (&principal.fhir_user, &principal.subject) {
-            (Some(fhir_user), _) => json!({ "reference": fhir_user }),
-            (None, Some(subject)) => {
-                json!({ "identifier": { "system": principal.issuer, "value": subject } })
-            }
-            (None, None) => json!({ "display": "unnamed subject" }),
-        },
-        None if audited.unauthenticated => json!({ "display": "no valid access token" }),
-        None => match &caller.operator {
-            Some(operator) => {
-                user.insert("name".into(), json!(format!("command line ({operator})")));
-                json!({ "display": format!("{operator}, at the fjord command line") })
-            }
-            None => json!({ "display": "anyone (authentication off)" }),
-        },
-    };
-    if let Some(principal) = principal.filter(|p| !p.roles.is_empty()) {
-        let roles: Vec<Value> = principal
-            .roles
-            .iter()
-            .map(|r| json!({ "text": r }))
-            .collect();
-        user.insert("role".into(), json!(roles));
-    }
-    user.insert("who".into(), who);
-    if let Some(subject) = principal.and_then(|p| p.subject.as_ref()) {
-        user.insert("altId".into(), json!(subject));
-    }
-    user.insert("requestor".into(), json!(true));
-    if let Some(address) = &caller.address {
-        user.insert("network".into(), json!({ "address": address, "type": "2" }));
-    }
-    let mut agents = vec![Value::Object(user)];
-    if let Some(client) = principal.and_then(|p| p.client_id.as_ref()) {
-        agents.push(json!({
-            "type": { "text": "client application" },
-            "who": { "identifier": { "system": "urn:fjord:oauth-client", "value": client } },
-            "requestor": false,
-        }));
-    }
-    if let Some(Notification {
-        destination: Some(destination),
-        ..
-    }) = &audited.notification
-    {
-        agents.push(json!({
-            "type": { "coding": [{ "system": DICOM, "code": "110152", "display": "Destination Role ID" }] },
-            "who": { "display": "the subscription's endpoint" },
-            "requestor": false,
-            "network": { "address": destination, "type": "5" },
-        }));
-    }
-    let entity_type = |code: &str| json!({ "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": code });
-    let role = |code: &str| json!({ "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": code });
-    let mut entities: Vec<Value> = audited
-        .entities
-        .iter()
-        .map(|reference| json!({ "what": { "reference": reference }, "type": entity_type("2") }))
-        .collect();
-    if let Some(notification) = &audited.notification {
-        entities.insert(
-            0,
-            json!({
-                "what": { "reference": notification.subscription },
-                "type": entity_type("2"),
-                "role": role("9"),
-            }),
-        );
-    }
-    if let Some(query) = &audited.query {
-        use base64::Engine as _;
-        entities.push(json!({
-            "type": entity_type("2"),
-            "role": role("24"),
-            "query": base64::engine::general_purpose::STANDARD.encode(query),
-        }));
-    }
-    for patient in &audited.patients {
-        entities.push(json!({
-            "what": { "reference": patient },
-            "type": entity_type("1"),
-            "role": role("1"),
-        }));
-    }
-    let mut event = Map::new();
-    event.insert("resourceType".into(), json!(AUDIT_EVENT));
-    if let [patient] = audited.patients.iter().collect::<Vec<_>>().as_slice() {
-        event.insert(
-            "extension".into(),
-            json!([{ "url": PATIENT_EXTENSION, "valueReference": { "reference": patient } }]),
-        );
-    }
-    if audited.notification.is_some() || audited.interaction == EXPORT {
-        event.insert(
-            "type".into(),
-            json!({ "system": DICOM, "code": "110106", "display": "Export" }),
-        );
-    } else if audited.interaction == IMPORT {
-        event.insert(
-            "type".into(),
-            json!({ "system": DICOM, "code": "110107", "display": "Import" }),
-        );
-    } else {
-        event.insert(
-            "type".into(),
-            json!({
-                "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-                "code": "rest",
-                "display": "RESTful Operation",
-            }),
-        );
-        event.insert(
-            "subtype".into(),
-            json!([{ "system": "http://hl7.org/fhir/restful-interaction", "code": audited.interaction }]),
-        );
-    }
-    event.insert("action".into(), json!(audited.action()));
-    let recorded = now();
-    if let Some(notification) = &audited.notification {
-        // The notifications the event records went within this period.
-        event.insert(
-            "period".into(),
-            json!({ "start": format_instant(notification.since), "end": format_instant(recorded) }),
-        );
-    }
-    event.insert("recorded".into(), json!(format_instant(recorded)));
-    match &audited.failure {
-        None => {
-            event.insert("outcome".into(), json!("0"));
-        }
-        Some((code, why)) => {
-            event.insert("outcome".into(), json!(code.to_string()));
-            event.insert("outcomeDesc".into(), json!(why));
-        }
-    }
-    if let Some(shared) = caller.access.sharing() {
-        mark_cross_tenant(&mut event, &mut agents, shared);
-    }
-    event.insert("agent".into(), json!(agents));
-    event.insert(
-        "source".into(),
-        json!({
-            "site": caller.tenant.id,
-            "observer": { "display": "Fjord FHIR server" },
-            "type": [{
-                "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                "code": "4",
-                "display": "Application Server",
-            }],
-        }),
-    );
-    if !entities.is_empty() {
-        event.insert("entity".into(), json!(entities));
-    }
-    Value::Object(event)
-}
-
-/// Marks an event of an access by another tenant's caller, under a sharing grant: the subtype
-/// `urn:fjord:audit|cross-tenant`, the purpose the token asserted, and the caller's home
-/// tenant as an agent beside the user.
-fn mark_cross_tenant(event: &mut Map<String, Value>, agents: &mut Vec<Value>, shared: &Shared) {
-    let marker = json!({
-        "system": FJORD_AUDIT,
-        "code": CROSS_TENANT,
-        "display": "another tenant's caller, under the sharing policy",
-    });
-    match event.get_mut("subtype").and_then(Value::as_array_mut) {
-        Some(subtypes) => subtypes.push(marker),
-        None => {
-            event.insert("subtype".into(), json!([marker]));
-        }
-    }
-    let coding = match shared.purpose.split_once('|') {
-        Some((system, code)) => json!({ "system": system, "code": code }),
-        None => json!({ "code": shared.purpose }),
-    };
-    event.insert(
-        "purposeOfEvent".into(),
-        json!([{ "coding": [coding], "text": shared.purpose }]),
-    );
-    agents.push(json!({
-        "type": { "text": "the caller's home tenant" },
-        "who": { "identifier": { "system": "urn:fjord:tenant", "value": shared.home_tenant } },
-        "requestor": false,
-    }));
 }
