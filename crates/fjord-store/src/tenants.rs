@@ -260,8 +260,8 @@ impl Store {
                 .await
                 .map_err(StoreError::database)?;
         }
-        // Its partition of the equality keys gets the statistics target and the pending-list
-        // bound of the others (migrations 0011 and 0012).
+        // Its partition of the equality keys gets the pending-list bound of the others
+        // (migrations 0011, 0012 and 0013).
         sqlx::query("SELECT fjord_tune_key_index()")
             .execute(&mut *tx)
             .await

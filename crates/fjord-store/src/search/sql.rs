@@ -69,12 +69,30 @@ impl Sql {
     }
 
     pub(super) fn count(&mut self, query: &SearchQuery) -> String {
+        let types = self.type_condition(&query.filters);
         let filters = self.filters("c", &query.filters);
         format!(
             "SELECT count(*) FROM resource_current c \
-             WHERE c.tenant = $1 AND {} AND NOT c.deleted{filters}",
-            self.types
+             WHERE c.tenant = $1 AND {types} AND NOT c.deleted{filters}"
         )
+    }
+
+    /// The condition on `c.type` beside the top-level `filters`. A rare key among them (not
+    /// common, so looked up in the GIN index, and cheap to) implies the type, as keys hash it:
+    /// the condition is then written so that no index takes it. Else the planner, misled by a
+    /// key's estimate among many AuditEvents, ANDs the bitmap of every resource of the type
+    /// from the `(tenant, type, last_updated)` index into the key's few rows (4.5 ms of a 5 ms
+    /// search by patient). `IS TRUE` keeps the condition's estimate (the planner estimates
+    /// the comparison inside) and its meaning (`type` is never NULL).
+    fn type_condition(&self, filters: &[Filter]) -> String {
+        let rare_key = filters
+            .iter()
+            .any(|filter| matches!(filter, Filter::Key(key) if !self.common.contains_key(key)));
+        if rare_key {
+            format!("({}) IS TRUE", self.types)
+        } else {
+            self.types.clone()
+        }
     }
 
     /// Id and body of every current resource on which `filters` hold, in no order (bulk export).
@@ -96,6 +114,7 @@ impl Sql {
         after: Option<&[String]>,
         limit: usize,
     ) -> String {
+        let types = self.type_condition(&query.filters);
         let filters = self.filters("c", &query.filters);
         let mut sort_columns = Vec::new();
         for (index, key) in query.sort.iter().enumerate() {
@@ -162,7 +181,6 @@ impl Sql {
              JOIN resource_version v ON v.tenant = $1 AND v.type = p.type AND v.id = p.id \
                AND v.version = p.version \
              ORDER BY {outer_order}",
-            types = self.types,
             keys = key_texts.join(", "),
             selected = selected.join(", "),
             order = order.join(", "),
