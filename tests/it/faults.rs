@@ -258,32 +258,50 @@ fn sigterm_under_load_drains_requests_writes_the_audit_trail_and_stops_postgres_
     let dir_arg = dir.to_str().unwrap().to_owned();
     let mut server = Server::start(&["--data-dir", &dir_arg]);
     let base = server.base("default");
+    // Each reader reads its own patients, each once: reads of one patient by one actor between
+    // two flushes are one event, so distinct patients make every answered read one event.
+    const PATIENTS_EACH: usize = 1_000;
+    let entries: Vec<String> = (0..4)
+        .flat_map(|reader| (0..PATIENTS_EACH).map(move |i| format!("p{reader}-{i}")))
+        .map(|id| {
+            format!(
+                r#"{{"resource":{{"resourceType":"Patient","id":"{id}"}},"request":{{"method":"PUT","url":"Patient/{id}"}}}}"#
+            )
+        })
+        .collect();
     let stored = send(
-        "PUT",
-        &format!("{base}/Patient/p1"),
+        "POST",
+        &base,
         &[JSON],
-        Some(r#"{"resourceType":"Patient","id":"p1"}"#),
+        Some(&format!(
+            r#"{{"resourceType":"Bundle","type":"transaction","entry":[{}]}}"#,
+            entries.join(",")
+        )),
     );
-    assert_eq!(stored.status, 201, "{}", stored.body);
+    assert_eq!(stored.status, 200, "{}", stored.body);
 
-    // Readers until the server stops answering; each answered read is audited in the buffer.
+    // Readers until the server stops answering (or run out of patients, which they do not
+    // before the server stops); each answered read is audited in the buffer.
     let answered = Arc::new(Mutex::new(0usize));
     let readers: Vec<_> = (0..4)
-        .map(|_| {
+        .map(|reader| {
             let (base, answered) = (base.clone(), answered.clone());
-            std::thread::spawn(move || loop {
-                match ureq::get(&format!("{base}/Patient/p1")).call() {
-                    Ok(reply) => {
-                        assert_eq!(reply.status(), 200);
-                        *answered.lock().unwrap() += 1;
+            std::thread::spawn(move || {
+                for i in 0..PATIENTS_EACH {
+                    match ureq::get(&format!("{base}/Patient/p{reader}-{i}")).call() {
+                        Ok(reply) => {
+                            assert_eq!(reply.status(), 200);
+                            *answered.lock().unwrap() += 1;
+                        }
+                        Err(ureq::Error::Status(status, reply)) => panic!(
+                            "{status} while shutting down: {}",
+                            reply.into_string().unwrap_or_default()
+                        ),
+                        // Connections refused: the server has stopped listening.
+                        Err(_) => return,
                     }
-                    Err(ureq::Error::Status(status, reply)) => panic!(
-                        "{status} while shutting down: {}",
-                        reply.into_string().unwrap_or_default()
-                    ),
-                    // Connections refused: the server has stopped listening.
-                    Err(_) => break,
                 }
+                panic!("reader {reader} read all its patients before the server stopped");
             })
         })
         .collect();

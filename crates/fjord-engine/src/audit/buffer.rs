@@ -30,6 +30,9 @@ pub(crate) struct AuditBuffer {
     full: Notify,
     /// Tells waiting requests that a flush emptied the buffer.
     drained: Notify,
+    /// Held by a flush from taking the buffer to writing it: the flush at shutdown waits for
+    /// the periodic one in progress, whose events would otherwise die with the process.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -203,8 +206,10 @@ impl Engine {
         }
     }
 
-    /// Writes every buffered event, one statement per tenant (also at shutdown).
+    /// Writes every buffered event, one statement per tenant (also at shutdown), after any
+    /// flush in progress.
     pub async fn flush_audit(&self) -> Result<usize, EngineError> {
+        let _flushing = self.shared.audit.flushing.lock().await;
         let Pending { mut events, reads } =
             std::mem::take(&mut *self.shared.audit.pending.lock().expect("audit buffer"));
         // Room again: requests waiting for it go on while these are written.
