@@ -30,7 +30,7 @@ mod terminology_ops;
 mod text;
 mod validation;
 
-pub use audit::{patients_in, Audited};
+pub use audit::{patients_in, Audited, Merged};
 pub use bundles::{BundleKind, EntryOutcome, DEFAULT_MAX_BUNDLE_ENTRIES};
 pub use consumers::ConsumerLag;
 pub use error::EngineError;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fjord_engine::{Audited, Caller};
+use fjord_engine::{Audited, Caller, Merged};
 use fjord_store::TenantKey;
 
 use crate::Subscriptions;
@@ -29,7 +29,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct Digest {
     caller: Caller,
-    audited: Audited,
+    merged: Merged,
     opened: Instant,
 }
 
@@ -55,11 +55,11 @@ impl Subscriptions {
             match digests.entry((tenant, id.to_owned())) {
                 Entry::Occupied(mut open)
                     if open.get().caller.access == caller.access
-                        && open.get().audited.absorbs(&audited) =>
+                        && open.get().merged.audited().absorbs(&audited) =>
                 {
                     let digest = open.get_mut();
-                    digest.audited.absorb(audited);
-                    (digest.audited.entities.len() >= MAX_ENTITIES).then(|| open.remove())
+                    digest.merged.absorb(audited);
+                    (digest.merged.entities() >= MAX_ENTITIES).then(|| open.remove())
                 }
                 Entry::Occupied(mut open) => Some(open.insert(Digest::new(caller, audited))),
                 Entry::Vacant(vacant) => {
@@ -69,7 +69,9 @@ impl Subscriptions {
             }
         };
         if let Some(digest) = due {
-            self.engine.audit(&digest.caller, digest.audited).await;
+            self.engine
+                .audit(&digest.caller, digest.merged.into_audited())
+                .await;
         }
     }
 
@@ -92,7 +94,9 @@ impl Subscriptions {
             .map(|(_, digest)| digest)
             .collect();
         for digest in due {
-            self.engine.audit(&digest.caller, digest.audited).await;
+            self.engine
+                .audit(&digest.caller, digest.merged.into_audited())
+                .await;
         }
     }
 }
@@ -101,7 +105,7 @@ impl Digest {
     fn new(caller: Caller, audited: Audited) -> Digest {
         Digest {
             caller,
-            audited,
+            merged: Merged::open(audited),
             opened: Instant::now(),
         }
     }

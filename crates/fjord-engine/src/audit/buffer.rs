@@ -2,15 +2,14 @@
 //! that later reads by the same actor of the same patient's resources join until the flush.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use fjord_store::{NewVersion, Tenant, TenantKey};
 use tokio::sync::Notify;
 
 use super::event::{audit_event, Actor};
-use super::{Audited, StoredEvent};
-use crate::interactions::now;
+use super::{Audited, Merged, StoredEvent};
 use crate::{Caller, Engine, EngineError};
 
 /// Buffered events beyond which the flusher is woken before its second is up.
@@ -64,29 +63,8 @@ struct ReadKey {
 #[derive(Debug)]
 struct OpenRead {
     tenant: Tenant,
-    audited: Audited,
-    /// The entities named: a version read twice is named once, in the period of the event.
-    named: HashSet<String>,
-}
-
-impl OpenRead {
-    fn new(tenant: Tenant, mut audited: Audited) -> OpenRead {
-        audited.since = Some(now());
-        let named = audited.entities.iter().cloned().collect();
-        OpenRead {
-            tenant,
-            audited,
-            named,
-        }
-    }
-
-    fn join(&mut self, later: Audited) {
-        for entity in later.entities {
-            if self.named.insert(entity.clone()) {
-                self.audited.entities.push(entity);
-            }
-        }
-    }
+    /// A version read twice is named once, in the period of the event.
+    merged: Merged,
 }
 
 impl Audited {
@@ -97,7 +75,6 @@ impl Audited {
             && self.failure.is_none()
             && self.query.is_none()
             && self.notification.is_none()
-            && self.patients.len() < 2
     }
 }
 
@@ -142,14 +119,17 @@ impl Engine {
                 let events = pending.len();
                 match pending.reads.entry(key) {
                     Entry::Occupied(mut open) => {
-                        open.get_mut().join(audited);
-                        if open.get().named.len() < MOST_MERGED {
+                        open.get_mut().merged.absorb(audited);
+                        if open.get().merged.entities() < MOST_MERGED {
                             return;
                         }
                         Some(open.remove_entry())
                     }
                     Entry::Vacant(vacant) if events < CAPACITY => {
-                        vacant.insert(OpenRead::new(tenant.clone(), audited));
+                        vacant.insert(OpenRead {
+                            tenant: tenant.clone(),
+                            merged: Merged::open(audited),
+                        });
                         if events + 1 >= FLUSH_AT {
                             buffer.full.notify_one();
                         }
@@ -180,7 +160,7 @@ impl Engine {
     async fn read_event(&self, actor: Actor, open: &OpenRead) -> Option<StoredEvent> {
         let internal = Caller::internal(open.tenant.clone());
         match self
-            .stored_event(&internal, audit_event(&actor, &open.audited))
+            .stored_event(&internal, audit_event(&actor, open.merged.audited()))
             .await
         {
             Ok(stored) => Some(stored),

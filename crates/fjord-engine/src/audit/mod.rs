@@ -14,7 +14,7 @@
 //! subscriber's user, naming the subscription (role subscriber), what the notification carried,
 //! the patients it concerns and the endpoint's origin.
 //! The notifications of one subscription within a few seconds may be one event
-//! ([`Audited::absorb`]), its `period` the time they went in. So are the reads (`read`, `vread`)
+//! ([`Merged`]), its `period` the time they went in. So are the reads (`read`, `vread`)
 //! of one patient's resources by one actor between two flushes ([`buffer`]): a SMART app opening
 //! a record reads dozens at once, and one event per read made the trail's writes, not the reads,
 //! what bounded the rate of reads.
@@ -26,7 +26,7 @@
 mod buffer;
 mod event;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use fjord_search::{IndexValue, Registry};
 use fjord_store::{Expected, NewVersion, Op, StoredVersion};
@@ -110,6 +110,56 @@ fn per_patient(mut audited: Audited) -> Vec<Audited> {
         .collect()
 }
 
+/// One event recording several interactions (the notifications of one subscription, the reads
+/// of one patient's resources by one actor): each entity named once however often it came
+/// back, its `period` from the first interaction to the record.
+#[derive(Debug)]
+pub struct Merged {
+    audited: Audited,
+    /// The entities of `audited`, to name each once without scanning them.
+    named: HashSet<String>,
+}
+
+impl Merged {
+    /// Opens the event with its first interaction.
+    pub fn open(mut audited: Audited) -> Merged {
+        audited.since.get_or_insert_with(now);
+        let named = audited.entities.iter().cloned().collect();
+        Merged { audited, named }
+    }
+
+    /// Adds what a later interaction named and the patients it concerns.
+    pub fn absorb(&mut self, later: Audited) {
+        for entity in later.entities {
+            if self.named.insert(entity.clone()) {
+                self.audited.entities.push(entity);
+            }
+        }
+        self.audited.patients.extend(later.patients);
+        for (entity, patients) in later.owners {
+            self.audited
+                .owners
+                .entry(entity)
+                .or_default()
+                .extend(patients);
+        }
+    }
+
+    /// The event so far.
+    pub fn audited(&self) -> &Audited {
+        &self.audited
+    }
+
+    /// Entities named.
+    pub fn entities(&self) -> usize {
+        self.named.len()
+    }
+
+    pub fn into_audited(self) -> Audited {
+        self.audited
+    }
+}
+
 /// How an event names a version: `Type/id/_history/n`.
 fn version_entity(resource_type: &str, id: &str, version: i64) -> String {
     format!("{resource_type}/{id}/_history/{version}")
@@ -183,8 +233,8 @@ impl Audited {
         }
     }
 
-    /// Whether [`Audited::absorb`] may add `later` to this: both are notifications of the same
-    /// subscription to the same destination, and neither failed.
+    /// Whether a [`Merged`] event opened with this may absorb `later`: both are notifications
+    /// of the same subscription to the same destination, and neither failed.
     pub fn absorbs(&self, later: &Audited) -> bool {
         let same = match (&self.notification, &later.notification) {
             (Some(first), Some(then)) => {
@@ -193,21 +243,6 @@ impl Audited {
             _ => false,
         };
         same && self.failure.is_none() && later.failure.is_none()
-    }
-
-    /// Adds what a later notification carried (see [`Audited::absorbs`]): one event records
-    /// both, its `period` from the first to the last.
-    pub fn absorb(&mut self, later: Audited) {
-        debug_assert!(self.absorbs(&later));
-        for entity in later.entities {
-            if !self.entities.contains(&entity) {
-                self.entities.push(entity);
-            }
-        }
-        self.patients.extend(later.patients);
-        for (entity, patients) in later.owners {
-            self.owners.entry(entity).or_default().extend(patients);
-        }
     }
 
     /// A notification or a request that failed for a reason outside Fjord and the client (a
