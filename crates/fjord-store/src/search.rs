@@ -131,10 +131,8 @@ async fn run(
         Vec::new()
     } else {
         // One more row than asked tells whether another page follows.
-        let mut sql = Sql::new(tenant, &query.types, common.clone());
-        let generic = sql.plans_alike(query);
-        let page = sql.page(query, after.as_deref(), query.count + 1);
-        fetch_page(connection, &page, sql.args, generic).await?
+        let sql = Sql::new(tenant, &query.types, common.clone());
+        fetch_page(connection, sql, query, after.as_deref(), query.count + 1).await?
     };
     let more = rows.len() > query.count;
     let mut resources = Vec::with_capacity(rows.len().min(query.count));
@@ -210,29 +208,31 @@ pub(crate) async fn find_on(
     common_keys: &CommonKeys,
 ) -> Result<Vec<StoredVersion>, sqlx::Error> {
     let common = common_keys.of(tenant, &mut *connection).await?;
-    let mut sql = Sql::new(tenant, &query.types, common);
-    let generic = sql.plans_alike(query);
-    let page = sql.page(query, None, limit);
-    let rows = fetch_page(connection, &page, sql.args, generic).await?;
+    let sql = Sql::new(tenant, &query.types, common);
+    let rows = fetch_page(connection, sql, query, None, limit).await?;
     Ok(rows.iter().map(current_from_row).collect())
 }
 
-/// Runs a page statement; under the plan Postgres keeps for the statement when `generic`
-/// ([`Sql::plans_alike`]), instead of one made for its values.
+/// Runs the page statement of `query` ([`Sql::page`]); under the plan Postgres keeps for the
+/// statement when [`Sql::plans_alike`], instead of one made for its values.
 async fn fetch_page(
     connection: &mut sqlx::PgConnection,
-    page: &str,
-    args: sqlx::postgres::PgArguments,
-    generic: bool,
+    mut sql: Sql,
+    query: &SearchQuery,
+    after: Option<&[String]>,
+    limit: usize,
 ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+    let generic = sql.plans_alike(query);
+    let page = sql.page(query, after, limit);
+    let args = sql.args;
     if !generic {
-        return sqlx::query_with(page, args).fetch_all(connection).await;
+        return sqlx::query_with(&page, args).fetch_all(connection).await;
     }
     // A session setting: in a unit of work that fails, its rollback undoes it.
     sqlx::query("SET plan_cache_mode = force_generic_plan")
         .execute(&mut *connection)
         .await?;
-    let rows = sqlx::query_with(page, args)
+    let rows = sqlx::query_with(&page, args)
         .fetch_all(&mut *connection)
         .await;
     let reset = sqlx::query("RESET plan_cache_mode")

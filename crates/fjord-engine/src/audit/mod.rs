@@ -155,6 +155,7 @@ impl Merged {
         self.named.len()
     }
 
+    /// The event, to record.
     pub fn into_audited(self) -> Audited {
         self.audited
     }
